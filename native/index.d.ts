@@ -1,0 +1,50 @@
+// The JavaScript face of the nvgred packet core (native/src/binding).
+// Written by hand, like the FFI behind it; test/native.test.ts checks that the
+// addon exports exactly these names. Every function throws an Error whose
+// `code` is one of NVGRE_ERR_NATIVE_* on failure.
+
+/** The crate version. */
+export function version(): string;
+
+/** Names of the slots of `readCounters()`, in order: totals, then `drop:<direction>:<reason>`. */
+export function counterNames(): string[];
+
+/** The closed set of drop reasons (the `reason` label of nvgre_dropped_packets_total). */
+export function dropReasons(): string[];
+
+/** Open the underlay socket and start `workers` worker threads. One dataplane per process. */
+export function start(workers: number): void;
+
+/** Stop the workers, close every TAP (the devices disappear) and socket. Idempotent. */
+export function stop(): void;
+
+/**
+ * Swap in a whole policy snapshot, encoded by src/model/snapshot.ts. Packets
+ * are decided against the old snapshot or the new one, never a mix.
+ */
+export function setPolicy(encoded: Buffer): void;
+
+/**
+ * Create the TAP of a VM adapter (IFF_TAP | IFF_NO_PI), inside `netns` when
+ * given, with the adapter's MAC and MTU, and bring it up. Returns the ifindex.
+ */
+export function addPort(id: number, name: string, netns: string | null, mac: string, mtu: number | null): number;
+
+/** Remove a port: its TAP disappears. */
+export function removePort(id: number): void;
+
+/** Every counter, summed over the workers, in `counterNames()` order: one bulk read. */
+export function readCounters(): BigUint64Array;
+
+/** One value per worker that keeps changing while that worker runs. */
+export function heartbeats(): BigUint64Array;
+
+/** Assign an address; returns 1 if added, 0 if it was already there. */
+export function addAddress(ifname: string, address: string, prefixLength: number): number;
+
+export function delAddress(ifname: string, address: string, prefixLength: number): void;
+
+/** Add a route (nextHop null = on-link); returns 1 if added, 0 if it was already there. */
+export function addRoute(prefix: string, prefixLength: number, nextHop: string | null, ifname: string, metric: number): number;
+
+export function delRoute(prefix: string, prefixLength: number, nextHop: string | null, ifname: string, metric: number): void;

@@ -1,0 +1,164 @@
+//! The functions the addon exports. Each converts its arguments, calls the core
+//! and converts the result; `native/index.d.ts` declares the same names.
+//!
+//! One dataplane per process (the daemon's): it lives in [`DATAPLANE`].
+
+use super::napi::{napi_callback, napi_callback_info, napi_env, napi_value};
+use super::{export, Args, JsError, JsResult, JsValue};
+use crate::dp::{Counters, DropReason, Policy};
+use crate::io::{netlink, Dataplane, TapSpec};
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+/// Generates one `extern "C"` trampoline per export, all through [`export`].
+macro_rules! exports {
+    ($($name:literal => $f:path),* $(,)?) => {
+        pub static EXPORTS: &[(&str, napi_callback)] = &[
+            $(($name, {
+                unsafe extern "C" fn trampoline(env: napi_env, info: napi_callback_info) -> napi_value {
+                    export(env, info, $f)
+                }
+                trampoline
+            })),*
+        ];
+    };
+}
+
+exports! {
+    "version" => version,
+    "counterNames" => counter_names,
+    "dropReasons" => drop_reasons,
+    "start" => start,
+    "stop" => stop,
+    "setPolicy" => set_policy,
+    "addPort" => add_port,
+    "removePort" => remove_port,
+    "readCounters" => read_counters,
+    "heartbeats" => heartbeats,
+    "addAddress" => add_address,
+    "delAddress" => del_address,
+    "addRoute" => add_route,
+    "delRoute" => del_route,
+}
+
+static DATAPLANE: Mutex<Option<Dataplane>> = Mutex::new(None);
+
+fn with_dataplane<T>(f: impl FnOnce(&Dataplane) -> JsResult<T>) -> JsResult<T> {
+    let guard = DATAPLANE.lock().unwrap_or_else(|p| p.into_inner());
+    match guard.as_ref() {
+        Some(dp) => f(dp),
+        None => Err(JsError::new("NVGRE_ERR_NATIVE_NOT_STARTED", "the dataplane is not running")),
+    }
+}
+
+fn io_error(code: &'static str) -> impl Fn(std::io::Error) -> JsError {
+    move |e| JsError::new(code, e.to_string())
+}
+
+fn ip(args: &Args, i: usize) -> JsResult<IpAddr> {
+    let s = args.string(i)?;
+    s.parse().map_err(|_| JsError::arg(format!("argument {i}: {s:?} is not an IP address")))
+}
+
+fn prefix_len(args: &Args, i: usize) -> JsResult<u8> {
+    u8::try_from(args.u32(i)?).map_err(|_| JsError::arg(format!("argument {i}: prefix length out of range")))
+}
+
+fn version(_: &Args) -> JsResult<JsValue> {
+    Ok(JsValue::Str(env!("CARGO_PKG_VERSION").to_string()))
+}
+
+fn counter_names(_: &Args) -> JsResult<JsValue> {
+    Ok(JsValue::StrArray(Counters::names()))
+}
+
+fn drop_reasons(_: &Args) -> JsResult<JsValue> {
+    Ok(JsValue::StrArray(DropReason::ALL.iter().map(|r| r.name().to_string()).collect()))
+}
+
+/// `start(workers)`: open the underlay socket and start the worker threads.
+fn start(args: &Args) -> JsResult<JsValue> {
+    let workers = args.u32(0)? as usize;
+    let mut guard = DATAPLANE.lock().unwrap_or_else(|p| p.into_inner());
+    if guard.is_some() {
+        return Err(JsError::new("NVGRE_ERR_NATIVE_RUNNING", "the dataplane is already running"));
+    }
+    *guard = Some(Dataplane::start(workers).map_err(io_error("NVGRE_ERR_NATIVE_START"))?);
+    Ok(JsValue::Undefined)
+}
+
+/// `stop()`: stop the workers and close every TAP and socket. Idempotent.
+fn stop(_: &Args) -> JsResult<JsValue> {
+    let dp = DATAPLANE.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(dp) = dp {
+        dp.stop();
+    }
+    Ok(JsValue::Undefined)
+}
+
+/// `setPolicy(buffer)`: decode, index and swap in a whole policy snapshot.
+fn set_policy(args: &Args) -> JsResult<JsValue> {
+    let policy = Policy::decode(args.buffer(0)?).map_err(|e| JsError::new("NVGRE_ERR_NATIVE_POLICY", e.0))?;
+    with_dataplane(|dp| {
+        dp.set_policy(&policy);
+        Ok(JsValue::Undefined)
+    })
+}
+
+/// `addPort(id, name, netns, mac, mtu)`: create a VM adapter's TAP; returns its ifindex.
+fn add_port(args: &Args) -> JsResult<JsValue> {
+    let id = args.u32(0)?;
+    let name = args.string(1)?;
+    let netns = args.opt_string(2)?;
+    let mac_text = args.string(3)?;
+    let mac = mac_text.parse().map_err(|_| JsError::arg(format!("argument 3: {mac_text:?} is not a MAC")))?;
+    let mtu = if args.is_nullish(4) { None } else { Some(args.u32(4)?) };
+    let spec = TapSpec { name: &name, netns: netns.as_deref(), mac, mtu };
+    with_dataplane(|dp| dp.add_port(id, &spec).map(JsValue::U32).map_err(io_error("NVGRE_ERR_NATIVE_PORT")))
+}
+
+fn remove_port(args: &Args) -> JsResult<JsValue> {
+    let id = args.u32(0)?;
+    with_dataplane(|dp| dp.remove_port(id).map(|_| JsValue::Undefined).map_err(io_error("NVGRE_ERR_NATIVE_PORT")))
+}
+
+/// `readCounters()`: every counter of every worker, summed, as one BigUint64Array.
+fn read_counters(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| Ok(JsValue::U64Array(dp.counters())))
+}
+
+fn heartbeats(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| Ok(JsValue::U64Array(dp.heartbeats())))
+}
+
+fn added(a: netlink::Added) -> JsValue {
+    JsValue::U32((a == netlink::Added::Created) as u32)
+}
+
+/// `addAddress(ifname, address, prefixLen)`: 1 if added, 0 if it was already there.
+fn add_address(args: &Args) -> JsResult<JsValue> {
+    netlink::add_address(&args.string(0)?, ip(args, 1)?, prefix_len(args, 2)?)
+        .map(added)
+        .map_err(io_error("NVGRE_ERR_NATIVE_NETLINK"))
+}
+
+fn del_address(args: &Args) -> JsResult<JsValue> {
+    netlink::del_address(&args.string(0)?, ip(args, 1)?, prefix_len(args, 2)?)
+        .map(|_| JsValue::Undefined)
+        .map_err(io_error("NVGRE_ERR_NATIVE_NETLINK"))
+}
+
+/// `addRoute(prefix, prefixLen, nextHop | null, ifname, metric)`: 1 if added, 0 if present.
+fn add_route(args: &Args) -> JsResult<JsValue> {
+    let via = if args.is_nullish(2) { None } else { Some(ip(args, 2)?) };
+    netlink::add_route(ip(args, 0)?, prefix_len(args, 1)?, via, &args.string(3)?, args.u32(4)?)
+        .map(added)
+        .map_err(io_error("NVGRE_ERR_NATIVE_NETLINK"))
+}
+
+fn del_route(args: &Args) -> JsResult<JsValue> {
+    let via = if args.is_nullish(2) { None } else { Some(ip(args, 2)?) };
+    netlink::del_route(ip(args, 0)?, prefix_len(args, 1)?, via, &args.string(3)?, args.u32(4)?)
+        .map(|_| JsValue::Undefined)
+        .map_err(io_error("NVGRE_ERR_NATIVE_NETLINK"))
+}
