@@ -1,0 +1,91 @@
+//! Why a packet was dropped: a closed set, each value counted per direction and
+//! exported as the `reason` label of `nvgre_dropped_packets_total`.
+
+/// Where the dropped packet came from (the `direction` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A frame read from a VM adapter (TAP).
+    FromVm = 0,
+    /// A packet received on the underlay.
+    FromUnderlay = 1,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::FromVm, Direction::FromUnderlay];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::FromVm => "from_vm",
+            Direction::FromUnderlay => "from_underlay",
+        }
+    }
+}
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// Every reason the dataplane drops a packet.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = DropReason::ALL.len();
+
+            /// The Prometheus label value.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// A header is shorter than its format requires.
+    Truncated => "truncated",
+    /// A header is long enough but invalid (bad version, length or checksum).
+    Malformed => "malformed",
+    /// From a VM: the source MAC (Ethernet or ARP sender) is not the adapter's.
+    /// From the underlay: the inner source MAC does not belong, by the lookup
+    /// records of the routing domain, to the outer source PA.
+    SpoofedSource => "spoofed_source",
+    /// An 802.1Q/802.1ad tag: VM adapters are access ports and NVGRE forbids inner tags.
+    VlanTagged => "vlan_tagged",
+    /// The destination MAC is not a VM of the VSID (locally, or by lookup record).
+    UnknownDestination => "unknown_destination",
+    /// The destination MAC belongs to another VSID: only the router crosses VSIDs.
+    VsidMismatch => "vsid_mismatch",
+    /// No customer route of the routing domain covers the destination CA.
+    NoRoute => "no_route",
+    /// A customer route matched but no lookup record holds the destination (or next hop) CA.
+    NoLookupRecord => "no_lookup_record",
+    /// A routed packet's TTL ran out.
+    TtlExceeded => "ttl_exceeded",
+    /// The lookup record's rule is `none`: nothing to encapsulate with.
+    TranslationNone => "translation_none",
+    /// Addressed to a gateway address but not something the gateway answers (ICMP echo).
+    GatewayUnsupported => "gateway_unsupported",
+    /// An EtherType or IP version the router does not handle.
+    UnsupportedProtocol => "unsupported_protocol",
+    /// ARP never crosses the underlay: it is answered or flooded on the host.
+    ArpSuppressed => "arp_suppressed",
+    /// No local provider address of the family the destination PA needs.
+    NoProviderAddress => "no_provider_address",
+    /// The outer destination is not one of this host's provider addresses.
+    NotProviderAddress => "not_provider_address",
+    /// GRE C or S bit set, K bit clear or reserved bits set (RFC 7637 §3.2).
+    GreFlags => "gre_flags",
+    /// GRE version is not 0.
+    GreVersion => "gre_version",
+    /// GRE protocol type is not 0x6558 (Transparent Ethernet Bridging).
+    GreProtocol => "gre_protocol",
+    /// The VSID in the key has no local VM adapter.
+    UnknownVsid => "unknown_vsid",
+    /// The frame came from, or was for, a port that no longer exists.
+    PortGone => "port_gone",
+    /// Writing to a VM adapter or the underlay failed (adapter down, buffer full).
+    TxError => "tx_error",
+}

@@ -1,0 +1,305 @@
+//! The policy the control plane hands the core, and its bulk encoding.
+//!
+//! The control plane (TypeScript, `src/model/snapshot.ts`) validates the whole
+//! policy and encodes it into one buffer; [`Policy::decode`] reads it back and
+//! [`Snapshot::build`](super::Snapshot::build) indexes it. One crossing per
+//! policy change, whatever the number of records.
+//!
+//! Encoding (little endian). Header, 32 bytes:
+//! `magic "NVGP"`, `version u32 = 1`, `flow_id u8` (0 hash, 1 zero), 1 byte pad,
+//! `default_gateway_mac [6]`, then the counts `u32` of provider addresses,
+//! customer routes, lookup records and ports. Then the sections, in that order,
+//! of fixed-size entries. An IP address is `family u8` (4 or 6) elsewhere in
+//! the entry plus 16 bytes (IPv4 in the first 4).
+//! - provider address (20): family u8, prefix_len u8, pad 2, address 16
+//! - customer route (48): routing_domain u32, vsid u32, family u8, prefix_len u8,
+//!   on_link u8, pad 1, metric u32, prefix 16, next_hop 16
+//! - lookup record (48): vsid u32, ca_family u8, pa_family u8, rule u8, type u8,
+//!   customer_address 16, provider_address 16, mac 6, pad 2
+//! - port (16): id u32, vsid u32, mac 6, pad 2
+
+use crate::wire::MacAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub type Vsid = u32;
+pub type PortId = u32;
+/// A routing domain, numbered by the control plane (the GUID stays there).
+pub type RoutingDomain = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowIdMode {
+    /// A hash of the inner flow in the key's low byte (RFC 7637 §3.1).
+    #[default]
+    Hash,
+    /// Always 0, for peers that match the whole 32-bit key.
+    Zero,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    Encap = 0,
+    None = 1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordType {
+    Static = 0,
+    Dynamic = 1,
+    L2Only = 2,
+    GatewayWildcard = 3,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderAddress {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerRoute {
+    pub routing_domain: RoutingDomain,
+    pub vsid: Vsid,
+    pub prefix: IpAddr,
+    pub prefix_len: u8,
+    /// `None` = on-link: the destination CA itself is looked up.
+    pub next_hop: Option<IpAddr>,
+    pub metric: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupRecord {
+    pub vsid: Vsid,
+    pub customer_address: IpAddr,
+    pub mac: MacAddr,
+    pub provider_address: IpAddr,
+    pub rule: Rule,
+    pub kind: RecordType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub id: PortId,
+    pub vsid: Vsid,
+    pub mac: MacAddr,
+}
+
+/// A host's whole policy, as validated by the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub flow_id: FlowIdMode,
+    /// The gateway MAC of VSIDs whose `.1` has no lookup record with a local PA.
+    pub default_gateway_mac: MacAddr,
+    pub provider_addresses: Vec<ProviderAddress>,
+    pub customer_routes: Vec<CustomerRoute>,
+    pub lookup_records: Vec<LookupRecord>,
+    pub ports: Vec<Port>,
+}
+
+/// Why a policy buffer was refused (the control plane wrote it wrongly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+const MAGIC: &[u8; 4] = b"NVGP";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 32;
+const PA_LEN: usize = 20;
+const ROUTE_LEN: usize = 48;
+const RECORD_LEN: usize = 48;
+const PORT_LEN: usize = 16;
+
+/// Reads fixed-size fields in order; every read is bounds-checked by the
+/// section length check done before.
+struct Cursor<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        h
+    }
+    fn u8(&mut self) -> u8 {
+        self.take(1)[0]
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take(4).try_into().unwrap())
+    }
+    fn mac(&mut self) -> MacAddr {
+        MacAddr::from_bytes(self.take(6))
+    }
+    fn ip(&mut self, family: u8) -> Result<IpAddr, DecodeError> {
+        let raw: [u8; 16] = self.take(16).try_into().unwrap();
+        match family {
+            4 => Ok(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+            6 => Ok(IpAddr::V6(Ipv6Addr::from(raw))),
+            f => Err(DecodeError(format!("address family {f}"))),
+        }
+    }
+}
+
+fn put_ip(out: &mut Vec<u8>, a: &IpAddr) {
+    let mut raw = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => raw[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => raw = v6.octets(),
+    }
+    out.extend_from_slice(&raw);
+}
+
+fn family(a: &IpAddr) -> u8 {
+    if a.is_ipv4() {
+        4
+    } else {
+        6
+    }
+}
+
+impl Policy {
+    pub fn decode(buf: &[u8]) -> Result<Policy, DecodeError> {
+        if buf.len() < HEADER_LEN || &buf[..4] != MAGIC {
+            return Err(DecodeError("not a policy buffer".into()));
+        }
+        let mut c = Cursor { b: &buf[4..] };
+        let version = c.u32();
+        if version != VERSION {
+            return Err(DecodeError(format!("policy encoding version {version}, expected {VERSION}")));
+        }
+        let flow_id = match c.u8() {
+            0 => FlowIdMode::Hash,
+            1 => FlowIdMode::Zero,
+            m => return Err(DecodeError(format!("flow_id mode {m}"))),
+        };
+        c.u8();
+        let default_gateway_mac = c.mac();
+        let counts = [c.u32() as usize, c.u32() as usize, c.u32() as usize, c.u32() as usize];
+        let expected = HEADER_LEN
+            + counts[0] * PA_LEN
+            + counts[1] * ROUTE_LEN
+            + counts[2] * RECORD_LEN
+            + counts[3] * PORT_LEN;
+        if buf.len() != expected {
+            return Err(DecodeError(format!("policy buffer is {} bytes, counts say {expected}", buf.len())));
+        }
+
+        let mut provider_addresses = Vec::with_capacity(counts[0]);
+        for _ in 0..counts[0] {
+            let fam = c.u8();
+            let prefix_len = c.u8();
+            c.take(2);
+            provider_addresses.push(ProviderAddress { address: c.ip(fam)?, prefix_len });
+        }
+        let mut customer_routes = Vec::with_capacity(counts[1]);
+        for _ in 0..counts[1] {
+            let routing_domain = c.u32();
+            let vsid = c.u32();
+            let fam = c.u8();
+            let prefix_len = c.u8();
+            let on_link = c.u8() != 0;
+            c.take(1);
+            let metric = c.u32();
+            let prefix = c.ip(fam)?;
+            let next_hop = c.ip(fam)?;
+            customer_routes.push(CustomerRoute {
+                routing_domain,
+                vsid,
+                prefix,
+                prefix_len,
+                next_hop: if on_link { None } else { Some(next_hop) },
+                metric,
+            });
+        }
+        let mut lookup_records = Vec::with_capacity(counts[2]);
+        for _ in 0..counts[2] {
+            let vsid = c.u32();
+            let ca_family = c.u8();
+            let pa_family = c.u8();
+            let rule = match c.u8() {
+                0 => Rule::Encap,
+                1 => Rule::None,
+                r => return Err(DecodeError(format!("rule {r}"))),
+            };
+            let kind = match c.u8() {
+                0 => RecordType::Static,
+                1 => RecordType::Dynamic,
+                2 => RecordType::L2Only,
+                3 => RecordType::GatewayWildcard,
+                t => return Err(DecodeError(format!("record type {t}"))),
+            };
+            let customer_address = c.ip(ca_family)?;
+            let provider_address = c.ip(pa_family)?;
+            let mac = c.mac();
+            c.take(2);
+            lookup_records.push(LookupRecord { vsid, customer_address, mac, provider_address, rule, kind });
+        }
+        let mut ports = Vec::with_capacity(counts[3]);
+        for _ in 0..counts[3] {
+            let id = c.u32();
+            let vsid = c.u32();
+            let mac = c.mac();
+            c.take(2);
+            ports.push(Port { id, vsid, mac });
+        }
+        Ok(Policy { flow_id, default_gateway_mac, provider_addresses, customer_routes, lookup_records, ports })
+    }
+
+    /// The inverse of [`decode`](Self::decode), for tests and benchmarks that
+    /// build policies in Rust.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            HEADER_LEN
+                + self.provider_addresses.len() * PA_LEN
+                + self.customer_routes.len() * ROUTE_LEN
+                + self.lookup_records.len() * RECORD_LEN
+                + self.ports.len() * PORT_LEN,
+        );
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.push(match self.flow_id {
+            FlowIdMode::Hash => 0,
+            FlowIdMode::Zero => 1,
+        });
+        out.push(0);
+        out.extend_from_slice(self.default_gateway_mac.as_bytes());
+        for n in [
+            self.provider_addresses.len(),
+            self.customer_routes.len(),
+            self.lookup_records.len(),
+            self.ports.len(),
+        ] {
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        for pa in &self.provider_addresses {
+            out.extend_from_slice(&[family(&pa.address), pa.prefix_len, 0, 0]);
+            put_ip(&mut out, &pa.address);
+        }
+        for r in &self.customer_routes {
+            out.extend_from_slice(&r.routing_domain.to_le_bytes());
+            out.extend_from_slice(&r.vsid.to_le_bytes());
+            out.extend_from_slice(&[family(&r.prefix), r.prefix_len, r.next_hop.is_none() as u8, 0]);
+            out.extend_from_slice(&r.metric.to_le_bytes());
+            put_ip(&mut out, &r.prefix);
+            put_ip(&mut out, &r.next_hop.unwrap_or(r.prefix));
+        }
+        for r in &self.lookup_records {
+            out.extend_from_slice(&r.vsid.to_le_bytes());
+            out.extend_from_slice(&[
+                family(&r.customer_address),
+                family(&r.provider_address),
+                r.rule as u8,
+                r.kind as u8,
+            ]);
+            put_ip(&mut out, &r.customer_address);
+            put_ip(&mut out, &r.provider_address);
+            out.extend_from_slice(r.mac.as_bytes());
+            out.extend_from_slice(&[0, 0]);
+        }
+        for p in &self.ports {
+            out.extend_from_slice(&p.id.to_le_bytes());
+            out.extend_from_slice(&p.vsid.to_le_bytes());
+            out.extend_from_slice(p.mac.as_bytes());
+            out.extend_from_slice(&[0, 0]);
+        }
+        out
+    }
+}

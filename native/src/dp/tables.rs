@@ -1,0 +1,311 @@
+//! The immutable table snapshot the decision core reads.
+//!
+//! Built once per policy change from a [`Policy`], then shared read-only by
+//! every worker: a packet sees one snapshot from start to end, so a change
+//! lands whole or not at all.
+
+use super::policy::{FlowIdMode, Policy, PortId, RecordType, RoutingDomain, Rule, Vsid};
+use crate::wire::MacAddr;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+
+/// The Fx hash (rustc's): a multiply-rotate per word. The keys are small and
+/// come from the policy, not from packets an attacker picks freely... except
+/// MACs and addresses in packets, which only ever *look up*, never insert.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher {
+    hash: u64,
+}
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64)
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64)
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i)
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64)
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Where a lookup record's VM lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// Behind one of this host's provider addresses.
+    Local,
+    /// Behind another host: index into [`Snapshot::tunnels`].
+    Remote(u32),
+}
+
+/// A lookup record as the core keeps it (the CA is the key of `by_ca`).
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    pub vsid: Vsid,
+    pub mac: MacAddr,
+    pub rule: Rule,
+    pub kind: RecordType,
+    pub location: Location,
+}
+
+/// The path to one remote provider address, with the local PA to send from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
+    pub local: IpAddr,
+    pub remote: IpAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Subnet {
+    pub routing_domain: RoutingDomain,
+    /// MAC_DFGW: the MAC the host answers with for the `.1` of this VSID.
+    pub gateway_mac: MacAddr,
+    /// Local VM ports of this VSID, for flooding.
+    pub ports: Vec<PortId>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PortInfo {
+    pub vsid: Vsid,
+    pub mac: MacAddr,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub vsid: Vsid,
+    pub prefix: IpAddr,
+    pub prefix_len: u8,
+    pub next_hop: Option<IpAddr>,
+    pub metric: u32,
+}
+
+impl Route {
+    fn contains(&self, a: IpAddr) -> bool {
+        match (self.prefix, a) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix_len as u32).unwrap_or(0);
+                u32::from(p) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(p), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix_len as u32).unwrap_or(0);
+                u128::from(p) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// The subnet's first host address, owned by the host as its default
+    /// gateway; none for routes via a next hop and for /0 (not a subnet).
+    fn gateway_address(&self) -> Option<IpAddr> {
+        if self.next_hop.is_some() || self.prefix_len == 0 {
+            return None;
+        }
+        match self.prefix {
+            IpAddr::V4(p) if self.prefix_len <= 30 => Some(IpAddr::V4((u32::from(p) + 1).into())),
+            IpAddr::V6(p) if self.prefix_len <= 126 => Some(IpAddr::V6((u128::from(p) + 1).into())),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub flow_id: FlowIdMode,
+    pub local_pas: Vec<IpAddr>,
+    pub tunnels: Vec<Tunnel>,
+    subnets: FxMap<Vsid, Subnet>,
+    ports: FxMap<PortId, PortInfo>,
+    port_by_mac: FxMap<(Vsid, MacAddr), PortId>,
+    /// Customer routes per routing domain, longest prefix first, then lowest metric.
+    routes: FxMap<RoutingDomain, Vec<Route>>,
+    /// Host-owned `.1` addresses: (routing domain, address) → VSID.
+    gateways: FxMap<(RoutingDomain, IpAddr), Vsid>,
+    by_ca: FxMap<(Vsid, IpAddr), Record>,
+    by_mac: FxMap<(RoutingDomain, MacAddr), Record>,
+}
+
+impl Snapshot {
+    /// Index a validated policy. The control plane has enforced the config
+    /// contract; anything inconsistent that slips through is skipped here
+    /// rather than trusted (a port or record whose VSID has no route).
+    pub fn build(policy: &Policy) -> Snapshot {
+        let mut s = Snapshot {
+            flow_id: policy.flow_id,
+            local_pas: policy.provider_addresses.iter().map(|p| p.address).collect(),
+            ..Default::default()
+        };
+        for r in &policy.customer_routes {
+            s.subnets.entry(r.vsid).or_insert_with(|| Subnet {
+                routing_domain: r.routing_domain,
+                gateway_mac: policy.default_gateway_mac,
+                ports: Vec::new(),
+            });
+            let route = Route {
+                vsid: r.vsid,
+                prefix: r.prefix,
+                prefix_len: r.prefix_len,
+                next_hop: r.next_hop,
+                metric: r.metric,
+            };
+            if let Some(gw) = route.gateway_address() {
+                s.gateways.insert((r.routing_domain, gw), r.vsid);
+            }
+            s.routes.entry(r.routing_domain).or_default().push(route);
+        }
+        for routes in s.routes.values_mut() {
+            routes.sort_by(|a, b| b.prefix_len.cmp(&a.prefix_len).then(a.metric.cmp(&b.metric)));
+        }
+
+        let mut tunnel_index: FxMap<IpAddr, u32> = FxMap::default();
+        for r in &policy.lookup_records {
+            let Some(subnet) = s.subnets.get(&r.vsid) else { continue };
+            let rd = subnet.routing_domain;
+            let location = if s.local_pas.contains(&r.provider_address) {
+                Location::Local
+            } else {
+                let next = s.tunnels.len() as u32;
+                let local_pas = &s.local_pas;
+                let idx = *tunnel_index.entry(r.provider_address).or_insert_with(|| next);
+                if idx == next {
+                    s.tunnels.push(Tunnel {
+                        local: pick_source(local_pas, &policy.provider_addresses, r.provider_address),
+                        remote: r.provider_address,
+                    });
+                }
+                Location::Remote(idx)
+            };
+            let rec = Record { vsid: r.vsid, mac: r.mac, rule: r.rule, kind: r.kind, location };
+            // A `.1` record with a local PA names the gateway MAC of its VSID.
+            if location == Location::Local && s.gateways.get(&(rd, r.customer_address)) == Some(&r.vsid) {
+                s.subnets.get_mut(&r.vsid).unwrap().gateway_mac = r.mac;
+                continue;
+            }
+            match r.kind {
+                RecordType::Static | RecordType::Dynamic => {
+                    s.by_ca.insert((r.vsid, r.customer_address), rec);
+                    s.by_mac.insert((rd, r.mac), rec);
+                }
+                RecordType::L2Only => {
+                    s.by_mac.insert((rd, r.mac), rec);
+                }
+                RecordType::GatewayWildcard => {}
+            }
+        }
+
+        for p in &policy.ports {
+            let Some(subnet) = s.subnets.get_mut(&p.vsid) else { continue };
+            subnet.ports.push(p.id);
+            s.ports.insert(p.id, PortInfo { vsid: p.vsid, mac: p.mac });
+            s.port_by_mac.insert((p.vsid, p.mac), p.id);
+        }
+        s
+    }
+
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&PortInfo> {
+        self.ports.get(&id)
+    }
+
+    #[inline]
+    pub fn port_by_mac(&self, vsid: Vsid, mac: MacAddr) -> Option<PortId> {
+        self.port_by_mac.get(&(vsid, mac)).copied()
+    }
+
+    #[inline]
+    pub fn subnet(&self, vsid: Vsid) -> Option<&Subnet> {
+        self.subnets.get(&vsid)
+    }
+
+    #[inline]
+    pub fn record_by_ca(&self, vsid: Vsid, ca: IpAddr) -> Option<&Record> {
+        self.by_ca.get(&(vsid, ca))
+    }
+
+    #[inline]
+    pub fn record_by_mac(&self, rd: RoutingDomain, mac: MacAddr) -> Option<&Record> {
+        self.by_mac.get(&(rd, mac))
+    }
+
+    /// The VSID whose `.1` this address is, if the host owns it in `rd`.
+    #[inline]
+    pub fn gateway(&self, rd: RoutingDomain, addr: IpAddr) -> Option<Vsid> {
+        self.gateways.get(&(rd, addr)).copied()
+    }
+
+    /// Longest-prefix match among the routing domain's customer routes.
+    pub fn route(&self, rd: RoutingDomain, dst: IpAddr) -> Option<&Route> {
+        self.routes.get(&rd)?.iter().find(|r| r.contains(dst))
+    }
+
+    #[inline]
+    pub fn is_local_pa(&self, a: IpAddr) -> bool {
+        self.local_pas.contains(&a)
+    }
+
+    #[inline]
+    pub fn tunnel(&self, idx: u32) -> &Tunnel {
+        &self.tunnels[idx as usize]
+    }
+}
+
+/// The local PA to send from: one of the remote's family whose prefix holds
+/// it, else the first of that family. A remote of a family with no local PA
+/// gets the unspecified address, and packets to it are dropped.
+fn pick_source(
+    local: &[IpAddr],
+    pas: &[super::policy::ProviderAddress],
+    remote: IpAddr,
+) -> IpAddr {
+    let same_subnet = pas.iter().find(|pa| {
+        Route { vsid: 0, prefix: pa.address, prefix_len: pa.prefix_len, next_hop: None, metric: 0 }
+            .contains(remote)
+    });
+    if let Some(pa) = same_subnet {
+        return pa.address;
+    }
+    local
+        .iter()
+        .copied()
+        .find(|a| a.is_ipv4() == remote.is_ipv4())
+        .unwrap_or(if remote.is_ipv4() {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        })
+}

@@ -1,0 +1,156 @@
+//! Builders for tests and benchmarks: the spec's reference topology as a
+//! policy, and frames and NVGRE packets as the VMs and peers would send them.
+
+use super::policy::*;
+use crate::wire::*;
+use std::net::{IpAddr, Ipv4Addr};
+
+pub const CONTOSO: RoutingDomain = 0;
+pub const FABRIKAM: RoutingDomain = 1;
+
+pub fn mac(s: &str) -> MacAddr {
+    s.parse().unwrap()
+}
+
+pub fn v4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub const HOST1_PA: &str = "192.168.0.22";
+pub const HOST2_PA: &str = "192.168.0.33";
+pub const GW_PA: &str = "192.168.0.11";
+
+pub const CONTOSO1: (&str, &str) = ("10.0.1.101", "60:00:60:00:01:01");
+pub const CONTOSO2: (&str, &str) = ("10.0.1.102", "60:00:60:00:01:02");
+pub const CONTOSO3: (&str, &str) = ("10.0.1.103", "60:00:60:00:02:03");
+pub const MTGW: (&str, &str) = ("10.0.2.2", "60:01:60:01:03:01");
+pub const FABRIKAM1: (&str, &str) = ("10.0.1.101", "70:00:70:00:01:01");
+pub const FABRIKAM3: (&str, &str) = ("10.0.1.103", "70:00:70:00:02:03");
+pub const HOST1_GW_MAC: &str = "60:00:60:00:01:00";
+pub const DEFAULT_GW_MAC: &str = "02:aa:bb:cc:dd:01";
+
+pub const PORT_CONTOSO1: PortId = 1;
+pub const PORT_CONTOSO2: PortId = 2;
+pub const PORT_FABRIKAM1: PortId = 3;
+
+pub fn record(vsid: Vsid, vm: (&str, &str), pa: &str) -> LookupRecord {
+    LookupRecord {
+        vsid,
+        customer_address: ip(vm.0),
+        mac: mac(vm.1),
+        provider_address: ip(pa),
+        rule: Rule::Encap,
+        kind: RecordType::Static,
+    }
+}
+
+fn route(rd: RoutingDomain, vsid: Vsid, prefix: &str, len: u8, next_hop: Option<&str>) -> CustomerRoute {
+    CustomerRoute { routing_domain: rd, vsid, prefix: ip(prefix), prefix_len: len, next_hop: next_hop.map(ip), metric: 0 }
+}
+
+/// Host 1 of the reference topology, plus the Fabrikam tenant on the same
+/// 10.0.1.0/24 (VSID 7000, another routing domain).
+pub fn host1() -> Policy {
+    Policy {
+        flow_id: FlowIdMode::Hash,
+        default_gateway_mac: mac(DEFAULT_GW_MAC),
+        provider_addresses: vec![ProviderAddress { address: ip(HOST1_PA), prefix_len: 24 }],
+        customer_routes: vec![
+            route(CONTOSO, 6000, "10.0.1.0", 24, None),
+            route(CONTOSO, 6001, "10.0.2.0", 24, None),
+            route(CONTOSO, 6001, "0.0.0.0", 0, Some("10.0.2.2")),
+            route(FABRIKAM, 7000, "10.0.1.0", 24, None),
+        ],
+        lookup_records: vec![
+            record(6000, CONTOSO1, HOST1_PA),
+            record(6000, CONTOSO2, HOST1_PA),
+            record(6000, CONTOSO3, HOST2_PA),
+            record(6000, ("10.0.1.1", HOST1_GW_MAC), HOST1_PA),
+            record(6001, MTGW, GW_PA),
+            record(7000, FABRIKAM1, HOST1_PA),
+            record(7000, FABRIKAM3, HOST2_PA),
+        ],
+        ports: vec![
+            Port { id: PORT_CONTOSO1, vsid: 6000, mac: mac(CONTOSO1.1) },
+            Port { id: PORT_CONTOSO2, vsid: 6000, mac: mac(CONTOSO2.1) },
+            Port { id: PORT_FABRIKAM1, vsid: 7000, mac: mac(FABRIKAM1.1) },
+        ],
+    }
+}
+
+pub fn ethernet(src: MacAddr, dst: MacAddr, ethertype: EtherType, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; EthernetFrame::<&[u8]>::HEADER_LEN + payload.len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    EthernetRepr { src_addr: src, dst_addr: dst, ethertype }.emit(&mut eth);
+    eth.payload_mut().copy_from_slice(payload);
+    f
+}
+
+pub fn arp_request(src_mac: MacAddr, src_ip: &str, target: &str, dst: MacAddr) -> Vec<u8> {
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: src_mac,
+        source_protocol_addr: v4(src_ip),
+        target_hardware_addr: MacAddr([0; 6]),
+        target_protocol_addr: v4(target),
+    };
+    let mut p = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut ArpPacket::new_unchecked(&mut p[..]));
+    ethernet(src_mac, dst, EtherType::Arp, &p)
+}
+
+/// An IPv4 packet (header + payload) with the given protocol.
+pub fn ipv4(src: &str, dst: &str, proto: IpProtocol, ttl: u8, dscp: u8, payload: &[u8]) -> Vec<u8> {
+    let repr = Ipv4Repr {
+        src_addr: v4(src),
+        dst_addr: v4(dst),
+        next_header: proto,
+        payload_len: payload.len(),
+        hop_limit: ttl,
+        dscp,
+        ecn: 0,
+        dont_frag: true,
+    };
+    let mut p = vec![0u8; repr.buffer_len() + payload.len()];
+    let mut pkt = Ipv4Packet::new_unchecked(&mut p[..]);
+    repr.emit(&mut pkt);
+    pkt.payload_mut().copy_from_slice(payload);
+    p
+}
+
+pub fn echo_request(ident: u16, seq: u16) -> Vec<u8> {
+    let repr = Icmpv4Repr::EchoRequest { ident, seq_no: seq, data: b"nvgred-ping-0123456789" };
+    let mut p = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut Icmpv4Packet::new_unchecked(&mut p[..]));
+    p
+}
+
+/// An ICMP echo request frame from one VM to a MAC/IP.
+pub fn ping(src: (&str, &str), dst_mac: MacAddr, dst_ip: &str, ttl: u8) -> Vec<u8> {
+    let ip = ipv4(src.0, dst_ip, IpProtocol::Icmp, ttl, 0, &echo_request(7, 1));
+    ethernet(mac(src.1), dst_mac, EtherType::Ipv4, &ip)
+}
+
+/// A UDP datagram frame (ports set, checksum 0 = none, as allowed on IPv4).
+pub fn udp(src: (&str, &str), dst_mac: MacAddr, dst_ip: &str, sport: u16, dport: u16, dscp: u8) -> Vec<u8> {
+    let mut l4 = vec![0u8; 8 + 18];
+    l4[0..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    let len = l4.len() as u16;
+    l4[4..6].copy_from_slice(&len.to_be_bytes());
+    let ip = ipv4(src.0, dst_ip, IpProtocol::Udp, 64, dscp, &l4);
+    ethernet(mac(src.1), dst_mac, EtherType::Ipv4, &ip)
+}
+
+/// An NVGRE packet as a raw socket reads it: outer IPv4, GRE, inner frame.
+pub fn nvgre(outer_src: &str, outer_dst: &str, vsid: Vsid, flow_id: u8, inner: &[u8]) -> Vec<u8> {
+    let repr = NvgreRepr { vsid, flow_id };
+    let mut gre = vec![0u8; repr.buffer_len() + inner.len()];
+    repr.emit(&mut GrePacket::new_unchecked(&mut gre[..]));
+    gre[repr.buffer_len()..].copy_from_slice(inner);
+    ipv4(outer_src, outer_dst, IpProtocol::Gre, 64, 0, &gre)
+}
