@@ -1,0 +1,150 @@
+//! I/O: TAP devices, the underlay socket, netlink, and the worker threads
+//! that move packets between them through the decision core.
+//!
+//! The control plane never touches a packet. It publishes a new [`State`]
+//! (table snapshot + port set) as a whole; workers pick it up between
+//! batches, so every packet is decided against exactly one snapshot.
+
+pub mod netlink;
+mod sys;
+pub mod tap;
+mod underlay;
+mod worker;
+
+use crate::dp::{Counters, FxMap, Policy, PortId, Snapshot};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use sys::*;
+pub use tap::{Tap, TapSpec};
+use underlay::Underlay;
+
+/// What the workers read: the tables and the ports they name.
+pub struct State {
+    pub snapshot: Arc<Snapshot>,
+    pub taps: FxMap<PortId, Arc<Tap>>,
+}
+
+struct Shared {
+    state: Mutex<Arc<State>>,
+    /// Bumped on every publish; workers compare it once per wake-up.
+    generation: AtomicU64,
+    stop: AtomicBool,
+    underlay: Underlay,
+}
+
+struct Worker {
+    wake: OwnedFd,
+    counters: Arc<Counters>,
+    /// Advanced every loop iteration (at least once a second): proof of life.
+    heartbeat: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub struct Dataplane {
+    shared: Arc<Shared>,
+    workers: Vec<Worker>,
+    /// Serialises publishers so read-modify-write of the state is atomic.
+    publish_lock: Mutex<()>,
+}
+
+impl Dataplane {
+    pub fn start(workers: usize) -> io::Result<Dataplane> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Arc::new(State { snapshot: Arc::new(Snapshot::default()), taps: FxMap::default() })),
+            generation: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            underlay: Underlay::open()?,
+        });
+        let mut ws = Vec::new();
+        for i in 0..workers.max(1) {
+            let wake = owned(unsafe { eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) })?;
+            let counters = Arc::new(Counters::default());
+            let heartbeat = Arc::new(AtomicU64::new(0));
+            let ctx = worker::Context {
+                shared: shared.clone(),
+                wake: wake.as_raw_fd(),
+                counters: counters.clone(),
+                heartbeat: heartbeat.clone(),
+            };
+            let thread = std::thread::Builder::new().name(format!("nvgre-worker-{i}")).spawn(move || ctx.run())?;
+            ws.push(Worker { wake, counters, heartbeat, thread: Some(thread) });
+        }
+        Ok(Dataplane { shared, workers: ws, publish_lock: Mutex::new(()) })
+    }
+
+    /// Replace the state with what `f` makes of the current one, and tell
+    /// the workers. Publishers are serialised, so read-modify-write is atomic.
+    fn update<T>(&self, f: impl FnOnce(&State) -> io::Result<(State, T)>) -> io::Result<T> {
+        let _g = self.publish_lock.lock().unwrap();
+        let cur = self.shared.state.lock().unwrap().clone();
+        let (next, out) = f(&cur)?;
+        *self.shared.state.lock().unwrap() = Arc::new(next);
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        self.wake_all();
+        Ok(out)
+    }
+
+    fn wake_all(&self) {
+        for w in &self.workers {
+            let one: u64 = 1;
+            unsafe { write(w.wake.as_raw_fd(), &one as *const u64 as *const _, 8) };
+        }
+    }
+
+    pub fn set_policy(&self, policy: &Policy) {
+        let snapshot = Arc::new(Snapshot::build(policy));
+        let _ = self.update(|cur| Ok((State { snapshot, taps: cur.taps.clone() }, ())));
+    }
+
+    /// Create the TAP of a VM adapter; returns its ifindex.
+    pub fn add_port(&self, id: PortId, spec: &TapSpec) -> io::Result<u32> {
+        self.update(|cur| {
+            if cur.taps.contains_key(&id) {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("port {id} exists")));
+            }
+            let tap = Arc::new(Tap::create(spec)?);
+            let ifindex = tap.ifindex;
+            let mut taps = cur.taps.clone();
+            taps.insert(id, tap);
+            Ok((State { snapshot: cur.snapshot.clone(), taps }, ifindex))
+        })
+    }
+
+    /// Remove a port; its TAP disappears once no worker holds it.
+    pub fn remove_port(&self, id: PortId) -> io::Result<()> {
+        self.update(|cur| {
+            let mut taps = cur.taps.clone();
+            if taps.remove(&id).is_none() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, format!("port {id} does not exist")));
+            }
+            Ok((State { snapshot: cur.snapshot.clone(), taps }, ()))
+        })
+    }
+
+    /// All workers' counters summed, in [`Counters::names`] order.
+    pub fn counters(&self) -> Vec<u64> {
+        let mut out = vec![0u64; Counters::LEN];
+        for w in &self.workers {
+            w.counters.sum_into(&mut out);
+        }
+        out
+    }
+
+    /// Each worker's heartbeat: a value that keeps changing while it runs.
+    pub fn heartbeats(&self) -> Vec<u64> {
+        self.workers.iter().map(|w| w.heartbeat.load(Ordering::Relaxed)).collect()
+    }
+
+    pub fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.wake_all();
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! rtnetlink, just enough to place provider addresses and provider routes
+//! (what New-NetVirtualizationProviderAddress / -ProviderRoute do on Windows).
+//! One request, one acknowledgement; errors keep the kernel's errno.
+
+use super::sys::*;
+use super::tap::annotate;
+use std::ffi::CString;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+const IFA_F_NODAD: u32 = 0x02;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_STATIC: u8 = 4;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+const RTN_UNICAST: u8 = 1;
+const NLMSG_HDRLEN: usize = 16;
+
+/// Whether an add created the entry or found it already there (then the
+/// daemon must not remove it when it stops: someone else placed it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    Created,
+    Existed,
+}
+
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    match unsafe { if_nametoindex(c.as_ptr()) } {
+        0 => Err(annotate(io::Error::last_os_error(), &format!("interface {name}"))),
+        i => Ok(i),
+    }
+}
+
+pub fn add_address(ifname: &str, addr: IpAddr, prefix_len: u8) -> io::Result<Added> {
+    let msg = address_msg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ifindex(ifname)?, addr, prefix_len);
+    created(request(&msg), &format!("adding {addr}/{prefix_len} to {ifname}"))
+}
+
+pub fn del_address(ifname: &str, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
+    let msg = address_msg(RTM_DELADDR, 0, ifindex(ifname)?, addr, prefix_len);
+    request(&msg).map_err(|e| annotate(e, &format!("removing {addr}/{prefix_len} from {ifname}")))
+}
+
+pub fn add_route(dst: IpAddr, prefix_len: u8, via: Option<IpAddr>, ifname: &str, metric: u32) -> io::Result<Added> {
+    let msg = route_msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, dst, prefix_len, via, ifindex(ifname)?, metric);
+    created(request(&msg), &format!("adding route {dst}/{prefix_len} on {ifname}"))
+}
+
+pub fn del_route(dst: IpAddr, prefix_len: u8, via: Option<IpAddr>, ifname: &str, metric: u32) -> io::Result<()> {
+    let msg = route_msg(RTM_DELROUTE, 0, dst, prefix_len, via, ifindex(ifname)?, metric);
+    request(&msg).map_err(|e| annotate(e, &format!("removing route {dst}/{prefix_len} on {ifname}")))
+}
+
+fn created(r: io::Result<()>, what: &str) -> io::Result<Added> {
+    match r {
+        Ok(()) => Ok(Added::Created),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Added::Existed),
+        Err(e) => Err(annotate(e, what)),
+    }
+}
+
+fn family(a: &IpAddr) -> u8 {
+    if a.is_ipv4() {
+        AF_INET as u8
+    } else {
+        AF_INET6 as u8
+    }
+}
+
+fn ip_bytes(a: &IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    }
+}
+
+/// A netlink message under construction: header, fixed part, attributes.
+struct Msg(Vec<u8>);
+
+impl Msg {
+    fn new(ty: u16, flags: u16, body: &[u8]) -> Msg {
+        let mut v = vec![0u8; NLMSG_HDRLEN];
+        v[4..6].copy_from_slice(&ty.to_ne_bytes());
+        v[6..8].copy_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        v[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        v.extend_from_slice(body);
+        Msg(v)
+    }
+    fn attr(&mut self, ty: u16, data: &[u8]) {
+        let len = 4 + data.len();
+        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.0.extend_from_slice(&ty.to_ne_bytes());
+        self.0.extend_from_slice(data);
+        while self.0.len() % 4 != 0 {
+            self.0.push(0);
+        }
+    }
+    fn finish(mut self) -> Vec<u8> {
+        let len = self.0.len() as u32;
+        self.0[..4].copy_from_slice(&len.to_ne_bytes());
+        self.0
+    }
+}
+
+fn address_msg(ty: u16, flags: u16, ifindex: u32, addr: IpAddr, prefix_len: u8) -> Vec<u8> {
+    // struct ifaddrmsg { family, prefixlen, flags, scope, index }
+    let mut body = vec![family(&addr), prefix_len, 0, RT_SCOPE_UNIVERSE];
+    body.extend_from_slice(&ifindex.to_ne_bytes());
+    let mut m = Msg::new(ty, flags, &body);
+    m.attr(IFA_LOCAL, &ip_bytes(&addr));
+    m.attr(IFA_ADDRESS, &ip_bytes(&addr));
+    if addr.is_ipv6() {
+        // Usable at once: duplicate address detection would hold it tentative.
+        m.attr(IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes());
+    }
+    m.finish()
+}
+
+fn route_msg(ty: u16, flags: u16, dst: IpAddr, prefix_len: u8, via: Option<IpAddr>, oif: u32, metric: u32) -> Vec<u8> {
+    // struct rtmsg { family, dst_len, src_len, tos, table, protocol, scope, type, flags u32 }
+    let scope = if via.is_some() { RT_SCOPE_UNIVERSE } else { RT_SCOPE_LINK };
+    let mut body = vec![family(&dst), prefix_len, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope, RTN_UNICAST];
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = Msg::new(ty, flags, &body);
+    m.attr(RTA_DST, &ip_bytes(&dst));
+    if let Some(gw) = via {
+        m.attr(RTA_GATEWAY, &ip_bytes(&gw));
+    }
+    m.attr(RTA_OIF, &oif.to_ne_bytes());
+    m.attr(RTA_PRIORITY, &metric.to_ne_bytes());
+    m.finish()
+}
+
+/// Send one request on a fresh socket and wait for its acknowledgement.
+fn request(msg: &[u8]) -> io::Result<()> {
+    const NETLINK_ROUTE: i32 = 0;
+    let fd = owned(unsafe { socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE) })?;
+    let kernel = sockaddr_nl { family: AF_NETLINK as u16, pad: 0, pid: 0, groups: 0 };
+    cvt_size(unsafe {
+        sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            &kernel as *const _ as *const _,
+            std::mem::size_of::<sockaddr_nl>() as u32,
+        )
+    })?;
+    let mut reply = [0u8; 4096];
+    let n = cvt_size(unsafe { recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) })?;
+    if n < NLMSG_HDRLEN + 4 || u16::from_ne_bytes([reply[4], reply[5]]) != NLMSG_ERROR {
+        return Err(io::Error::other("unexpected netlink reply"));
+    }
+    match i32::from_ne_bytes(reply[NLMSG_HDRLEN..NLMSG_HDRLEN + 4].try_into().unwrap()) {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(-e)),
+    }
+}
