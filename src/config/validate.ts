@@ -1,0 +1,760 @@
+// Validation and normalization of a policy document (the parsed config file,
+// or an API body of the same shape).
+//
+// Every per-record validator comes in two forms through one function:
+//   validateLookupRecord(x, path?)          -> LookupRecord, or throws NVGRE_ERR_CONFIG
+//   validateLookupRecord(x, path, errors)   -> LookupRecord | undefined, errors appended
+// validatePolicy() runs them all, then the cross-record invariants
+// (./invariants.ts), and throws one NVGRE_ERR_CONFIG listing every problem.
+
+import { configError, fieldError, formatValue, type ErrorCode, type FieldError } from '../errors.js';
+import {
+  DEFAULT_API_SOCKET,
+  DEFAULT_FLOW_ID,
+  DEFAULT_METRIC,
+  DEFAULT_METRICS_LISTEN,
+  DEFAULT_RECORD_TYPE,
+  DEFAULT_RULE,
+  DEFAULT_VLAN_ID,
+  FLOW_ID_MODES,
+  HOST_NAME_MAX,
+  LOOKUP_RULES,
+  LOOKUP_TYPES,
+  METRIC_MAX,
+  MTU_MAX,
+  MTU_MIN,
+  VLAN_ID_MAX,
+  VSID_MAX,
+  VSID_MIN,
+  emptyPolicy,
+  type ApiSection,
+  type CustomerRoute,
+  type EncapsulationSection,
+  type HostSection,
+  type LookupRecord,
+  type MetricsSection,
+  type Policy,
+  type ProviderAddress,
+  type ProviderRoute,
+  type VmAdapter,
+} from '../model/policy.js';
+import { collectInvariantErrors } from './invariants.js';
+import {
+  absolutePathProblem,
+  interfaceNameProblem,
+  isUnspecified,
+  labelProblem,
+  netnsNameProblem,
+  parseHostPort,
+  parseIp,
+  parseMac,
+  parsePrefix,
+  parseRoutingDomain,
+  unicastProblem,
+  type Family,
+  type IpAddr,
+  type IpPrefix,
+} from './net.js';
+import { joinIndex, joinKey } from './path.js';
+
+type Obj = Record<string, unknown>;
+type Errs = FieldError[];
+
+/** Longest VM name accepted (Hyper-V allows 100; leave room). */
+export const VM_NAME_MAX = 255;
+/** sun_path is 108 bytes including the terminating NUL. */
+export const UNIX_SOCKET_PATH_MAX = 107;
+
+// ------------------------------------------------------------------ keys
+
+export const TOP_LEVEL_KEYS = [
+  'host',
+  'provider_addresses',
+  'provider_routes',
+  'customer_routes',
+  'lookup_records',
+  'vm_adapters',
+  'encapsulation',
+  'state_dir',
+  'api',
+  'metrics',
+] as const;
+const HOST_KEYS = ['name'] as const;
+const PA_KEYS = ['address', 'prefix_length', 'interface', 'vlan_id', 'mac'] as const;
+const PROUTE_KEYS = ['destination_prefix', 'next_hop', 'interface', 'metric'] as const;
+const CROUTE_KEYS = ['routing_domain', 'vsid', 'destination_prefix', 'next_hop', 'metric'] as const;
+const LOOKUP_KEYS = ['customer_address', 'vsid', 'mac', 'provider_address', 'rule', 'type', 'vm_name'] as const;
+const ADAPTER_KEYS = ['name', 'vm_name', 'mac', 'vsid', 'netns', 'mtu'] as const;
+const ENCAP_KEYS = ['flow_id'] as const;
+const API_KEYS = ['socket'] as const;
+const METRICS_KEYS = ['listen'] as const;
+
+/** HNV PowerShell parameter names and other likely spellings → our key. */
+const KEY_ALIASES: Readonly<Record<string, string>> = {
+  virtual_subnet_id: 'vsid',
+  virtualsubnetid: 'vsid',
+  mac_address: 'mac',
+  macaddress: 'mac',
+  routing_domain_id: 'routing_domain',
+  routingdomainid: 'routing_domain',
+  interface_index: 'interface',
+  interface_name: 'interface',
+  provider_address_prefix_length: 'prefix_length',
+  vlan: 'vlan_id',
+  vm_network_adapter_name: 'name',
+  netns_name: 'netns',
+  namespace: 'netns',
+};
+
+// ------------------------------------------------------------------ helpers
+
+function isPlainObject(x: unknown): x is Obj {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return false;
+  const proto = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null;
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (isPlainObject(v)) return 'a mapping';
+  switch (typeof v) {
+    case 'string':
+      return 'a string';
+    case 'number':
+      return Number.isInteger(v) ? 'an integer' : 'a number';
+    case 'boolean':
+      return 'a boolean';
+    default:
+      return `a ${typeof v}`;
+  }
+}
+
+function own(o: Obj, k: string): unknown {
+  return Object.prototype.hasOwnProperty.call(o, k) ? o[k] : undefined;
+}
+
+function push(errs: Errs, code: ErrorCode, path: string, value: unknown, reason: string): void {
+  errs.push(fieldError(code, path, value, reason));
+}
+
+/**
+ * The path of field `key` of the object at `parent` (`key` '' = `parent`
+ * itself). Field paths are only built when a problem is reported: building
+ * them for every field of a million records costs more than checking them.
+ */
+function at(parent: string, key: string): string {
+  return key === '' ? parent : joinKey(parent, key);
+}
+
+function levenshtein(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 3) return 99;
+  const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = prev[0]!;
+    prev[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = prev[j]!;
+      prev[j] = Math.min(prev[j]! + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diag = tmp;
+    }
+  }
+  return prev[b.length]!;
+}
+
+function squash(s: string): string {
+  return s
+    .replace(/^TranslationMethod/i, '')
+    .replace(/[-_\s]/g, '')
+    .toLowerCase();
+}
+
+/** A "did you mean" hint for a misspelt key or enum value. */
+function suggest(given: string, allowed: readonly string[]): string | undefined {
+  const snake = given
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .replace(/[-\s]/g, '_')
+    .toLowerCase();
+  for (const cand of [snake, KEY_ALIASES[snake], KEY_ALIASES[squash(given)]]) {
+    if (cand !== undefined && cand !== given && allowed.includes(cand)) return cand;
+  }
+  const sq = squash(given);
+  const exact = allowed.find((a) => squash(a) === sq);
+  if (exact !== undefined) return exact;
+  let best: string | undefined;
+  let bestD = Math.max(1, Math.min(2, Math.floor(given.length / 3)));
+  for (const a of allowed) {
+    const d = levenshtein(given.toLowerCase(), a);
+    if (d <= bestD) {
+      best = a;
+      bestD = d - 1;
+    }
+  }
+  return best;
+}
+
+/**
+ * Check that `x` is a mapping whose keys are all in `keys`; report unknown
+ * keys. Returns the mapping (even when it has unknown keys, so its known
+ * fields are still checked) or undefined if `x` is not a mapping.
+ */
+function mapping(x: unknown, path: string, keys: readonly string[], errs: Errs, what: string): Obj | undefined {
+  if (!isPlainObject(x)) {
+    push(errs, 'NVGRE_ERR_TYPE', path, x, `is ${typeName(x)}, expected ${what} (a mapping)`);
+    return undefined;
+  }
+  for (const k in x) {
+    if (!Object.prototype.hasOwnProperty.call(x, k) || keys.includes(k)) continue;
+    const p = joinKey(path, k);
+    const hint = suggest(k, keys);
+    const v = x[k];
+    errs.push({
+      code: 'NVGRE_ERR_UNKNOWN_KEY',
+      path: p,
+      value: v,
+      message:
+        `${p}: unknown key ${JSON.stringify(k)} (value ${formatValue(v, 40)})` +
+        (hint ? `; did you mean ${JSON.stringify(hint)}?` : '') +
+        `; the keys of ${what} are: ${keys.join(', ')}`,
+    });
+  }
+  return x;
+}
+
+/** A required field: absent or null is NVGRE_ERR_REQUIRED. */
+function required(o: Obj, k: string, path: string, errs: Errs, what: string): unknown {
+  const v = own(o, k);
+  if (v === undefined || v === null) {
+    const p = joinKey(path, k);
+    errs.push({
+      code: 'NVGRE_ERR_REQUIRED',
+      path: p,
+      value: v === null ? null : undefined,
+      message: `${p}: ${v === null ? 'is null' : 'is missing'}; ${k} (${what}) is required`,
+    });
+    return undefined;
+  }
+  return v;
+}
+
+/** An optional field: absent or null means "use the default". */
+function optional(o: Obj, k: string): unknown {
+  const v = own(o, k);
+  return v === null ? undefined : v;
+}
+
+function str(v: unknown, parent: string, key: string, errs: Errs, hint = ''): string | undefined {
+  if (typeof v === 'string') return v;
+  push(errs, 'NVGRE_ERR_TYPE', at(parent, key), v, `is ${typeName(v)}, expected a string${hint}`);
+  return undefined;
+}
+
+function int(v: unknown, parent: string, key: string, errs: Errs): number | undefined {
+  if (typeof v === 'number' && Number.isInteger(v)) return v;
+  if (typeof v === 'number') push(errs, 'NVGRE_ERR_TYPE', at(parent, key), v, 'is not an integer');
+  else push(errs, 'NVGRE_ERR_TYPE', at(parent, key), v, `is ${typeName(v)}, expected an integer`);
+  return undefined;
+}
+
+function intInRange(
+  v: unknown,
+  parent: string,
+  key: string,
+  errs: Errs,
+  min: number,
+  max: number,
+  what: string,
+  code: ErrorCode = 'NVGRE_ERR_VALUE',
+): number | undefined {
+  const n = int(v, parent, key, errs);
+  if (n === undefined) return undefined;
+  if (n < min || n > max) {
+    push(errs, code, at(parent, key), n, `is out of range (${what} is an integer in ${min}..${max})`);
+    return undefined;
+  }
+  return n;
+}
+
+function vsidValue(v: unknown, parent: string, key: string, errs: Errs): number | undefined {
+  return intInRange(v, parent, key, errs, VSID_MIN, VSID_MAX, 'a VSID', 'NVGRE_ERR_VSID_RANGE');
+}
+
+function enumValue<T extends string>(v: unknown, parent: string, key: string, errs: Errs, allowed: readonly T[]): T | undefined {
+  const s = str(v, parent, key, errs);
+  if (s === undefined) return undefined;
+  if ((allowed as readonly string[]).includes(s)) return s as T;
+  const hint = suggest(s, allowed);
+  push(
+    errs,
+    'NVGRE_ERR_VALUE',
+    at(parent, key),
+    s,
+    `is not one of ${allowed.join(', ')}${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ''}`,
+  );
+  return undefined;
+}
+
+type AddrKind = 'unicast' | 'next_hop' | 'any';
+
+function ipValue(v: unknown, parent: string, key: string, errs: Errs, kind: AddrKind): IpAddr | undefined {
+  const s = str(v, parent, key, errs);
+  if (s === undefined) return undefined;
+  const a = parseIp(s);
+  if (!a.ok) {
+    push(errs, 'NVGRE_ERR_ADDRESS', at(parent, key), s, a.reason);
+    return undefined;
+  }
+  if (kind === 'any' || (kind === 'next_hop' && isUnspecified(a.value))) return a.value;
+  const problem = unicastProblem(a.value);
+  if (problem) {
+    push(errs, 'NVGRE_ERR_ADDRESS', at(parent, key), s, kind === 'next_hop' ? `${problem} (use ${a.value.family === 4 ? '0.0.0.0' : '::'} for on-link)` : problem);
+    return undefined;
+  }
+  return a.value;
+}
+
+function prefixValue(v: unknown, parent: string, key: string, errs: Errs): IpPrefix | undefined {
+  const s = str(v, parent, key, errs);
+  if (s === undefined) return undefined;
+  const p = parsePrefix(s);
+  if (!p.ok) {
+    push(errs, p.hostBits ? 'NVGRE_ERR_PREFIX_HOST_BITS' : 'NVGRE_ERR_PREFIX', at(parent, key), s, p.reason);
+    return undefined;
+  }
+  return p.value;
+}
+
+function macValue(v: unknown, parent: string, key: string, errs: Errs, allowZero = false): string | undefined {
+  const s = str(
+    v,
+    parent,
+    key,
+    errs,
+    typeof v === 'number' ? ` (quote MACs in YAML, e.g. mac: "600060000101": unquoted digits are a number)` : '',
+  );
+  if (s === undefined) return undefined;
+  const m = parseMac(s, allowZero);
+  if (!m.ok) {
+    push(errs, 'NVGRE_ERR_MAC', at(parent, key), s, m.reason);
+    return undefined;
+  }
+  return m.value;
+}
+
+function routingDomainValue(v: unknown, parent: string, key: string, errs: Errs): string | undefined {
+  const s = str(
+    v,
+    parent,
+    key,
+    errs,
+    isPlainObject(v) ? ' (quote the GUID in YAML: unquoted {...} is a flow mapping)' : '',
+  );
+  if (s === undefined) return undefined;
+  const r = parseRoutingDomain(s);
+  if (!r.ok) {
+    push(errs, 'NVGRE_ERR_ROUTING_DOMAIN', at(parent, key), s, r.reason);
+    return undefined;
+  }
+  return r.value;
+}
+
+function checked(v: unknown, parent: string, key: string, errs: Errs, problem: (s: string) => string | undefined): string | undefined {
+  const s = str(v, parent, key, errs);
+  if (s === undefined) return undefined;
+  const p = problem(s);
+  if (p) {
+    push(errs, 'NVGRE_ERR_VALUE', at(parent, key), s, p);
+    return undefined;
+  }
+  return s;
+}
+
+function familyMismatch(
+  errs: Errs,
+  path: string,
+  addr: IpAddr,
+  family: Family,
+  against: string,
+): void {
+  push(
+    errs,
+    'NVGRE_ERR_FAMILY',
+    path,
+    addr.text,
+    `is IPv${addr.family} but ${against} is IPv${family}; they must be the same family`,
+  );
+}
+
+// ------------------------------------------------------------------ validators
+
+/** A validator usable stand-alone (throws) or inside a larger document (collects). */
+export interface RecordValidator<T> {
+  /** Returns the normalized value or throws NvgreError NVGRE_ERR_CONFIG listing every problem. */
+  (x: unknown, path?: string): T;
+  /** Appends problems to `errors`; returns the normalized value, or undefined if there were any. */
+  (x: unknown, path: string, errors: FieldError[]): T | undefined;
+}
+
+function validator<T>(what: string, fn: (x: unknown, path: string, errs: Errs) => T | undefined): RecordValidator<T> {
+  return ((x: unknown, path = '', errors?: FieldError[]) => {
+    if (errors) return fn(x, path, errors);
+    const errs: Errs = [];
+    const v = fn(x, path, errs);
+    if (errs.length > 0 || v === undefined) throw configError(errs, { what });
+    return v;
+  }) as RecordValidator<T>;
+}
+
+function hostSection(x: unknown, path: string, errs: Errs): HostSection | undefined {
+  if (x === undefined || x === null) return {};
+  const n0 = errs.length;
+  const o = mapping(x, path, HOST_KEYS, errs, 'host');
+  if (!o) return undefined;
+  const out: HostSection = {};
+  const name = optional(o, 'name');
+  if (name !== undefined) {
+    const s = checked(name, path, 'name', errs, (v) => labelProblem(v, HOST_NAME_MAX));
+    if (s !== undefined) out.name = s;
+  }
+  return errs.length > n0 ? undefined : out;
+}
+
+function providerAddress(x: unknown, path: string, errs: Errs): ProviderAddress | undefined {
+  const n0 = errs.length;
+  const o = mapping(x, path, PA_KEYS, errs, 'a provider address');
+  if (!o) return undefined;
+  const av = required(o, 'address', path, errs, 'the provider address');
+  const address = av === undefined ? undefined : ipValue(av, path, 'address', errs, 'unicast');
+  let prefix_length: number | undefined;
+  const plv = required(o, 'prefix_length', path, errs, 'the PA subnet prefix length');
+  if (plv !== undefined) {
+    const fam: Family = address?.family ?? 6;
+    prefix_length = intInRange(plv, path, 'prefix_length', errs, 1, fam === 4 ? 32 : 128, `an IPv${fam} prefix length`, 'NVGRE_ERR_PREFIX');
+  }
+  const iv = required(o, 'interface', path, errs, 'the underlay interface');
+  const iface = iv === undefined ? undefined : checked(iv, path, 'interface', errs, interfaceNameProblem);
+  const vv = optional(o, 'vlan_id');
+  const vlan_id =
+    vv === undefined ? DEFAULT_VLAN_ID : intInRange(vv, path, 'vlan_id', errs, 0, VLAN_ID_MAX, 'a VLAN ID');
+  const mv = optional(o, 'mac');
+  const mac = mv === undefined ? undefined : macValue(mv, path, 'mac', errs);
+  if (errs.length > n0) return undefined;
+  const out: ProviderAddress = {
+    address: address!.text,
+    prefix_length: prefix_length!,
+    interface: iface!,
+    vlan_id: vlan_id!,
+  };
+  if (mac !== undefined) out.mac = mac;
+  return out;
+}
+
+function providerRoute(x: unknown, path: string, errs: Errs): ProviderRoute | undefined {
+  const n0 = errs.length;
+  const o = mapping(x, path, PROUTE_KEYS, errs, 'a provider route');
+  if (!o) return undefined;
+  const dv = required(o, 'destination_prefix', path, errs, 'the destination PA prefix');
+  const dest = dv === undefined ? undefined : prefixValue(dv, path, 'destination_prefix', errs);
+  const nv = required(o, 'next_hop', path, errs, 'the next hop, 0.0.0.0 or :: for on-link');
+  const nh = nv === undefined ? undefined : ipValue(nv, path, 'next_hop', errs, 'next_hop');
+  if (dest && nh && nh.family !== dest.family) {
+    familyMismatch(errs, joinKey(path, 'next_hop'), nh, dest.family, `destination_prefix ${dest.text}`);
+  }
+  const iv = required(o, 'interface', path, errs, 'the underlay interface');
+  const iface = iv === undefined ? undefined : checked(iv, path, 'interface', errs, interfaceNameProblem);
+  const mv = optional(o, 'metric');
+  const metric = mv === undefined ? DEFAULT_METRIC : intInRange(mv, path, 'metric', errs, 0, METRIC_MAX, 'a metric');
+  if (errs.length > n0) return undefined;
+  return { destination_prefix: dest!.text, next_hop: nh!.text, interface: iface!, metric: metric! };
+}
+
+function customerRoute(x: unknown, path: string, errs: Errs): CustomerRoute | undefined {
+  const n0 = errs.length;
+  const o = mapping(x, path, CROUTE_KEYS, errs, 'a customer route');
+  if (!o) return undefined;
+  const rv = required(o, 'routing_domain', path, errs, 'the routing domain GUID');
+  const rd = rv === undefined ? undefined : routingDomainValue(rv, path, 'routing_domain', errs);
+  const vv = required(o, 'vsid', path, errs, 'the virtual subnet ID');
+  const vsid = vv === undefined ? undefined : vsidValue(vv, path, 'vsid', errs);
+  const dv = required(o, 'destination_prefix', path, errs, 'the customer prefix');
+  const dest = dv === undefined ? undefined : prefixValue(dv, path, 'destination_prefix', errs);
+  const nv = required(o, 'next_hop', path, errs, 'the next hop, 0.0.0.0 or :: for on-link');
+  const nh = nv === undefined ? undefined : ipValue(nv, path, 'next_hop', errs, 'next_hop');
+  if (dest && nh && nh.family !== dest.family) {
+    familyMismatch(errs, joinKey(path, 'next_hop'), nh, dest.family, `destination_prefix ${dest.text}`);
+  }
+  const mv = optional(o, 'metric');
+  const metric = mv === undefined ? DEFAULT_METRIC : intInRange(mv, path, 'metric', errs, 0, METRIC_MAX, 'a metric');
+  if (errs.length > n0) return undefined;
+  return { routing_domain: rd!, vsid: vsid!, destination_prefix: dest!.text, next_hop: nh!.text, metric: metric! };
+}
+
+function lookupRecord(x: unknown, path: string, errs: Errs): LookupRecord | undefined {
+  const n0 = errs.length;
+  const o = mapping(x, path, LOOKUP_KEYS, errs, 'a lookup record');
+  if (!o) return undefined;
+  const tv = optional(o, 'type');
+  const type = tv === undefined ? DEFAULT_RECORD_TYPE : enumValue(tv, path, 'type', errs, LOOKUP_TYPES);
+  const rv = optional(o, 'rule');
+  const rule = rv === undefined ? DEFAULT_RULE : enumValue(rv, path, 'rule', errs, LOOKUP_RULES);
+
+  let ca: IpAddr | undefined;
+  const cv = required(o, 'customer_address', path, errs, 'the CA');
+  if (cv !== undefined) {
+    ca = ipValue(cv, path, 'customer_address', errs, 'any');
+    if (ca && type !== undefined) {
+      if (type === 'l2only' || type === 'gateway_wildcard') {
+        if (!isUnspecified(ca)) {
+          const why = type === 'l2only' ? 'the IP is learned at run time' : 'it matches any CA';
+          push(errs, 'NVGRE_ERR_ADDRESS', joinKey(path, 'customer_address'), ca.text, `is not allowed in a ${type} record: its customer_address is 0.0.0.0 or :: (${why})`);
+          ca = undefined;
+        }
+      } else {
+        const problem = unicastProblem(ca);
+        if (problem) {
+          const extra = isUnspecified(ca) ? ` (only l2only and gateway_wildcard records have no CA)` : '';
+          push(errs, 'NVGRE_ERR_ADDRESS', joinKey(path, 'customer_address'), ca.text, problem + extra);
+          ca = undefined;
+        }
+      }
+    }
+  }
+  const vv = required(o, 'vsid', path, errs, 'the virtual subnet ID');
+  const vsid = vv === undefined ? undefined : vsidValue(vv, path, 'vsid', errs);
+  const mv = required(o, 'mac', path, errs, "the VM's MAC");
+  const mac = mv === undefined ? undefined : macValue(mv, path, 'mac', errs, type === 'gateway_wildcard');
+  const pv = required(o, 'provider_address', path, errs, 'the PA of the host where the VM lives');
+  const pa = pv === undefined ? undefined : ipValue(pv, path, 'provider_address', errs, 'unicast');
+  const nv = optional(o, 'vm_name');
+  const vm_name = nv === undefined ? undefined : checked(nv, path, 'vm_name', errs, (s) => labelProblem(s, VM_NAME_MAX));
+  if (errs.length > n0) return undefined;
+  const out: LookupRecord = {
+    customer_address: ca!.text,
+    vsid: vsid!,
+    mac: mac!,
+    provider_address: pa!.text,
+    rule: rule!,
+    type: type!,
+  };
+  if (vm_name !== undefined) out.vm_name = vm_name;
+  return out;
+}
+
+function vmAdapter(x: unknown, path: string, errs: Errs): VmAdapter | undefined {
+  const n0 = errs.length;
+  const o = mapping(x, path, ADAPTER_KEYS, errs, 'a VM adapter');
+  if (!o) return undefined;
+  const nv = required(o, 'name', path, errs, 'the TAP device name');
+  const name = nv === undefined ? undefined : checked(nv, path, 'name', errs, interfaceNameProblem);
+  const vmv = optional(o, 'vm_name');
+  const vm_name = vmv === undefined ? undefined : checked(vmv, path, 'vm_name', errs, (s) => labelProblem(s, VM_NAME_MAX));
+  const mv = required(o, 'mac', path, errs, "the VM adapter's MAC");
+  const mac = mv === undefined ? undefined : macValue(mv, path, 'mac', errs);
+  const vv = required(o, 'vsid', path, errs, 'the virtual subnet ID');
+  const vsid = vv === undefined ? undefined : vsidValue(vv, path, 'vsid', errs);
+  const sv = optional(o, 'netns');
+  const netns = sv === undefined ? undefined : checked(sv, path, 'netns', errs, netnsNameProblem);
+  const tv = optional(o, 'mtu');
+  const mtu = tv === undefined ? undefined : intInRange(tv, path, 'mtu', errs, MTU_MIN, MTU_MAX, 'an MTU');
+  if (errs.length > n0) return undefined;
+  // key order as in the config file; optional fields only when given
+  return {
+    name: name!,
+    ...(vm_name !== undefined ? { vm_name } : {}),
+    mac: mac!,
+    vsid: vsid!,
+    ...(netns !== undefined ? { netns } : {}),
+    ...(mtu !== undefined ? { mtu } : {}),
+  };
+}
+
+function encapsulationSection(x: unknown, path: string, errs: Errs): EncapsulationSection | undefined {
+  if (x === undefined || x === null) return { flow_id: DEFAULT_FLOW_ID };
+  const n0 = errs.length;
+  const o = mapping(x, path, ENCAP_KEYS, errs, 'encapsulation');
+  if (!o) return undefined;
+  const fv = optional(o, 'flow_id');
+  const flow_id = fv === undefined ? DEFAULT_FLOW_ID : enumValue(fv, path, 'flow_id', errs, FLOW_ID_MODES);
+  return errs.length > n0 ? undefined : { flow_id: flow_id! };
+}
+
+function apiSection(x: unknown, path: string, errs: Errs): ApiSection | undefined {
+  if (x === undefined || x === null) return { socket: DEFAULT_API_SOCKET };
+  const n0 = errs.length;
+  const o = mapping(x, path, API_KEYS, errs, 'api');
+  if (!o) return undefined;
+  const sv = optional(o, 'socket');
+  const socket =
+    sv === undefined
+      ? DEFAULT_API_SOCKET
+      : checked(sv, path, 'socket', errs, (s) => {
+          const p = absolutePathProblem(s);
+          if (p) return p;
+          return Buffer.byteLength(s) > UNIX_SOCKET_PATH_MAX
+            ? `is too long for a Unix socket path (at most ${UNIX_SOCKET_PATH_MAX} bytes)`
+            : undefined;
+        });
+  return errs.length > n0 ? undefined : { socket: socket! };
+}
+
+function metricsSection(x: unknown, path: string, errs: Errs): MetricsSection | undefined {
+  if (x === undefined || x === null) return { listen: DEFAULT_METRICS_LISTEN };
+  const n0 = errs.length;
+  const o = mapping(x, path, METRICS_KEYS, errs, 'metrics');
+  if (!o) return undefined;
+  const lv = optional(o, 'listen');
+  let listen: string | undefined = DEFAULT_METRICS_LISTEN;
+  if (lv !== undefined) {
+    const p = joinKey(path, 'listen');
+    const s = str(lv, path, 'listen', errs, typeof lv === 'number' ? ' (host:port, e.g. 127.0.0.1:9470)' : '');
+    if (s !== undefined) {
+      const hp = parseHostPort(s);
+      if (hp.ok) listen = hp.value;
+      else push(errs, 'NVGRE_ERR_VALUE', p, s, hp.reason);
+    }
+  }
+  return errs.length > n0 ? undefined : { listen };
+}
+
+function stateDir(x: unknown, path: string, errs: Errs): string | undefined {
+  return checked(x, path, '', errs, (s) => absolutePathProblem(s));
+}
+
+export const validateHost = validator('host', hostSection);
+export const validateProviderAddress = validator('provider address', providerAddress);
+export const validateProviderRoute = validator('provider route', providerRoute);
+export const validateCustomerRoute = validator('customer route', customerRoute);
+export const validateLookupRecord = validator('lookup record', lookupRecord);
+export const validateVmAdapter = validator('VM adapter', vmAdapter);
+export const validateEncapsulation = validator('encapsulation', encapsulationSection);
+export const validateApi = validator('api', apiSection);
+export const validateMetrics = validator('metrics', metricsSection);
+export const validateStateDir = validator('state_dir', stateDir);
+
+// ------------------------------------------------------------------ the whole document
+
+function list<T>(
+  x: unknown,
+  path: string,
+  errs: Errs,
+  item: (x: unknown, path: string, errs: Errs) => T | undefined,
+): (T | undefined)[] {
+  if (x === undefined || x === null) return [];
+  if (!Array.isArray(x)) {
+    push(errs, 'NVGRE_ERR_TYPE', path, x, `is ${typeName(x)}, expected a list`);
+    return [];
+  }
+  const out = new Array<T | undefined>(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = item(x[i], joinIndex(path, i), errs);
+  return out;
+}
+
+const SECTION_RANK = new Map<string, number>(TOP_LEVEL_KEYS.map((k, i) => [k, i]));
+const PATH_HEAD_RE = /^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?/;
+
+/** Sort errors into document order: section, then record index (stable). */
+export function sortFieldErrors(errs: FieldError[]): FieldError[] {
+  const keyed = errs.map((e, i) => {
+    const m = PATH_HEAD_RE.exec(e.path);
+    const rank = e.path === '' ? -1 : m ? (SECTION_RANK.get(m[1]!) ?? -1) : -1;
+    const idx = m?.[2] !== undefined ? Number(m[2]) : -1;
+    return { e, rank, idx, i };
+  });
+  keyed.sort((a, b) => a.rank - b.rank || a.idx - b.idx || a.i - b.i);
+  return keyed.map((k) => k.e);
+}
+
+export interface ValidateOptions {
+  /** Shown at the start of the aggregate message (e.g. the file name). */
+  source?: string;
+}
+
+/** Validate every problem of a document; returns the raw error list and the policy when clean. */
+export function checkPolicy(doc: unknown): { policy?: Policy; errors: FieldError[] } {
+  if (doc === undefined || doc === null) return { policy: emptyPolicy(), errors: [] };
+  const errs: Errs = [];
+  const root = mapping(doc, '', TOP_LEVEL_KEYS, errs, 'the config document');
+  if (!root) return { errors: errs };
+
+  const host = hostSection(optional(root, 'host'), 'host', errs);
+  const provider_addresses = list(optional(root, 'provider_addresses'), 'provider_addresses', errs, providerAddress);
+  const provider_routes = list(optional(root, 'provider_routes'), 'provider_routes', errs, providerRoute);
+  const rawRoutes = optional(root, 'customer_routes');
+  const customer_routes = list(rawRoutes, 'customer_routes', errs, customerRoute);
+  const lookup_records = list(optional(root, 'lookup_records'), 'lookup_records', errs, lookupRecord);
+  const vm_adapters = list(optional(root, 'vm_adapters'), 'vm_adapters', errs, vmAdapter);
+  const encapsulation = encapsulationSection(optional(root, 'encapsulation'), 'encapsulation', errs);
+  const sdv = optional(root, 'state_dir');
+  const state_dir = sdv === undefined ? undefined : stateDir(sdv, 'state_dir', errs);
+  const api = apiSection(optional(root, 'api'), 'api', errs);
+  const metrics = metricsSection(optional(root, 'metrics'), 'metrics', errs);
+
+  // A customer route rejected for another field still names its VSID: treat
+  // that VSID as bound so its records don't each report NVGRE_ERR_VSID_UNBOUND.
+  // If its routing domain is valid too, it still counts for the
+  // one-routing-domain-per-VSID rule.
+  const alsoBound = new Set<number>();
+  const partialRoutes = new Map<number, { vsid: number; routing_domain: string }>();
+  if (Array.isArray(rawRoutes)) {
+    for (let i = 0; i < rawRoutes.length; i++) {
+      if (customer_routes[i] !== undefined) continue;
+      const r: unknown = rawRoutes[i];
+      if (!isPlainObject(r)) continue;
+      const v = own(r, 'vsid');
+      if (typeof v !== 'number' || !Number.isInteger(v)) continue;
+      alsoBound.add(v);
+      const rd = own(r, 'routing_domain');
+      const parsed = typeof rd === 'string' ? parseRoutingDomain(rd) : undefined;
+      if (parsed?.ok && v >= VSID_MIN && v <= VSID_MAX) partialRoutes.set(i, { vsid: v, routing_domain: parsed.value });
+    }
+  }
+  // Likewise a provider address rejected for another field (say its MAC)
+  // still makes its address local, for the default-gateway record check.
+  const alsoLocal = new Set<string>();
+  const rawPAs = optional(root, 'provider_addresses');
+  if (Array.isArray(rawPAs)) {
+    for (let i = 0; i < rawPAs.length; i++) {
+      if (provider_addresses[i] !== undefined) continue;
+      const r: unknown = rawPAs[i];
+      const v = isPlainObject(r) ? own(r, 'address') : undefined;
+      const a = typeof v === 'string' ? parseIp(v) : undefined;
+      if (a?.ok) alsoLocal.add(a.value.text);
+    }
+  }
+  const invariantErrors = collectInvariantErrors(
+    { provider_addresses, provider_routes, customer_routes, lookup_records, vm_adapters },
+    { alsoBound, alsoLocal, partialRoutes },
+  );
+  for (const e of invariantErrors) errs.push(e);
+  if (errs.length > 0) return { errors: sortFieldErrors(errs) };
+
+  const policy: Policy = {
+    host: host!,
+    provider_addresses: provider_addresses as ProviderAddress[],
+    provider_routes: provider_routes as ProviderRoute[],
+    customer_routes: customer_routes as CustomerRoute[],
+    lookup_records: lookup_records as LookupRecord[],
+    vm_adapters: vm_adapters as VmAdapter[],
+    encapsulation: encapsulation!,
+    api: api!,
+    metrics: metrics!,
+  };
+  if (state_dir !== undefined) {
+    // keep the config file's key order
+    const { api: a, metrics: m, ...rest } = policy;
+    return { policy: { ...rest, state_dir, api: a, metrics: m }, errors: [] };
+  }
+  return { policy, errors: [] };
+}
+
+/**
+ * Validate and normalize a whole policy document (the parsed config file, or
+ * an API body of the same shape). `null`/`undefined` (an empty file) is the
+ * empty policy. Throws one NvgreError NVGRE_ERR_CONFIG whose `details` lists
+ * every problem found; never returns a partial policy.
+ */
+export function validatePolicy(doc: unknown, opts: ValidateOptions = {}): Policy {
+  const { policy, errors } = checkPolicy(doc);
+  if (!policy || errors.length > 0) throw configError(errors, opts.source !== undefined ? { source: opts.source } : {});
+  return policy;
+}

@@ -1,0 +1,143 @@
+// A validated, normalized host policy: exactly the config file's shapes
+// (snake_case, see shared/spec/config.md), with every optional default filled
+// in. The control API's JSON and `nvgrectl -j` use the same shapes.
+//
+// Normal forms (produced by src/config):
+// - IP addresses: canonical text (IPv4 dotted decimal; IPv6 RFC 5952:
+//   lowercase, zeros compressed).
+// - Prefixes: `<canonical network address>/<length>`, no host bits.
+// - MACs: lowercase, colon-separated (`60:00:60:00:01:01`).
+// - Routing domains: lowercase GUID in braces
+//   (`{12345678-1000-2000-3000-123456780001}`).
+// Optional fields without a default (`vm_name`, `mac`, `netns`, `mtu`,
+// `host.name`, `state_dir`) are absent, not undefined-valued, when not given.
+
+export const VSID_MIN = 4096;
+export const VSID_MAX = 16777214;
+
+export const DEFAULT_API_SOCKET = '/run/nvgred/nvgred.sock';
+export const DEFAULT_METRICS_LISTEN = '127.0.0.1:9470';
+export const DEFAULT_FLOW_ID: FlowIdMode = 'hash';
+export const DEFAULT_RULE: LookupRule = 'encap';
+export const DEFAULT_RECORD_TYPE: LookupType = 'static';
+export const DEFAULT_VLAN_ID = 0;
+export const DEFAULT_METRIC = 0;
+
+export const VLAN_ID_MAX = 4094;
+export const METRIC_MAX = 4294967295;
+export const MTU_MIN = 68;
+export const MTU_MAX = 65535;
+/** Linux IFNAMSIZ - 1. */
+export const IFNAME_MAX_BYTES = 15;
+export const HOST_NAME_MAX = 64;
+
+export const LOOKUP_RULES = ['encap', 'none'] as const;
+export const LOOKUP_TYPES = ['static', 'dynamic', 'l2only', 'gateway_wildcard'] as const;
+export const FLOW_ID_MODES = ['hash', 'zero'] as const;
+
+export type LookupRule = (typeof LOOKUP_RULES)[number];
+export type LookupType = (typeof LOOKUP_TYPES)[number];
+export type FlowIdMode = (typeof FLOW_ID_MODES)[number];
+
+export interface HostSection {
+  name?: string;
+}
+
+/** New-NetVirtualizationProviderAddress */
+export interface ProviderAddress {
+  address: string;
+  prefix_length: number;
+  interface: string;
+  vlan_id: number;
+  mac?: string;
+}
+
+/** New-NetVirtualizationProviderRoute. `next_hop` 0.0.0.0 / :: = on-link. */
+export interface ProviderRoute {
+  destination_prefix: string;
+  next_hop: string;
+  interface: string;
+  metric: number;
+}
+
+/** New-NetVirtualizationCustomerRoute. `next_hop` 0.0.0.0 / :: = on-link. */
+export interface CustomerRoute {
+  routing_domain: string;
+  vsid: number;
+  destination_prefix: string;
+  next_hop: string;
+  metric: number;
+}
+
+/** New-NetVirtualizationLookupRecord */
+export interface LookupRecord {
+  customer_address: string;
+  vsid: number;
+  mac: string;
+  provider_address: string;
+  rule: LookupRule;
+  type: LookupType;
+  vm_name?: string;
+}
+
+/** A VM network adapter: the TAP device nvgred creates. */
+export interface VmAdapter {
+  name: string;
+  vm_name?: string;
+  mac: string;
+  vsid: number;
+  netns?: string;
+  /** Absent: the daemon derives it from the underlay MTU. */
+  mtu?: number;
+}
+
+export interface EncapsulationSection {
+  flow_id: FlowIdMode;
+}
+
+export interface ApiSection {
+  socket: string;
+}
+
+export interface MetricsSection {
+  listen: string;
+}
+
+export interface Policy {
+  host: HostSection;
+  provider_addresses: ProviderAddress[];
+  provider_routes: ProviderRoute[];
+  customer_routes: CustomerRoute[];
+  lookup_records: LookupRecord[];
+  vm_adapters: VmAdapter[];
+  encapsulation: EncapsulationSection;
+  state_dir?: string;
+  api: ApiSection;
+  metrics: MetricsSection;
+}
+
+/** The policy of an empty config file. */
+export function emptyPolicy(): Policy {
+  return {
+    host: {},
+    provider_addresses: [],
+    provider_routes: [],
+    customer_routes: [],
+    lookup_records: [],
+    vm_adapters: [],
+    encapsulation: { flow_id: DEFAULT_FLOW_ID },
+    api: { socket: DEFAULT_API_SOCKET },
+    metrics: { listen: DEFAULT_METRICS_LISTEN },
+  };
+}
+
+/** A route's next hop 0.0.0.0 or :: means on-link (no gateway). */
+export function isOnLink(nextHop: string): boolean {
+  return nextHop === '0.0.0.0' || nextHop === '::';
+}
+
+/** A validated `addr/len` prefix as its two parts. */
+export function splitPrefix(prefix: string): [address: string, length: number] {
+  const slash = prefix.lastIndexOf('/');
+  return [prefix.slice(0, slash), Number(prefix.slice(slash + 1))];
+}

@@ -1,0 +1,111 @@
+// Encodes a validated policy into the one buffer the packet core reads
+// (native/src/dp/policy.rs documents the layout; the two change together).
+// One crossing per policy change, whatever the number of records.
+
+import { parseIp, type Family } from '../config/net.js';
+import { isOnLink, splitPrefix, type FlowIdMode, type LookupRule, type LookupType, type Policy } from './policy.js';
+
+const MAGIC = 'NVGP';
+const VERSION = 1;
+const HEADER_LEN = 32;
+const PA_LEN = 20;
+const ROUTE_LEN = 48;
+const RECORD_LEN = 48;
+const PORT_LEN = 16;
+
+const FLOW_ID: Record<FlowIdMode, number> = { hash: 0, zero: 1 };
+const RULE: Record<LookupRule, number> = { encap: 0, none: 1 };
+const TYPE: Record<LookupType, number> = { static: 0, dynamic: 1, l2only: 2, gateway_wildcard: 3 };
+
+/** A VM adapter's numeric id in the core, by adapter name. */
+export type PortIds = ReadonlyMap<string, number>;
+
+/**
+ * The gateway MAC of VSIDs whose `.1` has no lookup record with a local PA:
+ * locally administered, unicast, and stable across restarts because it is
+ * derived from the host's identity (its name, else its first PA).
+ */
+export function defaultGatewayMac(policy: Policy): string {
+  const seed = policy.host.name ?? policy.provider_addresses[0]?.address ?? 'nvgred';
+  let h = 0x811c9dc5;
+  const bytes = [0x02];
+  for (let round = 0; bytes.length < 6; round++) {
+    for (const c of Buffer.from(`${round}:${seed}`)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+    bytes.push(h & 0xff, (h >>> 8) & 0xff);
+  }
+  return bytes.slice(0, 6).map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+/** Routing domain GUID → the small number the core uses, in sorted order. */
+export function routingDomainIndex(policy: Policy): Map<string, number> {
+  const ids = [...new Set(policy.customer_routes.map((r) => r.routing_domain))].sort();
+  return new Map(ids.map((id, i) => [id, i]));
+}
+
+function putMac(buf: Buffer, off: number, mac: string): void {
+  for (const [i, part] of mac.split(':').entries()) buf[off + i] = parseInt(part, 16);
+}
+
+/** Write a (validated, canonical) address into its 16-byte slot; returns its family. */
+function putIp(buf: Buffer, off: number, text: string): Family {
+  const parsed = parseIp(text);
+  if (!parsed.ok) throw new Error(`unvalidated address in policy: ${text}`);
+  const a = parsed.value;
+  if (a.family === 4) buf.writeUInt32BE(a.n, off);
+  else a.g.forEach((g, i) => buf.writeUInt16BE(g, off + i * 2));
+  return a.family;
+}
+
+export function encodePolicy(policy: Policy, ports: PortIds): Buffer {
+  const rd = routingDomainIndex(policy);
+  const adapters = policy.vm_adapters.filter((a) => ports.has(a.name));
+  const buf = Buffer.alloc(
+    HEADER_LEN +
+      policy.provider_addresses.length * PA_LEN +
+      policy.customer_routes.length * ROUTE_LEN +
+      policy.lookup_records.length * RECORD_LEN +
+      adapters.length * PORT_LEN,
+  );
+  buf.write(MAGIC, 0, 'latin1');
+  buf.writeUInt32LE(VERSION, 4);
+  buf[8] = FLOW_ID[policy.encapsulation.flow_id];
+  putMac(buf, 10, defaultGatewayMac(policy));
+  buf.writeUInt32LE(policy.provider_addresses.length, 16);
+  buf.writeUInt32LE(policy.customer_routes.length, 20);
+  buf.writeUInt32LE(policy.lookup_records.length, 24);
+  buf.writeUInt32LE(adapters.length, 28);
+
+  let off = HEADER_LEN;
+  for (const pa of policy.provider_addresses) {
+    buf[off] = putIp(buf, off + 4, pa.address);
+    buf[off + 1] = pa.prefix_length;
+    off += PA_LEN;
+  }
+  for (const r of policy.customer_routes) {
+    const [prefix, len] = splitPrefix(r.destination_prefix);
+    buf.writeUInt32LE(rd.get(r.routing_domain)!, off);
+    buf.writeUInt32LE(r.vsid, off + 4);
+    buf[off + 8] = putIp(buf, off + 16, prefix);
+    buf[off + 9] = len;
+    buf[off + 10] = isOnLink(r.next_hop) ? 1 : 0;
+    buf.writeUInt32LE(r.metric, off + 12);
+    putIp(buf, off + 32, r.next_hop);
+    off += ROUTE_LEN;
+  }
+  for (const r of policy.lookup_records) {
+    buf.writeUInt32LE(r.vsid, off);
+    buf[off + 4] = putIp(buf, off + 8, r.customer_address);
+    buf[off + 5] = putIp(buf, off + 24, r.provider_address);
+    buf[off + 6] = RULE[r.rule];
+    buf[off + 7] = TYPE[r.type];
+    putMac(buf, off + 40, r.mac);
+    off += RECORD_LEN;
+  }
+  for (const a of adapters) {
+    buf.writeUInt32LE(ports.get(a.name)!, off);
+    buf.writeUInt32LE(a.vsid, off + 4);
+    putMac(buf, off + 8, a.mac);
+    off += PORT_LEN;
+  }
+  return buf;
+}
