@@ -1,0 +1,225 @@
+// The host's dataplane as the control plane sees it: the running policy and
+// the kernel objects it owns (provider addresses, provider routes, TAPs).
+// `apply(next)` moves from the running policy to `next` by difference, and
+// undoes its own steps if one fails: nothing is ever half applied.
+
+import { readFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
+import type { Logger } from 'pino';
+import type { NativeCore } from '../native.js';
+import {
+  emptyPolicy,
+  isOnLink,
+  splitPrefix,
+  type Policy,
+  type ProviderAddress,
+  type ProviderRoute,
+  type VmAdapter,
+} from '../model/policy.js';
+import { encodePolicy } from '../model/snapshot.js';
+
+/** Outer IPv4 (20) + GRE (8) + inner Ethernet (14): what NVGRE adds to a VM's IP packet. */
+const NVGRE_OVERHEAD_V4 = 42;
+/** Outer IPv6 (40) + GRE (8) + inner Ethernet (14). */
+const NVGRE_OVERHEAD_V6 = 62;
+const FALLBACK_UNDERLAY_MTU = 1500;
+
+const paKey = (pa: ProviderAddress) => `${pa.interface}|${pa.address}/${pa.prefix_length}`;
+const routeKey = (r: ProviderRoute) => `${r.interface}|${r.destination_prefix}|${r.next_hop}|${r.metric}`;
+/** Adapter fields that live in the TAP device itself: a change recreates it. */
+const tapKey = (a: VmAdapter, mtu: number) => `${a.mac}|${a.netns ?? ''}|${mtu}`;
+
+/** An undo log: steps run in reverse if the apply fails part way. */
+class Undo {
+  private steps: Array<() => void> = [];
+  push(step: () => void): void {
+    this.steps.push(step);
+  }
+  run(log: Logger): void {
+    for (const step of this.steps.reverse()) {
+      try {
+        step();
+      } catch (err) {
+        log.error({ err }, 'rollback step failed');
+      }
+    }
+  }
+}
+
+export interface PortState {
+  name: string;
+  id: number;
+  ifindex: number;
+  mtu: number;
+}
+
+interface Port extends PortState {
+  adapter: VmAdapter;
+  /** The TAP's identity (see tapKey). */
+  key: string;
+}
+
+export class HostDataplane {
+  private running: Policy = emptyPolicy();
+  private ports = new Map<string, Port>();
+  private nextPortId = 1;
+  /** Kernel objects this daemon created (and so removes); pre-existing ones are left alone. */
+  private ownedAddresses = new Set<string>();
+  private ownedRoutes = new Set<string>();
+  private started = false;
+
+  constructor(
+    private readonly core: NativeCore,
+    private readonly log: Logger,
+  ) {}
+
+  start(workers: number): void {
+    this.core.start(workers);
+    this.started = true;
+  }
+
+  get policy(): Policy {
+    return this.running;
+  }
+
+  portStates(): PortState[] {
+    return [...this.ports.values()].map(({ name, id, ifindex, mtu }) => ({ name, id, ifindex, mtu }));
+  }
+
+  private createPort(a: VmAdapter, mtu: number, id = this.nextPortId++): Port {
+    const ifindex = this.core.addPort(id, a.name, a.netns ?? null, a.mac, mtu);
+    this.log.info({ adapter: a.name, vsid: a.vsid, netns: a.netns, mtu, ifindex }, 'vm adapter up');
+    return { name: a.name, id, ifindex, mtu, adapter: a, key: tapKey(a, mtu) };
+  }
+
+  /** The MTU a VM adapter gets when its config leaves it out: the underlay's, less NVGRE's overhead. */
+  defaultMtu(policy: Policy): number {
+    const mtus = policy.provider_addresses.map((pa) => {
+      const overhead = isIPv4(pa.address) ? NVGRE_OVERHEAD_V4 : NVGRE_OVERHEAD_V6;
+      return interfaceMtu(pa.interface) - overhead;
+    });
+    return mtus.length ? Math.min(...mtus) : FALLBACK_UNDERLAY_MTU - NVGRE_OVERHEAD_V4;
+  }
+
+  /** Move the dataplane from the running policy to `next`, or leave it untouched. */
+  apply(next: Policy): void {
+    const prev = this.running;
+    const undo = new Undo();
+    const core = this.core;
+    try {
+      // 1. New provider addresses and routes first: traffic to new PAs needs them.
+      const prevPas = new Set(prev.provider_addresses.map(paKey));
+      for (const pa of next.provider_addresses) {
+        const key = paKey(pa);
+        if (prevPas.has(key)) continue;
+        const added = core.addAddress(pa.interface, pa.address, pa.prefix_length);
+        if (added) {
+          this.ownedAddresses.add(key);
+          undo.push(() => {
+            core.delAddress(pa.interface, pa.address, pa.prefix_length);
+            this.ownedAddresses.delete(key);
+          });
+        }
+        this.log.info({ pa: pa.address, interface: pa.interface, preexisting: !added }, 'provider address up');
+      }
+      const prevRoutes = new Set(prev.provider_routes.map(routeKey));
+      for (const r of next.provider_routes) {
+        const key = routeKey(r);
+        if (prevRoutes.has(key)) continue;
+        const [prefix, len] = splitPrefix(r.destination_prefix);
+        const via = isOnLink(r.next_hop) ? null : r.next_hop;
+        if (core.addRoute(prefix, len, via, r.interface, r.metric)) {
+          this.ownedRoutes.add(key);
+          undo.push(() => {
+            core.delRoute(prefix, len, via, r.interface, r.metric);
+            this.ownedRoutes.delete(key);
+          });
+        }
+        this.log.info({ route: r.destination_prefix, via: r.next_hop, interface: r.interface }, 'provider route up');
+      }
+
+      // 2. VM adapters: create new TAPs (and recreate changed ones) before the
+      //    snapshot that names them; removed ones go once it no longer does.
+      const mtu = this.defaultMtu(next);
+      const nextPorts = new Map<string, Port>();
+      for (const a of next.vm_adapters) {
+        const portMtu = a.mtu ?? mtu;
+        const key = tapKey(a, portMtu);
+        const cur = this.ports.get(a.name);
+        if (cur?.key === key) {
+          nextPorts.set(a.name, cur);
+          continue;
+        }
+        if (cur) {
+          // Same name, new device: the old TAP must go first to free the name.
+          core.removePort(cur.id);
+          undo.push(() => this.ports.set(cur.name, this.createPort(cur.adapter, cur.mtu, cur.id)));
+        }
+        const port = this.createPort(a, portMtu);
+        undo.push(() => core.removePort(port.id));
+        nextPorts.set(a.name, port);
+      }
+
+      // 3. One snapshot, swapped in whole.
+      core.setPolicy(encodePolicy(next, new Map([...nextPorts].map(([n, p]) => [n, p.id]))));
+
+      // 4. What the new policy no longer names.
+      for (const [name, p] of this.ports) {
+        if (next.vm_adapters.some((a) => a.name === name)) continue;
+        this.bestEffort(() => core.removePort(p.id));
+        this.log.info({ adapter: name }, 'vm adapter removed');
+      }
+      this.removeStale(prev, next);
+      this.ports = nextPorts;
+      this.running = next;
+    } catch (err) {
+      undo.run(this.log);
+      throw err;
+    }
+  }
+
+  /** Provider addresses and routes of `prev` that `next` does not have. */
+  private removeStale(prev: Policy, next: Policy): void {
+    const keepRoutes = new Set(next.provider_routes.map(routeKey));
+    for (const r of prev.provider_routes) {
+      const key = routeKey(r);
+      if (keepRoutes.has(key) || !this.ownedRoutes.has(key)) continue;
+      const [prefix, len] = splitPrefix(r.destination_prefix);
+      this.bestEffort(() => this.core.delRoute(prefix, len, isOnLink(r.next_hop) ? null : r.next_hop, r.interface, r.metric));
+      this.ownedRoutes.delete(key);
+    }
+    const keepPas = new Set(next.provider_addresses.map(paKey));
+    for (const pa of prev.provider_addresses) {
+      const key = paKey(pa);
+      if (keepPas.has(key) || !this.ownedAddresses.has(key)) continue;
+      this.bestEffort(() => this.core.delAddress(pa.interface, pa.address, pa.prefix_length));
+      this.ownedAddresses.delete(key);
+    }
+  }
+
+  private bestEffort(f: () => void): void {
+    try {
+      f();
+    } catch (err) {
+      this.log.warn({ err }, 'cleanup step failed');
+    }
+  }
+
+  /** Stop the workers, remove every TAP, and the addresses and routes this daemon placed. */
+  stop(): void {
+    if (!this.started) return;
+    this.started = false;
+    this.core.stop();
+    this.ports.clear();
+    this.removeStale(this.running, emptyPolicy());
+    this.running = emptyPolicy();
+  }
+}
+
+function interfaceMtu(ifname: string): number {
+  try {
+    return Number(readFileSync(`/sys/class/net/${ifname}/mtu`, 'utf8').trim()) || FALLBACK_UNDERLAY_MTU;
+  } catch {
+    return FALLBACK_UNDERLAY_MTU;
+  }
+}

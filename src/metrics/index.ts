@@ -1,0 +1,143 @@
+// Prometheus metrics on `metrics.listen`, /metrics. The dataplane's counters
+// come from the packet core in one bulk read per scrape (summed over the
+// worker threads in Rust); JavaScript never counts packets. No CA, MAC or PA
+// is ever a label.
+
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { NativeCore } from '../native.js';
+import type { Policy } from '../model/policy.js';
+
+/** What the metrics need to know about the running daemon. */
+export interface MetricsSource {
+  core: NativeCore;
+  version: string;
+  hostName?: string;
+  policy(): Policy;
+  /** VM adapters and whether each one's TAP exists. */
+  adapters(): Array<{ name: string; up: boolean }>;
+}
+
+/** Native counter slot → metric (totals). */
+const TOTALS: Record<string, { name: string; help: string }> = {
+  encap_packets: { name: 'nvgre_encap_packets_total', help: 'Frames from VMs sent encapsulated in NVGRE.' },
+  encap_bytes: { name: 'nvgre_encap_bytes_total', help: 'Bytes of the tenant frames sent encapsulated (inner Ethernet frame).' },
+  decap_packets: { name: 'nvgre_decap_packets_total', help: 'NVGRE packets decapsulated and delivered to a VM.' },
+  decap_bytes: { name: 'nvgre_decap_bytes_total', help: 'Bytes of the tenant frames decapsulated and delivered (inner Ethernet frame).' },
+  arp_replies: { name: 'nvgre_arp_replies_total', help: 'ARP requests answered by the host (for .1 and remote CAs).' },
+  icmp_echo_replies: { name: 'nvgre_icmp_echo_replies_total', help: 'ICMP echo requests to a gateway address answered by the host.' },
+  local_switched_packets: { name: 'nvgre_local_switched_packets_total', help: 'Frames switched between VMs of one VSID on this host.' },
+  routed_packets: { name: 'nvgre_routed_packets_total', help: 'Packets routed between VSIDs of a routing domain by this host.' },
+  flooded_packets: { name: 'nvgre_flooded_packets_total', help: 'Broadcast and multicast frames flooded to the local VMs of their VSID.' },
+  vm_rx_packets: { name: 'nvgre_vm_rx_packets_total', help: 'Frames read from VM adapters.' },
+  underlay_rx_packets: { name: 'nvgre_underlay_rx_packets_total', help: 'GRE packets received on the underlay.' },
+};
+
+export class Metrics {
+  readonly registry = new Registry();
+  private latest = new Map<string, number>();
+
+  constructor(private readonly src: MetricsSource) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r });
+    const value = (slot: string) => this.latest.get(slot) ?? 0;
+
+    for (const [slot, m] of Object.entries(TOTALS)) {
+      new Counter({
+        name: m.name,
+        help: m.help,
+        registers: [r],
+        collect() {
+          this.reset();
+          this.inc(value(slot));
+        },
+      });
+    }
+    const reasons = src.core.dropReasons();
+    new Counter({
+      name: 'nvgre_dropped_packets_total',
+      help: 'Packets dropped by the dataplane, by where they came from and why (one series per reason).',
+      labelNames: ['direction', 'reason'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const direction of ['from_vm', 'from_underlay']) {
+          for (const reason of reasons) this.inc({ direction, reason }, value(`drop:${direction}:${reason}`));
+        }
+      },
+    });
+
+    const gauge = (name: string, help: string, count: (p: Policy) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          this.set(count(src.policy()));
+        },
+      });
+    gauge('nvgre_lookup_records', 'Lookup records in the running policy.', (p) => p.lookup_records.length);
+    gauge('nvgre_customer_routes', 'Customer routes in the running policy.', (p) => p.customer_routes.length);
+    gauge('nvgre_provider_addresses', 'Provider addresses of this host.', (p) => p.provider_addresses.length);
+    gauge('nvgre_provider_routes', 'Provider routes of this host.', (p) => p.provider_routes.length);
+    gauge('nvgre_vm_adapters', 'VM adapters (TAP ports) configured.', (p) => p.vm_adapters.length);
+    new Gauge({
+      name: 'nvgre_vm_adapter_up',
+      help: 'Whether a VM adapter\'s TAP device exists (1) or not (0).',
+      labelNames: ['adapter'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const a of src.adapters()) this.set({ adapter: a.name }, a.up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'nvgre_build_info',
+      help: 'nvgred version and host; always 1.',
+      labelNames: ['version', 'node_version', 'host'],
+      registers: [r],
+    }).set({ version: src.version, node_version: process.version, host: src.hostName ?? '' }, 1);
+  }
+
+  /** Read the core's counters once, then render every metric. */
+  async render(): Promise<string> {
+    const names = this.src.core.counterNames();
+    const values = this.src.core.readCounters();
+    this.latest = new Map(names.map((n, i) => [n, Number(values[i])]));
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
+
+/** Parse `host:port` / `[v6]:port`. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(listen);
+  if (!m) throw new Error(`bad listen address ${listen}`);
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+/** Serve /metrics; resolves once listening. */
+export async function serveMetrics(metrics: Metrics, listen: string): Promise<Server> {
+  const { host, port } = parseListen(listen);
+  const server = createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
+      return;
+    }
+    metrics.render().then(
+      (body) => res.writeHead(200, { 'content-type': metrics.contentType }).end(body),
+      (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
+}
