@@ -1,0 +1,476 @@
+// The reference topology of shared/spec/hnv-dataplane.md ("simple setup"),
+// plus a second tenant (Fabrikam) that reuses Contoso's addresses, built in
+// network namespaces. See lab/README.md for the plan.
+//
+//   underlay ns: bridge br0 ── to-host1 ═ host1:eth1   (PA 192.168.0.22/24, set by nvgred)
+//                          ── to-host2 ═ host2:eth1   (PA 192.168.0.33/24)
+//                          ── to-gwhost ═ gwhost:eth1 (PA 192.168.0.11/24)
+//   host1 nvgred → TAPs contoso1, contoso2, fabrikam1, fabrikam2 (each in its VM ns)
+//   host2 nvgred → TAPs contoso3, fabrikam3
+//   gwhost nvgred → TAP mtgw (in ns mtgw); mtgw:ext0 10.1.3.2/24 ═ server:eth0 10.1.3.100/24
+
+import { existsSync, mkdirSync, rmSync, rmdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseDocument, parse as parseYaml, isMap, isSeq, type Document } from 'yaml';
+
+import {
+  DEFAULT_PREFIX,
+  type Lab,
+  type LabProcess,
+  type StopResult,
+  ipv4Addrs,
+  linkExists,
+  listLinks,
+  repoRoot,
+  waitFor,
+} from './netns.js';
+
+// ---------------------------------------------------------------------------
+// The plan
+
+export type HostName = 'host1' | 'host2' | 'gwhost';
+export const HOSTS: readonly HostName[] = ['host1', 'host2', 'gwhost'];
+
+export const UNDERLAY_NS = 'underlay';
+export const UNDERLAY_BRIDGE = 'br0';
+/** The underlay interface in each host namespace (no address until nvgred assigns the PA). */
+export const UNDERLAY_IF = 'eth1';
+/** Bridge port (in the underlay namespace) of each host's eth1. */
+export const underlayPort = (host: HostName): string => `to-${host}`;
+
+export const PROVIDER_ADDRESSES: Readonly<Record<HostName, { address: string; prefixLength: number }>> = {
+  host1: { address: '192.168.0.22', prefixLength: 24 },
+  host2: { address: '192.168.0.33', prefixLength: 24 },
+  gwhost: { address: '192.168.0.11', prefixLength: 24 },
+};
+
+export const ROUTING_DOMAINS = {
+  contoso: '{12345678-1000-2000-3000-123456780001}',
+  fabrikam: '{12345678-1000-2000-3000-123456780002}',
+} as const;
+export type Tenant = keyof typeof ROUTING_DOMAINS;
+
+export interface CustomerRouteSpec {
+  tenant: Tenant;
+  vsid: number;
+  prefix: string;
+  nextHop: string;
+}
+
+/** The customer routes every host carries. */
+export const CUSTOMER_ROUTES: readonly CustomerRouteSpec[] = [
+  { tenant: 'contoso', vsid: 6000, prefix: '10.0.1.0/24', nextHop: '0.0.0.0' },
+  { tenant: 'contoso', vsid: 6001, prefix: '10.0.2.0/24', nextHop: '0.0.0.0' },
+  { tenant: 'contoso', vsid: 6001, prefix: '0.0.0.0/0', nextHop: '10.0.2.2' },
+  { tenant: 'fabrikam', vsid: 7000, prefix: '10.0.1.0/24', nextHop: '0.0.0.0' },
+];
+
+export interface VmSpec {
+  /** Namespace role (full name: prefix + role) and TAP name. */
+  role: string;
+  tap: string;
+  vmName: string;
+  host: HostName;
+  tenant: Tenant;
+  vsid: number;
+  ip: string;
+  prefixLength: number;
+  mac: string;
+  /** The subnet's `.1`, answered by the host. */
+  gateway: string;
+}
+
+export const VMS: readonly VmSpec[] = [
+  vmSpec('contoso1', 'Contoso1', 'host1', 'contoso', 6000, '10.0.1.101', '60:00:60:00:01:01', '10.0.1.1'),
+  vmSpec('contoso2', 'Contoso2', 'host1', 'contoso', 6000, '10.0.1.102', '60:00:60:00:01:02', '10.0.1.1'),
+  vmSpec('contoso3', 'Contoso3', 'host2', 'contoso', 6000, '10.0.1.103', '60:00:60:00:02:03', '10.0.1.1'),
+  vmSpec('mtgw', 'MT-GW', 'gwhost', 'contoso', 6001, '10.0.2.2', '60:01:60:01:03:01', '10.0.2.1'),
+  vmSpec('fabrikam1', 'Fabrikam1', 'host1', 'fabrikam', 7000, '10.0.1.101', '70:00:70:00:01:01', '10.0.1.1'),
+  vmSpec('fabrikam2', 'Fabrikam2', 'host1', 'fabrikam', 7000, '10.0.1.102', '70:00:70:00:01:02', '10.0.1.1'),
+  vmSpec('fabrikam3', 'Fabrikam3', 'host2', 'fabrikam', 7000, '10.0.1.103', '70:00:70:00:02:03', '10.0.1.1'),
+];
+
+function vmSpec(role: string, vmName: string, host: HostName, tenant: Tenant, vsid: number, ip: string, mac: string, gateway: string): VmSpec {
+  return { role, tap: role, vmName, host, tenant, vsid, ip, prefixLength: 24, mac, gateway };
+}
+
+export function vm(role: string): VmSpec {
+  const v = VMS.find((x) => x.role === role);
+  if (!v) throw new Error(`no VM ${role}`);
+  return v;
+}
+
+/** Each host's own `.1` lookup record (local PA, MAC_DFGW). The gateway host has none. */
+export const GATEWAY_RECORDS: Readonly<Partial<Record<HostName, { ip: string; vsid: number; mac: string }>>> = {
+  host1: { ip: '10.0.1.1', vsid: 6000, mac: '60:00:60:00:01:00' },
+  host2: { ip: '10.0.1.1', vsid: 6000, mac: '60:00:60:00:02:00' },
+};
+
+/** MT-GW's external NIC and the physical server behind it. */
+export const MTGW_EXTERNAL = { role: 'mtgw', ifname: 'ext0', ip: '10.1.3.2', prefixLength: 24 } as const;
+export const SERVER = {
+  role: 'server',
+  ifname: 'eth0',
+  ip: '10.1.3.100',
+  prefixLength: 24,
+  route: { dst: '10.0.0.0/8', via: '10.1.3.2' },
+} as const;
+
+/** Namespace roles in creation order (teardown deletes them in reverse). */
+export const NAMESPACE_ROLES: readonly string[] = [UNDERLAY_NS, ...HOSTS, ...VMS.map((v) => v.role), SERVER.role];
+
+/** The VSIDs the lab's policy uses. */
+export const LAB_VSIDS: readonly number[] = [...new Set(CUSTOMER_ROUTES.map((r) => r.vsid))];
+
+// ---------------------------------------------------------------------------
+// Paths
+
+/** (Defined in netns.ts, which needs it too; re-exported for this module's importers.) */
+export { repoRoot };
+
+/** The repo's config file of a host (written for the default prefix). */
+export function configPath(host: HostName): string {
+  return join(repoRoot(), 'lab', 'configs', `${host}.yaml`);
+}
+
+export function defaultOutDir(): string {
+  return join(repoRoot(), 'lab', 'out');
+}
+
+export function defaultDaemonArgv(): string[] {
+  return [process.execPath, join(repoRoot(), 'dist', 'src', 'daemon', 'main.js')];
+}
+
+// ---------------------------------------------------------------------------
+// Building
+
+/**
+ * Create every namespace and link of the plan, except the VM TAPs (nvgred
+ * creates those). Host eth1s come up without addresses. IPv4 forwarding is
+ * on in mtgw only.
+ */
+export async function buildTopology(lab: Lab): Promise<void> {
+  await lab.addNamespace(UNDERLAY_NS);
+  for (const h of HOSTS) {
+    await lab.addNamespace(h);
+    await lab.veth(h, UNDERLAY_IF, UNDERLAY_NS, underlayPort(h));
+    await lab.up(h, UNDERLAY_IF);
+  }
+  await lab.bridge(UNDERLAY_NS, UNDERLAY_BRIDGE, HOSTS.map(underlayPort));
+  for (const v of VMS) await lab.addNamespace(v.role);
+  await lab.addNamespace(SERVER.role);
+
+  // MT-GW's external side and the physical server.
+  await lab.veth(MTGW_EXTERNAL.role, MTGW_EXTERNAL.ifname, SERVER.role, SERVER.ifname);
+  await lab.addr(MTGW_EXTERNAL.role, MTGW_EXTERNAL.ifname, `${MTGW_EXTERNAL.ip}/${MTGW_EXTERNAL.prefixLength}`);
+  await lab.up(MTGW_EXTERNAL.role, MTGW_EXTERNAL.ifname);
+  await lab.addr(SERVER.role, SERVER.ifname, `${SERVER.ip}/${SERVER.prefixLength}`);
+  await lab.up(SERVER.role, SERVER.ifname);
+  await lab.route(SERVER.role, SERVER.route.dst, { via: SERVER.route.via });
+  await lab.sysctl(MTGW_EXTERNAL.role, 'net.ipv4.ip_forward', 1);
+  // Asymmetric paths are normal for a gateway: no reverse-path filtering.
+  await lab.sysctl(MTGW_EXTERNAL.role, 'net.ipv4.conf.all.rp_filter', 0);
+  await lab.sysctl(MTGW_EXTERNAL.role, 'net.ipv4.conf.default.rp_filter', 0);
+}
+
+export interface ConfigureVmsOptions {
+  /** Only these VMs (roles). Default: all. */
+  vms?: readonly string[];
+  /** How long to wait for each TAP to show up in its namespace. Default 10 s. */
+  tapTimeoutMs?: number;
+}
+
+/**
+ * Once the daemons are ready: wait for each VM's TAP in its namespace, give
+ * it the VM's address/24, bring it up, and route everything via the
+ * subnet's .1. Returns notes (e.g. a TAP whose MAC was not the VM's and was
+ * corrected).
+ */
+export async function configureVms(lab: Lab, opts: ConfigureVmsOptions = {}): Promise<string[]> {
+  const notes: string[] = [];
+  const targets = VMS.filter((v) => !opts.vms || opts.vms.includes(v.role));
+  await Promise.all(
+    targets.map(async (v) => {
+      const ns = lab.ns(v.role);
+      await waitFor(() => linkExists(ns, v.tap), opts.tapTimeoutMs ?? 10_000, {
+        what: `TAP ${v.tap} in ${ns} (created by nvgred on ${v.host})`,
+        intervalMs: 200,
+      });
+      const link = (await listLinks(ns)).find((l) => l.ifname === v.tap);
+      if (link?.address && link.address.toLowerCase() !== v.mac) {
+        notes.push(`${ns}:${v.tap} had MAC ${link.address}, not the VM's ${v.mac}: set it`);
+        await lab.nsExec(ns, ['ip', 'link', 'set', 'dev', v.tap, 'address', v.mac]);
+      }
+      await lab.nsExec(ns, ['sysctl', '-qw', `net.ipv6.conf.${v.tap}.disable_ipv6=1`], { check: false });
+      await lab.addr(ns, v.tap, `${v.ip}/${v.prefixLength}`);
+      await lab.up(ns, v.tap);
+      await lab.route(ns, 'default', { via: v.gateway, dev: v.tap });
+    }),
+  );
+  return notes;
+}
+
+// ---------------------------------------------------------------------------
+// Configs
+
+type Obj = Record<string, unknown>;
+
+/** Parse a config file into plain data (the `yaml` package). */
+export function loadConfig(file: string): Obj {
+  const data = parseYaml(readFileSync(file, 'utf8')) as unknown;
+  if (!data || typeof data !== 'object' || Array.isArray(data)) throw new Error(`${file}: not a YAML mapping`);
+  return data as Obj;
+}
+
+function prefixedPath(p: string, prefix: string, runDir: string | undefined): string {
+  const base = prefix === DEFAULT_PREFIX ? basename(p) : `${prefix}${basename(p)}`;
+  return join(runDir ?? dirname(p), base);
+}
+
+export interface MaterializeOptions {
+  /** Put the API socket and state dir in this directory instead of their own. */
+  runDir?: string;
+}
+
+/**
+ * Rewrite a lab config for another namespace prefix and write it to
+ * `outDir/<same file name>` (comments kept). `vm_adapters[].netns` values
+ * starting with the default prefix get `prefix` instead; `api.socket` and
+ * `state_dir` get the prefix on their base name (unchanged for the default
+ * prefix) and move to `opts.runDir` if given. Returns the written path.
+ */
+export function materializeConfig(file: string, prefix: string, outDir: string, opts: MaterializeOptions = {}): string {
+  const doc: Document = parseDocument(readFileSync(file, 'utf8'));
+  if (doc.errors.length) throw new Error(`${file}: ${doc.errors.map((e) => e.message).join('; ')}`);
+  const adapters = doc.get('vm_adapters');
+  if (isSeq(adapters)) {
+    for (const item of adapters.items) {
+      if (!isMap(item)) continue;
+      const ns = item.get('netns');
+      if (typeof ns === 'string' && ns.startsWith(DEFAULT_PREFIX)) item.set('netns', prefix + ns.slice(DEFAULT_PREFIX.length));
+    }
+  }
+  const sock = doc.getIn(['api', 'socket']);
+  if (typeof sock === 'string') doc.setIn(['api', 'socket'], prefixedPath(sock, prefix, opts.runDir));
+  const state = doc.get('state_dir');
+  if (typeof state === 'string') doc.set('state_dir', prefixedPath(state, prefix, opts.runDir));
+  mkdirSync(outDir, { recursive: true });
+  const out = join(outDir, basename(file));
+  if (resolve(out) === resolve(file)) throw new Error(`materializeConfig would overwrite ${file}`);
+  writeFileSync(out, doc.toString());
+  return out;
+}
+
+const normMac = (m: unknown): string => String(m).toLowerCase().replace(/[-:]/g, '').replace(/(..)(?!$)/g, '$1:');
+const normRd = (r: unknown): string => {
+  const s = String(r).toLowerCase();
+  return s.startsWith('{') ? s : `{${s}}`;
+};
+
+/**
+ * Compare a host's (parsed) config with the plan: PA, customer routes, every
+ * VM's lookup record plus the host's own `.1` record, its VM adapters with
+ * `netns` = prefix + VM, and api.socket / state_dir present. Returns the
+ * differences ([] = consistent).
+ */
+export function checkConfigAgainstTopology(host: HostName, cfg: Obj, prefix: string = DEFAULT_PREFIX): string[] {
+  const problems: string[] = [];
+  const list = (k: string): Obj[] => {
+    const v = cfg[k];
+    if (v === undefined || v === null) return [];
+    if (!Array.isArray(v)) {
+      problems.push(`${k} is not a list`);
+      return [];
+    }
+    return v as Obj[];
+  };
+  const pa = PROVIDER_ADDRESSES[host];
+  const pas = list('provider_addresses');
+  if (pas.length !== 1 || pas[0]!['address'] !== pa.address || pas[0]!['prefix_length'] !== pa.prefixLength || pas[0]!['interface'] !== UNDERLAY_IF) {
+    problems.push(`provider_addresses should be exactly ${pa.address}/${pa.prefixLength} on ${UNDERLAY_IF}`);
+  }
+  if (pas.some((p) => p['mac'] !== undefined)) problems.push('provider_addresses should carry no mac');
+
+  const key = (r: Obj): string => `${normRd(r['routing_domain'])} ${r['vsid']} ${r['destination_prefix']} via ${r['next_hop'] ?? '0.0.0.0'}`;
+  const want = new Set(CUSTOMER_ROUTES.map((r) => key({ routing_domain: ROUTING_DOMAINS[r.tenant], vsid: r.vsid, destination_prefix: r.prefix, next_hop: r.nextHop })));
+  const have = new Set(list('customer_routes').map(key));
+  for (const w of want) if (!have.has(w)) problems.push(`customer route missing: ${w}`);
+  for (const h of have) if (!want.has(h)) problems.push(`unexpected customer route: ${h}`);
+
+  const recKey = (ca: unknown, vsid: unknown, mac: unknown, paddr: unknown): string => `${ca} vsid ${vsid} ${normMac(mac)} -> ${paddr}`;
+  const wantRecs = new Set(VMS.map((v) => recKey(v.ip, v.vsid, v.mac, PROVIDER_ADDRESSES[v.host].address)));
+  const gw = GATEWAY_RECORDS[host];
+  if (gw) wantRecs.add(recKey(gw.ip, gw.vsid, gw.mac, pa.address));
+  const haveRecs = list('lookup_records');
+  const haveRecKeys = new Set(haveRecs.map((r) => recKey(r['customer_address'], r['vsid'], r['mac'], r['provider_address'])));
+  for (const w of wantRecs) if (!haveRecKeys.has(w)) problems.push(`lookup record missing: ${w}`);
+  for (const h of haveRecKeys) if (!wantRecs.has(h)) problems.push(`unexpected lookup record: ${h}`);
+  for (const r of haveRecs) {
+    if ((r['rule'] ?? 'encap') !== 'encap' || (r['type'] ?? 'static') !== 'static') problems.push(`lookup record ${r['customer_address']}/${r['vsid']} should be encap/static`);
+  }
+
+  const adKey = (name: unknown, mac: unknown, vsid: unknown, netns: unknown): string => `${name} ${normMac(mac)} vsid ${vsid} netns ${netns}`;
+  const wantAd = new Set(VMS.filter((v) => v.host === host).map((v) => adKey(v.tap, v.mac, v.vsid, prefix + v.role)));
+  const haveAd = new Set(list('vm_adapters').map((a) => adKey(a['name'], a['mac'], a['vsid'], a['netns'])));
+  for (const w of wantAd) if (!haveAd.has(w)) problems.push(`vm adapter missing: ${w}`);
+  for (const h of haveAd) if (!wantAd.has(h)) problems.push(`unexpected vm adapter: ${h}`);
+
+  const api = cfg['api'] as Obj | undefined;
+  if (typeof api?.['socket'] !== 'string' || !isAbsolute(api['socket'])) problems.push('api.socket should be an absolute path');
+  if (typeof cfg['state_dir'] !== 'string' || !isAbsolute(cfg['state_dir'])) problems.push('state_dir should be an absolute path');
+  return problems;
+}
+
+export interface DaemonValidation {
+  /** False when the daemon's validator is not built (dist/src/config/index.js). */
+  available: boolean;
+  /** Per file: the validator's complaint, or null when accepted. */
+  results: { file: string; error: string | null }[];
+}
+
+/**
+ * Run nvgred's own validator (`validatePolicy` of dist/src/config/index.js,
+ * loaded at run time so the lab builds without it) on parsed config files.
+ * A validator that throws, or returns `{ ok: false, ... }` / `{ errors: [...] }`,
+ * rejects the file.
+ */
+export async function validateWithDaemon(files: string[]): Promise<DaemonValidation> {
+  const mod = join(repoRoot(), 'dist', 'src', 'config', 'index.js');
+  if (!existsSync(mod)) return { available: false, results: [] };
+  const m = (await import(pathToFileURL(mod).href)) as { validatePolicy?: (x: unknown, opts?: { source?: string }) => unknown };
+  if (typeof m.validatePolicy !== 'function') return { available: false, results: [] };
+  const results: DaemonValidation['results'] = [];
+  for (const file of files) {
+    try {
+      const r = (await m.validatePolicy(loadConfig(file), { source: file })) as Obj | undefined;
+      const errs = r && typeof r === 'object' ? (r['errors'] ?? r['error']) : undefined;
+      const bad = r && typeof r === 'object' && (r['ok'] === false || (Array.isArray(errs) && errs.length > 0));
+      results.push({ file, error: bad ? JSON.stringify(errs ?? r) : null });
+    } catch (e) {
+      results.push({ file, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+  return { available: true, results };
+}
+
+// ---------------------------------------------------------------------------
+// Daemons
+
+export interface StartDaemonsOptions {
+  /** argv prefix of the daemon; `--config <file>` is appended. Default: node dist/src/daemon/main.js. */
+  daemonArgv?: string[];
+  /** Where `<host>.log` go. Default lab/out. */
+  logDir?: string;
+  /** Where configs materialized for a non-default prefix go. Default `<logDir>/configs`. */
+  configDir?: string;
+  /** Socket and state directory for a non-default prefix (see materializeConfig). */
+  runDir?: string;
+  hosts?: readonly HostName[];
+  /** Wait this long for `"msg":"ready"`. Default 30 s. */
+  readyTimeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface Daemon {
+  host: HostName;
+  ns: string;
+  proc: LabProcess;
+  configFile: string;
+  logFile: string;
+  socket?: string;
+  stateDir?: string;
+}
+
+/** A stdout line that is JSON with `"msg":"ready"`. */
+export function isReadyLine(line: string): boolean {
+  const t = line.trim();
+  if (!t.startsWith('{')) return false;
+  try {
+    return (JSON.parse(t) as { msg?: unknown }).msg === 'ready';
+  } catch {
+    return false;
+  }
+}
+
+function safeRemove(p: string): void {
+  // Only absolute paths at least two levels deep (never '/', never '/run').
+  if (!isAbsolute(p) || resolve(p).split('/').filter(Boolean).length < 2) throw new Error(`refusing to remove ${p}`);
+  rmSync(p, { recursive: true, force: true });
+}
+
+/**
+ * Start one nvgred per host namespace (`<daemonArgv> --config <file>`,
+ * stdout+stderr to `<logDir>/<host>.log`) and wait, bounded, for each to
+ * print its ready line. A daemon that exits first, or stays silent, fails
+ * the call with its log tail (the others stay tracked by the lab, which
+ * stops them at teardown). Stale sockets and state dirs named in the
+ * configs are removed first and again at teardown.
+ */
+export async function startDaemons(lab: Lab, opts: StartDaemonsOptions = {}): Promise<Daemon[]> {
+  const hosts = opts.hosts ?? HOSTS;
+  const logDir = opts.logDir ?? defaultOutDir();
+  const argvPrefix = opts.daemonArgv ?? defaultDaemonArgv();
+  if (!opts.daemonArgv && !existsSync(argvPrefix[1]!)) {
+    throw new Error(`daemon not built: ${argvPrefix[1]} is missing (run \`npm run build\`)`);
+  }
+  const materialize = lab.prefix !== DEFAULT_PREFIX || opts.runDir !== undefined;
+  const daemons = await Promise.all(
+    hosts.map(async (host): Promise<Daemon> => {
+      const configFile = materialize
+        ? materializeConfig(configPath(host), lab.prefix, opts.configDir ?? join(logDir, 'configs'), { runDir: opts.runDir })
+        : configPath(host);
+      const cfg = loadConfig(configFile);
+      const socket = (cfg['api'] as Obj | undefined)?.['socket'] as string | undefined;
+      const stateDir = cfg['state_dir'] as string | undefined;
+      for (const p of [socket, stateDir]) {
+        if (!p) continue;
+        const dir = dirname(p);
+        const made = !existsSync(dir);
+        mkdirSync(dir, { recursive: true });
+        safeRemove(p); // state from an earlier run would change the policy
+        lab.defer(`remove ${p}`, () => {
+          safeRemove(p);
+          if (made && existsSync(dir) && readdirSync(dir).length === 0) rmdirSync(dir);
+        });
+      }
+      const logFile = join(logDir, `${host}.log`);
+      const proc = await lab.spawn(host, [...argvPrefix, '--config', configFile], {
+        logFile,
+        env: opts.env,
+        cwd: repoRoot(),
+      });
+      return { host, ns: lab.ns(host), proc, configFile, logFile, socket, stateDir };
+    }),
+  );
+  const timeout = opts.readyTimeoutMs ?? 30_000;
+  const ready = await Promise.allSettled(
+    daemons.map((d) => d.proc.waitForLine(isReadyLine, timeout, { stream: 'stdout', what: '{"msg":"ready"} line on stdout' })),
+  );
+  const failed = ready
+    .map((r, i) => (r.status === 'rejected' ? `nvgred on ${daemons[i]!.host} (log ${daemons[i]!.logFile}): ${(r.reason as Error).message}` : null))
+    .filter((x): x is string => x !== null);
+  if (failed.length) throw new Error(failed.join('\n'));
+  return daemons;
+}
+
+export interface DaemonStop extends StopResult {
+  host: HostName;
+  /** Exited 0 on SIGTERM within the timeout. */
+  ok: boolean;
+}
+
+/** SIGTERM every daemon (in parallel), SIGKILL after `timeoutMs` (default 10 s); ok = exit code 0 without SIGKILL. */
+export async function stopDaemons(lab: Lab, daemons: readonly Daemon[], opts: { timeoutMs?: number } = {}): Promise<DaemonStop[]> {
+  return Promise.all(
+    daemons.map(async (d) => {
+      const r = await lab.stop(d.proc, { signal: 'SIGTERM', timeoutMs: opts.timeoutMs ?? 10_000 });
+      return { ...r, host: d.host, ok: r.code === 0 && !r.escalated };
+    }),
+  );
+}
+
+/** The PA addresses currently on a host's eth1 (e.g. `192.168.0.22/24`). */
+export async function hostPaAddrs(lab: Lab, host: HostName): Promise<string[]> {
+  return ipv4Addrs(lab.ns(host), UNDERLAY_IF);
+}
