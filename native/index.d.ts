@@ -48,3 +48,23 @@ export function delAddress(ifname: string, address: string, prefixLength: number
 export function addRoute(prefix: string, prefixLength: number, nextHop: string | null, ifname: string, metric: number): number;
 
 export function delRoute(prefix: string, prefixLength: number, nextHop: string | null, ifname: string, metric: number): void;
+
+/** What the router does with a packet from VSID `vsid` to CA `destination`, on the running snapshot. */
+export interface NativeNextHop {
+  action: 'deliver' | 'encap' | 'gateway' | 'drop';
+  /** A drop-reason name when action is 'drop'. */
+  drop_reason?: string;
+  /** The customer route taken: its VSID and prefix. */
+  route_vsid?: number;
+  route_prefix?: string;
+  /** The CA looked up: the destination, or the route's next hop. */
+  target?: string;
+  /** The lookup record found: its VSID and MAC. */
+  record_vsid?: number;
+  mac?: string;
+  /** For 'encap': the destination PA and the local PA it is sent from. */
+  pa?: string;
+  local_pa?: string;
+}
+
+export function nextHop(vsid: number, destination: string): NativeNextHop;

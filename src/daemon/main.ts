@@ -1,15 +1,22 @@
 #!/usr/bin/env node
 // nvgred: the NVGRE dataplane daemon. Loads and validates the whole config,
-// creates the host's provider addresses, routes and VM adapters, hands the
-// packet core one table snapshot, and on SIGTERM/SIGINT removes all of it.
+// restores runtime changes saved in state_dir, creates the host's provider
+// addresses, routes and VM adapters, hands the packet core one table
+// snapshot, serves the control API and metrics, reloads on SIGHUP, and on
+// SIGTERM/SIGINT removes everything it placed.
 
+import type { Server } from 'node:http';
 import { parseArgs } from 'node:util';
-import { loadConfigFile } from '../config/index.js';
+import { serveApi } from '../api/server.js';
+import { loadConfigFile, validatePolicy } from '../config/index.js';
 import { isNvgreError } from '../errors.js';
-import { native } from '../native.js';
 import { Metrics, serveMetrics } from '../metrics/index.js';
+import type { Policy } from '../model/policy.js';
+import { native } from '../native.js';
 import { HostDataplane } from './host.js';
 import { createLogger, LOG_LEVELS, type Logger } from './log.js';
+import { StateFile } from './state.js';
+import { PolicyStore } from './store.js';
 
 const USAGE = `Usage: nvgred --config FILE [--workers N] [--log-level LEVEL]
 
@@ -18,13 +25,18 @@ const USAGE = `Usage: nvgred --config FILE [--workers N] [--log-level LEVEL]
       --log-level LEVEL ${LOG_LEVELS.join(' | ')} (default info)
   -h, --help            this text
   -V, --version         print the version
+
+Signals: SIGHUP reloads the config file; SIGTERM and SIGINT stop.
 `;
 
 /** Exit statuses: 0 clean stop, 1 runtime failure, 2 usage or config error. */
 const EXIT_RUNTIME = 1;
 const EXIT_CONFIG = 2;
 
-async function main(): Promise<number> {
+/** How often the worker threads' heartbeats are checked. */
+const SUPERVISE_MS = 2000;
+
+function parseCommandLine(): { config: string; workers: number; level: string } | number {
   let args;
   try {
     args = parseArgs({
@@ -55,25 +67,58 @@ async function main(): Promise<number> {
     process.stderr.write(`nvgred: ${!args.config ? '--config is required' : 'bad --log-level or --workers'}\n${USAGE}`);
     return EXIT_CONFIG;
   }
+  return { config: args.config, workers, level };
+}
 
-  let log: Logger = createLogger(level as never);
-  let policy;
+/**
+ * The policy to start with: the one saved in state_dir (runtime changes
+ * included) if there is one, else the config file's. Settings that are read
+ * only at start always come from the config file.
+ */
+function initialPolicy(file: Policy, state: StateFile | undefined, log: Logger): Policy {
+  const saved = state?.load();
+  if (saved === undefined) {
+    if (!state) log.warn('no state_dir (nor $STATE_DIRECTORY): runtime policy changes will not survive a restart');
+    return file;
+  }
+  const policy = validatePolicy({ ...(saved as object), api: file.api, metrics: file.metrics, state_dir: file.state_dir }, { source: state!.path });
+  log.info({ state: state!.path }, 'restored the saved running policy (nvgrectl reload applies the config file instead)');
+  return policy;
+}
+
+async function main(): Promise<number> {
+  const cl = parseCommandLine();
+  if (typeof cl === 'number') return cl;
+
+  let log: Logger = createLogger(cl.level as never);
+  let file: Policy;
+  let state: StateFile | undefined;
+  let policy: Policy;
   try {
-    policy = await loadConfigFile(args.config);
+    file = await loadConfigFile(cl.config);
+    log = createLogger(cl.level as never, file.host.name);
+    const stateDir = file.state_dir ?? process.env.STATE_DIRECTORY;
+    state = stateDir ? new StateFile(stateDir) : undefined;
+    policy = initialPolicy(file, state, log);
   } catch (err) {
     if (!isNvgreError(err)) throw err;
-    log.fatal({ code: err.code, errors: err.details, config: args.config }, err.message);
+    log.fatal({ code: err.code, errors: err.details, config: cl.config }, err.message);
     return EXIT_CONFIG;
   }
-  log = createLogger(level as never, policy.host.name);
 
-  const host = new HostDataplane(native(), log.child({ component: 'dataplane' }));
+  const core = native();
+  const startedAt = Date.now();
+  const host = new HostDataplane(core, log.child({ component: 'dataplane' }));
+  let store: PolicyStore | undefined;
+  const servers: Server[] = [];
+
   const stopped = new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'stopping');
+      for (const s of servers) s.close();
       try {
         host.stop();
         log.info('stopped');
@@ -87,36 +132,48 @@ async function main(): Promise<number> {
     process.on('SIGINT', () => stop('SIGINT'));
   });
 
-  const core = native();
-  const metrics = new Metrics({
-    core,
-    version: core.version(),
-    hostName: policy.host.name,
-    policy: () => host.policy,
-    adapters: () => {
-      const up = new Set(host.portStates().map((p) => p.name));
-      return host.policy.vm_adapters.map((a) => ({ name: a.name, up: up.has(a.name) }));
-    },
-  });
-  let metricsServer;
   try {
-    host.start(workers);
+    host.start(cl.workers);
     host.apply(policy);
-    metricsServer = await serveMetrics(metrics, policy.metrics.listen);
+    state?.save(policy);
+    store = new PolicyStore(host, state, file, cl.config, log.child({ component: 'policy' }));
+    const metrics = new Metrics({
+      core,
+      version: core.version(),
+      hostName: file.host.name,
+      policy: () => store!.policy,
+      adapters: () => {
+        const up = new Set(host.portStates().map((p) => p.name));
+        return store!.policy.vm_adapters.map((a) => ({ name: a.name, up: up.has(a.name) }));
+      },
+      lastReload: () => store!.lastReload,
+    });
+    servers.push(await serveMetrics(metrics, file.metrics.listen));
+    servers.push(
+      await serveApi(
+        { store, host, core, log: log.child({ component: 'api' }), version: core.version(), startedAt, stateDir: state?.dir },
+        file.api.socket,
+      ),
+    );
   } catch (err) {
     log.fatal({ err }, 'start failed');
+    for (const s of servers) s.close();
     host.stop();
     return EXIT_RUNTIME;
   }
-  const supervisor = superviseWorkers(log.child({ component: 'supervisor' }));
-  stopped.finally(() => {
-    clearInterval(supervisor);
-    metricsServer.close();
+  process.on('SIGHUP', () => {
+    log.info({ signal: 'SIGHUP' }, 'reloading the config file');
+    store!.reload().catch(() => undefined); // logged by the store; the running policy stays
   });
+
+  const supervisor = superviseWorkers(log.child({ component: 'supervisor' }));
+  stopped.finally(() => clearInterval(supervisor));
   log.info(
     {
-      config: args.config,
-      metrics: policy.metrics.listen,
+      config: cl.config,
+      api: file.api.socket,
+      metrics: file.metrics.listen,
+      state_dir: state?.dir,
       provider_addresses: policy.provider_addresses.map((p) => p.address),
       vm_adapters: host.portStates(),
       lookup_records: policy.lookup_records.length,
@@ -126,9 +183,6 @@ async function main(): Promise<number> {
   );
   return stopped;
 }
-
-/** How often the worker threads' heartbeats are checked. */
-const SUPERVISE_MS = 2000;
 
 /**
  * Watch the packet workers: each advances a heartbeat at least twice a

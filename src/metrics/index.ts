@@ -16,6 +16,7 @@ export interface MetricsSource {
   policy(): Policy;
   /** VM adapters and whether each one's TAP exists. */
   adapters(): Array<{ name: string; up: boolean }>;
+  lastReload(): { successful: boolean; lastSuccess: Date };
 }
 
 /** Native counter slot → metric (totals). */
@@ -89,6 +90,22 @@ export class Metrics {
       collect() {
         this.reset();
         for (const a of src.adapters()) this.set({ adapter: a.name }, a.up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'nvgre_config_last_reload_successful',
+      help: 'Whether the last config load (start, reload, SIGHUP) succeeded.',
+      registers: [r],
+      collect() {
+        this.set(src.lastReload().successful ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'nvgre_config_last_reload_success_timestamp_seconds',
+      help: 'When the config was last loaded successfully, in seconds since the epoch.',
+      registers: [r],
+      collect() {
+        this.set(src.lastReload().lastSuccess.getTime() / 1000);
       },
     });
     new Gauge({

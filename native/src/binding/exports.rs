@@ -5,7 +5,7 @@
 
 use super::napi::{napi_callback, napi_callback_info, napi_env, napi_value};
 use super::{export, Args, JsError, JsResult, JsValue};
-use crate::dp::{Counters, DropReason, Policy};
+use crate::dp::{Counters, DropReason, NextHop, Policy, Reach};
 use crate::io::{netlink, Dataplane, TapSpec};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -39,6 +39,7 @@ exports! {
     "delAddress" => del_address,
     "addRoute" => add_route,
     "delRoute" => del_route,
+    "nextHop" => next_hop,
 }
 
 static DATAPLANE: Mutex<Option<Dataplane>> = Mutex::new(None);
@@ -161,4 +162,41 @@ fn del_route(args: &Args) -> JsResult<JsValue> {
     netlink::del_route(ip(args, 0)?, prefix_len(args, 1)?, via, &args.string(3)?, args.u32(4)?)
         .map(|_| JsValue::Undefined)
         .map_err(io_error("NVGRE_ERR_NATIVE_NETLINK"))
+}
+
+/// `nextHop(vsid, destination)`: what the router does with a packet from
+/// VSID `vsid` to CA `destination`, on the running snapshot.
+fn next_hop(args: &Args) -> JsResult<JsValue> {
+    let vsid = args.u32(0)?;
+    let dst = ip(args, 1)?;
+    let snap = with_dataplane(|dp| Ok(dp.snapshot()))?;
+    let drop = |reason: DropReason| ("drop_reason", JsValue::Str(reason.name().to_string()));
+    let Some(subnet) = snap.subnet(vsid) else {
+        return Ok(JsValue::Object(vec![("action", JsValue::Str("drop".into())), drop(DropReason::UnknownVsid)]));
+    };
+    let (route, target, record) = match snap.next_hop(subnet.routing_domain, dst) {
+        Ok(NextHop::Gateway) => return Ok(JsValue::Object(vec![("action", JsValue::Str("gateway".into()))])),
+        Ok(NextHop::Vm { route, target, record }) => (route, target, record),
+        Err(reason) => return Ok(JsValue::Object(vec![("action", JsValue::Str("drop".into())), drop(reason)])),
+    };
+    let mut fields = vec![
+        ("route_vsid", JsValue::U32(route.vsid)),
+        ("route_prefix", JsValue::Str(format!("{}/{}", route.prefix, route.prefix_len))),
+        ("target", JsValue::Str(target.to_string())),
+        ("record_vsid", JsValue::U32(record.vsid)),
+        ("mac", JsValue::Str(record.mac.to_string())),
+    ];
+    match snap.reach(record) {
+        Ok(Reach::Port(_)) => fields.push(("action", JsValue::Str("deliver".into()))),
+        Ok(Reach::Tunnel(t)) => {
+            fields.push(("action", JsValue::Str("encap".into())));
+            fields.push(("pa", JsValue::Str(t.remote.to_string())));
+            fields.push(("local_pa", JsValue::Str(t.local.to_string())));
+        }
+        Err(reason) => {
+            fields.push(("action", JsValue::Str("drop".into())));
+            fields.push(drop(reason));
+        }
+    }
+    Ok(JsValue::Object(fields))
 }

@@ -88,14 +88,6 @@ impl Args {
         Ok(out)
     }
 
-    pub fn bool(&self, i: usize) -> JsResult<bool> {
-        let mut out = false;
-        if unsafe { napi_get_value_bool(self.env, self.get(i)?, &mut out) } != NAPI_OK {
-            return Err(JsError::arg(format!("argument {i} must be a boolean")));
-        }
-        Ok(out)
-    }
-
     /// A Node `Buffer`, borrowed for the duration of the call.
     pub fn buffer(&self, i: usize) -> JsResult<&[u8]> {
         let mut data: *mut c_void = ptr::null_mut();
@@ -114,7 +106,6 @@ impl Args {
 pub enum JsValue {
     Undefined,
     U32(u32),
-    F64(f64),
     Str(String),
     StrArray(Vec<String>),
     /// Becomes a `BigUint64Array` (one bulk crossing for all counters).
@@ -130,9 +121,6 @@ unsafe fn to_napi(env: napi_env, v: JsValue) -> napi_value {
         }
         JsValue::U32(n) => {
             napi_create_uint32(env, n, &mut out);
-        }
-        JsValue::F64(n) => {
-            napi_create_double(env, n, &mut out);
         }
         JsValue::Str(s) => out = js_string(env, &s),
         JsValue::StrArray(items) => {

@@ -56,7 +56,6 @@ extern "C" {
         result: *mut usize,
     ) -> napi_status;
     pub fn napi_get_value_uint32(env: napi_env, value: napi_value, result: *mut u32) -> napi_status;
-    pub fn napi_get_value_bool(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
     pub fn napi_get_buffer_info(
         env: napi_env,
         value: napi_value,
@@ -70,7 +69,6 @@ extern "C" {
         result: *mut napi_value,
     ) -> napi_status;
     pub fn napi_create_uint32(env: napi_env, value: u32, result: *mut napi_value) -> napi_status;
-    pub fn napi_create_double(env: napi_env, value: f64, result: *mut napi_value) -> napi_status;
     pub fn napi_create_object(env: napi_env, result: *mut napi_value) -> napi_status;
     pub fn napi_create_array_with_length(
         env: napi_env,

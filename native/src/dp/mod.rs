@@ -23,7 +23,7 @@ pub use policy::{
     CustomerRoute, DecodeError, FlowIdMode, LookupRecord, Policy, Port, PortId, ProviderAddress, RecordType,
     RoutingDomain, Rule, Vsid,
 };
-pub use tables::{FxMap, Location, Record, Snapshot, Tunnel};
+pub use tables::{FxMap, Location, NextHop, Reach, Record, Route, Snapshot, Tunnel};
 pub use underlay::on_underlay_packet;
 pub use vm::on_vm_frame;
 

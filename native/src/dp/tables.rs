@@ -5,6 +5,7 @@
 //! lands whole or not at all.
 
 use super::policy::{FlowIdMode, Policy, PortId, RecordType, RoutingDomain, Rule, Vsid};
+use super::DropReason;
 use crate::wire::MacAddr;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -144,6 +145,22 @@ impl Route {
     }
 }
 
+/// Where the distributed router sends a packet for a destination CA.
+#[derive(Debug, Clone, Copy)]
+pub enum NextHop<'a> {
+    /// A gateway address: the host answers it itself.
+    Gateway,
+    /// By `route` to the VM of `record`: the destination's, or the route's next hop's.
+    Vm { route: &'a Route, target: IpAddr, record: &'a Record },
+}
+
+/// How this host reaches the VM a lookup record names.
+#[derive(Debug, Clone, Copy)]
+pub enum Reach<'a> {
+    Port(PortId),
+    Tunnel(&'a Tunnel),
+}
+
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub flow_id: FlowIdMode,
@@ -271,6 +288,34 @@ impl Snapshot {
     /// Longest-prefix match among the routing domain's customer routes.
     pub fn route(&self, rd: RoutingDomain, dst: IpAddr) -> Option<&Route> {
         self.routes.get(&rd)?.iter().find(|r| r.contains(dst))
+    }
+
+    /// The routing decision for `dst` in routing domain `rd`, before any
+    /// rewrite: what the packet path does, and what `route get` reports.
+    pub fn next_hop(&self, rd: RoutingDomain, dst: IpAddr) -> Result<NextHop<'_>, DropReason> {
+        if self.gateway(rd, dst).is_some() {
+            return Ok(NextHop::Gateway);
+        }
+        let route = self.route(rd, dst).ok_or(DropReason::NoRoute)?;
+        let target = route.next_hop.unwrap_or(dst);
+        let record = self.record_by_ca(route.vsid, target).ok_or(DropReason::NoLookupRecord)?;
+        Ok(NextHop::Vm { route, target, record })
+    }
+
+    /// A local port, or the tunnel to the record's PA.
+    pub fn reach(&self, rec: &Record) -> Result<Reach<'_>, DropReason> {
+        match rec.location {
+            Location::Local => self.port_by_mac(rec.vsid, rec.mac).map(Reach::Port).ok_or(DropReason::UnknownDestination),
+            Location::Remote(_) if rec.rule == Rule::None => Err(DropReason::TranslationNone),
+            Location::Remote(t) => {
+                let tunnel = self.tunnel(t);
+                if tunnel.local.is_unspecified() {
+                    Err(DropReason::NoProviderAddress)
+                } else {
+                    Ok(Reach::Tunnel(tunnel))
+                }
+            }
+        }
     }
 
     #[inline]

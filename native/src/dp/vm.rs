@@ -7,8 +7,8 @@
 //! everything else is switched within the VSID, locally or through a tunnel.
 
 use super::encap::encapsulate;
-use super::tables::{Location, PortInfo, Record, Snapshot, Subnet};
-use super::{malformed, Action, DropReason, PacketBuf, PortId, Rule, Via};
+use super::tables::{Location, NextHop, PortInfo, Reach, Record, Snapshot, Subnet};
+use super::{malformed, Action, DropReason, PacketBuf, PortId, Via};
 use crate::wire::{
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, Icmpv4Message, Icmpv4Packet, IpProtocol,
     Ipv4Packet, Ipv4Repr, MacAddr,
@@ -64,17 +64,10 @@ fn switch(snap: &Snapshot, p: &PortInfo, subnet: &Subnet, dst: MacAddr, buf: &mu
 
 /// Send to the VM a lookup record names: a local port, or its PA.
 fn to_record(snap: &Snapshot, rec: &Record, buf: &mut PacketBuf, routed: bool) -> Action {
-    match rec.location {
-        Location::Local => match snap.port_by_mac(rec.vsid, rec.mac) {
-            Some(port) => Action::Deliver {
-                port,
-                vsid: rec.vsid,
-                via: if routed { Via::Routed } else { Via::Switched },
-            },
-            None => Action::Drop(DropReason::UnknownDestination),
-        },
-        Location::Remote(_) if rec.rule == Rule::None => Action::Drop(DropReason::TranslationNone),
-        Location::Remote(t) => encapsulate(buf, snap.tunnel(t), rec.vsid, snap.flow_id, routed),
+    match snap.reach(rec) {
+        Ok(Reach::Port(port)) => Action::Deliver { port, vsid: rec.vsid, via: if routed { Via::Routed } else { Via::Switched } },
+        Ok(Reach::Tunnel(tunnel)) => encapsulate(buf, tunnel, rec.vsid, snap.flow_id, routed),
+        Err(reason) => Action::Drop(reason),
     }
 }
 
@@ -139,20 +132,14 @@ fn route(snap: &Snapshot, port: PortId, p: &PortInfo, subnet: &Subnet, buf: &mut
     if let Err(e) = Ipv4Repr::parse(&ip) {
         return Action::Drop(malformed(e));
     }
-    let dst_ip = IpAddr::V4(ip.dst_addr());
-    if snap.gateway(rd, dst_ip).is_some() {
-        return echo_reply(port, p, subnet, buf);
-    }
+    let rec = match snap.next_hop(rd, IpAddr::V4(ip.dst_addr())) {
+        Ok(NextHop::Gateway) => return echo_reply(port, p, subnet, buf),
+        Ok(NextHop::Vm { record, .. }) => record,
+        Err(reason) => return Action::Drop(reason),
+    };
     if ip.hop_limit() <= 1 {
         return Action::Drop(DropReason::TtlExceeded);
     }
-    let Some(route) = snap.route(rd, dst_ip) else {
-        return Action::Drop(DropReason::NoRoute);
-    };
-    let target = route.next_hop.unwrap_or(dst_ip);
-    let Some(rec) = snap.record_by_ca(route.vsid, target) else {
-        return Action::Drop(DropReason::NoLookupRecord);
-    };
 
     let mut eth = EthernetFrame::new_unchecked(buf.frame_mut());
     Ipv4Packet::new_unchecked(eth.payload_mut()).decrement_hop_limit();

@@ -124,6 +124,11 @@ impl Dataplane {
         })
     }
 
+    /// The table snapshot packets are decided against right now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.state.lock().unwrap().snapshot.clone()
+    }
+
     /// All workers' counters summed, in [`Counters::names`] order.
     pub fn counters(&self) -> Vec<u64> {
         let mut out = vec![0u64; Counters::LEN];

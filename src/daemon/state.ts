@@ -1,0 +1,79 @@
+// The running policy on disk, in `state_dir`, so runtime changes survive a
+// restart. Written whole and atomically: a temporary file in the same
+// directory, fsync, rename over the old one, fsync the directory. A crash at
+// any point leaves the old file or the new one, never a mix.
+
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { nvgreError } from '../errors.js';
+
+const FORMAT = 'nvgred-state/1';
+
+interface StateDocument {
+  format: string;
+  saved_at: string;
+  policy: unknown;
+}
+
+/** Write `data` to `path` atomically and durably. */
+export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o640): void {
+  const tmp = join(dirname(path), `.${process.pid}.${Date.now()}.tmp`);
+  const fd = openSync(tmp, 'wx', mode);
+  try {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off);
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  try {
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  const dir = openSync(dirname(path), 'r');
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
+}
+
+export class StateFile {
+  readonly path: string;
+
+  constructor(readonly dir: string) {
+    this.path = join(dir, 'policy.json');
+  }
+
+  /** The saved policy document, or undefined if none was saved yet. */
+  load(): unknown {
+    let text: string;
+    try {
+      text = readFileSync(this.path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw nvgreError('NVGRE_ERR_IO', `cannot read the saved policy ${this.path}: ${(err as Error).message}`);
+    }
+    let doc: StateDocument;
+    try {
+      doc = JSON.parse(text) as StateDocument;
+    } catch (err) {
+      throw nvgreError('NVGRE_ERR_IO', `the saved policy ${this.path} is not valid JSON (${(err as Error).message}); move it away to start from the config file`);
+    }
+    if (doc?.format !== FORMAT) {
+      throw nvgreError('NVGRE_ERR_IO', `the saved policy ${this.path} has format ${JSON.stringify(doc?.format)}, expected ${FORMAT}`);
+    }
+    return doc.policy;
+  }
+
+  save(policy: unknown): void {
+    mkdirSync(this.dir, { recursive: true, mode: 0o750 });
+    const doc: StateDocument = { format: FORMAT, saved_at: new Date().toISOString(), policy };
+    writeFileAtomic(this.path, JSON.stringify(doc));
+  }
+}
