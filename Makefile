@@ -11,7 +11,17 @@ ADDON := native/build/nvgred.node
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml
 TS_SRC := $(shell find src lab -name '*.ts' 2>/dev/null) native/index.d.ts tsconfig.json
 
-.PHONY: all deps native build test test-native test-js lab clean
+.PHONY: all deps native build test test-native test-js lab install uninstall clean
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+LIBDIR := $(PREFIX)/lib/nvgred
+BINDIR := $(PREFIX)/bin
+UNITDIR := $(PREFIX)/lib/systemd/system
+SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+DOCDIR := $(PREFIX)/share/doc/nvgred
+DATADIR := $(PREFIX)/share/nvgred
 
 all: build
 
@@ -55,6 +65,38 @@ test: test-native test-js
 
 lab: build
 	node dist/lab/run.js
+
+# Install the daemon, the CLI, the unit and an example config. DESTDIR and
+# PREFIX are respected; an existing config is never overwritten.
+install: build
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	  $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(SYSCONFDIR)/nvgred
+	rm -rf $(DESTDIR)$(LIBDIR)/dist $(DESTDIR)$(LIBDIR)/node_modules
+	cp -r dist package.json package-lock.json $(DESTDIR)$(LIBDIR)/
+	install -D -m 0755 $(ADDON) $(DESTDIR)$(LIBDIR)/$(ADDON)
+	cp -r node_modules $(DESTDIR)$(LIBDIR)/
+	cd $(DESTDIR)$(LIBDIR) && npm prune --omit=dev --no-audit --no-fund >/dev/null && find node_modules -mindepth 1 -maxdepth 1 -type d -empty -delete
+	chmod 0755 $(DESTDIR)$(LIBDIR)/dist/src/daemon/main.js $(DESTDIR)$(LIBDIR)/dist/src/cli/main.js
+	ln -sfn ../lib/nvgred/dist/src/daemon/main.js $(DESTDIR)$(BINDIR)/nvgred
+	ln -sfn ../lib/nvgred/dist/src/cli/main.js $(DESTDIR)$(BINDIR)/nvgrectl
+	sed 's|@BINDIR@|$(BINDIR)|g; s|@DOCDIR@|$(DOCDIR)|g' systemd/nvgred.service.in > $(DESTDIR)$(UNITDIR)/nvgred.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/nvgred.service
+	install -m 0644 systemd/nvgred.sysusers $(DESTDIR)$(SYSUSERSDIR)/nvgred.conf
+	install -m 0644 README.md docs/api.md $(DESTDIR)$(DOCDIR)/
+	cp -r wireshark grafana $(DESTDIR)$(DATADIR)/
+	[ -e $(DESTDIR)$(SYSCONFDIR)/nvgred/nvgred.yaml ] || install -m 0640 systemd/nvgred.example.yaml $(DESTDIR)$(SYSCONFDIR)/nvgred/nvgred.yaml
+	@if [ -z "$(DESTDIR)" ]; then \
+	  command -v systemd-sysusers >/dev/null && systemd-sysusers $(SYSUSERSDIR)/nvgred.conf || true; \
+	  chgrp nvgred $(SYSCONFDIR)/nvgred $(SYSCONFDIR)/nvgred/nvgred.yaml 2>/dev/null || true; \
+	  [ -d /run/systemd/system ] && systemctl daemon-reload || true; \
+	  echo "installed: edit $(SYSCONFDIR)/nvgred/nvgred.yaml, then systemctl enable --now nvgred"; \
+	fi
+
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DATADIR)
+	rm -f $(DESTDIR)$(BINDIR)/nvgred $(DESTDIR)$(BINDIR)/nvgrectl $(DESTDIR)$(UNITDIR)/nvgred.service \
+	  $(DESTDIR)$(SYSUSERSDIR)/nvgred.conf
+	@echo "kept $(SYSCONFDIR)/nvgred and the nvgred user"
 
 clean:
 	rm -rf dist native/build native/target .deps-apt node_modules/.installed

@@ -68,3 +68,9 @@ export interface NativeNextHop {
 }
 
 export function nextHop(vsid: number, destination: string): NativeNextHop;
+
+/**
+ * Send one sd_notify(3) datagram (`READY=1`, `WATCHDOG=1`, `STOPPING=1`, …) to
+ * the socket `$NOTIFY_SOCKET` names (a path, or `@name` for an abstract socket).
+ */
+export function sdNotify(socketPath: string, message: string): void;

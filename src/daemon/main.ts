@@ -17,6 +17,8 @@ import { HostDataplane } from './host.js';
 import { createLogger, LOG_LEVELS, type Logger } from './log.js';
 import { StateFile } from './state.js';
 import { PolicyStore } from './store.js';
+import { supervise } from './supervisor.js';
+import { Systemd } from './systemd.js';
 
 const USAGE = `Usage: nvgred --config FILE [--workers N] [--log-level LEVEL]
 
@@ -32,9 +34,6 @@ Signals: SIGHUP reloads the config file; SIGTERM and SIGINT stop.
 /** Exit statuses: 0 clean stop, 1 runtime failure, 2 usage or config error. */
 const EXIT_RUNTIME = 1;
 const EXIT_CONFIG = 2;
-
-/** How often the worker threads' heartbeats are checked. */
-const SUPERVISE_MS = 2000;
 
 function parseCommandLine(): { config: string; workers: number; level: string } | number {
   let args;
@@ -109,6 +108,7 @@ async function main(): Promise<number> {
   const core = native();
   const startedAt = Date.now();
   const host = new HostDataplane(core, log.child({ component: 'dataplane' }));
+  const systemd = new Systemd(core, log.child({ component: 'systemd' }));
   let store: PolicyStore | undefined;
   const servers: Server[] = [];
 
@@ -118,6 +118,7 @@ async function main(): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'stopping');
+      systemd.stopping();
       for (const s of servers) s.close();
       try {
         host.stop();
@@ -136,7 +137,10 @@ async function main(): Promise<number> {
     host.start(cl.workers);
     host.apply(policy);
     state?.save(policy);
-    store = new PolicyStore(host, state, file, cl.config, log.child({ component: 'policy' }));
+    store = new PolicyStore(host, state, file, cl.config, log.child({ component: 'policy' }), {
+      start: () => systemd.reloading(),
+      end: () => systemd.ready(`${store!.policy.lookup_records.length} lookup records, ${host.portStates().length} VM adapters`),
+    });
     const metrics = new Metrics({
       core,
       version: core.version(),
@@ -166,8 +170,9 @@ async function main(): Promise<number> {
     store!.reload().catch(() => undefined); // logged by the store; the running policy stays
   });
 
-  const supervisor = superviseWorkers(log.child({ component: 'supervisor' }));
-  stopped.finally(() => clearInterval(supervisor));
+  const stopSupervising = supervise(core, systemd, log.child({ component: 'supervisor' }));
+  stopped.finally(stopSupervising);
+  systemd.ready(`${policy.lookup_records.length} lookup records, ${host.portStates().length} VM adapters`);
   log.info(
     {
       config: cl.config,
@@ -182,24 +187,6 @@ async function main(): Promise<number> {
     'ready',
   );
   return stopped;
-}
-
-/**
- * Watch the packet workers: each advances a heartbeat at least twice a
- * second while it runs; one that stops is reported. (The timer also keeps
- * the event loop, and so the daemon, alive: the workers are native threads.)
- */
-function superviseWorkers(log: Logger): NodeJS.Timeout {
-  let last = native().heartbeats();
-  let stalled = new Set<number>();
-  return setInterval(() => {
-    const now = native().heartbeats();
-    const stuck = new Set([...now.keys()].filter((i) => now[i] === last[i]));
-    for (const i of stuck) if (!stalled.has(i)) log.error({ worker: i }, 'packet worker stalled');
-    for (const i of stalled) if (!stuck.has(i)) log.warn({ worker: i }, 'packet worker running again');
-    stalled = stuck;
-    last = now;
-  }, SUPERVISE_MS);
 }
 
 main().then(

@@ -66,6 +66,8 @@ export class PolicyStore {
     private readonly started: Policy,
     readonly configFile: string,
     private readonly log: Logger,
+    /** Told when a reload starts and ends (systemd's RELOADING/READY). */
+    private readonly reloadHooks: { start(): void; end(): void } = { start() {}, end() {} },
   ) {
     this.running = host.policy;
     const now = new Date();
@@ -207,6 +209,7 @@ export class PolicyStore {
   /** Re-read the config file and apply it; a bad file changes nothing. */
   reload(): Promise<ApplyResult> {
     return this.exclusive(async () => {
+      this.reloadHooks.start();
       try {
         const doc = await loadConfigFile(this.configFile);
         const result = this.applyNow(doc);
@@ -217,6 +220,8 @@ export class PolicyStore {
         this.lastReload = { ...this.lastReload, successful: false, timestamp: new Date(), error: (err as Error).message };
         this.log.error({ err }, 'reload failed: the running policy is unchanged');
         throw err;
+      } finally {
+        this.reloadHooks.end();
       }
     });
   }

@@ -6,7 +6,7 @@
 use super::napi::{napi_callback, napi_callback_info, napi_env, napi_value};
 use super::{export, Args, JsError, JsResult, JsValue};
 use crate::dp::{Counters, DropReason, NextHop, Policy, Reach};
-use crate::io::{netlink, Dataplane, TapSpec};
+use crate::io::{netlink, notify, Dataplane, TapSpec};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -40,6 +40,7 @@ exports! {
     "addRoute" => add_route,
     "delRoute" => del_route,
     "nextHop" => next_hop,
+    "sdNotify" => sd_notify,
 }
 
 static DATAPLANE: Mutex<Option<Dataplane>> = Mutex::new(None);
@@ -162,6 +163,13 @@ fn del_route(args: &Args) -> JsResult<JsValue> {
     netlink::del_route(ip(args, 0)?, prefix_len(args, 1)?, via, &args.string(3)?, args.u32(4)?)
         .map(|_| JsValue::Undefined)
         .map_err(io_error("NVGRE_ERR_NATIVE_NETLINK"))
+}
+
+/// `sdNotify(socketPath, message)`: one sd_notify(3) datagram.
+fn sd_notify(args: &Args) -> JsResult<JsValue> {
+    notify::sd_notify(&args.string(0)?, &args.string(1)?)
+        .map(|_| JsValue::Undefined)
+        .map_err(io_error("NVGRE_ERR_NATIVE_NOTIFY"))
 }
 
 /// `nextHop(vsid, destination)`: what the router does with a packet from

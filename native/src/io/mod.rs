@@ -6,6 +6,7 @@
 //! batches, so every packet is decided against exactly one snapshot.
 
 pub mod netlink;
+pub mod notify;
 mod sys;
 pub mod tap;
 mod underlay;

@@ -32,6 +32,7 @@ pub const O_RDONLY: c_int = 0;
 pub const O_NONBLOCK: c_int = 0o4000;
 pub const O_CLOEXEC: c_int = 0o2000000;
 
+pub const AF_UNIX: c_int = 1;
 pub const AF_INET: c_int = 2;
 pub const AF_INET6: c_int = 10;
 pub const AF_NETLINK: c_int = 16;
@@ -127,6 +128,13 @@ pub struct sockaddr_in6 {
     pub flowinfo: u32,
     pub addr: [u8; 16],
     pub scope_id: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sockaddr_un {
+    pub family: u16,
+    pub path: [u8; 108],
 }
 
 #[repr(C)]
