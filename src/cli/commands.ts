@@ -1,0 +1,874 @@
+// nvgrectl's objects and commands: each turns its words into one API request
+// (records in exactly the config file's shape, key segments percent-encoded)
+// and prints the answer. The grammar tables here also produce the help text.
+
+import { stringify as yamlStringify } from 'yaml';
+import { loadConfigFile, parseIp } from '../config/index.js';
+import { isUnspecified } from '../config/net.js';
+import { isNvgreError } from '../errors.js';
+import { matchWord, parseKeywords, isHelpWord, type GrammarSpec, type KeywordSpec, type ParsedArgs } from './args.js';
+import { errorLines, type ApiClient, type ApiResponse } from './client.js';
+import { CliError, EXIT, EXIT_CODE_TABLE, exitCodeForErrorCode, usageError } from './exit.js';
+import { writeFileAtomic } from './files.js';
+import { countNoun, formatApplyResult, formatNextHop, formatStatus, RECORD_FORMATTERS, type Section } from './format.js';
+
+export interface OutStream {
+  write(chunk: string): unknown;
+}
+
+/** Where a run reads and writes: the process's streams, or a test's buffers. */
+export interface CliIo {
+  stdout: OutStream;
+  stderr: OutStream;
+  /** For `-batch -` (default process.stdin). */
+  stdin?: AsyncIterable<unknown>;
+  /** For $NVGRED_SOCKET (default process.env). */
+  env?: Record<string, string | undefined>;
+}
+
+export interface Ctx {
+  /** -j: print the API's JSON. */
+  json: boolean;
+  /** -p: indent it. */
+  pretty: boolean;
+  client: ApiClient;
+  io: CliIo;
+}
+
+/** Thrown by a command's argument parser when `help` is asked for. */
+export class HelpRequest extends Error {
+  constructor() {
+    super('help');
+  }
+}
+
+interface Command {
+  /** The words after `nvgrectl OBJECT COMMAND`, for the usage line. */
+  args: string;
+  about: string;
+  run(ctx: Ctx, words: readonly string[], hint: string): Promise<void>;
+}
+
+interface ObjectDef {
+  about: string;
+  /** Commands; an object without them is itself the command (status, reload). */
+  commands?: Readonly<Record<string, Command>>;
+  /** What `nvgrectl OBJECT` alone does. */
+  defaultCommand?: string;
+  /** For objects without commands. */
+  run?: Command;
+  where?: readonly string[];
+  notes?: readonly string[];
+}
+
+// ---------------------------------------------------------------- output
+
+function write(ctx: Ctx, text: string): void {
+  if (text === '') return;
+  ctx.io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function writeLines(ctx: Ctx, lines: readonly string[]): void {
+  const CHUNK = 4096;
+  for (let i = 0; i < lines.length; i += CHUNK) ctx.io.stdout.write(`${lines.slice(i, i + CHUNK).join('\n')}\n`);
+}
+
+function jsonText(ctx: Ctx, v: unknown): string {
+  return ctx.pretty ? JSON.stringify(v, null, 2) : JSON.stringify(v);
+}
+
+/** With -j: print the answer's JSON exactly (re-serialized on one line, or indented with -p). */
+function printJson(ctx: Ctx, res: ApiResponse): void {
+  if (res.json !== undefined) write(ctx, jsonText(ctx, res.json));
+  else write(ctx, res.text);
+}
+
+function unexpected(what: string, res: ApiResponse): CliError {
+  const t = res.text.length > 200 ? `${res.text.slice(0, 199)}…` : res.text;
+  return new CliError(EXIT.INTERNAL, `unexpected answer from nvgred to ${what}: ${t}`);
+}
+
+// ---------------------------------------------------------------- requests
+
+/** `/v1/<resource>/<seg>/<seg>…`, each key segment percent-encoded. */
+export function itemPath(resource: string, key: readonly (string | number)[]): string {
+  return `/v1/${resource}/${key.map((k) => encodeURIComponent(String(k))).join('/')}`;
+}
+
+/** `/v1/<resource>?field=value&…`, values percent-encoded. */
+export function listPath(resource: string, query: readonly (readonly [string, string | number])[]): string {
+  const q = query.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`).join('&');
+  return `/v1/${resource}${q ? `?${q}` : ''}`;
+}
+
+/** A mutation: silent on success unless -j. */
+async function mutate(ctx: Ctx, method: string, path: string, body?: unknown): Promise<void> {
+  const res = await ctx.client.call(method, path, body === undefined ? {} : { body });
+  if (ctx.json) printJson(ctx, res);
+}
+
+async function show(ctx: Ctx, resource: string, section: Section, query: [string, string | number][]): Promise<void> {
+  const res = await ctx.client.call('GET', listPath(resource, query));
+  if (ctx.json) return printJson(ctx, res);
+  const list = (res.json as Record<string, unknown> | undefined)?.[section];
+  if (!Array.isArray(list)) throw unexpected(`GET /v1/${resource}`, res);
+  const fmt = RECORD_FORMATTERS[section];
+  writeLines(
+    ctx,
+    list.map((r) => fmt((r ?? {}) as Record<string, unknown>)),
+  );
+}
+
+async function flush(ctx: Ctx, resource: string, section: Section, query: [string, string | number][], all: boolean, hint: string): Promise<void> {
+  if (all && query.length > 0) throw usageError('"all" cannot be combined with filters', hint);
+  if (!all && query.length === 0) throw usageError('flush needs a filter, or "all" to delete every entry', hint);
+  const res = await ctx.client.call('DELETE', listPath(resource, all ? [['all', 'true']] : query));
+  if (ctx.json) return printJson(ctx, res);
+  const n = (res.json as { deleted?: unknown } | undefined)?.deleted;
+  if (typeof n !== 'number') throw unexpected(`DELETE /v1/${resource}`, res);
+  write(ctx, `Deleted ${countNoun(n, section)}`);
+}
+
+// ---------------------------------------------------------------- grammar helpers
+
+const str = (field: string, meta: string): KeywordSpec & { meta: string } => ({ field, kind: 'string', meta });
+const int = (field: string, meta: string): KeywordSpec & { meta: string } => ({ field, kind: 'int', meta });
+type Keywords = Readonly<Record<string, KeywordSpec & { meta: string }>>;
+
+function parse(words: readonly string[], spec: GrammarSpec, hint: string): ParsedArgs {
+  const p = parseKeywords(words, spec, hint);
+  if (p.help) throw new HelpRequest();
+  return p;
+}
+
+function needPositional(p: ParsedArgs, name: string, hint: string): string {
+  if (p.positional === undefined) throw usageError(`missing ${name}`, hint);
+  return p.positional;
+}
+
+function needKeywords(p: ParsedArgs, kws: Keywords, names: readonly string[], hint: string): void {
+  for (const k of names) if (!p.values.has(k)) throw usageError(`missing "${k} ${kws[k]!.meta}"`, hint);
+}
+
+/** The given keywords' values as record fields, in the keyword table's (= config's) order. */
+function fields(p: ParsedArgs, kws: Keywords, skip: readonly string[] = []): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  for (const [k, spec] of Object.entries(kws)) {
+    if (skip.includes(k)) continue;
+    const v = p.values.get(k);
+    if (v !== undefined) out[spec.field] = v;
+  }
+  return out;
+}
+
+/** Filters as query pairs, in the keyword table's order. */
+function filters(p: ParsedArgs, kws: Keywords): [string, string | number][] {
+  const out: [string, string | number][] = [];
+  for (const [k, spec] of Object.entries(kws)) {
+    const v = p.values.get(k);
+    if (v !== undefined) out.push([spec.field, v]);
+  }
+  return out;
+}
+
+function nothingToChange(body: Record<string, unknown>, hint: string): void {
+  if (Object.keys(body).length === 0) throw usageError('nothing to change', hint);
+}
+
+/** The on-link next hop of a prefix's family. */
+function onLink(prefixOrAddr: string): string {
+  return prefixOrAddr.includes(':') ? '::' : '0.0.0.0';
+}
+
+function isUnspecifiedAddress(text: string): boolean {
+  const p = parseIp(text);
+  return p.ok && isUnspecified(p.value);
+}
+
+/** `ADDR/LEN` → [ADDR, LEN]; LEN must be a number. */
+function splitAddrLen(s: string, requireLen: boolean, hint: string): [string, number | undefined] {
+  const slash = s.lastIndexOf('/');
+  if (slash < 0) {
+    if (requireLen) throw usageError(`"${s}": ADDR/LEN expected (the PA with its prefix length)`, hint);
+    return [s, undefined];
+  }
+  const len = s.slice(slash + 1);
+  if (!/^[0-9]+$/.test(len)) throw usageError(`"${s}": the prefix length "${len}" is not a number`, hint);
+  return [s.slice(0, slash), Number(len)];
+}
+
+// ---------------------------------------------------------------- lookup records
+
+const LOOKUP_KW: Keywords = {
+  vsid: int('vsid', 'N'),
+  mac: str('mac', 'MAC'),
+  pa: str('provider_address', 'PA'),
+  rule: str('rule', 'RULE'),
+  type: str('type', 'TYPE'),
+  vm: str('vm_name', 'NAME'),
+};
+const LOOKUP_FILTER_KW: Keywords = {
+  vsid: int('vsid', 'N'),
+  ca: str('customer_address', 'CA'),
+  mac: str('mac', 'MAC'),
+  pa: str('provider_address', 'PA'),
+  type: str('type', 'TYPE'),
+};
+const LOOKUP_RES = 'lookup-records';
+
+function lookupSet(method: 'POST' | 'PUT'): Command['run'] {
+  return async (ctx, words, hint) => {
+    const p = parse(words, { positional: 'CA', positionalKeyword: 'ca', keywords: LOOKUP_KW }, hint);
+    const ca = needPositional(p, 'CA', hint);
+    needKeywords(p, LOOKUP_KW, ['vsid', 'mac', 'pa'], hint);
+    const record = { customer_address: ca, ...fields(p, LOOKUP_KW) };
+    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${LOOKUP_RES}`, record);
+    // (vsid, CA) identifies a record, except for CA 0.0.0.0/:: (L2Only), where the MAC does too.
+    const key: (string | number)[] = [p.values.get('vsid')!, ca];
+    if (isUnspecifiedAddress(ca)) key.push(p.values.get('mac')!);
+    return mutate(ctx, 'PUT', itemPath(LOOKUP_RES, key), record);
+  };
+}
+
+const LOOKUP: ObjectDef = {
+  about: 'lookup records: CA -> MAC, PA (New/Get/Set/Remove-NetVirtualizationLookupRecord)',
+  defaultCommand: 'show',
+  where: ['RULE := { encap | none }', 'TYPE := { static | dynamic | l2only | gateway_wildcard }'],
+  notes: [
+    'A record is identified by vsid and CA; records with CA 0.0.0.0 or :: (L2Only) also by',
+    'their MAC: for those, "mac MAC" is part of the key (in change, del and replace).',
+  ],
+  commands: {
+    add: {
+      args: 'CA vsid N mac MAC pa PA [ rule RULE ] [ type TYPE ] [ vm NAME ]',
+      about: 'create a record (fails if it exists)',
+      run: lookupSet('POST'),
+    },
+    replace: {
+      args: 'CA vsid N mac MAC pa PA [ rule RULE ] [ type TYPE ] [ vm NAME ]',
+      about: 'create or overwrite a record',
+      run: lookupSet('PUT'),
+    },
+    change: {
+      args: 'CA vsid N [ mac MAC ] [ pa PA ] [ rule RULE ] [ type TYPE ] [ vm NAME ]',
+      about: 'change fields of an existing record (mac is a new value, or the key when CA is 0.0.0.0/::)',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'CA', positionalKeyword: 'ca', keywords: LOOKUP_KW }, hint);
+        const ca = needPositional(p, 'CA', hint);
+        needKeywords(p, LOOKUP_KW, ['vsid'], hint);
+        const macIsKey = isUnspecifiedAddress(ca) && p.values.has('mac');
+        const key: (string | number)[] = [p.values.get('vsid')!, ca];
+        if (macIsKey) key.push(p.values.get('mac')!);
+        const body = fields(p, LOOKUP_KW, macIsKey ? ['vsid', 'mac'] : ['vsid']);
+        nothingToChange(body, hint);
+        return mutate(ctx, 'PATCH', itemPath(LOOKUP_RES, key), body);
+      },
+    },
+    del: {
+      args: 'CA vsid N [ mac MAC ]',
+      about: 'delete a record',
+      run: async (ctx, words, hint) => {
+        const kws: Keywords = { vsid: LOOKUP_KW.vsid!, mac: LOOKUP_KW.mac! };
+        const p = parse(words, { positional: 'CA', positionalKeyword: 'ca', keywords: kws }, hint);
+        const ca = needPositional(p, 'CA', hint);
+        needKeywords(p, kws, ['vsid'], hint);
+        const key: (string | number)[] = [p.values.get('vsid')!, ca];
+        if (p.values.has('mac')) key.push(p.values.get('mac')!);
+        return mutate(ctx, 'DELETE', itemPath(LOOKUP_RES, key));
+      },
+    },
+    flush: {
+      args: '{ [ vsid N ] [ ca CA ] [ mac MAC ] [ pa PA ] [ type TYPE ] | all }',
+      about: 'delete every record that matches the filters, or all',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: LOOKUP_FILTER_KW, flags: ['all'] }, hint);
+        return flush(ctx, LOOKUP_RES, 'lookup_records', filters(p, LOOKUP_FILTER_KW), p.flags.has('all'), hint);
+      },
+    },
+    show: {
+      args: '[ vsid N ] [ ca CA ] [ mac MAC ] [ pa PA ] [ type TYPE ]',
+      about: 'list records (Get-NetVirtualizationLookupRecord)',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: LOOKUP_FILTER_KW }, hint);
+        return show(ctx, LOOKUP_RES, 'lookup_records', filters(p, LOOKUP_FILTER_KW));
+      },
+    },
+  },
+};
+
+// ---------------------------------------------------------------- customer routes
+
+const ROUTE_KW: Keywords = {
+  rdid: str('routing_domain', 'GUID'),
+  vsid: int('vsid', 'N'),
+  via: str('next_hop', 'NEXTHOP'),
+  metric: int('metric', 'M'),
+};
+const ROUTE_KEY_KW: Keywords = { rdid: ROUTE_KW.rdid!, vsid: ROUTE_KW.vsid! };
+const ROUTE_FILTER_KW: Keywords = { rdid: ROUTE_KW.rdid!, vsid: ROUTE_KW.vsid! };
+const ROUTE_RES = 'customer-routes';
+
+function routeSet(method: 'POST' | 'PUT'): Command['run'] {
+  return async (ctx, words, hint) => {
+    const p = parse(words, { positional: 'PREFIX', keywords: ROUTE_KW }, hint);
+    const prefix = needPositional(p, 'PREFIX', hint);
+    needKeywords(p, ROUTE_KW, ['vsid', 'rdid'], hint);
+    const record = {
+      routing_domain: p.values.get('rdid')!,
+      vsid: p.values.get('vsid')!,
+      destination_prefix: prefix,
+      next_hop: p.values.get('via') ?? onLink(prefix),
+      ...fields(p, { metric: ROUTE_KW.metric! }),
+    };
+    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${ROUTE_RES}`, record);
+    return mutate(ctx, 'PUT', itemPath(ROUTE_RES, [record.routing_domain, record.vsid, prefix]), record);
+  };
+}
+
+const ROUTE: ObjectDef = {
+  about: 'customer routes, per routing domain and VSID (…-NetVirtualizationCustomerRoute)',
+  defaultCommand: 'show',
+  where: ['GUID := the routing domain, {xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx} (braces optional)'],
+  notes: [
+    'Without "via" a route is on-link (next hop 0.0.0.0, or :: for IPv6).',
+    '"route get" resolves what a packet from VSID N to CA would do (Select-NetVirtualizationNextHop).',
+  ],
+  commands: {
+    add: {
+      args: 'PREFIX vsid N rdid GUID [ via NEXTHOP ] [ metric M ]',
+      about: 'create a route (fails if it exists)',
+      run: routeSet('POST'),
+    },
+    replace: {
+      args: 'PREFIX vsid N rdid GUID [ via NEXTHOP ] [ metric M ]',
+      about: 'create or overwrite a route',
+      run: routeSet('PUT'),
+    },
+    change: {
+      args: 'PREFIX vsid N rdid GUID [ via NEXTHOP ] [ metric M ]',
+      about: 'change the next hop or metric of an existing route',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'PREFIX', keywords: ROUTE_KW }, hint);
+        const prefix = needPositional(p, 'PREFIX', hint);
+        needKeywords(p, ROUTE_KW, ['vsid', 'rdid'], hint);
+        const body = fields(p, ROUTE_KW, ['rdid', 'vsid']);
+        nothingToChange(body, hint);
+        return mutate(ctx, 'PATCH', itemPath(ROUTE_RES, [p.values.get('rdid')!, p.values.get('vsid')!, prefix]), body);
+      },
+    },
+    del: {
+      args: 'PREFIX vsid N rdid GUID',
+      about: 'delete a route',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'PREFIX', keywords: ROUTE_KEY_KW }, hint);
+        const prefix = needPositional(p, 'PREFIX', hint);
+        needKeywords(p, ROUTE_KEY_KW, ['vsid', 'rdid'], hint);
+        return mutate(ctx, 'DELETE', itemPath(ROUTE_RES, [p.values.get('rdid')!, p.values.get('vsid')!, prefix]));
+      },
+    },
+    flush: {
+      args: '{ [ vsid N ] [ rdid GUID ] | all }',
+      about: 'delete every route that matches the filters, or all',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: ROUTE_FILTER_KW, flags: ['all'] }, hint);
+        return flush(ctx, ROUTE_RES, 'customer_routes', filters(p, ROUTE_FILTER_KW), p.flags.has('all'), hint);
+      },
+    },
+    show: {
+      args: '[ vsid N ] [ rdid GUID ]',
+      about: 'list routes',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: ROUTE_FILTER_KW }, hint);
+        return show(ctx, ROUTE_RES, 'customer_routes', filters(p, ROUTE_FILTER_KW));
+      },
+    },
+    get: {
+      args: 'CA vsid N',
+      about: 'resolve the next hop of a packet from VSID N to CA',
+      run: async (ctx, words, hint) => {
+        const kws: Keywords = { vsid: ROUTE_KW.vsid! };
+        const p = parse(words, { positional: 'CA', positionalKeyword: 'to', keywords: kws }, hint);
+        const ca = needPositional(p, 'CA', hint);
+        needKeywords(p, kws, ['vsid'], hint);
+        const res = await ctx.client.call('GET', listPath('next-hop', [['vsid', p.values.get('vsid')!], ['destination', ca]]));
+        if (ctx.json) return printJson(ctx, res);
+        if (!res.json || typeof res.json !== 'object') throw unexpected('GET /v1/next-hop', res);
+        write(ctx, formatNextHop(res.json as Record<string, unknown>));
+      },
+    },
+  },
+};
+
+// ---------------------------------------------------------------- provider addresses
+
+const PA_KW: Keywords = {
+  dev: str('interface', 'IFNAME'),
+  vlan: int('vlan_id', 'N'),
+  mac: str('mac', 'MAC'),
+};
+const PA_FILTER_KW: Keywords = { dev: PA_KW.dev! };
+const PA_RES = 'provider-addresses';
+
+function paSet(method: 'POST' | 'PUT'): Command['run'] {
+  return async (ctx, words, hint) => {
+    const p = parse(words, { positional: 'ADDR/LEN', keywords: PA_KW }, hint);
+    const [address, len] = splitAddrLen(needPositional(p, 'ADDR/LEN', hint), true, hint);
+    needKeywords(p, PA_KW, ['dev'], hint);
+    const record = { address, prefix_length: len!, ...fields(p, PA_KW) };
+    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${PA_RES}`, record);
+    return mutate(ctx, 'PUT', itemPath(PA_RES, [address]), record);
+  };
+}
+
+const PA: ObjectDef = {
+  about: 'provider addresses of this host (…-NetVirtualizationProviderAddress)',
+  defaultCommand: 'show',
+  notes: ['"vlan 0" is untagged (the default).'],
+  commands: {
+    add: {
+      args: 'ADDR/LEN dev IFNAME [ vlan N ] [ mac MAC ]',
+      about: 'create a provider address (fails if it exists)',
+      run: paSet('POST'),
+    },
+    replace: {
+      args: 'ADDR/LEN dev IFNAME [ vlan N ] [ mac MAC ]',
+      about: 'create or overwrite a provider address',
+      run: paSet('PUT'),
+    },
+    change: {
+      args: 'ADDR[/LEN] [ dev IFNAME ] [ vlan N ] [ mac MAC ]',
+      about: 'change an existing provider address (a /LEN changes its prefix length)',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'ADDR', keywords: PA_KW }, hint);
+        const [address, len] = splitAddrLen(needPositional(p, 'ADDR', hint), false, hint);
+        const body = { ...(len === undefined ? {} : { prefix_length: len }), ...fields(p, PA_KW) };
+        nothingToChange(body, hint);
+        return mutate(ctx, 'PATCH', itemPath(PA_RES, [address]), body);
+      },
+    },
+    del: {
+      args: 'ADDR',
+      about: 'delete a provider address',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'ADDR', keywords: {} }, hint);
+        const [address] = splitAddrLen(needPositional(p, 'ADDR', hint), false, hint);
+        return mutate(ctx, 'DELETE', itemPath(PA_RES, [address]));
+      },
+    },
+    flush: {
+      args: '{ dev IFNAME | all }',
+      about: 'delete the provider addresses of an interface, or all',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: PA_FILTER_KW, flags: ['all'] }, hint);
+        return flush(ctx, PA_RES, 'provider_addresses', filters(p, PA_FILTER_KW), p.flags.has('all'), hint);
+      },
+    },
+    show: {
+      args: '[ dev IFNAME ]',
+      about: 'list provider addresses',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: PA_FILTER_KW }, hint);
+        return show(ctx, PA_RES, 'provider_addresses', filters(p, PA_FILTER_KW));
+      },
+    },
+  },
+};
+
+// ---------------------------------------------------------------- provider routes
+
+const PROUTE_KW: Keywords = {
+  via: str('next_hop', 'NEXTHOP'),
+  dev: str('interface', 'IFNAME'),
+  metric: int('metric', 'M'),
+};
+const PROUTE_KEY_KW: Keywords = { via: PROUTE_KW.via!, dev: PROUTE_KW.dev! };
+const PROUTE_FILTER_KW: Keywords = { dev: PROUTE_KW.dev! };
+const PROUTE_RES = 'provider-routes';
+
+function prouteKey(p: ParsedArgs, prefix: string): (string | number)[] {
+  return [prefix, p.values.get('dev')!, p.values.get('via') ?? onLink(prefix)];
+}
+
+function prouteSet(method: 'POST' | 'PUT'): Command['run'] {
+  return async (ctx, words, hint) => {
+    const p = parse(words, { positional: 'PREFIX', keywords: PROUTE_KW }, hint);
+    const prefix = needPositional(p, 'PREFIX', hint);
+    needKeywords(p, PROUTE_KW, ['dev'], hint);
+    const record = {
+      destination_prefix: prefix,
+      next_hop: p.values.get('via') ?? onLink(prefix),
+      interface: p.values.get('dev')!,
+      ...fields(p, { metric: PROUTE_KW.metric! }),
+    };
+    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${PROUTE_RES}`, record);
+    return mutate(ctx, 'PUT', itemPath(PROUTE_RES, prouteKey(p, prefix)), record);
+  };
+}
+
+const PROUTE: ObjectDef = {
+  about: 'provider (underlay) routes (…-NetVirtualizationProviderRoute)',
+  defaultCommand: 'show',
+  notes: [
+    'Without "via" a route is on-link (next hop 0.0.0.0, or :: for IPv6).',
+    'A provider route is identified by PREFIX, dev and via: change can only change its metric.',
+  ],
+  commands: {
+    add: {
+      args: 'PREFIX [ via NEXTHOP ] dev IFNAME [ metric M ]',
+      about: 'create a provider route (fails if it exists)',
+      run: prouteSet('POST'),
+    },
+    replace: {
+      args: 'PREFIX [ via NEXTHOP ] dev IFNAME [ metric M ]',
+      about: 'create or overwrite a provider route',
+      run: prouteSet('PUT'),
+    },
+    change: {
+      args: 'PREFIX [ via NEXTHOP ] dev IFNAME metric M',
+      about: 'change the metric of an existing provider route',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'PREFIX', keywords: PROUTE_KW }, hint);
+        const prefix = needPositional(p, 'PREFIX', hint);
+        needKeywords(p, PROUTE_KW, ['dev'], hint);
+        const body = fields(p, PROUTE_KW, ['via', 'dev']);
+        nothingToChange(body, hint);
+        return mutate(ctx, 'PATCH', itemPath(PROUTE_RES, prouteKey(p, prefix)), body);
+      },
+    },
+    del: {
+      args: 'PREFIX dev IFNAME [ via NEXTHOP ]',
+      about: 'delete a provider route',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'PREFIX', keywords: PROUTE_KEY_KW }, hint);
+        const prefix = needPositional(p, 'PREFIX', hint);
+        needKeywords(p, PROUTE_KEY_KW, ['dev'], hint);
+        return mutate(ctx, 'DELETE', itemPath(PROUTE_RES, prouteKey(p, prefix)));
+      },
+    },
+    flush: {
+      args: '{ dev IFNAME | all }',
+      about: 'delete the provider routes of an interface, or all',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: PROUTE_FILTER_KW, flags: ['all'] }, hint);
+        return flush(ctx, PROUTE_RES, 'provider_routes', filters(p, PROUTE_FILTER_KW), p.flags.has('all'), hint);
+      },
+    },
+    show: {
+      args: '[ dev IFNAME ]',
+      about: 'list provider routes',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: PROUTE_FILTER_KW }, hint);
+        return show(ctx, PROUTE_RES, 'provider_routes', filters(p, PROUTE_FILTER_KW));
+      },
+    },
+  },
+};
+
+// ---------------------------------------------------------------- VM adapters
+
+const ADAPTER_KW: Keywords = {
+  vm: str('vm_name', 'NAME'),
+  mac: str('mac', 'MAC'),
+  vsid: int('vsid', 'N'),
+  netns: str('netns', 'NS'),
+  mtu: int('mtu', 'N'),
+};
+const ADAPTER_FILTER_KW: Keywords = { vsid: ADAPTER_KW.vsid! };
+const ADAPTER_RES = 'vm-adapters';
+
+function adapterSet(method: 'POST' | 'PUT'): Command['run'] {
+  return async (ctx, words, hint) => {
+    const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: ADAPTER_KW }, hint);
+    const name = needPositional(p, 'NAME', hint);
+    needKeywords(p, ADAPTER_KW, ['mac', 'vsid'], hint);
+    const record = { name, ...fields(p, ADAPTER_KW) };
+    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${ADAPTER_RES}`, record);
+    return mutate(ctx, 'PUT', itemPath(ADAPTER_RES, [name]), record);
+  };
+}
+
+const ADAPTER: ObjectDef = {
+  about: 'VM network adapters: the TAP devices nvgred creates (Set-VMNetworkAdapter -VirtualSubnetId)',
+  defaultCommand: 'show',
+  notes: ['NAME is the TAP device name (at most 15 bytes); "name NAME" spells it out when it looks like a keyword.'],
+  commands: {
+    add: {
+      args: 'NAME mac MAC vsid N [ netns NS ] [ mtu N ] [ vm NAME ]',
+      about: 'create an adapter (fails if it exists)',
+      run: adapterSet('POST'),
+    },
+    replace: {
+      args: 'NAME mac MAC vsid N [ netns NS ] [ mtu N ] [ vm NAME ]',
+      about: 'create or overwrite an adapter',
+      run: adapterSet('PUT'),
+    },
+    change: {
+      args: 'NAME [ vsid N ] [ mac MAC ] [ netns NS ] [ mtu N ] [ vm NAME ]',
+      about: 'change an existing adapter',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: ADAPTER_KW }, hint);
+        const name = needPositional(p, 'NAME', hint);
+        const body = fields(p, ADAPTER_KW);
+        nothingToChange(body, hint);
+        return mutate(ctx, 'PATCH', itemPath(ADAPTER_RES, [name]), body);
+      },
+    },
+    del: {
+      args: 'NAME',
+      about: 'delete an adapter (its TAP device goes away)',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: {} }, hint);
+        return mutate(ctx, 'DELETE', itemPath(ADAPTER_RES, [needPositional(p, 'NAME', hint)]));
+      },
+    },
+    flush: {
+      args: '{ vsid N | all }',
+      about: 'delete the adapters of a VSID, or all',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: ADAPTER_FILTER_KW, flags: ['all'] }, hint);
+        return flush(ctx, ADAPTER_RES, 'vm_adapters', filters(p, ADAPTER_FILTER_KW), p.flags.has('all'), hint);
+      },
+    },
+    show: {
+      args: '[ vsid N ]',
+      about: 'list adapters',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: ADAPTER_FILTER_KW }, hint);
+        return show(ctx, ADAPTER_RES, 'vm_adapters', filters(p, ADAPTER_FILTER_KW));
+      },
+    },
+  },
+};
+
+// ---------------------------------------------------------------- status, reload, config
+
+const STATUS: ObjectDef = {
+  about: 'the daemon\'s state: version, policy generation, record counts, ports, last reload',
+  run: {
+    args: '',
+    about: 'show the daemon\'s state',
+    run: async (ctx, words, hint) => {
+      parse(words, { keywords: {} }, hint);
+      const res = await ctx.client.call('GET', '/v1/status');
+      if (ctx.json) return printJson(ctx, res);
+      if (!res.json || typeof res.json !== 'object') throw unexpected('GET /v1/status', res);
+      write(ctx, formatStatus(res.json as Record<string, unknown>));
+    },
+  },
+};
+
+const RELOAD: ObjectDef = {
+  about: 'make the daemon re-read its config file: validate all, diff, apply atomically',
+  notes: [
+    'Prints what changed per section and the settings that need a restart. A file with errors',
+    'changes nothing: the errors are printed and the exit status is 4.',
+  ],
+  run: {
+    args: '',
+    about: 'reload the config file',
+    run: async (ctx, words, hint) => {
+      parse(words, { keywords: {} }, hint);
+      const res = await ctx.client.call('POST', '/v1/reload', { body: {} });
+      if (ctx.json) return printJson(ctx, res);
+      if (!res.json || typeof res.json !== 'object') throw unexpected('POST /v1/reload', res);
+      write(ctx, formatApplyResult(res.json as Record<string, unknown>));
+    },
+  },
+};
+
+function isJsonType(res: ApiResponse): boolean {
+  return /\bjson\b/i.test(String(res.headers['content-type'] ?? ''));
+}
+
+/** The policy as YAML text: asked for as YAML; converted here if the daemon answered JSON. */
+async function policyYaml(ctx: Ctx): Promise<string> {
+  const res = await ctx.client.call('GET', '/v1/policy', { accept: 'application/yaml' });
+  if (isJsonType(res)) {
+    if (res.json === undefined) throw unexpected('GET /v1/policy', res);
+    return yamlStringify(res.json);
+  }
+  return res.text.endsWith('\n') || res.text === '' ? res.text : `${res.text}\n`;
+}
+
+const CONFIG: ObjectDef = {
+  about: 'the policy as a config file: check a file, save or show the running policy',
+  notes: [
+    '"config check" validates a file locally (no daemon needed) and prints "FILE: ok" or each error.',
+    '"config save" without FILE makes the daemon rewrite its own config file; with FILE the running',
+    'policy is written to FILE atomically; "-" writes it to stdout.',
+  ],
+  commands: {
+    check: {
+      args: 'FILE',
+      about: 'validate a config file locally',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'FILE', keywords: {} }, hint);
+        const file = needPositional(p, 'FILE', hint);
+        try {
+          await loadConfigFile(file);
+        } catch (e) {
+          if (!isNvgreError(e)) throw e;
+          const { message, details } = errorLines(e.message, e.details);
+          throw new CliError(exitCodeForErrorCode(e.code), message, { details });
+        }
+        write(ctx, `${file}: ok`);
+      },
+    },
+    save: {
+      args: '[ FILE | - ]',
+      about: 'save the running policy (by default over the daemon\'s config file)',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'FILE', keywords: {} }, hint);
+        const file = p.positional;
+        if (file === undefined) return mutate(ctx, 'POST', '/v1/config/save', {});
+        const text = await policyYaml(ctx);
+        if (file === '-') return write(ctx, text);
+        await writeFileAtomic(file, text);
+      },
+    },
+    show: {
+      args: '',
+      about: 'print the running policy (YAML; JSON with -j)',
+      run: async (ctx, words, hint) => {
+        parse(words, { keywords: {} }, hint);
+        if (ctx.json) return printJson(ctx, await ctx.client.call('GET', '/v1/policy'));
+        ctx.io.stdout.write(await policyYaml(ctx));
+      },
+    },
+  },
+  defaultCommand: 'show',
+};
+
+export const OBJECTS: Readonly<Record<string, ObjectDef>> = {
+  lookup: LOOKUP,
+  route: ROUTE,
+  pa: PA,
+  proute: PROUTE,
+  adapter: ADAPTER,
+  status: STATUS,
+  reload: RELOAD,
+  config: CONFIG,
+};
+
+/** Command words that are not prefixes of the command's name. */
+const COMMAND_ALIASES: Readonly<Record<string, string>> = { delete: 'del', list: 'show', ls: 'show', lst: 'show' };
+
+// ---------------------------------------------------------------- help
+
+const PROG = 'nvgrectl';
+
+function usageLines(lines: readonly string[]): string {
+  return lines.map((l, i) => `${i === 0 ? 'Usage: ' : '       '}${l}`).join('\n');
+}
+
+/** Usage lines of the commands of an object, `add` and `replace` folded when alike. */
+function objectUsage(name: string, obj: ObjectDef, only?: string): string[] {
+  if (!obj.commands) return [`${PROG} ${name}${obj.run!.args ? ` ${obj.run!.args}` : ''}`];
+  const out: string[] = [];
+  const cmds = Object.entries(obj.commands).filter(([c]) => only === undefined || c === only);
+  for (let i = 0; i < cmds.length; i++) {
+    const [c, def] = cmds[i]!;
+    const next = cmds[i + 1];
+    if (next && next[1].args === def.args && c === 'add' && next[0] === 'replace') {
+      out.push(`${PROG} ${name} { add | replace } ${def.args}`);
+      i++;
+    } else {
+      out.push(`${PROG} ${name} ${c}${def.args ? ` ${def.args}` : ''}`);
+    }
+  }
+  return out;
+}
+
+export function objectHelp(name: string): string {
+  const obj = OBJECTS[name]!;
+  const parts = [usageLines(objectUsage(name, obj))];
+  if (obj.where?.length) parts.push(obj.where.map((w, i) => `${i === 0 ? 'where  ' : '       '}${w}`).join('\n'));
+  parts.push(`${name}: ${obj.about}`);
+  if (obj.commands) {
+    const w = Math.max(...Object.keys(obj.commands).map((c) => c.length));
+    parts.push(Object.entries(obj.commands).map(([c, d]) => `  ${c.padEnd(w)}  ${d.about}`).join('\n'));
+  }
+  if (obj.notes?.length) parts.push(obj.notes.join('\n'));
+  return `${parts.join('\n\n')}\n`;
+}
+
+export function commandHelp(name: string, cmd: string): string {
+  const obj = OBJECTS[name]!;
+  const def = obj.commands![cmd]!;
+  const parts = [usageLines(objectUsage(name, obj, cmd))];
+  if (obj.where?.length) parts.push(obj.where.map((w, i) => `${i === 0 ? 'where  ' : '       '}${w}`).join('\n'));
+  parts.push(`${name} ${cmd}: ${def.about}`);
+  if (obj.notes?.length) parts.push(obj.notes.join('\n'));
+  return `${parts.join('\n\n')}\n`;
+}
+
+export function exitCodeHelp(): string {
+  return `Exit status:\n${EXIT_CODE_TABLE.map(([c, m]) => `  ${c}  ${m}`).join('\n')}\n`;
+}
+
+export function mainHelp(): string {
+  const names = Object.keys(OBJECTS);
+  const w = Math.max(...names.map((n) => n.length));
+  return `Usage: ${PROG} [ OPTIONS ] OBJECT { COMMAND | help }
+       ${PROG} [ OPTIONS ] -batch FILE
+       ${PROG} help
+where  OBJECT := { ${names.join(' | ')} }
+       OPTIONS := { -j[son] | -p[retty] | -s[ocket] PATH | -b[atch] FILE | -h[elp] | -V[ersion] }
+
+Objects:
+${names.map((n) => `  ${n.padEnd(w)}  ${OBJECTS[n]!.about}`).join('\n')}
+
+Commands: add (fails if the entry exists), replace (creates or overwrites), change
+(fails if missing), del, flush (what matches the filters, or all), show, route get.
+Objects and commands may be abbreviated to a unique prefix ("ro s" = "route show").
+"${PROG} OBJECT help" and "${PROG} OBJECT COMMAND help" describe each one.
+
+Options:
+  -j, -json         print the API's JSON (one line), the config file's shape
+  -p, -pretty       indent the JSON (implies -j)
+  -s, -socket PATH  the daemon's control socket (default $NVGRED_SOCKET, else /run/nvgred/nvgred.sock)
+  -b, -batch FILE   run one command per line of FILE ("-": stdin); blank lines and # comments
+                    are skipped; stops at the first failure ("Error: line N: ...")
+  -h, -help         this text
+  -V, -version      print the version
+
+Errors go to stderr as "Error: ...".
+
+${exitCodeHelp()}`;
+}
+
+// ---------------------------------------------------------------- dispatch
+
+function printOut(ctx: Ctx, text: string): void {
+  ctx.io.stdout.write(text);
+}
+
+/** Run one command line (without global options): OBJECT [COMMAND] [ARGS…]. */
+export async function dispatch(ctx: Ctx, words: readonly string[]): Promise<void> {
+  if (words.length === 0) throw usageError('missing OBJECT', `${PROG} help`);
+  const first = words[0]!;
+  if (isHelpWord(first)) return printOut(ctx, mainHelp());
+  const name = matchWord(first, [...Object.keys(OBJECTS), 'help'], 'object', `${PROG} help`);
+  if (name === 'help') return printOut(ctx, mainHelp());
+  const obj = OBJECTS[name]!;
+  if (!obj.commands) {
+    try {
+      return await obj.run!.run(ctx, words.slice(1), `${PROG} ${name} help`);
+    } catch (e) {
+      if (e instanceof HelpRequest) return printOut(ctx, objectHelp(name));
+      throw e;
+    }
+  }
+  const objHint = `${PROG} ${name} help`;
+  const cmdWord = words[1] ?? obj.defaultCommand;
+  if (cmdWord === undefined) throw usageError(`missing ${name} command`, objHint);
+  if (isHelpWord(cmdWord)) return printOut(ctx, objectHelp(name));
+  const cmd = matchWord(cmdWord, [...Object.keys(obj.commands), 'help'], `command`, objHint, COMMAND_ALIASES);
+  if (cmd === 'help') return printOut(ctx, objectHelp(name));
+  try {
+    await obj.commands[cmd]!.run(ctx, words.slice(2), `${PROG} ${name} ${cmd} help`);
+  } catch (e) {
+    if (e instanceof HelpRequest) return printOut(ctx, commandHelp(name, cmd));
+    throw e;
+  }
+}
