@@ -540,6 +540,17 @@ export function parsePrometheus(text: string): Scrape {
   return out;
 }
 
+/** The sum of every series of metric `name` whose labels include `labels` (e.g. `vsid="6000"`). */
+export function metricSum(scrape: Scrape, name: string, ...labels: string[]): number {
+  let total = 0;
+  for (const [series, value] of scrape) {
+    const brace = series.indexOf('{');
+    if ((brace < 0 ? series : series.slice(0, brace)) !== name) continue;
+    if (labels.every((l) => series.includes(l))) total += value;
+  }
+  return total;
+}
+
 /** GET `http://<listen>/metrics` from inside namespace `ns` and parse it. */
 export async function scrapeMetrics(ns: string, listen = '127.0.0.1:9470'): Promise<Scrape> {
   const url = `http://${listen}/metrics`;

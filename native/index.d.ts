@@ -12,8 +12,11 @@ export function counterNames(): string[];
 /** The closed set of drop reasons (the `reason` label of nvgre_dropped_packets_total). */
 export function dropReasons(): string[];
 
-/** Open the underlay socket and start `workers` worker threads. One dataplane per process. */
-export function start(workers: number): void;
+/**
+ * Open the underlay socket and start `workers` worker threads. Up to
+ * `vsidCounters` VSIDs (first come) get their own counters. One dataplane per process.
+ */
+export function start(workers: number, vsidCounters: number): void;
 
 /** Stop the workers, close every TAP (the devices disappear) and socket. Idempotent. */
 export function stop(): void;
@@ -35,6 +38,12 @@ export function removePort(id: number): void;
 
 /** Every counter, summed over the workers, in `counterNames()` order: one bulk read. */
 export function readCounters(): BigUint64Array;
+
+/**
+ * Per-VSID counters, summed over the workers: five values per VSID that has
+ * a slot: vsid, encap packets, encap bytes, decap packets, decap bytes.
+ */
+export function readVsidCounters(): BigUint64Array;
 
 /** One value per worker that keeps changing while that worker runs. */
 export function heartbeats(): BigUint64Array;

@@ -110,7 +110,7 @@ const HOST1: Policy = {
   encapsulation: { flow_id: 'hash' },
   state_dir: '/var/lib/nvgred',
   api: { socket: '/run/nvgred/nvgred.sock' },
-  metrics: { listen: '127.0.0.1:9470' },
+  metrics: { listen: '127.0.0.1:9470', per_vsid: true, per_vsid_max: 256 },
 };
 
 describe('reference topology, Host 1', () => {
@@ -150,7 +150,7 @@ describe('empty and minimal documents', () => {
     vm_adapters: [],
     encapsulation: { flow_id: 'hash' },
     api: { socket: DEFAULT_API_SOCKET },
-    metrics: { listen: DEFAULT_METRICS_LISTEN },
+    metrics: { listen: DEFAULT_METRICS_LISTEN, per_vsid: true, per_vsid_max: 256 },
   };
 
   it('an empty file is a valid empty policy with defaults', () => {
@@ -633,6 +633,9 @@ describe('keys and types', () => {
     ['metrics', { listen: '127.0.0.1:65536' }, 'metrics.listen', 'NVGRE_ERR_VALUE', '"127.0.0.1:65536"'],
     ['metrics', { listen: '127.0.0.1' }, 'metrics.listen', 'NVGRE_ERR_VALUE', '"127.0.0.1"'],
     ['metrics', { listen: '10.1:9470' }, 'metrics.listen', 'NVGRE_ERR_VALUE', '"10.1:9470"'],
+    ['metrics', { per_vsid: 'yes' }, 'metrics.per_vsid', 'NVGRE_ERR_TYPE', '"yes"'],
+    ['metrics', { per_vsid_max: -1 }, 'metrics.per_vsid_max', 'NVGRE_ERR_VALUE', '-1'],
+    ['metrics', { per_vsid_max: 70000 }, 'metrics.per_vsid_max', 'NVGRE_ERR_VALUE', '70000'],
     ['encapsulation', { flow_id: 'random' }, 'encapsulation.flow_id', 'NVGRE_ERR_VALUE', '"random"'],
     ['encapsulation', { flow_id: true }, 'encapsulation.flow_id', 'NVGRE_ERR_TYPE', 'true'],
     ['host', { name: '' }, 'host.name', 'NVGRE_ERR_VALUE', '""'],

@@ -13,6 +13,10 @@ import {
   DEFAULT_FLOW_ID,
   DEFAULT_METRIC,
   DEFAULT_METRICS_LISTEN,
+  DEFAULT_PER_VSID,
+  DEFAULT_PER_VSID_MAX,
+  PER_VSID_MAX_LIMIT,
+  defaultMetrics,
   DEFAULT_RECORD_TYPE,
   DEFAULT_RULE,
   DEFAULT_VLAN_ID,
@@ -87,7 +91,7 @@ const LOOKUP_KEYS = ['customer_address', 'vsid', 'mac', 'provider_address', 'rul
 const ADAPTER_KEYS = ['name', 'vm_name', 'mac', 'vsid', 'netns', 'mtu'] as const;
 const ENCAP_KEYS = ['flow_id'] as const;
 const API_KEYS = ['socket'] as const;
-const METRICS_KEYS = ['listen'] as const;
+const METRICS_KEYS = ['listen', 'per_vsid', 'per_vsid_max'] as const;
 
 /** HNV PowerShell parameter names and other likely spellings → our key. */
 const KEY_ALIASES: Readonly<Record<string, string>> = {
@@ -598,7 +602,7 @@ function apiSection(x: unknown, path: string, errs: Errs): ApiSection | undefine
 }
 
 function metricsSection(x: unknown, path: string, errs: Errs): MetricsSection | undefined {
-  if (x === undefined || x === null) return { listen: DEFAULT_METRICS_LISTEN };
+  if (x === undefined || x === null) return defaultMetrics();
   const n0 = errs.length;
   const o = mapping(x, path, METRICS_KEYS, errs, 'metrics');
   if (!o) return undefined;
@@ -613,7 +617,15 @@ function metricsSection(x: unknown, path: string, errs: Errs): MetricsSection | 
       else push(errs, 'NVGRE_ERR_VALUE', p, s, hp.reason);
     }
   }
-  return errs.length > n0 ? undefined : { listen };
+  const pv = optional(o, 'per_vsid');
+  let perVsid = DEFAULT_PER_VSID;
+  if (pv !== undefined) {
+    if (typeof pv === 'boolean') perVsid = pv;
+    else push(errs, 'NVGRE_ERR_TYPE', joinKey(path, 'per_vsid'), pv, `is ${typeName(pv)}, expected true or false`);
+  }
+  const mv = optional(o, 'per_vsid_max');
+  const perVsidMax = mv === undefined ? DEFAULT_PER_VSID_MAX : intInRange(mv, path, 'per_vsid_max', errs, 0, PER_VSID_MAX_LIMIT, 'per_vsid_max');
+  return errs.length > n0 ? undefined : { listen, per_vsid: perVsid, per_vsid_max: perVsidMax! };
 }
 
 function stateDir(x: unknown, path: string, errs: Errs): string | undefined {

@@ -73,8 +73,9 @@ export class HostDataplane {
     private readonly log: Logger,
   ) {}
 
-  start(workers: number): void {
-    this.core.start(workers);
+  /** Start the packet workers; up to `vsidCounters` VSIDs get their own counters. */
+  start(workers: number, vsidCounters: number): void {
+    this.core.start(workers, vsidCounters);
     this.started = true;
   }
 

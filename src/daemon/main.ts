@@ -134,7 +134,7 @@ async function main(): Promise<number> {
   });
 
   try {
-    host.start(cl.workers);
+    host.start(cl.workers, file.metrics.per_vsid ? file.metrics.per_vsid_max : 0);
     host.apply(policy);
     state?.save(policy);
     store = new PolicyStore(host, state, file, cl.config, log.child({ component: 'policy' }), {
@@ -145,6 +145,7 @@ async function main(): Promise<number> {
       core,
       version: core.version(),
       hostName: file.host.name,
+      perVsid: file.metrics.per_vsid,
       policy: () => store!.policy,
       adapters: () => {
         const up = new Set(host.portStates().map((p) => p.name));

@@ -21,7 +21,7 @@ import type { Logger } from './log.js';
 import type { StateFile } from './state.js';
 
 /** Settings read once at start; a changed value waits for a restart. */
-export const RESTART_SETTINGS = ['api.socket', 'metrics.listen', 'state_dir'] as const;
+export const RESTART_SETTINGS = ['api.socket', 'metrics.listen', 'metrics.per_vsid', 'metrics.per_vsid_max', 'state_dir'] as const;
 
 type Counts = { added: number; removed: number; changed: number };
 
@@ -39,12 +39,16 @@ export interface ReloadStatus {
   lastSuccess: Date;
 }
 
-function setting(p: Policy, name: (typeof RESTART_SETTINGS)[number]): string | undefined {
+function setting(p: Policy, name: (typeof RESTART_SETTINGS)[number]): unknown {
   switch (name) {
     case 'api.socket':
       return p.api.socket;
     case 'metrics.listen':
       return p.metrics.listen;
+    case 'metrics.per_vsid':
+      return p.metrics.per_vsid;
+    case 'metrics.per_vsid_max':
+      return p.metrics.per_vsid_max;
     case 'state_dir':
       return p.state_dir;
   }

@@ -13,11 +13,18 @@ export interface MetricsSource {
   core: NativeCore;
   version: string;
   hostName?: string;
+  /** Per-VSID series on (as the daemon started). */
+  perVsid: boolean;
   policy(): Policy;
   /** VM adapters and whether each one's TAP exists. */
   adapters(): Array<{ name: string; up: boolean }>;
   lastReload(): { successful: boolean; lastSuccess: Date };
 }
+
+/** Totals that also have per-VSID counters: native slot → index in a VSID's counters. */
+const PER_VSID: Record<string, number> = { encap_packets: 0, encap_bytes: 1, decap_packets: 2, decap_bytes: 3 };
+/** Values per VSID in readVsidCounters(): the VSID, then its counters. */
+const VSID_STRIDE = 5;
 
 /** Native counter slot → metric (totals). */
 const TOTALS: Record<string, { name: string; help: string }> = {
@@ -37,20 +44,38 @@ const TOTALS: Record<string, { name: string; help: string }> = {
 export class Metrics {
   readonly registry = new Registry();
   private latest = new Map<string, number>();
+  /** VSID → its counters (see PER_VSID), from the last read. */
+  private latestVsid = new Map<number, number[]>();
 
   constructor(private readonly src: MetricsSource) {
     const r = this.registry;
     collectDefaultMetrics({ register: r });
     const value = (slot: string) => this.latest.get(slot) ?? 0;
 
+    const perVsid = (slot: string) => (src.perVsid ? PER_VSID[slot] : undefined);
+    const latestVsid = () => this.latestVsid;
     for (const [slot, m] of Object.entries(TOTALS)) {
+      const index = perVsid(slot);
       new Counter({
         name: m.name,
-        help: m.help,
+        help:
+          index === undefined
+            ? m.help
+            : `${m.help} By VSID, for up to metrics.per_vsid_max VSIDs; vsid="other" holds the rest, so sum() is the total.`,
+        labelNames: index === undefined ? [] : ['vsid'],
         registers: [r],
         collect() {
           this.reset();
-          this.inc(value(slot));
+          if (index === undefined) {
+            this.inc(value(slot));
+            return;
+          }
+          let counted = 0;
+          for (const [vsid, values] of latestVsid()) {
+            this.inc({ vsid: String(vsid) }, values[index]!);
+            counted += values[index]!;
+          }
+          this.inc({ vsid: 'other' }, Math.max(0, value(slot) - counted));
         },
       });
     }
@@ -82,6 +107,10 @@ export class Metrics {
     gauge('nvgre_provider_addresses', 'Provider addresses of this host.', (p) => p.provider_addresses.length);
     gauge('nvgre_provider_routes', 'Provider routes of this host.', (p) => p.provider_routes.length);
     gauge('nvgre_vm_adapters', 'VM adapters (TAP ports) configured.', (p) => p.vm_adapters.length);
+    gauge('nvgre_vsids_without_counters', 'VSIDs of the policy counted only in vsid="other" (over metrics.per_vsid_max, or per_vsid off).', (p) => {
+      const vsids = new Set(p.customer_routes.map((c) => c.vsid));
+      return [...vsids].filter((v) => !this.latestVsid.has(v)).length;
+    });
     new Gauge({
       name: 'nvgre_vm_adapter_up',
       help: 'Whether a VM adapter\'s TAP device exists (1) or not (0).',
@@ -118,9 +147,15 @@ export class Metrics {
 
   /** Read the core's counters once, then render every metric. */
   async render(): Promise<string> {
-    const names = this.src.core.counterNames();
-    const values = this.src.core.readCounters();
+    const core = this.src.core;
+    const names = core.counterNames();
+    const values = core.readCounters();
     this.latest = new Map(names.map((n, i) => [n, Number(values[i])]));
+    const perVsid = core.readVsidCounters();
+    this.latestVsid = new Map();
+    for (let i = 0; i + VSID_STRIDE <= perVsid.length; i += VSID_STRIDE) {
+      this.latestVsid.set(Number(perVsid[i]), Array.from(perVsid.subarray(i + 1, i + VSID_STRIDE), Number));
+    }
     return this.registry.metrics();
   }
 

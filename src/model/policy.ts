@@ -17,6 +17,14 @@ export const VSID_MAX = 16777214;
 
 export const DEFAULT_API_SOCKET = '/run/nvgred/nvgred.sock';
 export const DEFAULT_METRICS_LISTEN = '127.0.0.1:9470';
+export const DEFAULT_PER_VSID = true;
+/** Enough for a host's tenants; a cap so 10,000 of them cannot explode the series count. */
+export const DEFAULT_PER_VSID_MAX = 256;
+export const PER_VSID_MAX_LIMIT = 65536;
+
+export function defaultMetrics(): MetricsSection {
+  return { listen: DEFAULT_METRICS_LISTEN, per_vsid: DEFAULT_PER_VSID, per_vsid_max: DEFAULT_PER_VSID_MAX };
+}
 export const DEFAULT_FLOW_ID: FlowIdMode = 'hash';
 export const DEFAULT_RULE: LookupRule = 'encap';
 export const DEFAULT_RECORD_TYPE: LookupType = 'static';
@@ -101,6 +109,9 @@ export interface ApiSection {
 
 export interface MetricsSection {
   listen: string;
+  /** Per-VSID encap/decap series (the `vsid` label), for up to `per_vsid_max` VSIDs. */
+  per_vsid: boolean;
+  per_vsid_max: number;
 }
 
 export interface Policy {
@@ -127,7 +138,7 @@ export function emptyPolicy(): Policy {
     vm_adapters: [],
     encapsulation: { flow_id: DEFAULT_FLOW_ID },
     api: { socket: DEFAULT_API_SOCKET },
-    metrics: { listen: DEFAULT_METRICS_LISTEN },
+    metrics: defaultMetrics(),
   };
 }
 

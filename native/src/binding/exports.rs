@@ -34,6 +34,7 @@ exports! {
     "addPort" => add_port,
     "removePort" => remove_port,
     "readCounters" => read_counters,
+    "readVsidCounters" => read_vsid_counters,
     "heartbeats" => heartbeats,
     "addAddress" => add_address,
     "delAddress" => del_address,
@@ -78,14 +79,15 @@ fn drop_reasons(_: &Args) -> JsResult<JsValue> {
     Ok(JsValue::StrArray(DropReason::ALL.iter().map(|r| r.name().to_string()).collect()))
 }
 
-/// `start(workers)`: open the underlay socket and start the worker threads.
+/// `start(workers, vsidCounters)`: open the underlay socket and start the worker threads.
 fn start(args: &Args) -> JsResult<JsValue> {
     let workers = args.u32(0)? as usize;
+    let vsid_capacity = args.u32(1)?;
     let mut guard = DATAPLANE.lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_some() {
         return Err(JsError::new("NVGRE_ERR_NATIVE_RUNNING", "the dataplane is already running"));
     }
-    *guard = Some(Dataplane::start(workers).map_err(io_error("NVGRE_ERR_NATIVE_START"))?);
+    *guard = Some(Dataplane::start(workers, vsid_capacity).map_err(io_error("NVGRE_ERR_NATIVE_START"))?);
     Ok(JsValue::Undefined)
 }
 
@@ -127,6 +129,11 @@ fn remove_port(args: &Args) -> JsResult<JsValue> {
 /// `readCounters()`: every counter of every worker, summed, as one BigUint64Array.
 fn read_counters(_: &Args) -> JsResult<JsValue> {
     with_dataplane(|dp| Ok(JsValue::U64Array(dp.counters())))
+}
+
+/// `readVsidCounters()`: per-VSID counters, 5 values per VSID with a slot.
+fn read_vsid_counters(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| Ok(JsValue::U64Array(dp.vsid_counters())))
 }
 
 fn heartbeats(_: &Args) -> JsResult<JsValue> {

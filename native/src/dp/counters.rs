@@ -6,7 +6,7 @@
 //! one drop counter per (direction, reason).
 
 use super::encap::outer_header_len;
-use super::{Action, Direction, DropReason, Via};
+use super::{Action, Direction, DropReason, FxMap, Snapshot, Via, Vsid};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 macro_rules! counters {
@@ -39,17 +39,62 @@ counters! {
     Flooded => "flooded_packets",
 }
 
+/// Per-VSID slots: encap packets, encap bytes, decap packets, decap bytes.
+pub const VSID_COUNTERS: usize = 4;
+
 pub struct Counters {
     values: Box<[AtomicU64]>,
+    /// `VSID_COUNTERS` per slot of [`VsidSlots`].
+    per_vsid: Box<[AtomicU64]>,
 }
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters { values: (0..Self::LEN).map(|_| AtomicU64::new(0)).collect() }
+        Counters::new(0)
+    }
+}
+
+fn zeroed(n: usize) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+/// Which VSIDs have their own counters. A slot, once given, stays with its
+/// VSID for the life of the dataplane, so its counters only ever grow;
+/// VSIDs beyond the capacity are counted in the totals only (a host with
+/// 10,000 tenants must not explode the series count).
+#[derive(Debug, Default)]
+pub struct VsidSlots {
+    slots: FxMap<Vsid, u32>,
+    capacity: u32,
+}
+
+impl VsidSlots {
+    pub fn new(capacity: u32) -> VsidSlots {
+        VsidSlots { slots: FxMap::default(), capacity }
+    }
+
+    /// The VSID's slot, assigning the next free one while there is one.
+    pub fn slot(&mut self, vsid: Vsid) -> Option<u32> {
+        let next = self.slots.len() as u32;
+        if next < self.capacity {
+            Some(*self.slots.entry(vsid).or_insert(next))
+        } else {
+            self.slots.get(&vsid).copied()
+        }
+    }
+
+    /// Every VSID that has a slot, with it.
+    pub fn assigned(&self) -> impl Iterator<Item = (Vsid, u32)> + '_ {
+        self.slots.iter().map(|(v, s)| (*v, *s))
     }
 }
 
 impl Counters {
+    /// Counters with room for `vsid_slots` per-VSID slots.
+    pub fn new(vsid_slots: u32) -> Counters {
+        Counters { values: zeroed(Self::LEN), per_vsid: zeroed(vsid_slots as usize * VSID_COUNTERS) }
+    }
+
     pub const LEN: usize = Counter::ALL.len() + Direction::ALL.len() * DropReason::COUNT;
 
     /// Names of the slots, in layout order: totals, then `drop:<direction>:<reason>`.
@@ -63,27 +108,29 @@ impl Counters {
         names
     }
 
-    /// Single writer: only the owning worker calls this.
-    #[inline]
-    fn add(&self, i: usize, n: u64) {
-        let c = &self.values[i];
-        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
-    }
-
     #[inline]
     pub fn inc(&self, c: Counter, n: u64) {
-        self.add(c as usize, n)
+        add(&self.values[c as usize], n)
     }
 
     #[inline]
     pub fn count_drop(&self, dir: Direction, reason: DropReason) {
-        self.add(Counter::ALL.len() + dir as usize * DropReason::COUNT + reason as usize, 1);
+        add(&self.values[Counter::ALL.len() + dir as usize * DropReason::COUNT + reason as usize], 1);
+    }
+
+    #[inline]
+    fn inc_vsid(&self, snap: &Snapshot, vsid: Vsid, first: usize, bytes: usize) {
+        if let Some(slot) = snap.subnet(vsid).and_then(|s| s.counter_slot) {
+            let base = slot as usize * VSID_COUNTERS + first;
+            add(&self.per_vsid[base], 1);
+            add(&self.per_vsid[base + 1], bytes as u64);
+        }
     }
 
     /// Count an action once it has been carried out; `len` is the buffer's
     /// length as sent (outer header included for `Encap`).
     #[inline]
-    pub fn account(&self, dir: Direction, action: &Action, len: usize) {
+    pub fn account(&self, snap: &Snapshot, dir: Direction, action: &Action, len: usize) {
         match *action {
             Action::Deliver { via, .. } => match via {
                 Via::Switched => self.inc(Counter::LocalSwitched, 1),
@@ -92,13 +139,18 @@ impl Counters {
                 Via::EchoReply => self.inc(Counter::IcmpEchoReplies, 1),
                 Via::Decapsulated => {
                     self.inc(Counter::DecapPackets, 1);
-                    self.inc(Counter::DecapBytes, len as u64)
+                    self.inc(Counter::DecapBytes, len as u64);
+                    if let Action::Deliver { vsid, .. } = *action {
+                        self.inc_vsid(snap, vsid, 2, len);
+                    }
                 }
             },
             Action::Flood { .. } => self.inc(Counter::Flooded, 1),
-            Action::Encap { pa, routed, .. } => {
+            Action::Encap { pa, vsid, routed } => {
+                let inner = len.saturating_sub(outer_header_len(pa));
                 self.inc(Counter::EncapPackets, 1);
-                self.inc(Counter::EncapBytes, len.saturating_sub(outer_header_len(pa)) as u64);
+                self.inc(Counter::EncapBytes, inner as u64);
+                self.inc_vsid(snap, vsid, 0, inner);
                 if routed {
                     self.inc(Counter::Routed, 1)
                 }
@@ -109,8 +161,24 @@ impl Counters {
 
     /// Add this worker's values into `out` (of length [`Counters::LEN`]).
     pub fn sum_into(&self, out: &mut [u64]) {
-        for (o, v) in out.iter_mut().zip(self.values.iter()) {
-            *o = o.wrapping_add(v.load(Relaxed));
-        }
+        sum(&self.values, out)
+    }
+
+    /// Add this worker's per-VSID values into `out` (`VSID_COUNTERS` per slot).
+    pub fn sum_vsid_into(&self, out: &mut [u64]) {
+        sum(&self.per_vsid, out)
+    }
+}
+
+/// Single writer: only the owning worker adds, so a relaxed load and store
+/// (a plain add, no locked instruction) is enough.
+#[inline]
+fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+fn sum(values: &[AtomicU64], out: &mut [u64]) {
+    for (o, v) in out.iter_mut().zip(values.iter()) {
+        *o = o.wrapping_add(v.load(Relaxed));
     }
 }

@@ -17,7 +17,7 @@ mod underlay;
 mod vm;
 
 pub use buf::PacketBuf;
-pub use counters::{Counter, Counters};
+pub use counters::{Counter, Counters, VsidSlots, VSID_COUNTERS};
 pub use drop::{Direction, DropReason};
 pub use policy::{
     CustomerRoute, DecodeError, FlowIdMode, LookupRecord, Policy, Port, PortId, ProviderAddress, RecordType,

@@ -99,6 +99,8 @@ pub struct Subnet {
     pub gateway_mac: MacAddr,
     /// Local VM ports of this VSID, for flooding.
     pub ports: Vec<PortId>,
+    /// Its per-VSID counters, if it has a slot (see `VsidSlots`).
+    pub counter_slot: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +194,7 @@ impl Snapshot {
                 routing_domain: r.routing_domain,
                 gateway_mac: policy.default_gateway_mac,
                 ports: Vec::new(),
+                counter_slot: None,
             });
             let route = Route {
                 vsid: r.vsid,
@@ -252,6 +255,15 @@ impl Snapshot {
             s.port_by_mac.insert((p.vsid, p.mac), p.id);
         }
         s
+    }
+
+    /// Give every VSID its per-VSID counter slot, while slots last.
+    pub fn assign_counter_slots(&mut self, slots: &mut super::VsidSlots) {
+        let mut vsids: Vec<Vsid> = self.subnets.keys().copied().collect();
+        vsids.sort_unstable();
+        for vsid in vsids {
+            self.subnets.get_mut(&vsid).unwrap().counter_slot = slots.slot(vsid);
+        }
     }
 
     #[inline]

@@ -361,19 +361,38 @@ fn policy_encoding_round_trips() {
 
 #[test]
 fn counters_account_each_outcome_once() {
-    let c = Counters::default();
-    c.account(Direction::FromVm, &Action::Encap { pa: ip(HOST2_PA), vsid: 6000, routed: true }, 28 + 100);
-    c.account(Direction::FromUnderlay, &Action::Deliver { port: 1, vsid: 6000, via: Via::Decapsulated }, 100);
-    c.account(Direction::FromUnderlay, &Action::Drop(DropReason::GreFlags), 0);
+    let mut s = snap();
+    let mut slots = VsidSlots::new(2);
+    s.assign_counter_slots(&mut slots);
+    let c = Counters::new(2);
+    c.account(&s, Direction::FromVm, &Action::Encap { pa: ip(HOST2_PA), vsid: 6000, routed: true }, 28 + 100);
+    c.account(&s, Direction::FromUnderlay, &Action::Deliver { port: 1, vsid: 6000, via: Via::Decapsulated }, 100);
+    c.account(&s, Direction::FromVm, &Action::Encap { pa: ip(HOST2_PA), vsid: 7000, routed: false }, 28 + 60);
+    c.account(&s, Direction::FromUnderlay, &Action::Drop(DropReason::GreFlags), 0);
     let mut out = vec![0; Counters::LEN];
     c.sum_into(&mut out);
     let names = Counters::names();
     let get = |n: &str| out[names.iter().position(|x| x == n).unwrap()];
-    assert_eq!(get("encap_packets"), 1);
-    assert_eq!(get("encap_bytes"), 100, "bytes of the tenant frame, without the outer header");
+    assert_eq!(get("encap_packets"), 2);
+    assert_eq!(get("encap_bytes"), 160, "bytes of the tenant frames, without the outer header");
     assert_eq!(get("routed_packets"), 1);
     assert_eq!(get("decap_bytes"), 100);
     assert_eq!(get("drop:from_underlay:gre_flags"), 1);
     assert_eq!(get("drop:from_vm:gre_flags"), 0);
     assert_eq!(names.len(), Counters::LEN);
+
+    // Two slots for three VSIDs (6000, 6001, 7000 in order): 7000 is in the totals only.
+    let assigned: std::collections::HashMap<Vsid, u32> = slots.assigned().collect();
+    assert_eq!(assigned.len(), 2);
+    let mut per = vec![0; 2 * VSID_COUNTERS];
+    c.sum_vsid_into(&mut per);
+    let s6000 = assigned[&6000] as usize * VSID_COUNTERS;
+    assert_eq!(&per[s6000..s6000 + 4], &[1, 100, 1, 100]);
+    assert!(!assigned.contains_key(&7000));
+
+    // A slot stays with its VSID whatever later snapshots hold.
+    let mut later = Snapshot::build(&host1());
+    later.assign_counter_slots(&mut slots);
+    assert_eq!(later.subnet(6000).unwrap().counter_slot, Some(assigned[&6000]));
+    assert_eq!(later.subnet(7000).unwrap().counter_slot, None);
 }

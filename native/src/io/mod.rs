@@ -12,7 +12,7 @@ pub mod tap;
 mod underlay;
 mod worker;
 
-use crate::dp::{Counters, FxMap, Policy, PortId, Snapshot};
+use crate::dp::{Counters, FxMap, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,10 +49,13 @@ pub struct Dataplane {
     workers: Vec<Worker>,
     /// Serialises publishers so read-modify-write of the state is atomic.
     publish_lock: Mutex<()>,
+    vsid_slots: Mutex<VsidSlots>,
+    vsid_capacity: u32,
 }
 
 impl Dataplane {
-    pub fn start(workers: usize) -> io::Result<Dataplane> {
+    /// Start `workers` threads; up to `vsid_capacity` VSIDs get their own counters.
+    pub fn start(workers: usize, vsid_capacity: u32) -> io::Result<Dataplane> {
         let shared = Arc::new(Shared {
             state: Mutex::new(Arc::new(State { snapshot: Arc::new(Snapshot::default()), taps: FxMap::default() })),
             generation: AtomicU64::new(0),
@@ -62,7 +65,7 @@ impl Dataplane {
         let mut ws = Vec::new();
         for i in 0..workers.max(1) {
             let wake = owned(unsafe { eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) })?;
-            let counters = Arc::new(Counters::default());
+            let counters = Arc::new(Counters::new(vsid_capacity));
             let heartbeat = Arc::new(AtomicU64::new(0));
             let ctx = worker::Context {
                 shared: shared.clone(),
@@ -73,7 +76,13 @@ impl Dataplane {
             let thread = std::thread::Builder::new().name(format!("nvgre-worker-{i}")).spawn(move || ctx.run())?;
             ws.push(Worker { wake, counters, heartbeat, thread: Some(thread) });
         }
-        Ok(Dataplane { shared, workers: ws, publish_lock: Mutex::new(()) })
+        Ok(Dataplane {
+            shared,
+            workers: ws,
+            publish_lock: Mutex::new(()),
+            vsid_slots: Mutex::new(VsidSlots::new(vsid_capacity)),
+            vsid_capacity,
+        })
     }
 
     /// Replace the state with what `f` makes of the current one, and tell
@@ -96,7 +105,9 @@ impl Dataplane {
     }
 
     pub fn set_policy(&self, policy: &Policy) {
-        let snapshot = Arc::new(Snapshot::build(policy));
+        let mut snapshot = Snapshot::build(policy);
+        snapshot.assign_counter_slots(&mut self.vsid_slots.lock().unwrap());
+        let snapshot = Arc::new(snapshot);
         let _ = self.update(|cur| Ok((State { snapshot, taps: cur.taps.clone() }, ())));
     }
 
@@ -135,6 +146,22 @@ impl Dataplane {
         let mut out = vec![0u64; Counters::LEN];
         for w in &self.workers {
             w.counters.sum_into(&mut out);
+        }
+        out
+    }
+
+    /// Per-VSID counters summed over the workers: for every VSID that has a
+    /// slot, `[vsid, encap packets, encap bytes, decap packets, decap bytes]`.
+    pub fn vsid_counters(&self) -> Vec<u64> {
+        let mut sums = vec![0u64; self.vsid_capacity as usize * VSID_COUNTERS];
+        for w in &self.workers {
+            w.counters.sum_vsid_into(&mut sums);
+        }
+        let mut out = Vec::new();
+        for (vsid, slot) in self.vsid_slots.lock().unwrap().assigned() {
+            let base = slot as usize * VSID_COUNTERS;
+            out.push(vsid as u64);
+            out.extend_from_slice(&sums[base..base + VSID_COUNTERS]);
         }
         out
     }

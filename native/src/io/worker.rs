@@ -183,13 +183,13 @@ impl Worker {
                 Action::Drop(_) => Ok(()),
             };
             match result {
-                Ok(()) => counters.account(dir, action, b.len()),
+                Ok(()) => counters.account(&state.snapshot, dir, action, b.len()),
                 Err(reason) => counters.count_drop(dir, reason),
             }
         }
         if !encap.is_empty() {
             self.ctx.shared.underlay.send_batch(&encap, |i, r| match r {
-                Ok(()) => counters.account(dir, &encap_actions[i], encap[i].0.len()),
+                Ok(()) => counters.account(&state.snapshot, dir, &encap_actions[i], encap[i].0.len()),
                 Err(_) => counters.count_drop(dir, DropReason::TxError),
             });
         }
