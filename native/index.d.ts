@@ -83,3 +83,18 @@ export function nextHop(vsid: number, destination: string): NativeNextHop;
  * the socket `$NOTIFY_SOCKET` names (a path, or `@name` for an abstract socket).
  */
 export function sdNotify(socketPath: string, message: string): void;
+
+/** A rate-limited report of dropped packets: the first of a kind per source, then at most once a minute. */
+export interface DropEvent {
+  direction: 'from_vm' | 'from_underlay';
+  reason: string;
+  /** The outer source address, for packets from the underlay. */
+  provider_address?: string;
+  /** The VM port, for frames from a VM. */
+  port?: number;
+  /** Like drops not reported since the previous report of this kind. */
+  suppressed: number;
+}
+
+/** Rare packet events reported since the last call (at most 10 per second per worker). */
+export function drainEvents(): DropEvent[];

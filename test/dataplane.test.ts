@@ -19,7 +19,8 @@ import {
 } from '../lab/netns.js';
 import { ETHERTYPE_IPV4, ethernet, gre, icmpEcho, ipv4, nvgre, IPPROTO_GRE, IPPROTO_ICMP } from '../lab/packets.js';
 import { buildTopology, configureVms, startDaemons, UNDERLAY_BRIDGE, UNDERLAY_NS, vm, type Daemon } from '../lab/topology.js';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { apiRequest } from './helpers/api.js';
 import { tmpdir } from 'node:os';
 
 const lab = new Lab(`nvt${process.pid % 10000}-`);
@@ -288,6 +289,33 @@ describe('packets injected on the underlay', () => {
     } finally {
       await ipIn(ns, ['neigh', 'del', c3.ip, 'dev', c1.tap]);
     }
+  });
+});
+
+describe('logs', () => {
+  it('reports injected drops once per source and reason, rate-limited, never per packet', async () => {
+    const log = daemons.find((d) => d.host === 'host1')!.logFile;
+    const events = () =>
+      readFileSync(log, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"component":"packets"'))
+        .map((l) => JSON.parse(l) as { reason: string; provider_address?: string; suppressed: number });
+    const c3 = vm('contoso3');
+    const spoof = nvgre('192.168.0.98', HOST1, 6000, 0, ethernet(c3.mac, vm('contoso1').mac, ETHERTYPE_IPV4, ipv4(c3.ip, vm('contoso1').ip, IPPROTO_ICMP, icmpEcho(1, 1))));
+    const before = events().length;
+    await inject(lab.ns('attacker'), HOST1, [spoof], { count: 200 });
+    await new Promise((r) => setTimeout(r, 2500)); // the daemon drains events every second
+    const fresh = events().slice(before).filter((e) => e.provider_address === '192.168.0.98');
+    expect(fresh).toEqual([expect.objectContaining({ reason: 'spoofed_source', direction: 'from_underlay', suppressed: 0 })]);
+  });
+
+  it('changes the log level at run time', async () => {
+    const socket = daemons.find((d) => d.host === 'host1')!.socket!;
+    const put = (body: object) => apiRequest(socket)('PUT', '/v1/log', body);
+    expect((await put({ level: 'debug', component: 'api' })).body).toMatchObject({ level: 'info', components: { api: 'debug' } });
+    expect((await put({ level: 'warn' })).body).toMatchObject({ level: 'warn', components: { api: 'warn', packets: 'warn' } });
+    expect((await put({ level: 'loud' })).status).toBe(400);
+    expect((await put({ level: 'info' })).status).toBe(200);
   });
 });
 

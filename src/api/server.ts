@@ -11,7 +11,7 @@ import { decodeUtf8, parseConfigText } from '../config/index.js';
 import { isNvgreError, nvgreError, statusOf, type NvgreError } from '../errors.js';
 import { parseFilter, parseKey, resourceByPath, type Resource } from '../model/resources.js';
 import type { NativeCore } from '../native.js';
-import type { Logger } from '../daemon/log.js';
+import type { Logger, Logs } from '../daemon/log.js';
 import type { PolicyStore } from '../daemon/store.js';
 import { writeFileAtomic } from '../daemon/state.js';
 import { resolveNextHop } from './nexthop.js';
@@ -23,6 +23,7 @@ export interface ApiContext extends StatusSource {
   store: PolicyStore;
   core: NativeCore;
   log: Logger;
+  logs: Logs;
 }
 
 type Reply = { status: number; body: unknown; yaml?: boolean };
@@ -101,6 +102,18 @@ async function route(ctx: ApiContext, req: IncomingMessage): Promise<Reply> {
     case 'reload':
       if (method !== 'POST') throw methodNotAllowed(method, url.pathname, 'POST');
       return { status: 200, body: await store.reload() };
+    case 'log':
+      if (method === 'GET') return { status: 200, body: ctx.logs.levels() };
+      if (method === 'PUT') {
+        const b = (await body(req)) as { level?: unknown; component?: unknown } | null;
+        if (b?.component !== undefined && typeof b.component !== 'string') {
+          throw nvgreError('NVGRE_ERR_BAD_REQUEST', `component: ${JSON.stringify(b.component)} must be a string`);
+        }
+        ctx.logs.setLevel(b?.level, b?.component);
+        ctx.log.info({ level: b?.level, component: b?.component ?? 'all' }, 'log level changed');
+        return { status: 200, body: ctx.logs.levels() };
+      }
+      throw methodNotAllowed(method, url.pathname, 'GET, PUT');
     case 'config':
       if (rest[0] !== 'save' || rest.length !== 1) break;
       if (method !== 'POST') throw methodNotAllowed(method, url.pathname, 'POST');

@@ -87,6 +87,12 @@ export class HostDataplane {
     return [...this.ports.values()].map(({ name, id, ifindex, mtu }) => ({ name, id, ifindex, mtu }));
   }
 
+  /** The adapter a port id belongs to. */
+  portName(id: number): string | undefined {
+    for (const p of this.ports.values()) if (p.id === id) return p.name;
+    return undefined;
+  }
+
   private createPort(a: VmAdapter, mtu: number, id = this.nextPortId++): Port {
     const ifindex = this.core.addPort(id, a.name, a.netns ?? null, a.mac, mtu);
     this.log.info({ adapter: a.name, vsid: a.vsid, netns: a.netns, mtu, ifindex }, 'vm adapter up');

@@ -14,7 +14,8 @@ import { Metrics, serveMetrics } from '../metrics/index.js';
 import type { Policy } from '../model/policy.js';
 import { native } from '../native.js';
 import { HostDataplane } from './host.js';
-import { createLogger, LOG_LEVELS, type Logger } from './log.js';
+import { isLogLevel, LOG_LEVELS, Logs, type Logger } from './log.js';
+import { logPacketEvents } from './events.js';
 import { StateFile } from './state.js';
 import { PolicyStore } from './store.js';
 import { supervise } from './supervisor.js';
@@ -62,7 +63,7 @@ function parseCommandLine(): { config: string; workers: number; level: string } 
   }
   const level = args['log-level']!;
   const workers = Number(args.workers);
-  if (!args.config || !(LOG_LEVELS as readonly string[]).includes(level) || !Number.isInteger(workers) || workers < 1) {
+  if (!args.config || !isLogLevel(level) || !Number.isInteger(workers) || workers < 1) {
     process.stderr.write(`nvgred: ${!args.config ? '--config is required' : 'bad --log-level or --workers'}\n${USAGE}`);
     return EXIT_CONFIG;
   }
@@ -89,13 +90,15 @@ async function main(): Promise<number> {
   const cl = parseCommandLine();
   if (typeof cl === 'number') return cl;
 
-  let log: Logger = createLogger(cl.level as never);
+  let logs = new Logs(cl.level as never);
+  let log: Logger = logs.root;
   let file: Policy;
   let state: StateFile | undefined;
   let policy: Policy;
   try {
     file = await loadConfigFile(cl.config);
-    log = createLogger(cl.level as never, file.host.name);
+    logs = new Logs(cl.level as never, file.host.name);
+    log = logs.root;
     const stateDir = file.state_dir ?? process.env.STATE_DIRECTORY;
     state = stateDir ? new StateFile(stateDir) : undefined;
     policy = initialPolicy(file, state, log);
@@ -107,8 +110,8 @@ async function main(): Promise<number> {
 
   const core = native();
   const startedAt = Date.now();
-  const host = new HostDataplane(core, log.child({ component: 'dataplane' }));
-  const systemd = new Systemd(core, log.child({ component: 'systemd' }));
+  const host = new HostDataplane(core, logs.component('dataplane'));
+  const systemd = new Systemd(core, logs.component('systemd'));
   let store: PolicyStore | undefined;
   const servers: Server[] = [];
 
@@ -137,7 +140,7 @@ async function main(): Promise<number> {
     host.start(cl.workers, file.metrics.per_vsid ? file.metrics.per_vsid_max : 0);
     host.apply(policy);
     state?.save(policy);
-    store = new PolicyStore(host, state, file, cl.config, log.child({ component: 'policy' }), {
+    store = new PolicyStore(host, state, file, cl.config, logs.component('policy'), {
       start: () => systemd.reloading(),
       end: () => systemd.ready(`${store!.policy.lookup_records.length} lookup records, ${host.portStates().length} VM adapters`),
     });
@@ -156,7 +159,7 @@ async function main(): Promise<number> {
     servers.push(await serveMetrics(metrics, file.metrics.listen));
     servers.push(
       await serveApi(
-        { store, host, core, log: log.child({ component: 'api' }), version: core.version(), startedAt, stateDir: state?.dir },
+        { store, host, core, log: logs.component('api'), logs, version: core.version(), startedAt, stateDir: state?.dir },
         file.api.socket,
       ),
     );
@@ -171,8 +174,12 @@ async function main(): Promise<number> {
     store!.reload().catch(() => undefined); // logged by the store; the running policy stays
   });
 
-  const stopSupervising = supervise(core, systemd, log.child({ component: 'supervisor' }));
-  stopped.finally(stopSupervising);
+  const stopSupervising = supervise(core, systemd, logs.component('supervisor'));
+  const stopEvents = logPacketEvents(core, (id) => host.portName(id), logs.component('packets'));
+  stopped.finally(() => {
+    stopSupervising();
+    stopEvents();
+  });
   systemd.ready(`${policy.lookup_records.length} lookup records, ${host.portStates().length} VM adapters`);
   log.info(
     {

@@ -6,7 +6,7 @@
 use super::napi::{napi_callback, napi_callback_info, napi_env, napi_value};
 use super::{export, Args, JsError, JsResult, JsValue};
 use crate::dp::{Counters, DropReason, NextHop, Policy, Reach};
-use crate::io::{netlink, notify, Dataplane, TapSpec};
+use crate::io::{netlink, notify, Dataplane, Source, TapSpec};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -36,6 +36,7 @@ exports! {
     "readCounters" => read_counters,
     "readVsidCounters" => read_vsid_counters,
     "heartbeats" => heartbeats,
+    "drainEvents" => drain_events,
     "addAddress" => add_address,
     "delAddress" => del_address,
     "addRoute" => add_route,
@@ -72,11 +73,11 @@ fn version(_: &Args) -> JsResult<JsValue> {
 }
 
 fn counter_names(_: &Args) -> JsResult<JsValue> {
-    Ok(JsValue::StrArray(Counters::names()))
+    Ok(JsValue::Array(Counters::names().into_iter().map(JsValue::Str).collect()))
 }
 
 fn drop_reasons(_: &Args) -> JsResult<JsValue> {
-    Ok(JsValue::StrArray(DropReason::ALL.iter().map(|r| r.name().to_string()).collect()))
+    Ok(JsValue::Array(DropReason::ALL.iter().map(|r| JsValue::Str(r.name().to_string())).collect()))
 }
 
 /// `start(workers, vsidCounters)`: open the underlay socket and start the worker threads.
@@ -134,6 +135,25 @@ fn read_counters(_: &Args) -> JsResult<JsValue> {
 /// `readVsidCounters()`: per-VSID counters, 5 values per VSID with a slot.
 fn read_vsid_counters(_: &Args) -> JsResult<JsValue> {
     with_dataplane(|dp| Ok(JsValue::U64Array(dp.vsid_counters())))
+}
+
+/// `drainEvents()`: rare packet events (rate-limited drops) since the last call.
+fn drain_events(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| {
+        let events = dp.drain_events().into_iter().map(|ev| {
+            let source = match ev.source {
+                Source::Underlay(ip) => ("provider_address", JsValue::Str(ip.to_string())),
+                Source::Port(p) => ("port", JsValue::U32(p)),
+            };
+            JsValue::Object(vec![
+                ("direction", JsValue::Str(ev.direction.name().to_string())),
+                ("reason", JsValue::Str(ev.reason.name().to_string())),
+                source,
+                ("suppressed", JsValue::U32(ev.suppressed.min(u32::MAX as u64) as u32)),
+            ])
+        });
+        Ok(JsValue::Array(events.collect()))
+    })
 }
 
 fn heartbeats(_: &Args) -> JsResult<JsValue> {

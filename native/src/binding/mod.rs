@@ -107,7 +107,7 @@ pub enum JsValue {
     Undefined,
     U32(u32),
     Str(String),
-    StrArray(Vec<String>),
+    Array(Vec<JsValue>),
     /// Becomes a `BigUint64Array` (one bulk crossing for all counters).
     U64Array(Vec<u64>),
     Object(Vec<(&'static str, JsValue)>),
@@ -123,10 +123,10 @@ unsafe fn to_napi(env: napi_env, v: JsValue) -> napi_value {
             napi_create_uint32(env, n, &mut out);
         }
         JsValue::Str(s) => out = js_string(env, &s),
-        JsValue::StrArray(items) => {
+        JsValue::Array(items) => {
             napi_create_array_with_length(env, items.len(), &mut out);
-            for (i, s) in items.iter().enumerate() {
-                napi_set_element(env, out, i as u32, js_string(env, s));
+            for (i, v) in items.into_iter().enumerate() {
+                napi_set_element(env, out, i as u32, to_napi(env, v));
             }
         }
         JsValue::U64Array(values) => {

@@ -2,7 +2,7 @@
 //! exported as the `reason` label of `nvgre_dropped_packets_total`.
 
 /// Where the dropped packet came from (the `direction` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// A frame read from a VM adapter (TAP).
     FromVm = 0,

@@ -5,6 +5,7 @@
 //! (table snapshot + port set) as a whole; workers pick it up between
 //! batches, so every packet is decided against exactly one snapshot.
 
+mod events;
 pub mod netlink;
 pub mod notify;
 mod sys;
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use sys::*;
+pub use events::{DropEvent, Source};
 pub use tap::{Tap, TapSpec};
 use underlay::Underlay;
 
@@ -34,6 +36,7 @@ struct Shared {
     generation: AtomicU64,
     stop: AtomicBool,
     underlay: Underlay,
+    events: events::EventQueue,
 }
 
 struct Worker {
@@ -61,6 +64,7 @@ impl Dataplane {
             generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             underlay: Underlay::open()?,
+            events: events::EventQueue::default(),
         });
         let mut ws = Vec::new();
         for i in 0..workers.max(1) {
@@ -164,6 +168,11 @@ impl Dataplane {
             out.extend_from_slice(&sums[base..base + VSID_COUNTERS]);
         }
         out
+    }
+
+    /// Rare packet events reported since the last call (see io::events).
+    pub fn drain_events(&self) -> Vec<DropEvent> {
+        self.shared.events.drain()
     }
 
     /// Each worker's heartbeat: a value that keeps changing while it runs.

@@ -10,14 +10,17 @@
 //! 3. carry out the actions: encapsulated packets leave in one `sendmmsg`,
 //!    frames for VMs are written to their TAPs;
 //! 4. count every packet once, after its outcome is known (sent, or dropped
-//!    with a reason; a failed write is `tx_error`).
+//!    with a reason; a failed write is `tx_error`); a drop may also become a
+//!    rate-limited event for the log (io::events).
 
+use super::events::{Limiter, Source};
 use super::sys::*;
 use super::{Shared, State, Tap};
 use crate::dp::{self, Action, Counter, Counters, Direction, DropReason, FxMap, PacketBuf, PortId};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Packets per read batch.
 const BATCH: usize = 64;
@@ -45,6 +48,9 @@ struct Worker {
     registered: FxMap<PortId, Arc<Tap>>,
     bufs: Vec<PacketBuf>,
     actions: Vec<Action>,
+    limiter: Limiter,
+    /// The time of this wake-up: one clock read per batch, not per packet.
+    now: Instant,
 }
 
 impl Context {
@@ -61,6 +67,8 @@ impl Context {
             registered: FxMap::default(),
             bufs: (0..BATCH).map(|_| PacketBuf::new(MAX_PACKET)).collect(),
             actions: Vec::with_capacity(BATCH),
+            limiter: Limiter::default(),
+            now: Instant::now(),
             ctx: self,
         };
         w.register(w.ctx.shared.underlay.fd(), TOKEN_UNDERLAY);
@@ -86,6 +94,7 @@ impl Worker {
             self.ctx.heartbeat.fetch_add(1, Ordering::Relaxed);
             self.refresh();
             let n = unsafe { epoll_wait(self.epoll_fd(), events.as_mut_ptr(), events.len() as i32, TICK_MS) };
+            self.now = Instant::now();
             for ev in events.iter().take(n.max(0) as usize) {
                 match { ev.data } {
                     TOKEN_WAKE => {
@@ -142,7 +151,7 @@ impl Worker {
         for b in &mut self.bufs[..n] {
             self.actions.push(dp::on_vm_frame(&snap, port, b));
         }
-        self.transmit(Direction::FromVm, n);
+        self.transmit(Direction::FromVm, n, Some(port));
     }
 
     fn from_underlay(&mut self) {
@@ -153,23 +162,32 @@ impl Worker {
         for b in &mut self.bufs[..n] {
             self.actions.push(dp::on_underlay_packet(&snap, b));
         }
-        self.transmit(Direction::FromUnderlay, n);
+        self.transmit(Direction::FromUnderlay, n, None);
     }
 
-    /// Carry out the first `n` actions and count each outcome.
-    fn transmit(&mut self, dir: Direction, n: usize) {
-        let counters = &self.ctx.counters;
-        let state = &self.state;
+    /// Carry out the first `n` actions and count each outcome. A drop is
+    /// also offered to the event limiter, with where it came from: the VM
+    /// port `from_port`, or the outer source address of an underlay packet.
+    fn transmit(&mut self, dir: Direction, n: usize, from_port: Option<PortId>) {
+        let Worker { ctx, state, bufs, actions, limiter, now, .. } = self;
+        let counters = &ctx.counters;
+        let mut dropped = |reason: DropReason, b: &PacketBuf| {
+            counters.count_drop(dir, reason);
+            let source = from_port.map(Source::Port).or_else(|| underlay_source(b.frame()));
+            if let Some(ev) = source.and_then(|src| limiter.check(dir, reason, src, *now)) {
+                ctx.shared.events.push(ev);
+            }
+        };
         let mut encap: Vec<(&PacketBuf, IpAddr)> = Vec::new();
         let mut encap_actions: Vec<Action> = Vec::new();
-        for (b, action) in self.bufs[..n].iter().zip(&self.actions) {
+        for (b, action) in bufs[..n].iter().zip(actions.iter()) {
             let result = match *action {
                 Action::Deliver { port, .. } => send_to_port(state, port, b),
                 Action::Flood { vsid, except } => {
                     if let Some(subnet) = state.snapshot.subnet(vsid) {
                         for &p in subnet.ports.iter().filter(|&&p| p != except) {
                             if let Err(reason) = send_to_port(state, p, b) {
-                                counters.count_drop(dir, reason);
+                                dropped(reason, b);
                             }
                         }
                     }
@@ -180,19 +198,28 @@ impl Worker {
                     encap_actions.push(*action);
                     continue;
                 }
-                Action::Drop(_) => Ok(()),
+                Action::Drop(reason) => Err(reason),
             };
             match result {
                 Ok(()) => counters.account(&state.snapshot, dir, action, b.len()),
-                Err(reason) => counters.count_drop(dir, reason),
+                Err(reason) => dropped(reason, b),
             }
         }
         if !encap.is_empty() {
-            self.ctx.shared.underlay.send_batch(&encap, |i, r| match r {
+            ctx.shared.underlay.send_batch(&encap, |i, r| match r {
                 Ok(()) => counters.account(&state.snapshot, dir, &encap_actions[i], encap[i].0.len()),
-                Err(_) => counters.count_drop(dir, DropReason::TxError),
+                Err(_) => dropped(DropReason::TxError, encap[i].0),
             });
         }
+    }
+}
+
+/// The outer source address of a packet as the underlay socket read it.
+fn underlay_source(pkt: &[u8]) -> Option<Source> {
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= 20 => Some(Source::Underlay(IpAddr::from(<[u8; 4]>::try_from(&pkt[12..16]).ok()?))),
+        6 if pkt.len() >= 40 => Some(Source::Underlay(IpAddr::from(<[u8; 16]>::try_from(&pkt[8..24]).ok()?))),
+        _ => None,
     }
 }
 
