@@ -31,7 +31,9 @@ import {
   linkExists,
   linkStats,
   listNamespaces,
+  metricSum,
   ping,
+  scrapeMetrics,
   waitFor,
   withTimeout,
 } from './netns.js';
@@ -378,6 +380,34 @@ async function main(): Promise<number> {
           return `.103: ${a}; .102: ${b}`;
         }),
       );
+
+      // ------------------------------------------------------------ metrics
+      c.section('metrics (Prometheus /metrics in each host namespace)');
+      await c.check('10 pings contoso1 -> contoso3: +10 encapsulated and +10 decapsulated in VSID 6000 on Host 1 and Host 2', async () => {
+        await reach(lab, 'contoso1', vm('contoso3').ip); // neighbour entries warm: no ARP in the window
+        const hosts = ['host1', 'host2'] as const;
+        const before = await Promise.all(hosts.map((h) => scrapeMetrics(lab.ns(h))));
+        const p = await ping(lab.ns('contoso1'), vm('contoso3').ip, { count: 10, intervalMs: 50, timeoutMs: 1000 });
+        if (p.received !== 10) throw new Error(`ping: ${fmtPing(p)}`);
+        const after = await Promise.all(hosts.map((h) => scrapeMetrics(lab.ns(h))));
+        const lines = hosts.map((h, i) => {
+          const d = (name: string) => metricSum(after[i]!, name, 'vsid="6000"') - metricSum(before[i]!, name, 'vsid="6000"');
+          const encap = d('nvgre_encap_packets_total');
+          const decap = d('nvgre_decap_packets_total');
+          if (encap !== 10 || decap !== 10) throw new Error(`${h}: encap +${encap}, decap +${decap} in VSID 6000`);
+          return `${h}: encap +${encap}, decap +${decap}`;
+        });
+        return lines.join('; ');
+      });
+      await c.check('every drop reason is a series, zeros included; none counted from the underlay in this run', async () => {
+        const m = await scrapeMetrics(lab.ns('host1'));
+        const series = [...m.keys()].filter((k) => k.startsWith('nvgre_dropped_packets_total{'));
+        const underlay = metricSum(m, 'nvgre_dropped_packets_total', 'direction="from_underlay"');
+        if (series.length < 2 * 20) throw new Error(`only ${series.length} drop series`);
+        if (underlay !== 0) throw new Error(`${underlay} packets dropped from the underlay`);
+        const nonzero = series.filter((k) => m.get(k)! > 0).map((k) => `${/reason="(\w+)"/.exec(k)![1]}=${m.get(k)}`);
+        return `${series.length} series; from VMs: ${nonzero.join(', ') || 'none'}`;
+      });
 
       // ------------------------------------------------------------ shutdown
       c.section('shutdown');
