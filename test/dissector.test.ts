@@ -1,5 +1,6 @@
 // wireshark/nvgre.lua under the installed tshark: a pcap of NVGRE packets is
-// written here (linktype 1, built with lab/packets.ts), then read back with
+// written here (linktype 1, frames built with lab/packets.ts, the file by
+// src/capture/pcap.ts, the writer of `nvgrectl capture`), then read back with
 // stock tshark (gre.proto / gre.key) and with the Lua dissector (nvgre.vsid,
 // nvgre.flowid, the inner frame, display filters). Every check asserts field
 // values, so a dissector that fails to load, or loads and decodes wrongly,
@@ -7,12 +8,13 @@
 // has written one.
 
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../lab/netns.js';
+import { LINKTYPE, PcapWriter } from '../src/capture/pcap.js';
 import {
   ETHERTYPE_IPV4,
   ETHERTYPE_TEB,
@@ -38,25 +40,16 @@ const HAVE_UNDERLAY = existsSync(UNDERLAY);
 // ---------------------------------------------------------------------------
 // The pcap
 
-/** A classic pcap file (microsecond timestamps, LINKTYPE_ETHERNET) of `frames`. */
-function pcapFile(frames: Buffer[]): Buffer {
-  const header = Buffer.alloc(24);
-  header.writeUInt32LE(0xa1b2c3d4, 0); // magic, microseconds
-  header.writeUInt16LE(2, 4); // version 2.4
-  header.writeUInt16LE(4, 6);
-  header.writeInt32LE(0, 8); // thiszone
-  header.writeUInt32LE(0, 12); // sigfigs
-  header.writeUInt32LE(65535, 16); // snaplen
-  header.writeUInt32LE(1, 20); // LINKTYPE_ETHERNET
-  const records = frames.map((frame, i) => {
-    const rec = Buffer.alloc(16);
-    rec.writeUInt32LE(1_700_000_000 + i, 0);
-    rec.writeUInt32LE(0, 4);
-    rec.writeUInt32LE(frame.length, 8); // incl_len
-    rec.writeUInt32LE(frame.length, 12); // orig_len
-    return Buffer.concat([rec, frame]);
-  });
-  return Buffer.concat([header, ...records]);
+/** Write `frames` as a classic pcap (src/capture/pcap.ts, as `nvgrectl capture` does), one second apart. */
+function writePcap(file: string, frames: Buffer[]): void {
+  const fd = openSync(file, 'w');
+  try {
+    const w = new PcapWriter(fd, { linkType: LINKTYPE.ETHERNET });
+    frames.forEach((frame, i) => w.packet(frame, frame.length, (1_700_000_000 + i) * 1e6));
+    w.end();
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** The underlay link: every IPv4 packet is wrapped in this Ethernet header. */
@@ -221,7 +214,7 @@ describe.skipIf(!HAVE_TSHARK)('wireshark/nvgre.lua under tshark' + (HAVE_TSHARK 
   beforeAll(() => {
     work = mkdtempSync(join(tmpdir(), 'nvgre-dissector-'));
     pcap = join(work, 'nvgre.pcap');
-    writeFileSync(pcap, pcapFile(sample.map((s) => s.frame)));
+    writePcap(pcap, sample.map((s) => s.frame));
   });
   afterAll(() => {
     if (work) rmSync(work, { recursive: true, force: true });

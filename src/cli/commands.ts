@@ -4,9 +4,10 @@
 
 import { stringify as yamlStringify } from 'yaml';
 import { loadConfigFile, parseIp } from '../config/index.js';
-import { isUnspecified } from '../config/net.js';
+import { interfaceNameProblem, isUnspecified } from '../config/net.js';
 import { isNvgreError } from '../errors.js';
 import { matchWord, parseKeywords, isHelpWord, type GrammarSpec, type KeywordSpec, type ParsedArgs } from './args.js';
+import { captureAdapter, captureUnderlay, IN_NETNS_KEYWORD, type CaptureArgs } from './capture.js';
 import { errorLines, type ApiClient, type ApiResponse } from './client.js';
 import { CliError, EXIT, EXIT_CODE_TABLE, exitCodeForErrorCode, usageError } from './exit.js';
 import { writeFileAtomic } from './files.js';
@@ -739,6 +740,93 @@ const CONFIG: ObjectDef = {
   defaultCommand: 'show',
 };
 
+// ---------------------------------------------------------------- capture
+
+const CAPTURE_KW: Keywords = {
+  dev: str('dev', 'IFNAME'),
+  vsid: int('vsid', 'N'),
+  ca: str('ca', 'CA'),
+  count: int('count', 'N'),
+  duration: str('duration', 'SECONDS'),
+  write: str('write', 'FILE'),
+};
+const CAPTURE_ADAPTER_KW: Keywords = {
+  ca: CAPTURE_KW.ca!,
+  count: CAPTURE_KW.count!,
+  duration: CAPTURE_KW.duration!,
+  write: CAPTURE_KW.write!,
+  // Internal: the re-run inside the adapter's network namespace (not in the help).
+  [IN_NETNS_KEYWORD]: str('in_netns', 'NS'),
+};
+
+function captureArgs(p: ParsedArgs, adapter: string | undefined, hint: string): CaptureArgs {
+  if (!p.values.has('write')) throw usageError('missing "write FILE" (or "write -" for standard output)', hint);
+  const dev = p.values.get('dev') as string | undefined;
+  if (dev !== undefined) {
+    const why = dev === 'any' ? undefined : interfaceNameProblem(dev);
+    if (why) throw usageError(`dev "${dev}" ${why}`, hint);
+  }
+  if (adapter !== undefined) {
+    const why = interfaceNameProblem(adapter);
+    if (why) throw usageError(`adapter NAME "${adapter}" ${why}`, hint);
+  }
+  return {
+    adapter,
+    dev,
+    vsid: p.values.get('vsid') as number | undefined,
+    ca: p.values.get('ca') as string | undefined,
+    count: p.values.get('count') as number | undefined,
+    duration: p.values.get('duration') as string | undefined,
+    write: p.values.get('write') as string,
+    inNetns: p.values.get(IN_NETNS_KEYWORD) as string | undefined,
+  };
+}
+
+const CAPTURE: ObjectDef = {
+  about: 'capture NVGRE packets on the underlay, or a VM adapter\'s frames, into a pcap file',
+  where: [
+    'FILE := a pcap file to write (created or truncated), or "-" for standard output',
+    'SECONDS := a duration in seconds (decimals allowed, e.g. 0.5)',
+  ],
+  notes: [
+    'A capture stops after "count N" packets, after "duration SECONDS", or on Ctrl-C (SIGINT) or SIGTERM,',
+    'whichever comes first. count or duration is required unless stdin is a terminal.',
+    '"underlay": every GRE packet (IPv4 protocol 47, IPv6 next header 47) on dev, by default on the',
+    'interface of the daemon\'s provider addresses (from its policy: run nvgrectl in the daemon\'s network',
+    'namespace). "vsid N": the GRE key\'s upper 24 bits are N (flags K set, C clear). "ca CA": NVGRE whose',
+    'inner IPv4 or IPv6 source or destination is CA. Both may be combined.',
+    '"adapter": the frames of one VM adapter\'s TAP ("ca CA": to or from CA, ARP included). A TAP in another',
+    'network namespace (the adapter\'s netns) is captured by re-running the command inside it with',
+    '"ip netns exec": that needs root.',
+    'Capturing needs root (or CAP_NET_RAW and CAP_NET_ADMIN). The file is classic pcap with the device\'s',
+    'link type, snaplen 262144 (libpcap via the cap package captures at most 65535 bytes of a packet),',
+    'timestamps taken as packets arrive; it is flushed as packets arrive and fsynced at the end.',
+    'stderr gets "capturing on DEV (filter: ...)" and at the end "captured N packets on DEV (filter: ...)".',
+    'Decode NVGRE with the dissector: tshark -r FILE -X lua_script:nvgre.lua -Y "nvgre.vsid == 6000"',
+    '(nvgre.lua: wireshark/ in the sources, share/nvgred/wireshark/ when installed); live:',
+    '"nvgrectl capture underlay vsid 6000 count 20 write - | tshark -r -".',
+  ],
+  commands: {
+    underlay: {
+      args: '[ dev IFNAME ] [ vsid N ] [ ca CA ] [ count N ] [ duration SECONDS ] write { FILE | - }',
+      about: 'NVGRE (GRE) packets on the underlay interface',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: CAPTURE_KW }, hint);
+        return captureUnderlay(ctx, captureArgs(p, undefined, hint), hint);
+      },
+    },
+    adapter: {
+      args: 'NAME [ ca CA ] [ count N ] [ duration SECONDS ] write { FILE | - }',
+      about: 'the frames of one VM adapter (its TAP device, in its network namespace)',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: CAPTURE_ADAPTER_KW }, hint);
+        const name = needPositional(p, 'NAME', hint);
+        return captureAdapter(ctx, captureArgs(p, name, hint), hint);
+      },
+    },
+  },
+};
+
 export const OBJECTS: Readonly<Record<string, ObjectDef>> = {
   lookup: LOOKUP,
   route: ROUTE,
@@ -748,6 +836,7 @@ export const OBJECTS: Readonly<Record<string, ObjectDef>> = {
   status: STATUS,
   reload: RELOAD,
   config: CONFIG,
+  capture: CAPTURE,
 };
 
 /** Command words that are not prefixes of the command's name. */
@@ -819,7 +908,8 @@ Objects:
 ${names.map((n) => `  ${n.padEnd(w)}  ${OBJECTS[n]!.about}`).join('\n')}
 
 Commands: add (fails if the entry exists), replace (creates or overwrites), change
-(fails if missing), del, flush (what matches the filters, or all), show, route get.
+(fails if missing), del, flush (what matches the filters, or all), show, route get;
+capture underlay / capture adapter write a pcap file.
 Objects and commands may be abbreviated to a unique prefix ("ro s" = "route show").
 "${PROG} OBJECT help" and "${PROG} OBJECT COMMAND help" describe each one.
 

@@ -61,12 +61,16 @@ export class CliError extends Error {
   /** For usage errors: the help command to suggest. */
   readonly hint: string | undefined;
 
-  constructor(exitCode: ExitCode, message: string, opts: { details?: string[]; hint?: string } = {}) {
+  /** Print nothing: the message was already printed (by a child nvgrectl whose status this carries). */
+  readonly quiet: boolean;
+
+  constructor(exitCode: ExitCode, message: string, opts: { details?: string[]; hint?: string; quiet?: boolean } = {}) {
     super(message);
     this.name = 'CliError';
     this.exitCode = exitCode;
     this.details = opts.details ?? [];
     this.hint = opts.hint;
+    this.quiet = opts.quiet ?? false;
   }
 }
 

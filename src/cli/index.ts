@@ -103,6 +103,7 @@ function version(): string {
 /** Print an error as `Error: …` (plus its details and a help hint) and return its exit status. */
 function report(io: CliIo, e: unknown, prefix = ''): number {
   if (e instanceof CliError) {
+    if (e.quiet) return e.exitCode;
     let text = `Error: ${prefix}${e.message}\n`;
     for (const d of e.details) text += `  ${d}\n`;
     if (e.hint) text += `Try "${e.hint}".\n`;
