@@ -21,6 +21,7 @@ import { ETHERTYPE_IPV4, ethernet, gre, icmpEcho, ipv4, nvgre, IPPROTO_GRE, IPPR
 import { buildTopology, configureVms, startDaemons, UNDERLAY_BRIDGE, UNDERLAY_NS, vm, type Daemon } from '../lab/topology.js';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { apiRequest } from './helpers/api.js';
+import { packageRoot } from '../src/native.js';
 import { tmpdir } from 'node:os';
 
 const lab = new Lab(`nvt${process.pid % 10000}-`);
@@ -316,6 +317,13 @@ describe('logs', () => {
     expect((await put({ level: 'warn' })).body).toMatchObject({ level: 'warn', components: { api: 'warn', packets: 'warn' } });
     expect((await put({ level: 'loud' })).status).toBe(400);
     expect((await put({ level: 'info' })).status).toBe(200);
+    // The same through nvgrectl.
+    const cli = (...args: string[]) => run([process.execPath, join(packageRoot(), 'dist/src/cli/main.js'), '-s', socket, 'log', ...args]);
+    expect((await cli('level', 'debug', 'component', 'policy')).code).toBe(0);
+    expect((await cli('show')).stdout).toContain('component policy level debug');
+    const bad = await cli('level', 'loud');
+    expect(bad.code).toBe(4);
+    expect(bad.stderr).toMatch(/^Error: .*"loud"/);
   });
 });
 

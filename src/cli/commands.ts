@@ -740,6 +740,38 @@ const CONFIG: ObjectDef = {
   defaultCommand: 'show',
 };
 
+// ---------------------------------------------------------------- log
+
+const LOG: ObjectDef = {
+  about: 'the daemon\'s log levels, changed at run time',
+  where: ['LEVEL := { fatal | error | warn | info | debug | trace | silent }'],
+  commands: {
+    show: {
+      args: '',
+      about: 'show the level of every component',
+      run: async (ctx, words, hint) => {
+        parse(words, { keywords: {} }, hint);
+        const res = await ctx.client.call('GET', '/v1/log');
+        if (ctx.json) return printJson(ctx, res);
+        const levels = res.json as { level?: string; components?: Record<string, string> } | undefined;
+        if (!levels?.components) throw unexpected('GET /v1/log', res);
+        write(ctx, [`level ${levels.level}`, ...Object.entries(levels.components).map(([c, l]) => `component ${c} level ${l}`)].join('\n'));
+      },
+    },
+    level: {
+      args: 'LEVEL [ component NAME ]',
+      about: 'set the level of every component, or of one',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { positional: 'LEVEL', keywords: { component: str('component', 'NAME') } }, hint);
+        const level = needPositional(p, 'LEVEL', hint);
+        const component = p.values.get('component');
+        await mutate(ctx, 'PUT', '/v1/log', { level, ...(component !== undefined ? { component } : {}) });
+      },
+    },
+  },
+  defaultCommand: 'show',
+};
+
 // ---------------------------------------------------------------- capture
 
 const CAPTURE_KW: Keywords = {
@@ -837,6 +869,7 @@ export const OBJECTS: Readonly<Record<string, ObjectDef>> = {
   reload: RELOAD,
   config: CONFIG,
   capture: CAPTURE,
+  log: LOG,
 };
 
 /** Command words that are not prefixes of the command's name. */
