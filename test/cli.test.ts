@@ -315,11 +315,13 @@ describe('lookup', () => {
     await ok(['l', 's']);
     await ok(['lookup', 'list']);
     await ok(['lo', 'd', '10.0.1.101', 'vsid', '6000']);
+    await ok(['r']); // a prefix is the first object it begins, as in iproute2: route, not reload
     expect(requests.map((r) => `${r.method} ${r.url}`)).toEqual([
       'GET /v1/lookup-records',
       'GET /v1/lookup-records',
       'GET /v1/lookup-records',
       'DELETE /v1/lookup-records/6000/10.0.1.101',
+      'GET /v1/customer-routes',
     ]);
   });
 });
@@ -734,7 +736,6 @@ describe('exit statuses', () => {
   it('usage errors: exit 2, nothing sent', async () => {
     const bad: [string[], RegExp][] = [
       [['bogus'], /^Error: object "bogus" is unknown\nTry "nvgrectl help"\.\n$/],
-      [['r'], /object "r" is ambiguous: route, reload/],
       [['lookup', 'frob'], /command "frob" is unknown\nTry "nvgrectl lookup help"/],
       [['lookup', 'add', '10.0.1.1', 'vsid', '6000', 'colour', 'red'], /unknown keyword "colour"/],
       [['lookup', 'add', '10.0.1.1', 'vsid'], /missing value after "vsid"/],

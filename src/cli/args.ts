@@ -5,8 +5,10 @@
 import { usageError } from './exit.js';
 
 /**
- * Resolve `word` against `names` (exact match, an alias, or a unique prefix
- * of a name). Throws a usage error naming `what` when unknown or ambiguous.
+ * Resolve `word` against `names`: an exact match, an alias, or a prefix,
+ * which means the first name (in `names` order) it begins, as in iproute2
+ * (`ip r` is route): the tables list the most used first. Throws a usage
+ * error naming `what` when nothing matches.
  */
 export function matchWord(
   word: string,
@@ -18,9 +20,8 @@ export function matchWord(
   if (names.includes(word)) return word;
   const alias = Object.prototype.hasOwnProperty.call(aliases, word) ? aliases[word] : undefined;
   if (alias !== undefined && names.includes(alias)) return alias;
-  const hits = word === '' ? [] : names.filter((n) => n.startsWith(word));
-  if (hits.length === 1) return hits[0]!;
-  if (hits.length > 1) throw usageError(`${what} "${word}" is ambiguous: ${hits.join(', ')}`, hint);
+  const hit = word === '' ? undefined : names.find((n) => n.startsWith(word));
+  if (hit !== undefined) return hit;
   throw usageError(`${what} "${word}" is unknown`, hint);
 }
 

@@ -67,7 +67,7 @@ export function decodeUtf8(buf: Uint8Array, source?: string): string {
     const byte = `0x${(buf[at] ?? 0).toString(16).padStart(2, '0')}`;
     throw nvgreError(
       'NVGRE_ERR_ENCODING',
-      `${source ? `${source}: ` : ''}not valid UTF-8: byte ${byte} at offset ${at} (line ${line}, byte column ${column}); the config file must be UTF-8`,
+      `${source ? `${source}: ` : ''}not valid UTF-8: byte ${byte} at offset ${at} (line ${line}, byte column ${column}); ${source ?? 'a config document'} must be UTF-8`,
       { line, column, value: at },
     );
   }

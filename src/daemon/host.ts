@@ -17,6 +17,7 @@ import {
   type VmAdapter,
 } from '../model/policy.js';
 import { encodePolicy } from '../model/snapshot.js';
+import { nvgreError } from '../errors.js';
 
 /** Outer IPv4 (20) + GRE (8) + inner Ethernet (14): what NVGRE adds to a VM's IP packet. */
 const NVGRE_OVERHEAD_V4 = 42;
@@ -46,6 +47,25 @@ class Undo {
   }
 }
 
+export interface OwnedKernelObjects {
+  provider_addresses: ProviderAddress[];
+  provider_routes: ProviderRoute[];
+}
+
+/**
+ * Run a call into the addon, turning its errors (code NVGRE_ERR_NATIVE_*)
+ * into the control plane's: the API answers them with their message.
+ */
+function native<T>(call: () => T): T {
+  try {
+    return call();
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    if (e.code?.startsWith('NVGRE_ERR_NATIVE')) throw nvgreError('NVGRE_ERR_NATIVE', e.message, { cause: e });
+    throw err;
+  }
+}
+
 export interface PortState {
   name: string;
   id: number;
@@ -63,9 +83,11 @@ export class HostDataplane {
   private running: Policy = emptyPolicy();
   private ports = new Map<string, Port>();
   private nextPortId = 1;
-  /** Kernel objects this daemon created (and so removes); pre-existing ones are left alone. */
-  private ownedAddresses = new Set<string>();
-  private ownedRoutes = new Set<string>();
+  /** Kernel objects this daemon placed (and so removes); pre-existing ones are left alone. */
+  private owned: { addresses: Map<string, ProviderAddress>; routes: Map<string, ProviderRoute> } = {
+    addresses: new Map(),
+    routes: new Map(),
+  };
   private started = false;
 
   constructor(
@@ -94,7 +116,7 @@ export class HostDataplane {
   }
 
   private createPort(a: VmAdapter, mtu: number, id = this.nextPortId++): Port {
-    const ifindex = this.core.addPort(id, a.name, a.netns ?? null, a.mac, mtu);
+    const ifindex = native(() => this.core.addPort(id, a.name, a.netns ?? null, a.mac, mtu));
     this.log.info({ adapter: a.name, vsid: a.vsid, netns: a.netns, mtu, ifindex }, 'vm adapter up');
     return { name: a.name, id, ifindex, mtu, adapter: a, key: tapKey(a, mtu) };
   }
@@ -119,15 +141,15 @@ export class HostDataplane {
       for (const pa of next.provider_addresses) {
         const key = paKey(pa);
         if (prevPas.has(key)) continue;
-        const added = core.addAddress(pa.interface, pa.address, pa.prefix_length);
+        const added = native(() => core.addAddress(pa.interface, pa.address, pa.prefix_length));
         if (added) {
-          this.ownedAddresses.add(key);
+          this.owned.addresses.set(key, pa);
           undo.push(() => {
             core.delAddress(pa.interface, pa.address, pa.prefix_length);
-            this.ownedAddresses.delete(key);
+            this.owned.addresses.delete(key);
           });
         }
-        this.log.info({ pa: pa.address, interface: pa.interface, preexisting: !added }, 'provider address up');
+        this.log.info({ pa: pa.address, interface: pa.interface, preexisting: !added && !this.owned.addresses.has(key) }, 'provider address up');
       }
       const prevRoutes = new Set(prev.provider_routes.map(routeKey));
       for (const r of next.provider_routes) {
@@ -135,11 +157,11 @@ export class HostDataplane {
         if (prevRoutes.has(key)) continue;
         const [prefix, len] = splitPrefix(r.destination_prefix);
         const via = isOnLink(r.next_hop) ? null : r.next_hop;
-        if (core.addRoute(prefix, len, via, r.interface, r.metric)) {
-          this.ownedRoutes.add(key);
+        if (native(() => core.addRoute(prefix, len, via, r.interface, r.metric))) {
+          this.owned.routes.set(key, r);
           undo.push(() => {
             core.delRoute(prefix, len, via, r.interface, r.metric);
-            this.ownedRoutes.delete(key);
+            this.owned.routes.delete(key);
           });
         }
         this.log.info({ route: r.destination_prefix, via: r.next_hop, interface: r.interface }, 'provider route up');
@@ -159,7 +181,7 @@ export class HostDataplane {
         }
         if (cur) {
           // Same name, new device: the old TAP must go first to free the name.
-          core.removePort(cur.id);
+          native(() => core.removePort(cur.id));
           undo.push(() => this.ports.set(cur.name, this.createPort(cur.adapter, cur.mtu, cur.id)));
         }
         const port = this.createPort(a, portMtu);
@@ -168,7 +190,7 @@ export class HostDataplane {
       }
 
       // 3. One snapshot, swapped in whole.
-      core.setPolicy(encodePolicy(next, new Map([...nextPorts].map(([n, p]) => [n, p.id]))));
+      native(() => core.setPolicy(encodePolicy(next, new Map([...nextPorts].map(([n, p]) => [n, p.id])))));
 
       // 4. What the new policy no longer names.
       for (const [name, p] of this.ports) {
@@ -176,7 +198,7 @@ export class HostDataplane {
         this.bestEffort(() => core.removePort(p.id));
         this.log.info({ adapter: name }, 'vm adapter removed');
       }
-      this.removeStale(prev, next);
+      this.removeStale(next);
       this.ports = nextPorts;
       this.running = next;
     } catch (err) {
@@ -185,23 +207,36 @@ export class HostDataplane {
     }
   }
 
-  /** Provider addresses and routes of `prev` that `next` does not have. */
-  private removeStale(prev: Policy, next: Policy): void {
+  /** Remove the provider addresses and routes this daemon placed that `next` does not have. */
+  private removeStale(next: Policy): void {
     const keepRoutes = new Set(next.provider_routes.map(routeKey));
-    for (const r of prev.provider_routes) {
-      const key = routeKey(r);
-      if (keepRoutes.has(key) || !this.ownedRoutes.has(key)) continue;
+    for (const [key, r] of this.owned.routes) {
+      if (keepRoutes.has(key)) continue;
       const [prefix, len] = splitPrefix(r.destination_prefix);
       this.bestEffort(() => this.core.delRoute(prefix, len, isOnLink(r.next_hop) ? null : r.next_hop, r.interface, r.metric));
-      this.ownedRoutes.delete(key);
+      this.owned.routes.delete(key);
     }
     const keepPas = new Set(next.provider_addresses.map(paKey));
-    for (const pa of prev.provider_addresses) {
-      const key = paKey(pa);
-      if (keepPas.has(key) || !this.ownedAddresses.has(key)) continue;
+    for (const [key, pa] of this.owned.addresses) {
+      if (keepPas.has(key)) continue;
       this.bestEffort(() => this.core.delAddress(pa.interface, pa.address, pa.prefix_length));
-      this.ownedAddresses.delete(key);
+      this.owned.addresses.delete(key);
     }
+  }
+
+  /** What this daemon placed in the kernel, to be saved with the policy. */
+  ownedKernelObjects(): OwnedKernelObjects {
+    return { provider_addresses: [...this.owned.addresses.values()], provider_routes: [...this.owned.routes.values()] };
+  }
+
+  /**
+   * Take over what an earlier run of this daemon placed and could not remove
+   * (it was killed): the next apply keeps what the policy still names and
+   * removes the rest.
+   */
+  adopt(saved: OwnedKernelObjects): void {
+    for (const pa of saved.provider_addresses) this.owned.addresses.set(paKey(pa), pa);
+    for (const r of saved.provider_routes) this.owned.routes.set(routeKey(r), r);
   }
 
   private bestEffort(f: () => void): void {
@@ -218,7 +253,7 @@ export class HostDataplane {
     this.started = false;
     this.core.stop();
     this.ports.clear();
-    this.removeStale(this.running, emptyPolicy());
+    this.removeStale(emptyPolicy());
     this.running = emptyPolicy();
   }
 }

@@ -16,7 +16,7 @@ import { native } from '../native.js';
 import { HostDataplane } from './host.js';
 import { isLogLevel, LOG_LEVELS, Logs, type Logger } from './log.js';
 import { logPacketEvents } from './events.js';
-import { StateFile } from './state.js';
+import { StateFile, type SavedState } from './state.js';
 import { PolicyStore } from './store.js';
 import { supervise } from './supervisor.js';
 import { Systemd } from './systemd.js';
@@ -75,13 +75,12 @@ function parseCommandLine(): { config: string; workers: number; level: string } 
  * included) if there is one, else the config file's. Settings that are read
  * only at start always come from the config file.
  */
-function initialPolicy(file: Policy, state: StateFile | undefined, log: Logger): Policy {
-  const saved = state?.load();
+function initialPolicy(file: Policy, saved: SavedState | undefined, state: StateFile | undefined, log: Logger): Policy {
   if (saved === undefined) {
     if (!state) log.warn('no state_dir (nor $STATE_DIRECTORY): runtime policy changes will not survive a restart');
     return file;
   }
-  const policy = validatePolicy({ ...(saved as object), api: file.api, metrics: file.metrics, state_dir: file.state_dir }, { source: state!.path });
+  const policy = validatePolicy({ ...(saved.policy as object), api: file.api, metrics: file.metrics, state_dir: file.state_dir }, { source: state!.path });
   log.info({ state: state!.path }, 'restored the saved running policy (nvgrectl reload applies the config file instead)');
   return policy;
 }
@@ -95,13 +94,15 @@ async function main(): Promise<number> {
   let file: Policy;
   let state: StateFile | undefined;
   let policy: Policy;
+  let saved: SavedState | undefined;
   try {
     file = await loadConfigFile(cl.config);
     logs = new Logs(cl.level as never, file.host.name);
     log = logs.root;
     const stateDir = file.state_dir ?? process.env.STATE_DIRECTORY;
     state = stateDir ? new StateFile(stateDir) : undefined;
-    policy = initialPolicy(file, state, log);
+    saved = state?.load();
+    policy = initialPolicy(file, saved, state, log);
   } catch (err) {
     if (!isNvgreError(err)) throw err;
     log.fatal({ code: err.code, errors: err.details, config: cl.config }, err.message);
@@ -138,8 +139,9 @@ async function main(): Promise<number> {
 
   try {
     host.start(cl.workers, file.metrics.per_vsid ? file.metrics.per_vsid_max : 0);
+    if (saved) host.adopt(saved.owned);
     host.apply(policy);
-    state?.save(policy);
+    state?.save(policy, host.ownedKernelObjects());
     store = new PolicyStore(host, state, file, cl.config, logs.component('policy'), {
       start: () => systemd.reloading(),
       end: () => systemd.ready(`${store!.policy.lookup_records.length} lookup records, ${host.portStates().length} VM adapters`),

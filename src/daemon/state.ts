@@ -3,9 +3,10 @@
 // directory, fsync, rename over the old one, fsync the directory. A crash at
 // any point leaves the old file or the new one, never a mix.
 
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { nvgreError } from '../errors.js';
+import type { OwnedKernelObjects } from './host.js';
 
 const FORMAT = 'nvgred-state/1';
 
@@ -13,7 +14,17 @@ interface StateDocument {
   format: string;
   saved_at: string;
   policy: unknown;
+  /** The provider addresses and routes this daemon placed (removed by it, even after a crash). */
+  owned?: OwnedKernelObjects;
 }
+
+export interface SavedState {
+  policy: unknown;
+  owned: OwnedKernelObjects;
+}
+
+/** Temporary files of writeFileAtomic, left behind if the process died mid-write. */
+const TEMP = /^\.\d+\.\d+\.tmp$/;
 
 /** Write `data` to `path` atomically and durably. */
 export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o640): void {
@@ -50,8 +61,9 @@ export class StateFile {
     this.path = join(dir, 'policy.json');
   }
 
-  /** The saved policy document, or undefined if none was saved yet. */
-  load(): unknown {
+  /** The saved state, or undefined if none was saved yet. */
+  load(): SavedState | undefined {
+    this.removeTemporaries();
     let text: string;
     try {
       text = readFileSync(this.path, 'utf8');
@@ -68,12 +80,23 @@ export class StateFile {
     if (doc?.format !== FORMAT) {
       throw nvgreError('NVGRE_ERR_IO', `the saved policy ${this.path} has format ${JSON.stringify(doc?.format)}, expected ${FORMAT}`);
     }
-    return doc.policy;
+    return { policy: doc.policy, owned: doc.owned ?? { provider_addresses: [], provider_routes: [] } };
   }
 
-  save(policy: unknown): void {
+  save(policy: unknown, owned: OwnedKernelObjects): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o750 });
-    const doc: StateDocument = { format: FORMAT, saved_at: new Date().toISOString(), policy };
+    const doc: StateDocument = { format: FORMAT, saved_at: new Date().toISOString(), policy, owned };
     writeFileAtomic(this.path, JSON.stringify(doc));
+  }
+
+  /** A write that died half way left only its temporary file: remove it. */
+  private removeTemporaries(): void {
+    let names: string[];
+    try {
+      names = readdirSync(this.dir);
+    } catch {
+      return;
+    }
+    for (const n of names) if (TEMP.test(n)) rmSync(join(this.dir, n), { force: true });
   }
 }

@@ -93,9 +93,10 @@ export class PolicyStore {
   private commit(nextDoc: unknown): Policy {
     const next = validatePolicy(nextDoc);
     const prev = this.running;
+    if (JSON.stringify(next) === JSON.stringify(prev)) return prev; // nothing to do, nothing to count
     this.host.apply(next);
     try {
-      this.state?.save(next);
+      this.state?.save(next, this.host.ownedKernelObjects());
     } catch (err) {
       this.host.apply(prev);
       throw nvgreError('NVGRE_ERR_IO', `cannot save the policy to ${this.state!.path}: ${(err as Error).message}; the change was not applied`);
@@ -129,7 +130,7 @@ export class PolicyStore {
 
   create(res: Resource, body: unknown): Promise<AnyRecord> {
     return this.exclusive(() => {
-      const rec = res.validate(body, res.section.replace(/s$/, ''));
+      const rec = res.validate(body, res.singular);
       const id = idOf(res, rec);
       if (this.records(res).some((r) => idOf(res, r) === id)) {
         throw nvgreError('NVGRE_ERR_EXISTS', `${res.noun} ${res.identity(rec).join(' ')} exists (replace it, or change it)`);
@@ -143,7 +144,7 @@ export class PolicyStore {
   /** Upsert; `created` tells which it was. */
   replace(res: Resource, key: string[], body: unknown): Promise<{ record: AnyRecord; created: boolean }> {
     return this.exclusive(() => {
-      const rec = res.validate(body, res.section.replace(/s$/, ''));
+      const rec = res.validate(body, res.singular);
       if (!matchesKey(res, rec, key)) {
         throw nvgreError('NVGRE_ERR_BAD_REQUEST', `the body's key ${res.identity(rec).join(' ')} is not the path's ${key.join(' ')}`);
       }
@@ -168,7 +169,7 @@ export class PolicyStore {
         throw nvgreError('NVGRE_ERR_BAD_REQUEST', `${touched.join(', ')} identify the ${res.noun} and cannot be changed: delete it and add a new one`);
       }
       const old = this.get(res, key);
-      const rec = res.validate({ ...old, ...patch }, res.section.replace(/s$/, ''));
+      const rec = res.validate({ ...old, ...patch }, res.singular);
       this.commit(this.withSection(res, this.records(res).map((r) => (r === old ? rec : r))));
       this.log.info({ [res.section]: res.identity(rec) }, `${res.noun} changed`);
       return rec;

@@ -26,6 +26,8 @@ export interface Resource {
   path: string;
   /** One record, in words (errors). */
   noun: string;
+  /** One record's field path prefix in errors (`lookup_record.vsid`). */
+  singular: string;
   /** Key fields, in path order. Trailing `optionalKeys` of them may be left out. */
   key: readonly string[];
   optionalKeys: number;
@@ -41,6 +43,7 @@ const UNSPECIFIED = new Set(['0.0.0.0', '::']);
 export const RESOURCES: readonly Resource[] = [
   {
     section: 'provider_addresses',
+    singular: 'provider_address',
     path: 'provider-addresses',
     noun: 'provider address',
     key: ['address'],
@@ -51,6 +54,7 @@ export const RESOURCES: readonly Resource[] = [
   },
   {
     section: 'provider_routes',
+    singular: 'provider_route',
     path: 'provider-routes',
     noun: 'provider route',
     key: ['destination_prefix', 'interface', 'next_hop'],
@@ -61,6 +65,7 @@ export const RESOURCES: readonly Resource[] = [
   },
   {
     section: 'customer_routes',
+    singular: 'customer_route',
     path: 'customer-routes',
     noun: 'customer route',
     key: ['routing_domain', 'vsid', 'destination_prefix'],
@@ -71,6 +76,7 @@ export const RESOURCES: readonly Resource[] = [
   },
   {
     section: 'lookup_records',
+    singular: 'lookup_record',
     path: 'lookup-records',
     noun: 'lookup record',
     key: ['vsid', 'customer_address', 'mac'],
@@ -85,6 +91,7 @@ export const RESOURCES: readonly Resource[] = [
   },
   {
     section: 'vm_adapters',
+    singular: 'vm_adapter',
     path: 'vm-adapters',
     noun: 'VM adapter',
     key: ['name'],
@@ -165,9 +172,11 @@ export function parseFilter(res: Resource, query: URLSearchParams, ignore: reado
   for (const [name, value] of query) {
     if (ignore.includes(name)) continue;
     if (!res.fields.includes(name)) {
-      throw nvgreError('NVGRE_ERR_BAD_REQUEST', `${res.noun}s have no field ${JSON.stringify(name)} to filter on (fields: ${res.fields.join(', ')})`, {
+      const message = `${name}=${JSON.stringify(value)}: ${res.noun}s have no field ${JSON.stringify(name)} to filter on (fields: ${res.fields.join(', ')})`;
+      throw nvgreError('NVGRE_ERR_BAD_REQUEST', message, {
         path: name,
         value,
+        details: [{ code: 'NVGRE_ERR_UNKNOWN_KEY', path: name, value, message }],
       });
     }
     out.push([name, normalizeField(name, value, 'filter')]);

@@ -209,10 +209,19 @@ fn next_hop(args: &Args) -> JsResult<JsValue> {
     let Some(subnet) = snap.subnet(vsid) else {
         return Ok(JsValue::Object(vec![("action", JsValue::Str("drop".into())), drop(DropReason::UnknownVsid)]));
     };
-    let (route, target, record) = match snap.next_hop(subnet.routing_domain, dst) {
+    let rd = subnet.routing_domain;
+    let (route, target, record) = match snap.next_hop(rd, dst) {
         Ok(NextHop::Gateway) => return Ok(JsValue::Object(vec![("action", JsValue::Str("gateway".into()))])),
         Ok(NextHop::Vm { route, target, record }) => (route, target, record),
-        Err(reason) => return Ok(JsValue::Object(vec![("action", JsValue::Str("drop".into())), drop(reason)])),
+        Err(reason) => {
+            // A route may have matched even though its target has no record: report it.
+            let mut fields = vec![("action", JsValue::Str("drop".into())), drop(reason)];
+            if let Some(route) = snap.route(rd, dst) {
+                fields.push(("route_vsid", JsValue::U32(route.vsid)));
+                fields.push(("route_prefix", JsValue::Str(format!("{}/{}", route.prefix, route.prefix_len))));
+            }
+            return Ok(JsValue::Object(fields));
+        }
     };
     let mut fields = vec![
         ("route_vsid", JsValue::U32(route.vsid)),

@@ -19,6 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use sys::*;
 pub use events::{DropEvent, Source};
 pub use tap::{Tap, TapSpec};
@@ -44,8 +45,13 @@ struct Worker {
     counters: Arc<Counters>,
     /// Advanced every loop iteration (at least once a second): proof of life.
     heartbeat: Arc<AtomicU64>,
+    /// The state generation the worker decides packets against.
+    seen: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// How long a publisher waits for the workers to let go of the old state.
+const GRACE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Dataplane {
     shared: Arc<Shared>,
@@ -71,14 +77,16 @@ impl Dataplane {
             let wake = owned(unsafe { eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) })?;
             let counters = Arc::new(Counters::new(vsid_capacity));
             let heartbeat = Arc::new(AtomicU64::new(0));
+            let seen = Arc::new(AtomicU64::new(0));
             let ctx = worker::Context {
                 shared: shared.clone(),
                 wake: wake.as_raw_fd(),
                 counters: counters.clone(),
                 heartbeat: heartbeat.clone(),
+                seen: seen.clone(),
             };
             let thread = std::thread::Builder::new().name(format!("nvgre-worker-{i}")).spawn(move || ctx.run())?;
-            ws.push(Worker { wake, counters, heartbeat, thread: Some(thread) });
+            ws.push(Worker { wake, counters, heartbeat, seen, thread: Some(thread) });
         }
         Ok(Dataplane {
             shared,
@@ -89,16 +97,30 @@ impl Dataplane {
         })
     }
 
-    /// Replace the state with what `f` makes of the current one, and tell
-    /// the workers. Publishers are serialised, so read-modify-write is atomic.
+    /// Replace the state with what `f` makes of the current one, tell the
+    /// workers, and return once every worker decides packets against it: no
+    /// packet sees the old state afterwards, and whatever only the old state
+    /// held (a removed port's TAP) is gone. Publishers are serialised, so
+    /// read-modify-write is atomic.
     fn update<T>(&self, f: impl FnOnce(&State) -> io::Result<(State, T)>) -> io::Result<T> {
         let _g = self.publish_lock.lock().unwrap();
         let cur = self.shared.state.lock().unwrap().clone();
         let (next, out) = f(&cur)?;
+        drop(cur);
         *self.shared.state.lock().unwrap() = Arc::new(next);
-        self.shared.generation.fetch_add(1, Ordering::Release);
+        let generation = self.shared.generation.fetch_add(1, Ordering::Release) + 1;
         self.wake_all();
+        self.wait_for_workers(generation);
         Ok(out)
+    }
+
+    /// Wait (bounded: a stalled worker is the supervisor's business) until
+    /// every worker has picked up `generation`.
+    fn wait_for_workers(&self, generation: u64) {
+        let deadline = Instant::now() + GRACE_TIMEOUT;
+        while self.workers.iter().any(|w| w.seen.load(Ordering::Acquire) < generation) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(50));
+        }
     }
 
     fn wake_all(&self) {

@@ -37,6 +37,7 @@ pub struct Context {
     pub wake: i32,
     pub counters: Arc<Counters>,
     pub heartbeat: Arc<AtomicU64>,
+    pub seen: Arc<AtomicU64>,
 }
 
 struct Worker {
@@ -129,6 +130,8 @@ impl Worker {
                 self.registered.insert(*id, tap.clone());
             }
         }
+        // The old state (and any TAP only it held) is released: say so.
+        self.ctx.seen.store(generation, Ordering::Release);
     }
 
     fn from_vm(&mut self, port: PortId) {
