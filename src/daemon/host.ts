@@ -190,7 +190,7 @@ export class HostDataplane {
       }
 
       // 3. One snapshot, swapped in whole.
-      native(() => core.setPolicy(encodePolicy(next, new Map([...nextPorts].map(([n, p]) => [n, p.id])))));
+      native(() => core.setPolicy(encodePolicy(next, new Map([...nextPorts].map(([n, p]) => [n, p.id])), interfaceMtu)));
 
       // 4. What the new policy no longer names.
       for (const [name, p] of this.ports) {

@@ -6,7 +6,7 @@ import { parseIp, type Family } from '../config/net.js';
 import { isOnLink, splitPrefix, type FlowIdMode, type LookupRule, type LookupType, type Policy } from './policy.js';
 
 const MAGIC = 'NVGP';
-const VERSION = 1;
+const VERSION = 2;
 const HEADER_LEN = 32;
 const PA_LEN = 20;
 const ROUTE_LEN = 48;
@@ -56,7 +56,11 @@ function putIp(buf: Buffer, off: number, text: string): Family {
   return a.family;
 }
 
-export function encodePolicy(policy: Policy, ports: PortIds): Buffer {
+/**
+ * `ports`: the core's id of each VM adapter that has a TAP; `interfaceMtu`:
+ * the MTU of an underlay interface (the largest outer packet it sends).
+ */
+export function encodePolicy(policy: Policy, ports: PortIds, interfaceMtu: (ifname: string) => number): Buffer {
   const rd = routingDomainIndex(policy);
   const adapters = policy.vm_adapters.filter((a) => ports.has(a.name));
   const buf = Buffer.alloc(
@@ -79,6 +83,7 @@ export function encodePolicy(policy: Policy, ports: PortIds): Buffer {
   for (const pa of policy.provider_addresses) {
     buf[off] = putIp(buf, off + 4, pa.address);
     buf[off + 1] = pa.prefix_length;
+    buf.writeUInt16LE(Math.min(interfaceMtu(pa.interface), 0xffff), off + 2);
     off += PA_LEN;
   }
   for (const r of policy.customer_routes) {

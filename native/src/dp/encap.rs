@@ -2,16 +2,16 @@
 
 use super::{Action, DropReason, FlowIdMode, PacketBuf, Tunnel, Vsid};
 use crate::wire::{
-    EtherType, EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, NvgreRepr, IPV4_HEADER_LEN,
-    IPV6_HEADER_LEN,
+    EtherType, EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NvgreRepr,
+    IPV4_HEADER_LEN, IPV6_HEADER_LEN,
 };
 use std::net::IpAddr;
 
-/// Outer IPv4 TTL (the and Windows' default).
+/// Outer TTL / hop limit (Windows' default).
 const OUTER_TTL: u8 = 64;
 
-/// Wrap the frame in outer IPv4 + GRE toward the tunnel's PA, key = `vsid`
-/// (the destination VSID) and the FlowID.
+/// Wrap the frame in outer IPv4 or IPv6 (the tunnel's family) + GRE toward
+/// the tunnel's PA, key = `vsid` (the destination VSID) and the FlowID.
 pub fn encapsulate(
     buf: &mut PacketBuf,
     tunnel: &Tunnel,
@@ -27,30 +27,37 @@ pub fn encapsulate(
             FlowIdMode::Zero => 0,
         },
     };
-    let inner_len = buf.len();
+    let payload_len = nvgre.buffer_len() + buf.len();
+    let ip_len = outer_header_len(tunnel.remote) - nvgre.buffer_len();
+    let Some(hdr) = buf.prepend(ip_len + nvgre.buffer_len()) else {
+        return Action::Drop(DropReason::Truncated);
+    };
+    let (ip_hdr, gre_hdr) = hdr.split_at_mut(ip_len);
     match (tunnel.local, tunnel.remote) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) if !src.is_unspecified() => {
-            let ip = Ipv4Repr {
-                src_addr: src,
-                dst_addr: dst,
-                next_header: IpProtocol::Gre,
-                payload_len: nvgre.buffer_len() + inner_len,
-                hop_limit: OUTER_TTL,
-                dscp,
-                ecn: 0,
-                dont_frag: true,
-            };
-            let hdr_len = ip.buffer_len() + nvgre.buffer_len();
-            let Some(hdr) = buf.prepend(hdr_len) else {
-                return Action::Drop(DropReason::Truncated);
-            };
-            let (ip_hdr, gre_hdr) = hdr.split_at_mut(ip.buffer_len());
-            ip.emit(&mut Ipv4Packet::new_unchecked(ip_hdr));
-            nvgre.emit(&mut GrePacket::new_unchecked(gre_hdr));
-            Action::Encap { pa: tunnel.remote, vsid, routed }
+        (IpAddr::V4(src), IpAddr::V4(dst)) => Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Gre,
+            payload_len,
+            hop_limit: OUTER_TTL,
+            dscp,
+            ecn: 0,
+            dont_frag: true,
         }
-        _ => Action::Drop(DropReason::NoProviderAddress),
+        .emit(&mut Ipv4Packet::new_unchecked(ip_hdr)),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => Ipv6Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Gre,
+            payload_len,
+            hop_limit: OUTER_TTL,
+            traffic_class: dscp << 2,
+        }
+        .emit(&mut Ipv6Packet::new_unchecked(ip_hdr)),
+        _ => return Action::Drop(DropReason::NoProviderAddress),
     }
+    nvgre.emit(&mut GrePacket::new_unchecked(gre_hdr));
+    Action::Encap { pa: tunnel.remote, vsid, routed }
 }
 
 /// Bytes the outer header adds in front of the frame for a PA of this family.

@@ -24,7 +24,7 @@ pub use policy::{
     RoutingDomain, Rule, Vsid,
 };
 pub use tables::{FxMap, Location, NextHop, Reach, Record, Route, Snapshot, Tunnel};
-pub use underlay::on_underlay_packet;
+pub use underlay::{on_underlay_gre, on_underlay_packet};
 pub use vm::on_vm_frame;
 
 use std::net::IpAddr;
@@ -57,9 +57,9 @@ pub enum Via {
 pub enum Action {
     /// Write the frame to a local VM port of `vsid`.
     Deliver { port: PortId, vsid: Vsid, via: Via },
-    /// Write the frame to every local port of `vsid` but `except`: broadcast
-    /// and multicast stay on the host.
-    Flood { vsid: Vsid, except: PortId },
+    /// Write the frame to every local port of `vsid` but `except` (the
+    /// port it came from): broadcast and multicast stay on the host.
+    Flood { vsid: Vsid, except: Option<PortId> },
     /// The buffer now holds outer IP + GRE + the frame: send it to `pa`.
     Encap { pa: IpAddr, vsid: Vsid, routed: bool },
     Drop(DropReason),

@@ -6,12 +6,13 @@
 //! policy change, whatever the number of records.
 //!
 //! Encoding (little endian). Header, 32 bytes:
-//! `magic "NVGP"`, `version u32 = 1`, `flow_id u8` (0 hash, 1 zero), 1 byte pad,
+//! `magic "NVGP"`, `version u32 = 2`, `flow_id u8` (0 hash, 1 zero), 1 byte pad,
 //! `default_gateway_mac [6]`, then the counts `u32` of provider addresses,
 //! customer routes, lookup records and ports. Then the sections, in that order,
 //! of fixed-size entries. An IP address is `family u8` (4 or 6) elsewhere in
 //! the entry plus 16 bytes (IPv4 in the first 4).
-//! - provider address (20): family u8, prefix_len u8, pad 2, address 16
+//! - provider address (20): family u8, prefix_len u8, mtu u16 (of its
+//!   interface: the largest outer packet), address 16
 //! - customer route (48): routing_domain u32, vsid u32, family u8, prefix_len u8,
 //!   on_link u8, pad 1, metric u32, prefix 16, next_hop 16
 //! - lookup record (48): vsid u32, ca_family u8, pa_family u8, rule u8, type u8,
@@ -53,6 +54,8 @@ pub enum RecordType {
 pub struct ProviderAddress {
     pub address: IpAddr,
     pub prefix_len: u8,
+    /// The MTU of its interface: the largest outer packet sent from it.
+    pub mtu: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +103,7 @@ pub struct Policy {
 pub struct DecodeError(pub String);
 
 const MAGIC: &[u8; 4] = b"NVGP";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 32;
 const PA_LEN: usize = 20;
 const ROUTE_LEN: usize = 48;
@@ -186,8 +189,8 @@ impl Policy {
         for _ in 0..counts[0] {
             let fam = c.u8();
             let prefix_len = c.u8();
-            c.take(2);
-            provider_addresses.push(ProviderAddress { address: c.ip(fam)?, prefix_len });
+            let mtu = u16::from_le_bytes(c.take(2).try_into().unwrap());
+            provider_addresses.push(ProviderAddress { address: c.ip(fam)?, prefix_len, mtu });
         }
         let mut customer_routes = Vec::with_capacity(counts[1]);
         for _ in 0..counts[1] {
@@ -270,7 +273,8 @@ impl Policy {
             out.extend_from_slice(&(n as u32).to_le_bytes());
         }
         for pa in &self.provider_addresses {
-            out.extend_from_slice(&[family(&pa.address), pa.prefix_len, 0, 0]);
+            out.extend_from_slice(&[family(&pa.address), pa.prefix_len]);
+            out.extend_from_slice(&pa.mtu.to_le_bytes());
             put_ip(&mut out, &pa.address);
         }
         for r in &self.customer_routes {

@@ -90,6 +90,8 @@ pub struct Record {
 pub struct Tunnel {
     pub local: IpAddr,
     pub remote: IpAddr,
+    /// The largest outer packet the local PA's interface sends.
+    pub mtu: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +179,9 @@ pub struct Snapshot {
     gateways: FxMap<(RoutingDomain, IpAddr), Vsid>,
     by_ca: FxMap<(Vsid, IpAddr), Record>,
     by_mac: FxMap<(RoutingDomain, MacAddr), Record>,
+    /// Gateway wildcard records: (VSID, is IPv4) → the HNV gateway that takes
+    /// destinations routed into that VSID without an exact record.
+    wildcards: FxMap<(Vsid, bool), Record>,
 }
 
 impl Snapshot {
@@ -220,12 +225,13 @@ impl Snapshot {
                 Location::Local
             } else {
                 let next = s.tunnels.len() as u32;
-                let local_pas = &s.local_pas;
                 let idx = *tunnel_index.entry(r.provider_address).or_insert_with(|| next);
                 if idx == next {
+                    let local = pick_source(&policy.provider_addresses, r.provider_address);
                     s.tunnels.push(Tunnel {
-                        local: pick_source(local_pas, &policy.provider_addresses, r.provider_address),
+                        local: local.map(|pa| pa.address).unwrap_or(unspecified(r.provider_address)),
                         remote: r.provider_address,
+                        mtu: local.map(|pa| pa.mtu).unwrap_or(0),
                     });
                 }
                 Location::Remote(idx)
@@ -244,7 +250,12 @@ impl Snapshot {
                 RecordType::L2Only => {
                     s.by_mac.insert((rd, r.mac), rec);
                 }
-                RecordType::GatewayWildcard => {}
+                RecordType::GatewayWildcard => {
+                    s.wildcards.insert((r.vsid, r.customer_address.is_ipv4()), rec);
+                    // Its traffic comes back from the gateway's MAC: the
+                    // underlay check needs it, unless a static record has it.
+                    s.by_mac.entry((rd, r.mac)).or_insert(rec);
+                }
             }
         }
 
@@ -310,7 +321,10 @@ impl Snapshot {
         }
         let route = self.route(rd, dst).ok_or(DropReason::NoRoute)?;
         let target = route.next_hop.unwrap_or(dst);
-        let record = self.record_by_ca(route.vsid, target).ok_or(DropReason::NoLookupRecord)?;
+        let record = self
+            .record_by_ca(route.vsid, target)
+            .or_else(|| self.wildcards.get(&(route.vsid, target.is_ipv4())))
+            .ok_or(DropReason::NoLookupRecord)?;
         Ok(NextHop::Vm { route, target, record })
     }
 
@@ -343,26 +357,18 @@ impl Snapshot {
 
 /// The local PA to send from: one of the remote's family whose prefix holds
 /// it, else the first of that family. A remote of a family with no local PA
-/// gets the unspecified address, and packets to it are dropped.
-fn pick_source(
-    local: &[IpAddr],
-    pas: &[super::policy::ProviderAddress],
-    remote: IpAddr,
-) -> IpAddr {
-    let same_subnet = pas.iter().find(|pa| {
-        Route { vsid: 0, prefix: pa.address, prefix_len: pa.prefix_len, next_hop: None, metric: 0 }
-            .contains(remote)
-    });
-    if let Some(pa) = same_subnet {
-        return pa.address;
+/// gets none, and packets to it are dropped.
+fn pick_source(pas: &[super::policy::ProviderAddress], remote: IpAddr) -> Option<&super::policy::ProviderAddress> {
+    let contains = |pa: &&super::policy::ProviderAddress| {
+        Route { vsid: 0, prefix: pa.address, prefix_len: pa.prefix_len, next_hop: None, metric: 0 }.contains(remote)
+    };
+    pas.iter().find(contains).or_else(|| pas.iter().find(|pa| pa.address.is_ipv4() == remote.is_ipv4()))
+}
+
+fn unspecified(of: IpAddr) -> IpAddr {
+    if of.is_ipv4() {
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
     }
-    local
-        .iter()
-        .copied()
-        .find(|a| a.is_ipv4() == remote.is_ipv4())
-        .unwrap_or(if remote.is_ipv4() {
-            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-        })
 }

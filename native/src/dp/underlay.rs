@@ -7,33 +7,42 @@ use super::tables::{Location, Snapshot};
 use super::{malformed, Action, DropReason, PacketBuf, Via};
 use crate::wire::{EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, NvgreError, NvgreRepr};
 use std::net::IpAddr;
+use std::ops::Range;
 
-/// Decide what to do with a packet received on the underlay. The buffer holds
-/// the outer IP header onwards (what a raw IP socket reads).
+/// Decide what to do with a packet from the IPv4 underlay socket: the
+/// buffer holds the outer IPv4 header onwards.
 pub fn on_underlay_packet(snap: &Snapshot, buf: &mut PacketBuf) -> Action {
-    let frame = buf.frame();
-    let Some(&first) = frame.first() else {
-        return Action::Drop(DropReason::Truncated);
-    };
-    if first >> 4 != 4 {
-        return Action::Drop(DropReason::UnsupportedProtocol);
-    }
-    let ip = match Ipv4Packet::new_checked(frame) {
+    let ip = match Ipv4Packet::new_checked(buf.frame()) {
         Ok(ip) => ip,
         Err(e) => return Action::Drop(malformed(e)),
     };
+    if ip.version() != 4 {
+        return Action::Drop(DropReason::Malformed);
+    }
     if ip.next_header() != IpProtocol::Gre {
         return Action::Drop(DropReason::UnsupportedProtocol);
     }
-    let outer_src = IpAddr::V4(ip.src_addr());
-    if !snap.is_local_pa(IpAddr::V4(ip.dst_addr())) {
+    let (src, dst) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
+    let gre = ip.header_len() as usize..ip.header_len() as usize + ip.payload().len();
+    nvgre(snap, src, dst, buf, gre)
+}
+
+/// Decide what to do with a GRE packet from the IPv6 underlay socket (which
+/// reads the payload only; the addresses come with it): the buffer holds the
+/// GRE header onwards.
+pub fn on_underlay_gre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, buf: &mut PacketBuf) -> Action {
+    let all = 0..buf.len();
+    nvgre(snap, outer_src, outer_dst, buf, all)
+}
+
+/// The NVGRE checks and delivery, for the GRE packet at `gre` in the buffer.
+/// The buffer is narrowed to the inner frame only when it is delivered.
+fn nvgre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, buf: &mut PacketBuf, gre: Range<usize>) -> Action {
+    if !snap.is_local_pa(outer_dst) {
         return Action::Drop(DropReason::NotProviderAddress);
     }
-    let outer_len = ip.header_len() as usize;
-    let payload = ip.payload();
-
-    let gre = GrePacket::new_unchecked(payload);
-    let nvgre = match NvgreRepr::parse(&gre) {
+    let packet = GrePacket::new_unchecked(&buf.frame()[gre.clone()]);
+    let nvgre = match NvgreRepr::parse(&packet) {
         Ok(r) => r,
         Err(NvgreError::Truncated) => return Action::Drop(DropReason::Truncated),
         Err(NvgreError::Flags) => return Action::Drop(DropReason::GreFlags),
@@ -45,7 +54,7 @@ pub fn on_underlay_packet(snap: &Snapshot, buf: &mut PacketBuf) -> Action {
     let Some(subnet) = snap.subnet(vsid).filter(|s| !s.ports.is_empty()) else {
         return Action::Drop(DropReason::UnknownVsid);
     };
-    let inner = gre.payload();
+    let inner = packet.payload();
     let eth = match EthernetFrame::new_checked(inner) {
         Ok(eth) => eth,
         Err(e) => return Action::Drop(malformed(e)),
@@ -68,9 +77,8 @@ pub fn on_underlay_packet(snap: &Snapshot, buf: &mut PacketBuf) -> Action {
     };
 
     let routed = src.vsid != vsid;
-    let inner_offset = outer_len + nvgre.buffer_len();
     let inner_len = inner.len();
-    buf.narrow(inner_offset, inner_len);
+    buf.narrow(gre.start + nvgre.buffer_len(), inner_len);
     if routed {
         // The sender routed it; the VM sees it come from its own gateway.
         EthernetFrame::new_unchecked(buf.frame_mut()).set_src_addr(subnet.gateway_mac);

@@ -39,7 +39,7 @@ pub fn on_vm_frame(snap: &Snapshot, port: PortId, buf: &mut PacketBuf) -> Action
         return arp(snap, port, &p, subnet, buf);
     }
     if dst.is_multicast() {
-        return Action::Flood { vsid: p.vsid, except: port };
+        return Action::Flood { vsid: p.vsid, except: Some(port) };
     }
     if dst == subnet.gateway_mac {
         return route(snap, port, &p, subnet, buf);
@@ -111,7 +111,7 @@ fn arp(snap: &Snapshot, port: PortId, p: &PortInfo, subnet: &Subnet, buf: &mut P
         }
     }
     if dst.is_multicast() {
-        return Action::Flood { vsid: p.vsid, except: port };
+        return Action::Flood { vsid: p.vsid, except: Some(port) };
     }
     match snap.port_by_mac(p.vsid, dst) {
         Some(to) => Action::Deliver { port: to, vsid: p.vsid, via: Via::Switched },

@@ -49,6 +49,10 @@ pub const SO_SNDBUFFORCE: c_int = 32;
 pub const IPPROTO_IP: c_int = 0;
 pub const IPPROTO_GRE: c_int = 47;
 pub const IP_HDRINCL: c_int = 3;
+pub const IPPROTO_IPV6: c_int = 41;
+pub const IPV6_HDRINCL: c_int = 36;
+pub const IPV6_RECVPKTINFO: c_int = 49;
+pub const IPV6_PKTINFO: c_int = 50;
 pub const MSG_DONTWAIT: c_int = 0x40;
 
 pub const EPOLL_CLOEXEC: c_int = 0o2000000;

@@ -1,7 +1,8 @@
-//! The underlay: a raw IPv4 socket for protocol 47, batched both ways.
+//! The underlay: raw IPv4 and IPv6 sockets for protocol 47, batched both ways.
 //!
-//! The kernel routes and resolves neighbours for us; with `IP_HDRINCL` we
-//! write the outer header ourselves (DF, DSCP, TTL 64, the chosen source PA).
+//! The kernel routes and resolves neighbours for us; with `IP_HDRINCL` /
+//! `IPV6_HDRINCL` we write the outer header ourselves (DF, DSCP, TTL 64, the
+//! chosen source PA).
 //! No GRE module is needed: a raw socket sees every protocol-47 packet for a
 //! local address, and its presence stops the kernel answering "protocol
 //! unreachable".
@@ -10,88 +11,182 @@ use super::sys::*;
 use super::tap::annotate;
 use crate::dp::PacketBuf;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 pub struct Underlay {
     v4: OwnedFd,
+    /// None when the kernel has no IPv6.
+    v6: Option<OwnedFd>,
 }
 
 /// Socket buffers large enough to ride out a burst between two wake-ups.
 const SOCKET_BUFFER: i32 = 4 << 20;
+/// Room for one IPV6_PKTINFO control message (CMSG_SPACE(20) is 40).
+const CONTROL_LEN: usize = 64;
+
+fn raw_gre_socket(family: i32, hdrincl: (i32, i32)) -> io::Result<OwnedFd> {
+    let fd = owned(unsafe { socket(family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_GRE) })
+        .map_err(|e| annotate(e, "opening a raw GRE socket (needs CAP_NET_RAW)"))?;
+    set_opt(&fd, hdrincl.0, hdrincl.1, 1)?;
+    // FORCE needs CAP_NET_ADMIN and overrides rmem_max; fall back quietly.
+    if set_opt(&fd, SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
+        set_opt(&fd, SOL_SOCKET, SO_RCVBUF, SOCKET_BUFFER)?;
+    }
+    if set_opt(&fd, SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
+        set_opt(&fd, SOL_SOCKET, SO_SNDBUF, SOCKET_BUFFER)?;
+    }
+    Ok(fd)
+}
 
 impl Underlay {
     pub fn open() -> io::Result<Underlay> {
-        let v4 = owned(unsafe { socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_GRE) })
-            .map_err(|e| annotate(e, "opening the raw GRE socket (needs CAP_NET_RAW)"))?;
-        let one: i32 = 1;
-        set_opt(&v4, IPPROTO_IP, IP_HDRINCL, one)?;
-        // FORCE needs CAP_NET_ADMIN and overrides rmem_max; fall back quietly.
-        if set_opt(&v4, SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
-            set_opt(&v4, SOL_SOCKET, SO_RCVBUF, SOCKET_BUFFER)?;
-        }
-        if set_opt(&v4, SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
-            set_opt(&v4, SOL_SOCKET, SO_SNDBUF, SOCKET_BUFFER)?;
-        }
-        Ok(Underlay { v4 })
+        let v4 = raw_gre_socket(AF_INET, (IPPROTO_IP, IP_HDRINCL))?;
+        let v6 = match raw_gre_socket(AF_INET6, (IPPROTO_IPV6, IPV6_HDRINCL)) {
+            Ok(fd) => {
+                // The IPv6 socket reads payloads only: ask for the destination too.
+                set_opt(&fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)?;
+                Some(fd)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(97) => None, // EAFNOSUPPORT
+            Err(e) => return Err(e),
+        };
+        Ok(Underlay { v4, v6 })
     }
 
-    pub fn fd(&self) -> RawFd {
+    pub fn fd_v4(&self) -> RawFd {
         self.v4.as_raw_fd()
     }
 
-    /// Receive up to `bufs.len()` packets (outer IP header onwards) without
-    /// blocking; returns how many buffers were filled.
-    pub fn recv_batch(&self, bufs: &mut [PacketBuf]) -> io::Result<usize> {
-        let n = bufs.len();
-        let mut iovs: Vec<iovec> = Vec::with_capacity(n);
-        for b in bufs.iter_mut() {
-            b.reset();
-            let spare = b.spare_mut();
-            iovs.push(iovec { base: spare.as_mut_ptr().cast(), len: spare.len() });
-        }
-        let mut msgs: Vec<mmsghdr> = iovs.iter_mut().map(|iov| mmsg(iov, None)).collect();
-        let got = unsafe { recvmmsg(self.fd(), msgs.as_mut_ptr(), n as u32, MSG_DONTWAIT, ptr::null_mut()) };
-        match cvt(got) {
-            Ok(got) => {
-                for (b, m) in bufs.iter_mut().zip(&msgs).take(got as usize) {
-                    b.set_len(m.len as usize);
-                }
-                Ok(got as usize)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
-        }
+    pub fn fd_v6(&self) -> Option<RawFd> {
+        self.v6.as_ref().map(|f| f.as_raw_fd())
     }
 
-    /// Send each `(buffer, destination PA)`; calls `done(i, result)` for every
-    /// packet in order, so the caller counts each one sent or failed.
-    pub fn send_batch(&self, pkts: &[(&PacketBuf, IpAddr)], mut done: impl FnMut(usize, io::Result<()>)) {
-        let addrs: Vec<SockAddr> = pkts.iter().map(|(_, pa)| SockAddr::from_ip(*pa)).collect();
-        let mut iovs: Vec<iovec> = pkts
-            .iter()
-            .map(|(b, _)| iovec { base: b.frame().as_ptr() as *mut _, len: b.len() })
+    /// Receive up to `bufs.len()` IPv4 packets (outer header onwards) without
+    /// blocking; returns how many buffers were filled.
+    pub fn recv_v4(&self, bufs: &mut [PacketBuf]) -> io::Result<usize> {
+        let mut iovs = spare_iovecs(bufs);
+        let mut msgs: Vec<mmsghdr> = iovs.iter_mut().map(|iov| mmsg(iov, None)).collect();
+        let got = recv(self.v4.as_raw_fd(), &mut msgs)?;
+        for (b, m) in bufs.iter_mut().zip(&msgs).take(got) {
+            b.set_len(m.len as usize);
+        }
+        Ok(got)
+    }
+
+    /// Receive up to `bufs.len()` IPv6 GRE packets (GRE header onwards: the
+    /// socket strips the IPv6 header) with their outer (source, destination).
+    pub fn recv_v6(&self, bufs: &mut [PacketBuf], addrs: &mut [(IpAddr, IpAddr)]) -> io::Result<usize> {
+        let Some(fd) = &self.v6 else { return Ok(0) };
+        let n = bufs.len().min(addrs.len());
+        let mut iovs = spare_iovecs(&mut bufs[..n]);
+        let mut names = vec![sockaddr_in6 { family: 0, port: 0, flowinfo: 0, addr: [0; 16], scope_id: 0 }; n];
+        let mut control = vec![[0u64; CONTROL_LEN / 8]; n];
+        let mut msgs: Vec<mmsghdr> = iovs
+            .iter_mut()
+            .zip(names.iter_mut().zip(control.iter_mut()))
+            .map(|(iov, (name, ctl))| {
+                let mut m = mmsg(iov, None);
+                m.hdr.name = name as *mut sockaddr_in6 as *mut _;
+                m.hdr.namelen = std::mem::size_of::<sockaddr_in6>() as socklen_t;
+                m.hdr.control = ctl.as_mut_ptr().cast();
+                m.hdr.controllen = CONTROL_LEN;
+                m
+            })
             .collect();
-        let mut msgs: Vec<mmsghdr> = iovs.iter_mut().zip(&addrs).map(|(iov, a)| mmsg(iov, Some(a))).collect();
-        let mut i = 0;
-        while i < msgs.len() {
-            let r = unsafe { sendmmsg(self.fd(), msgs[i..].as_mut_ptr(), (msgs.len() - i) as u32, MSG_DONTWAIT) };
-            match cvt(r) {
-                Ok(sent) => {
-                    for k in i..i + sent as usize {
-                        done(k, Ok(()));
-                    }
-                    i += sent as usize;
+        let got = recv(fd.as_raw_fd(), &mut msgs)?;
+        for i in 0..got {
+            bufs[i].set_len(msgs[i].len as usize);
+            let dst = pktinfo_destination(&msgs[i].hdr).unwrap_or(Ipv6Addr::UNSPECIFIED);
+            addrs[i] = (IpAddr::V6(Ipv6Addr::from(names[i].addr)), IpAddr::V6(dst));
+        }
+        Ok(got)
+    }
+
+    /// Send each `(buffer, destination PA)` on the socket of the PA's family;
+    /// calls `done(i, result)` once for every packet, so the caller counts
+    /// each one sent or failed.
+    pub fn send_batch(&self, pkts: &[(&PacketBuf, IpAddr)], mut done: impl FnMut(usize, io::Result<()>)) {
+        for v4 in [true, false] {
+            let idx: Vec<usize> = (0..pkts.len()).filter(|&i| pkts[i].1.is_ipv4() == v4).collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let fd = if v4 { Some(&self.v4) } else { self.v6.as_ref() };
+            let Some(fd) = fd else {
+                for &i in &idx {
+                    done(i, Err(io::Error::from(io::ErrorKind::Unsupported)));
                 }
-                // The first of the remaining packets failed: report it and go on.
-                Err(e) => {
-                    done(i, Err(e));
-                    i += 1;
+                continue;
+            };
+            let addrs: Vec<SockAddr> = idx.iter().map(|&i| SockAddr::from_ip(pkts[i].1)).collect();
+            let mut iovs: Vec<iovec> =
+                idx.iter().map(|&i| iovec { base: pkts[i].0.frame().as_ptr() as *mut _, len: pkts[i].0.len() }).collect();
+            let mut msgs: Vec<mmsghdr> = iovs.iter_mut().zip(&addrs).map(|(iov, a)| mmsg(iov, Some(a))).collect();
+            let mut k = 0;
+            while k < msgs.len() {
+                let r = unsafe {
+                    sendmmsg(fd.as_raw_fd(), msgs[k..].as_mut_ptr(), (msgs.len() - k) as u32, MSG_DONTWAIT)
+                };
+                match cvt(r) {
+                    Ok(sent) => {
+                        for j in k..k + sent as usize {
+                            done(idx[j], Ok(()));
+                        }
+                        k += sent as usize;
+                    }
+                    // The first of the remaining packets failed: report it and go on.
+                    Err(e) => {
+                        done(idx[k], Err(e));
+                        k += 1;
+                    }
                 }
             }
         }
     }
+}
+
+/// One iovec per buffer, over its free space after the headroom.
+fn spare_iovecs(bufs: &mut [PacketBuf]) -> Vec<iovec> {
+    bufs.iter_mut()
+        .map(|b| {
+            b.reset();
+            let spare = b.spare_mut();
+            iovec { base: spare.as_mut_ptr().cast(), len: spare.len() }
+        })
+        .collect()
+}
+
+/// recvmmsg without blocking; an empty socket is 0 packets.
+fn recv(fd: RawFd, msgs: &mut [mmsghdr]) -> io::Result<usize> {
+    let got = unsafe { recvmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, MSG_DONTWAIT, ptr::null_mut()) };
+    match cvt(got) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// The destination address from an IPV6_PKTINFO control message.
+fn pktinfo_destination(hdr: &msghdr) -> Option<Ipv6Addr> {
+    // struct cmsghdr { size_t len; int level; int type; } then the data, 8-aligned.
+    const CMSG_HDR: usize = 16;
+    let control = unsafe { std::slice::from_raw_parts(hdr.control as *const u8, hdr.controllen) };
+    let mut off = 0;
+    while off + CMSG_HDR <= control.len() {
+        let len = usize::from_ne_bytes(control[off..off + 8].try_into().ok()?);
+        let level = i32::from_ne_bytes(control[off + 8..off + 12].try_into().ok()?);
+        let ty = i32::from_ne_bytes(control[off + 12..off + 16].try_into().ok()?);
+        if len < CMSG_HDR || off + len > control.len() {
+            return None;
+        }
+        if level == IPPROTO_IPV6 && ty == IPV6_PKTINFO && len >= CMSG_HDR + 16 {
+            return Some(Ipv6Addr::from(<[u8; 16]>::try_from(&control[off + CMSG_HDR..off + CMSG_HDR + 16]).ok()?));
+        }
+        off += (len + 7) & !7;
+    }
+    None
 }
 
 fn mmsg(iov: &mut iovec, to: Option<&SockAddr>) -> mmsghdr {

@@ -29,7 +29,8 @@ const MAX_PACKET: usize = 65535;
 /// epoll timeout: the heartbeat advances at least this often.
 const TICK_MS: i32 = 500;
 
-const TOKEN_UNDERLAY: u64 = 1 << 32;
+const TOKEN_UNDERLAY_V4: u64 = 1 << 32;
+const TOKEN_UNDERLAY_V6: u64 = 3 << 32;
 const TOKEN_WAKE: u64 = 2 << 32;
 
 pub struct Context {
@@ -49,6 +50,10 @@ struct Worker {
     registered: FxMap<PortId, Arc<Tap>>,
     bufs: Vec<PacketBuf>,
     actions: Vec<Action>,
+    /// Where each packet of the batch came from (for drop events).
+    sources: Vec<Option<Source>>,
+    /// Outer (source, destination) of each IPv6 underlay packet of the batch.
+    addrs: Vec<(IpAddr, IpAddr)>,
     limiter: Limiter,
     /// The time of this wake-up: one clock read per batch, not per packet.
     now: Instant,
@@ -68,11 +73,16 @@ impl Context {
             registered: FxMap::default(),
             bufs: (0..BATCH).map(|_| PacketBuf::new(MAX_PACKET)).collect(),
             actions: Vec::with_capacity(BATCH),
+            sources: Vec::with_capacity(BATCH),
+            addrs: vec![(IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4])); BATCH],
             limiter: Limiter::default(),
             now: Instant::now(),
             ctx: self,
         };
-        w.register(w.ctx.shared.underlay.fd(), TOKEN_UNDERLAY);
+        w.register(w.ctx.shared.underlay.fd_v4(), TOKEN_UNDERLAY_V4);
+        if let Some(fd) = w.ctx.shared.underlay.fd_v6() {
+            w.register(fd, TOKEN_UNDERLAY_V6);
+        }
         w.register(w.ctx.wake, TOKEN_WAKE);
         w.run();
     }
@@ -102,7 +112,8 @@ impl Worker {
                         let mut v = 0u64;
                         unsafe { read(self.ctx.wake, &mut v as *mut u64 as *mut _, 8) };
                     }
-                    TOKEN_UNDERLAY => self.from_underlay(),
+                    TOKEN_UNDERLAY_V4 => self.from_underlay_v4(),
+                    TOKEN_UNDERLAY_V6 => self.from_underlay_v6(),
                     port => self.from_vm(port as PortId),
                 }
             }
@@ -151,46 +162,61 @@ impl Worker {
         self.ctx.counters.inc(Counter::VmRxPackets, n as u64);
         let snap = self.state.snapshot.clone();
         self.actions.clear();
+        self.sources.clear();
         for b in &mut self.bufs[..n] {
+            self.sources.push(Some(Source::Port(port)));
             self.actions.push(dp::on_vm_frame(&snap, port, b));
         }
-        self.transmit(Direction::FromVm, n, Some(port));
+        self.transmit(Direction::FromVm, n);
     }
 
-    fn from_underlay(&mut self) {
-        let n = self.ctx.shared.underlay.recv_batch(&mut self.bufs).unwrap_or(0);
+    fn from_underlay_v4(&mut self) {
+        let n = self.ctx.shared.underlay.recv_v4(&mut self.bufs).unwrap_or(0);
         self.ctx.counters.inc(Counter::UnderlayRxPackets, n as u64);
         let snap = self.state.snapshot.clone();
         self.actions.clear();
+        self.sources.clear();
         for b in &mut self.bufs[..n] {
+            self.sources.push(ipv4_source(b.frame()));
             self.actions.push(dp::on_underlay_packet(&snap, b));
         }
-        self.transmit(Direction::FromUnderlay, n, None);
+        self.transmit(Direction::FromUnderlay, n);
+    }
+
+    fn from_underlay_v6(&mut self) {
+        let n = self.ctx.shared.underlay.recv_v6(&mut self.bufs, &mut self.addrs).unwrap_or(0);
+        self.ctx.counters.inc(Counter::UnderlayRxPackets, n as u64);
+        let snap = self.state.snapshot.clone();
+        self.actions.clear();
+        self.sources.clear();
+        for (b, &(src, dst)) in self.bufs[..n].iter_mut().zip(&self.addrs) {
+            self.sources.push(Some(Source::Underlay(src)));
+            self.actions.push(dp::on_underlay_gre(&snap, src, dst, b));
+        }
+        self.transmit(Direction::FromUnderlay, n);
     }
 
     /// Carry out the first `n` actions and count each outcome. A drop is
-    /// also offered to the event limiter, with where it came from: the VM
-    /// port `from_port`, or the outer source address of an underlay packet.
-    fn transmit(&mut self, dir: Direction, n: usize, from_port: Option<PortId>) {
-        let Worker { ctx, state, bufs, actions, limiter, now, .. } = self;
+    /// also offered to the event limiter, with where it came from.
+    fn transmit(&mut self, dir: Direction, n: usize) {
+        let Worker { ctx, state, bufs, actions, sources, limiter, now, .. } = self;
         let counters = &ctx.counters;
-        let mut dropped = |reason: DropReason, b: &PacketBuf| {
+        let mut dropped = |reason: DropReason, i: usize| {
             counters.count_drop(dir, reason);
-            let source = from_port.map(Source::Port).or_else(|| underlay_source(b.frame()));
-            if let Some(ev) = source.and_then(|src| limiter.check(dir, reason, src, *now)) {
+            if let Some(ev) = sources[i].and_then(|src| limiter.check(dir, reason, src, *now)) {
                 ctx.shared.events.push(ev);
             }
         };
         let mut encap: Vec<(&PacketBuf, IpAddr)> = Vec::new();
-        let mut encap_actions: Vec<Action> = Vec::new();
-        for (b, action) in bufs[..n].iter().zip(actions.iter()) {
+        let mut encap_index: Vec<usize> = Vec::new();
+        for (i, (b, action)) in bufs[..n].iter().zip(actions.iter()).enumerate() {
             let result = match *action {
                 Action::Deliver { port, .. } => send_to_port(state, port, b),
                 Action::Flood { vsid, except } => {
                     if let Some(subnet) = state.snapshot.subnet(vsid) {
-                        for &p in subnet.ports.iter().filter(|&&p| p != except) {
+                        for &p in subnet.ports.iter().filter(|&&p| Some(p) != except) {
                             if let Err(reason) = send_to_port(state, p, b) {
-                                dropped(reason, b);
+                                dropped(reason, i);
                             }
                         }
                     }
@@ -198,32 +224,29 @@ impl Worker {
                 }
                 Action::Encap { pa, .. } => {
                     encap.push((b, pa));
-                    encap_actions.push(*action);
+                    encap_index.push(i);
                     continue;
                 }
                 Action::Drop(reason) => Err(reason),
             };
             match result {
                 Ok(()) => counters.account(&state.snapshot, dir, action, b.len()),
-                Err(reason) => dropped(reason, b),
+                Err(reason) => dropped(reason, i),
             }
         }
         if !encap.is_empty() {
-            ctx.shared.underlay.send_batch(&encap, |i, r| match r {
-                Ok(()) => counters.account(&state.snapshot, dir, &encap_actions[i], encap[i].0.len()),
-                Err(_) => dropped(DropReason::TxError, encap[i].0),
+            ctx.shared.underlay.send_batch(&encap, |k, r| match r {
+                Ok(()) => counters.account(&state.snapshot, dir, &actions[encap_index[k]], encap[k].0.len()),
+                Err(_) => dropped(DropReason::TxError, encap_index[k]),
             });
         }
     }
 }
 
-/// The outer source address of a packet as the underlay socket read it.
-fn underlay_source(pkt: &[u8]) -> Option<Source> {
-    match pkt.first()? >> 4 {
-        4 if pkt.len() >= 20 => Some(Source::Underlay(IpAddr::from(<[u8; 4]>::try_from(&pkt[12..16]).ok()?))),
-        6 if pkt.len() >= 40 => Some(Source::Underlay(IpAddr::from(<[u8; 16]>::try_from(&pkt[8..24]).ok()?))),
-        _ => None,
-    }
+/// The outer source address of a packet the IPv4 underlay socket read.
+fn ipv4_source(pkt: &[u8]) -> Option<Source> {
+    let src: [u8; 4] = pkt.get(12..16)?.try_into().ok()?;
+    Some(Source::Underlay(IpAddr::from(src)))
 }
 
 fn send_to_port(state: &State, port: PortId, b: &PacketBuf) -> Result<(), DropReason> {
