@@ -98,3 +98,14 @@ export interface DropEvent {
 
 /** Rare packet events reported since the last call (at most 10 per second per worker). */
 export function drainEvents(): DropEvent[];
+
+/** An address learned from an ARP reply that crossed hosts (packet flow 4): a candidate Dynamic lookup record. */
+export interface LearnedAddress {
+  vsid: number;
+  customer_address: string;
+  mac: string;
+  provider_address: string;
+}
+
+/** Addresses learned since the last call (each at most every 10 s per worker, at most 100 a second). */
+export function drainLearned(): LearnedAddress[];

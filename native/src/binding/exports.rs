@@ -37,6 +37,7 @@ exports! {
     "readVsidCounters" => read_vsid_counters,
     "heartbeats" => heartbeats,
     "drainEvents" => drain_events,
+    "drainLearned" => drain_learned,
     "addAddress" => add_address,
     "delAddress" => del_address,
     "addRoute" => add_route,
@@ -153,6 +154,21 @@ fn drain_events(_: &Args) -> JsResult<JsValue> {
             ])
         });
         Ok(JsValue::Array(events.collect()))
+    })
+}
+
+/// `drainLearned()`: addresses learned from ARP (flow 4) since the last call.
+fn drain_learned(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| {
+        let learned = dp.drain_learned().into_iter().map(|l| {
+            JsValue::Object(vec![
+                ("vsid", JsValue::U32(l.vsid)),
+                ("customer_address", JsValue::Str(l.customer_address.to_string())),
+                ("mac", JsValue::Str(l.mac.to_string())),
+                ("provider_address", JsValue::Str(l.provider_address.to_string())),
+            ])
+        });
+        Ok(JsValue::Array(learned.collect()))
     })
 }
 

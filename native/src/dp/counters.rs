@@ -33,6 +33,9 @@ counters! {
     DecapPackets => "decap_packets",
     DecapBytes => "decap_bytes",
     ArpReplies => "arp_replies",
+    NdReplies => "nd_replies",
+    IcmpErrors => "icmp_errors",
+    ArpProbes => "arp_probes",
     IcmpEchoReplies => "icmp_echo_replies",
     LocalSwitched => "local_switched_packets",
     Routed => "routed_packets",
@@ -136,6 +139,7 @@ impl Counters {
                 Via::Switched => self.inc(Counter::LocalSwitched, 1),
                 Via::Routed => self.inc(Counter::Routed, 1),
                 Via::ArpReply => self.inc(Counter::ArpReplies, 1),
+                Via::NeighborAdvert => self.inc(Counter::NdReplies, 1),
                 Via::EchoReply => self.inc(Counter::IcmpEchoReplies, 1),
                 Via::Decapsulated => {
                     self.inc(Counter::DecapPackets, 1);
@@ -145,7 +149,11 @@ impl Counters {
                     }
                 }
             },
-            Action::Flood { .. } => self.inc(Counter::Flooded, 1),
+            Action::Flood { .. } | Action::Probe { .. } => self.inc(Counter::Flooded, 1),
+            Action::Reject { reason, .. } => {
+                self.count_drop(dir, reason);
+                self.inc(Counter::IcmpErrors, 1)
+            }
             Action::Encap { pa, vsid, routed } => {
                 let inner = len.saturating_sub(outer_header_len(pa));
                 self.inc(Counter::EncapPackets, 1);

@@ -70,8 +70,12 @@ drop_reasons! {
     GatewayUnsupported => "gateway_unsupported",
     /// An EtherType or IP version the router does not handle.
     UnsupportedProtocol => "unsupported_protocol",
-    /// ARP never crosses the underlay: it is answered or flooded on the host.
+    /// ARP never crosses the underlay (but for L2Only learning): it is answered or flooded on the host.
     ArpSuppressed => "arp_suppressed",
+    /// Neighbor Discovery never crosses the underlay: it is answered or flooded on the host.
+    NdSuppressed => "nd_suppressed",
+    /// Too large for the underlay once encapsulated (the VM gets an ICMP error, or nothing without DF).
+    MtuExceeded => "mtu_exceeded",
     /// No local provider address of the family the destination PA needs.
     NoProviderAddress => "no_provider_address",
     /// The outer destination is not one of this host's provider addresses.

@@ -8,21 +8,28 @@ mod buf;
 mod counters;
 mod drop;
 mod encap;
+mod icmp;
+pub mod learn;
 mod policy;
+mod neighbor;
 mod tables;
 pub mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v6;
 mod underlay;
 mod vm;
 
 pub use buf::PacketBuf;
 pub use counters::{Counter, Counters, VsidSlots, VSID_COUNTERS};
+pub use learn::Learned;
 pub use drop::{Direction, DropReason};
 pub use policy::{
     CustomerRoute, DecodeError, FlowIdMode, LookupRecord, Policy, Port, PortId, ProviderAddress, RecordType,
     RoutingDomain, Rule, Vsid,
 };
+pub use encap::{encapsulate, outer_header_len};
 pub use tables::{FxMap, Location, NextHop, Reach, Record, Route, Snapshot, Tunnel};
 pub use underlay::{on_underlay_gre, on_underlay_packet};
 pub use vm::on_vm_frame;
@@ -48,6 +55,8 @@ pub enum Via {
     ArpReply,
     /// The host's answer to an ICMP echo request to a gateway address.
     EchoReply,
+    /// The host's Neighbor Advertisement (for the gateway address or a remote CA).
+    NeighborAdvert,
     /// Decapsulated from the underlay.
     Decapsulated,
 }
@@ -60,6 +69,13 @@ pub enum Action {
     /// Write the frame to every local port of `vsid` but `except` (the
     /// port it came from): broadcast and multicast stay on the host.
     Flood { vsid: Vsid, except: Option<PortId> },
+    /// An ARP request for a CA the host has no record of (flow 4): flood it
+    /// like `Flood`, and send an encapsulated copy to the PA of each L2Only
+    /// record of the VSID (`Snapshot::l2only_tunnels`).
+    Probe { vsid: Vsid, except: PortId },
+    /// The frame was dropped for `reason`, and the buffer now holds the ICMP
+    /// error telling port `port` why (too big for the underlay).
+    Reject { port: PortId, vsid: Vsid, reason: DropReason },
     /// The buffer now holds outer IP + GRE + the frame: send it to `pa`.
     Encap { pa: IpAddr, vsid: Vsid, routed: bool },
     Drop(DropReason),

@@ -103,6 +103,12 @@ pub struct Subnet {
     pub ports: Vec<PortId>,
     /// Its per-VSID counters, if it has a slot (see `VsidSlots`).
     pub counter_slot: Option<u32>,
+    /// The host's own (`.1`) address in the subnet, per family: the source of
+    /// the ICMP errors it sends the VMs.
+    pub gateway_v4: Option<IpAddr>,
+    pub gateway_v6: Option<IpAddr>,
+    /// Tunnels to the PAs of the VSID's L2Only records (flow 4 probes).
+    pub l2only_tunnels: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +175,7 @@ pub enum Reach<'a> {
 pub struct Snapshot {
     pub flow_id: FlowIdMode,
     pub local_pas: Vec<IpAddr>,
+    provider_addresses: Vec<super::policy::ProviderAddress>,
     pub tunnels: Vec<Tunnel>,
     subnets: FxMap<Vsid, Subnet>,
     ports: FxMap<PortId, PortInfo>,
@@ -192,6 +199,7 @@ impl Snapshot {
         let mut s = Snapshot {
             flow_id: policy.flow_id,
             local_pas: policy.provider_addresses.iter().map(|p| p.address).collect(),
+            provider_addresses: policy.provider_addresses.clone(),
             ..Default::default()
         };
         for r in &policy.customer_routes {
@@ -200,6 +208,9 @@ impl Snapshot {
                 gateway_mac: policy.default_gateway_mac,
                 ports: Vec::new(),
                 counter_slot: None,
+                gateway_v4: None,
+                gateway_v6: None,
+                l2only_tunnels: Vec::new(),
             });
             let route = Route {
                 vsid: r.vsid,
@@ -210,6 +221,9 @@ impl Snapshot {
             };
             if let Some(gw) = route.gateway_address() {
                 s.gateways.insert((r.routing_domain, gw), r.vsid);
+                let subnet = s.subnets.get_mut(&r.vsid).unwrap();
+                let slot = if gw.is_ipv4() { &mut subnet.gateway_v4 } else { &mut subnet.gateway_v6 };
+                slot.get_or_insert(gw);
             }
             s.routes.entry(r.routing_domain).or_default().push(route);
         }
@@ -248,7 +262,13 @@ impl Snapshot {
                     s.by_mac.insert((rd, r.mac), rec);
                 }
                 RecordType::L2Only => {
-                    s.by_mac.insert((rd, r.mac), rec);
+                    s.by_mac.entry((rd, r.mac)).or_insert(rec);
+                    if let Location::Remote(t) = location {
+                        let tunnels = &mut s.subnets.get_mut(&r.vsid).unwrap().l2only_tunnels;
+                        if !tunnels.contains(&t) {
+                            tunnels.push(t);
+                        }
+                    }
                 }
                 RecordType::GatewayWildcard => {
                     s.wildcards.insert((r.vsid, r.customer_address.is_ipv4()), rec);
@@ -342,6 +362,27 @@ impl Snapshot {
                 }
             }
         }
+    }
+
+    /// Does the VSID have L2Only records on other hosts (flow 4)?
+    #[inline]
+    pub fn has_l2only(&self, vsid: Vsid) -> bool {
+        self.subnets.get(&vsid).is_some_and(|s| !s.l2only_tunnels.is_empty())
+    }
+
+    /// The host's gateway address in the VSID's subnet, of the given family.
+    pub fn gateway_address(&self, vsid: Vsid, v4: bool) -> Option<IpAddr> {
+        let s = self.subnets.get(&vsid)?;
+        if v4 {
+            s.gateway_v4
+        } else {
+            s.gateway_v6
+        }
+    }
+
+    /// The local PA that packets to `remote` leave from.
+    pub fn local_pa_for(&self, remote: IpAddr) -> Option<IpAddr> {
+        pick_source(&self.provider_addresses, remote).map(|pa| pa.address)
     }
 
     #[inline]

@@ -3,7 +3,7 @@
 
 use super::policy::*;
 use crate::wire::*;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const CONTOSO: RoutingDomain = 0;
 pub const FABRIKAM: RoutingDomain = 1;
@@ -153,4 +153,91 @@ pub fn nvgre(outer_src: &str, outer_dst: &str, vsid: Vsid, flow_id: u8, inner: &
     repr.emit(&mut GrePacket::new_unchecked(&mut gre[..]));
     gre[repr.buffer_len()..].copy_from_slice(inner);
     ipv4(outer_src, outer_dst, IpProtocol::Gre, 64, 0, &gre)
+}
+
+pub fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+/// Host 1 with IPv6 customer addresses beside the IPv4 ones: VSID 6000 is
+/// also fd00:1::/64, VSID 6001 fd00:2::/64 (MT-GW fd00:2::2).
+pub fn host1_dual_stack() -> Policy {
+    let mut p = host1();
+    p.customer_routes.push(route(CONTOSO, 6000, "fd00:1::", 64, None));
+    p.customer_routes.push(route(CONTOSO, 6001, "fd00:2::", 64, None));
+    p.lookup_records.push(record(6000, ("fd00:1::101", CONTOSO1.1), HOST1_PA));
+    p.lookup_records.push(record(6000, ("fd00:1::102", CONTOSO2.1), HOST1_PA));
+    p.lookup_records.push(record(6000, ("fd00:1::103", CONTOSO3.1), HOST2_PA));
+    p.lookup_records.push(record(6001, ("fd00:2::2", MTGW.1), GW_PA));
+    p
+}
+
+/// An IPv6 packet (header + payload).
+pub fn ipv6(src: &str, dst: &str, next: IpProtocol, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
+    let repr = Ipv6Repr { src_addr: v6(src), dst_addr: v6(dst), next_header: next, payload_len: payload.len(), hop_limit, traffic_class: 0 };
+    let mut p = vec![0u8; repr.buffer_len() + payload.len()];
+    let mut pkt = Ipv6Packet::new_unchecked(&mut p[..]);
+    repr.emit(&mut pkt);
+    pkt.payload_mut().copy_from_slice(payload);
+    p
+}
+
+fn icmpv6(src: &str, dst: &str, repr: &Icmpv6Repr) -> Vec<u8> {
+    let mut p = vec![0u8; repr.buffer_len()];
+    repr.emit(&v6(src), &v6(dst), &mut Icmpv6Packet::new_unchecked(&mut p[..]));
+    p
+}
+
+/// A Neighbor Solicitation for `target` from a VM, to the solicited-node group.
+pub fn neighbor_solicit(src_mac: MacAddr, src: &str, target: &str) -> Vec<u8> {
+    let group = ndisc::solicited_node_multicast(&v6(target)).to_string();
+    let ns = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr: v6(target), lladdr: Some(src_mac) });
+    let ip = ipv6(src, &group, IpProtocol::Icmpv6, 255, &icmpv6(src, &group, &ns));
+    ethernet(src_mac, ndisc::multicast_mac(&v6(&group)), EtherType::Ipv6, &ip)
+}
+
+/// An ICMPv6 echo request frame.
+pub fn ping6(src: (&str, &str), dst_mac: MacAddr, dst_ip: &str, hop_limit: u8) -> Vec<u8> {
+    let echo = Icmpv6Repr::EchoRequest { ident: 7, seq_no: 1, data: b"nvgred-ping6" };
+    let ip = ipv6(src.0, dst_ip, IpProtocol::Icmpv6, hop_limit, &icmpv6(src.0, dst_ip, &echo));
+    ethernet(mac(src.1), dst_mac, EtherType::Ipv6, &ip)
+}
+
+/// An ARP reply frame.
+pub fn arp_reply(src_mac: MacAddr, src_ip: &str, dst_mac: MacAddr, dst_ip: &str) -> Vec<u8> {
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: src_mac,
+        source_protocol_addr: v4(src_ip),
+        target_hardware_addr: dst_mac,
+        target_protocol_addr: v4(dst_ip),
+    };
+    let mut p = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut ArpPacket::new_unchecked(&mut p[..]));
+    ethernet(src_mac, dst_mac, EtherType::Arp, &p)
+}
+
+/// A UDP datagram of `size` bytes of IPv4 packet, DF as given.
+pub fn big_udp(src: (&str, &str), dst_mac: MacAddr, dst_ip: &str, size: usize, dont_frag: bool) -> Vec<u8> {
+    let mut f = udp(src, dst_mac, dst_ip, 1, 2, 0);
+    let l4 = vec![0u8; size - 20];
+    let ip = {
+        let repr = Ipv4Repr {
+            src_addr: v4(src.0),
+            dst_addr: v4(dst_ip),
+            next_header: IpProtocol::Udp,
+            payload_len: l4.len(),
+            hop_limit: 64,
+            dscp: 0,
+            ecn: 0,
+            dont_frag,
+        };
+        let mut p = vec![0u8; size];
+        let mut pkt = Ipv4Packet::new_unchecked(&mut p[..]);
+        repr.emit(&mut pkt);
+        p
+    };
+    f.truncate(14);
+    f.extend_from_slice(&ip);
+    f
 }

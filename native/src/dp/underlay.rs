@@ -5,7 +5,9 @@
 
 use super::tables::{Location, Snapshot};
 use super::{malformed, Action, DropReason, PacketBuf, Via};
-use crate::wire::{EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, NvgreError, NvgreRepr};
+use crate::wire::{
+    ArpOperation, ArpPacket, EtherType, EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, NvgreError, NvgreRepr,
+};
 use std::net::IpAddr;
 use std::ops::Range;
 
@@ -72,16 +74,28 @@ fn nvgre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, buf: &mut Packet
     if !from_sender {
         return Action::Drop(DropReason::SpoofedSource);
     }
+    let inner_len = inner.len();
+    let inner_at = gre.start + nvgre.buffer_len();
     let Some(port) = snap.port_by_mac(vsid, eth.dst_addr()) else {
+        // Flow 4: another host asks the VMs of this VSID for an address it
+        // has no record of. Only ARP requests; other broadcasts stay home.
+        if eth.dst_addr().is_broadcast() && is_arp_request(&eth) {
+            buf.narrow(inner_at, inner_len);
+            return Action::Flood { vsid, except: None };
+        }
         return Action::Drop(DropReason::UnknownDestination);
     };
 
     let routed = src.vsid != vsid;
-    let inner_len = inner.len();
-    buf.narrow(gre.start + nvgre.buffer_len(), inner_len);
+    buf.narrow(inner_at, inner_len);
     if routed {
         // The sender routed it; the VM sees it come from its own gateway.
         EthernetFrame::new_unchecked(buf.frame_mut()).set_src_addr(subnet.gateway_mac);
     }
     Action::Deliver { port, vsid, via: Via::Decapsulated }
+}
+
+fn is_arp_request(eth: &EthernetFrame<&[u8]>) -> bool {
+    eth.ethertype() == EtherType::Arp
+        && ArpPacket::new_checked(eth.payload()).is_ok_and(|arp| arp.operation() == ArpOperation::Request)
 }

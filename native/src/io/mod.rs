@@ -13,7 +13,7 @@ pub mod tap;
 mod underlay;
 mod worker;
 
-use crate::dp::{Counters, FxMap, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};
+use crate::dp::{Counters, FxMap, Learned, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,7 +37,10 @@ struct Shared {
     generation: AtomicU64,
     stop: AtomicBool,
     underlay: Underlay,
-    events: events::EventQueue,
+    /// Rate-limited drops, for the log.
+    drops: events::EventQueue<DropEvent>,
+    /// Addresses learned from ARP, for the control plane.
+    learned: events::EventQueue<Learned>,
 }
 
 struct Worker {
@@ -70,7 +73,8 @@ impl Dataplane {
             generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             underlay: Underlay::open()?,
-            events: events::EventQueue::default(),
+            drops: events::EventQueue::default(),
+            learned: events::EventQueue::default(),
         });
         let mut ws = Vec::new();
         for i in 0..workers.max(1) {
@@ -194,7 +198,12 @@ impl Dataplane {
 
     /// Rare packet events reported since the last call (see io::events).
     pub fn drain_events(&self) -> Vec<DropEvent> {
-        self.shared.events.drain()
+        self.shared.drops.drain()
+    }
+
+    /// Addresses learned from ARP since the last call (see dp::learn).
+    pub fn drain_learned(&self) -> Vec<Learned> {
+        self.shared.learned.drain()
     }
 
     /// Each worker's heartbeat: a value that keeps changing while it runs.

@@ -13,10 +13,10 @@
 //!    with a reason; a failed write is `tx_error`); a drop may also become a
 //!    rate-limited event for the log (io::events).
 
-use super::events::{Limiter, Source};
+use super::events::{drop_event, Limiter, Source, DROP_PACE, LEARN_PACE};
 use super::sys::*;
 use super::{Shared, State, Tap};
-use crate::dp::{self, Action, Counter, Counters, Direction, DropReason, FxMap, PacketBuf, PortId};
+use crate::dp::{self, learn, Action, Counter, Counters, Direction, DropReason, FxMap, Learned, PacketBuf, PortId, Via};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,7 +54,12 @@ struct Worker {
     sources: Vec<Option<Source>>,
     /// Outer (source, destination) of each IPv6 underlay packet of the batch.
     addrs: Vec<(IpAddr, IpAddr)>,
-    limiter: Limiter,
+    /// Scratch buffers for flow-4 probe copies, and the batch's probes:
+    /// (buffer index, index of the frame copied, its encapsulation).
+    probe_bufs: Vec<PacketBuf>,
+    probes: Vec<(usize, usize, Action)>,
+    drops: Limiter<(Direction, DropReason, Source)>,
+    learning: Limiter<Learned>,
     /// The time of this wake-up: one clock read per batch, not per packet.
     now: Instant,
 }
@@ -75,7 +80,10 @@ impl Context {
             actions: Vec::with_capacity(BATCH),
             sources: Vec::with_capacity(BATCH),
             addrs: vec![(IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4])); BATCH],
-            limiter: Limiter::default(),
+            probe_bufs: Vec::new(),
+            probes: Vec::new(),
+            drops: Limiter::new(DROP_PACE),
+            learning: Limiter::new(LEARN_PACE),
             now: Instant::now(),
             ctx: self,
         };
@@ -196,50 +204,114 @@ impl Worker {
         self.transmit(Direction::FromUnderlay, n);
     }
 
+    /// Encapsulated copies of the batch's flow-4 ARP probes, one per L2Only
+    /// PA, each with the index of the frame it copies.
+    fn prepare_probes(&mut self, n: usize) {
+        self.probes.clear();
+        let snap = &self.state.snapshot;
+        let mut used = 0;
+        for (i, action) in self.actions[..n].iter().enumerate() {
+            let Action::Probe { vsid, .. } = *action else { continue };
+            let Some(subnet) = snap.subnet(vsid) else { continue };
+            for &t in &subnet.l2only_tunnels {
+                if used == self.probe_bufs.len() {
+                    self.probe_bufs.push(PacketBuf::new(MAX_PACKET));
+                }
+                let copy = &mut self.probe_bufs[used];
+                copy.reset();
+                let frame = self.bufs[i].frame();
+                copy.spare_mut()[..frame.len()].copy_from_slice(frame);
+                copy.set_len(frame.len());
+                let encap = dp::encapsulate(copy, snap.tunnel(t), vsid, snap.flow_id, false);
+                self.probes.push((used, i, encap));
+                used += 1;
+            }
+        }
+    }
+
     /// Carry out the first `n` actions and count each outcome. A drop is
     /// also offered to the event limiter, with where it came from.
     fn transmit(&mut self, dir: Direction, n: usize) {
-        let Worker { ctx, state, bufs, actions, sources, limiter, now, .. } = self;
+        self.prepare_probes(n);
+        let Worker { ctx, state, bufs, actions, sources, drops, learning, now, probe_bufs, probes, .. } = self;
         let counters = &ctx.counters;
+        let snap = &state.snapshot;
         let mut dropped = |reason: DropReason, i: usize| {
             counters.count_drop(dir, reason);
-            if let Some(ev) = sources[i].and_then(|src| limiter.check(dir, reason, src, *now)) {
-                ctx.shared.events.push(ev);
+            if let Some(ev) = sources[i].and_then(|src| drop_event(drops, dir, reason, src, *now)) {
+                ctx.shared.drops.push(ev);
             }
         };
-        let mut encap: Vec<(&PacketBuf, IpAddr)> = Vec::new();
-        let mut encap_index: Vec<usize> = Vec::new();
+        let mut learn = |learned: Option<Learned>| {
+            if let Some(l) = learned.filter(|l| learning.admit(*l, *now).is_some()) {
+                ctx.shared.learned.push(l);
+            }
+        };
+        // Encapsulated packets leave together: (buffer, PA, the frame's index, its action).
+        let mut encap: Vec<(&PacketBuf, IpAddr, usize, Action)> = Vec::new();
         for (i, (b, action)) in bufs[..n].iter().zip(actions.iter()).enumerate() {
-            let result = match *action {
-                Action::Deliver { port, .. } => send_to_port(state, port, b),
-                Action::Flood { vsid, except } => {
-                    if let Some(subnet) = state.snapshot.subnet(vsid) {
-                        for &p in subnet.ports.iter().filter(|&&p| Some(p) != except) {
-                            if let Err(reason) = send_to_port(state, p, b) {
-                                dropped(reason, i);
-                            }
+            let flood = |vsid, except: Option<PortId>, dropped: &mut dyn FnMut(DropReason, usize)| {
+                if let Some(subnet) = snap.subnet(vsid) {
+                    for &p in subnet.ports.iter().filter(|&&p| Some(p) != except) {
+                        if let Err(reason) = send_to_port(state, p, b) {
+                            dropped(reason, i);
                         }
                     }
+                }
+            };
+            let result = match *action {
+                Action::Deliver { port, .. } | Action::Reject { port, .. } => send_to_port(state, port, b),
+                Action::Flood { vsid, except } => {
+                    flood(vsid, except, &mut dropped);
+                    Ok(())
+                }
+                Action::Probe { vsid, except } => {
+                    flood(vsid, Some(except), &mut dropped);
                     Ok(())
                 }
                 Action::Encap { pa, .. } => {
-                    encap.push((b, pa));
-                    encap_index.push(i);
+                    encap.push((b, pa, i, *action));
                     continue;
                 }
                 Action::Drop(reason) => Err(reason),
             };
             match result {
-                Ok(()) => counters.account(&state.snapshot, dir, action, b.len()),
+                Ok(()) => {
+                    counters.account(snap, dir, action, b.len());
+                    if let (Action::Deliver { vsid, via: Via::Decapsulated, .. }, Some(Source::Underlay(from))) = (*action, sources[i]) {
+                        learn(learn::from_underlay(snap, vsid, from, b.frame()));
+                    }
+                }
                 Err(reason) => dropped(reason, i),
             }
         }
-        if !encap.is_empty() {
-            ctx.shared.underlay.send_batch(&encap, |k, r| match r {
-                Ok(()) => counters.account(&state.snapshot, dir, &actions[encap_index[k]], encap[k].0.len()),
-                Err(_) => dropped(DropReason::TxError, encap_index[k]),
-            });
+        for &(k, i, action) in probes.iter() {
+            match action {
+                Action::Encap { pa, .. } => encap.push((&probe_bufs[k], pa, i, action)),
+                Action::Drop(reason) => dropped(reason, i),
+                _ => {}
+            }
         }
+        if encap.is_empty() {
+            return;
+        }
+        let packets: Vec<(&PacketBuf, IpAddr)> = encap.iter().map(|&(b, pa, _, _)| (b, pa)).collect();
+        ctx.shared.underlay.send_batch(&packets, |k, r| {
+            let (b, pa, i, action) = encap[k];
+            match r {
+                Ok(()) => {
+                    counters.account(snap, dir, &action, b.len());
+                    if matches!(actions[i], Action::Probe { .. }) {
+                        counters.inc(Counter::ArpProbes, 1);
+                    } else if let Action::Encap { vsid, .. } = action {
+                        if let Some(local) = snap.local_pa_for(pa) {
+                            learn(learn::from_vm(snap, vsid, local, &b.frame()[dp::outer_header_len(pa)..]));
+                        }
+                    }
+                }
+                Err(_) => dropped(DropReason::TxError, i),
+            }
+        });
     }
 }
 

@@ -54,9 +54,13 @@ pub mod checksum;
 pub mod ethernet;
 pub mod gre;
 pub mod icmpv4;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ndisc;
 pub mod pcap;
+pub mod tcp;
+pub mod udp;
 
 pub use self::arp::{ArpOperation, ArpPacket, ArpRepr};
 pub use self::ethernet::{
@@ -65,10 +69,16 @@ pub use self::ethernet::{
 pub use self::gre::{
     GrePacket, NvgreError, NvgreRepr, HEADER_LEN as GRE_HEADER_LEN, VSID_MAX, VSID_MIN,
 };
-pub use self::icmpv4::{Icmpv4Message, Icmpv4Packet, Icmpv4Repr};
+pub use self::icmpv4::{
+    DstUnreachable as Icmpv4DstUnreachable, Icmpv4Message, Icmpv4Packet, Icmpv4Repr,
+};
+pub use self::icmpv6::{Icmpv6Message, Icmpv6Packet, Icmpv6Repr};
 pub use self::ipv4::{Ipv4Packet, Ipv4Repr, HEADER_LEN as IPV4_HEADER_LEN};
 pub use self::ipv6::{Ipv6Packet, Ipv6Repr, HEADER_LEN as IPV6_HEADER_LEN};
+pub use self::ndisc::{multicast_mac, solicited_node_multicast, NdiscRepr, NeighborFlags};
 pub use self::pcap::{LinkType, PcapWriter};
+pub use self::tcp::{TcpFlags, TcpPacket, HEADER_LEN as TCP_HEADER_LEN};
+pub use self::udp::{UdpPacket, UdpRepr, HEADER_LEN as UDP_HEADER_LEN};
 
 /// Field offsets are written as ranges into the buffer.
 mod field {
@@ -383,8 +393,82 @@ mod test {
                 icmp.echo_ident(),
             );
             let _ = (icmp.echo_seq_no(), icmp.data(), icmp.verify_checksum());
+            let _ = icmp.next_hop_mtu();
         }
         let _ = Icmpv4Repr::parse(&icmp);
+
+        let (a, b) = (Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
+        let icmp6 = Icmpv6Packet::new_unchecked(bytes);
+        if icmp6.check_len().is_ok() {
+            let _ = (icmp6.msg_type(), icmp6.msg_code(), icmp6.checksum());
+            let _ = (icmp6.echo_ident(), icmp6.echo_seq_no(), icmp6.mtu());
+            let _ = (icmp6.data(), icmp6.verify_checksum(&a, &b));
+            if matches!(
+                icmp6.msg_type(),
+                Icmpv6Message::NeighborSolicit | Icmpv6Message::NeighborAdvert
+            ) {
+                let _ = (
+                    icmp6.target_addr(),
+                    icmp6.neighbor_flags(),
+                    icmp6.ndisc_options(),
+                );
+            }
+        }
+        let _ = NdiscRepr::parse(&icmp6);
+        // Parse with the checksum that makes these bytes pass, so the
+        // per-type checks run rather than stopping at the checksum.
+        if bytes.len() >= 8 {
+            let mut fixed = bytes.to_vec();
+            Icmpv6Packet::new_unchecked(&mut fixed[..]).fill_checksum(&a, &b);
+            let _ = Icmpv6Repr::parse(&a, &b, &Icmpv6Packet::new_unchecked(&fixed[..]));
+            let mut fixed = bytes.to_vec();
+            Icmpv4Packet::new_unchecked(&mut fixed[..]).fill_checksum();
+            let _ = Icmpv4Repr::parse(&Icmpv4Packet::new_unchecked(&fixed[..]));
+        }
+
+        let tcp = TcpPacket::new_unchecked(bytes);
+        if tcp.check_len().is_ok() {
+            let _ = (
+                tcp.src_port(),
+                tcp.dst_port(),
+                tcp.seq_number(),
+                tcp.ack_number(),
+            );
+            let _ = (
+                tcp.header_len(),
+                tcp.reserved(),
+                tcp.flags(),
+                tcp.window_len(),
+            );
+            let _ = (
+                tcp.checksum(),
+                tcp.urgent_at(),
+                tcp.options(),
+                tcp.payload(),
+            );
+            let _ = (tcp.fin(), tcp.syn(), tcp.rst(), tcp.psh());
+            let _ = (
+                tcp.ack(),
+                tcp.urg(),
+                tcp.ece(),
+                tcp.cwr(),
+                tcp.segment_len(),
+            );
+            let v4 = Ipv4Addr::LOCALHOST;
+            let _ = (
+                tcp.verify_checksum_v4(&v4, &v4),
+                tcp.verify_checksum_v6(&a, &b),
+            );
+        }
+
+        let udp = UdpPacket::new_unchecked(bytes);
+        if udp.check_len().is_ok() {
+            let _ = (udp.src_port(), udp.dst_port(), udp.len(), udp.checksum());
+            let v4 = Ipv4Addr::LOCALHOST;
+            let _ = (udp.payload(), udp.verify_checksum_v4(&v4, &v4));
+            let _ = udp.verify_checksum_v6(&a, &b);
+        }
+        let _ = UdpRepr::parse(&udp);
 
         let gre = GrePacket::new_unchecked(bytes);
         if gre.check_len().is_ok() {

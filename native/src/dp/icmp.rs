@@ -1,0 +1,156 @@
+//! The ICMP the host itself sends to its VMs, written in place over the
+//! frame that caused it: echo replies from a gateway address, and
+//! "fragmentation needed" / "packet too big" when a frame would not fit the
+//! underlay once encapsulated (NVGRE is never fragmented on the wire; the
+//! VM's path MTU discovery adapts instead).
+
+use super::vm::Ingress;
+use super::{Action, DropReason, PacketBuf, Snapshot, Via};
+use crate::wire::{
+    EtherType, EthernetFrame, Icmpv4DstUnreachable, Icmpv4Message, Icmpv4Packet, Icmpv4Repr, Icmpv6Message,
+    Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN,
+};
+use std::net::IpAddr;
+
+const ETH: usize = EthernetFrame::<&[u8]>::HEADER_LEN;
+/// TTL / hop limit of what the host sends itself.
+const HOP_LIMIT: u8 = 64;
+/// An ICMPv4 error quotes the invoking header and this much of its payload (RFC 792).
+const QUOTE_V4: usize = 8;
+/// An ICMPv6 error is at most the minimum IPv6 MTU (RFC 4443 §2.4).
+const MAX_ERROR_V6: usize = 1280;
+
+/// Answer an ICMP (v4 or v6) echo request to a gateway address, in place.
+pub(super) fn echo_reply(from: &Ingress, buf: &mut PacketBuf) -> Action {
+    let mut eth = EthernetFrame::new_unchecked(buf.frame_mut());
+    let answered = match eth.ethertype() {
+        EtherType::Ipv4 => {
+            let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+            let is_request = ip.next_header() == IpProtocol::Icmp
+                && ip.frag_offset() == 0
+                && !ip.more_frags()
+                && Icmpv4Packet::new_checked(ip.payload())
+                    .map(|icmp| icmp.msg_type() == Icmpv4Message::EchoRequest && icmp.verify_checksum())
+                    .unwrap_or(false);
+            if is_request {
+                let (src, dst) = (ip.src_addr(), ip.dst_addr());
+                ip.set_src_addr(dst);
+                ip.set_dst_addr(src);
+                ip.set_hop_limit(HOP_LIMIT);
+                ip.fill_checksum();
+                Icmpv4Packet::new_unchecked(ip.payload_mut()).make_echo_reply();
+            }
+            is_request
+        }
+        EtherType::Ipv6 => {
+            let mut ip = Ipv6Packet::new_unchecked(eth.payload_mut());
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let is_request = ip.next_header() == IpProtocol::Icmpv6
+                && Icmpv6Packet::new_checked(ip.payload())
+                    .map(|icmp| icmp.msg_type() == Icmpv6Message::EchoRequest && icmp.verify_checksum(&src, &dst))
+                    .unwrap_or(false);
+            if is_request {
+                ip.set_src_addr(dst);
+                ip.set_dst_addr(src);
+                ip.set_hop_limit(HOP_LIMIT);
+                Icmpv6Packet::new_unchecked(ip.payload_mut()).make_echo_reply(&dst, &src);
+            }
+            is_request
+        }
+        _ => false,
+    };
+    if !answered {
+        return Action::Drop(DropReason::GatewayUnsupported);
+    }
+    eth.set_dst_addr(from.info.mac);
+    eth.set_src_addr(from.subnet.gateway_mac);
+    Action::Deliver { port: from.port, vsid: from.info.vsid, via: Via::EchoReply }
+}
+
+/// The frame is too large for the underlay: turn it into an ICMP error for
+/// the VM carrying `mtu`, the largest IP packet that fits, from the subnet's
+/// gateway address. IPv4 without DF is dropped: a router would fragment it,
+/// which nvgred does not do.
+pub(super) fn too_big(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) -> Action {
+    let eth = EthernetFrame::new_unchecked(buf.frame());
+    let reject = Action::Reject { port: from.port, vsid: from.info.vsid, reason: DropReason::MtuExceeded };
+    let written = match eth.ethertype() {
+        EtherType::Ipv4 => too_big_v4(snap, from, mtu, buf),
+        EtherType::Ipv6 => too_big_v6(snap, from, mtu, buf),
+        _ => false,
+    };
+    if !written {
+        return Action::Drop(DropReason::MtuExceeded);
+    }
+    let mut eth = EthernetFrame::new_unchecked(buf.frame_mut());
+    eth.set_dst_addr(from.info.mac);
+    eth.set_src_addr(from.subnet.gateway_mac);
+    reject
+}
+
+fn too_big_v4(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) -> bool {
+    let frame = buf.frame();
+    let ip = Ipv4Packet::new_unchecked(&frame[ETH..]);
+    let Ok(header) = Ipv4Repr::parse(&ip) else { return false };
+    if !header.dont_frag {
+        return false;
+    }
+    let mut quote = [0u8; QUOTE_V4];
+    let n = ip.payload().len().min(QUOTE_V4);
+    quote[..n].copy_from_slice(&ip.payload()[..n]);
+    let src = match snap.gateway_address(from.info.vsid, true) {
+        Some(IpAddr::V4(gw)) => gw,
+        _ => header.dst_addr,
+    };
+    let icmp = Icmpv4Repr::DstUnreachable {
+        reason: Icmpv4DstUnreachable::FragRequired,
+        next_hop_mtu: mtu,
+        header: Ipv4Repr { payload_len: n, ..header },
+        data: &quote[..n],
+    };
+    let reply = Ipv4Repr {
+        src_addr: src,
+        dst_addr: header.src_addr,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: HOP_LIMIT,
+        dscp: 0,
+        ecn: 0,
+        dont_frag: false,
+    };
+    buf.set_len(ETH + reply.buffer_len() + icmp.buffer_len());
+    let mut packet = Ipv4Packet::new_unchecked(&mut buf.frame_mut()[ETH..]);
+    reply.emit(&mut packet);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(packet.payload_mut()));
+    true
+}
+
+fn too_big_v6(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) -> bool {
+    let frame = buf.frame();
+    let Ok(header) = Ipv6Repr::parse(&Ipv6Packet::new_unchecked(&frame[ETH..])) else { return false };
+    let src = match snap.gateway_address(from.info.vsid, false) {
+        Some(IpAddr::V6(gw)) => gw,
+        _ => header.dst_addr,
+    };
+    // Quote as much of the invoking packet as fits, moved up behind the new headers.
+    let new_headers = IPV6_HEADER_LEN + 8;
+    let quoted = (frame.len() - ETH).min(MAX_ERROR_V6 - new_headers);
+    buf.frame_mut().copy_within(ETH..ETH + quoted, ETH + new_headers);
+    let reply = Ipv6Repr {
+        src_addr: src,
+        dst_addr: header.src_addr,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: 8 + quoted,
+        hop_limit: HOP_LIMIT,
+        traffic_class: 0,
+    };
+    buf.set_len(ETH + new_headers + quoted);
+    let mut packet = Ipv6Packet::new_unchecked(&mut buf.frame_mut()[ETH..]);
+    reply.emit(&mut packet);
+    let mut icmp = Icmpv6Packet::new_unchecked(packet.payload_mut());
+    icmp.set_msg_type(Icmpv6Message::PacketTooBig);
+    icmp.set_msg_code(0);
+    icmp.set_mtu(u32::from(mtu));
+    icmp.fill_checksum(&src, &header.src_addr);
+    true
+}
