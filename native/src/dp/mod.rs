@@ -9,6 +9,7 @@ mod counters;
 mod drop;
 mod encap;
 mod icmp;
+mod index;
 pub mod learn;
 mod policy;
 mod neighbor;
@@ -30,11 +31,43 @@ pub use policy::{
     RoutingDomain, Rule, Vsid,
 };
 pub use encap::{encapsulate, outer_header_len};
-pub use tables::{FxMap, Location, NextHop, Reach, Record, Route, Snapshot, Tunnel};
+pub use tables::{FxMap, Location, NextHop, Reach, Record, Route, Snapshot, Tunnel, TunnelId};
 pub use underlay::{on_underlay_gre, on_underlay_packet};
 pub use vm::on_vm_frame;
 
 use std::net::IpAddr;
+
+/// Decide a batch of frames from one VM port. The frames' table slots are
+/// prefetched first, so the cache misses of a large table overlap instead of
+/// adding up.
+pub fn on_vm_frames(snap: &Snapshot, port: PortId, bufs: &mut [PacketBuf], out: &mut Vec<Action>) {
+    if let Some(subnet) = snap.port(port).and_then(|p| snap.subnet(p.vsid)) {
+        for b in bufs.iter() {
+            if let Some(dst) = b.frame().get(..6).map(crate::wire::MacAddr::from_bytes) {
+                if dst.is_unicast() && dst != subnet.gateway_mac {
+                    snap.prefetch_mac(subnet.routing_domain, dst);
+                }
+            }
+        }
+    }
+    out.extend(bufs.iter_mut().map(|b| on_vm_frame(snap, port, b)));
+}
+
+/// Decide a batch of packets from the IPv4 underlay, prefetching the lookup
+/// of each inner source (the anti-spoofing check) first.
+pub fn on_underlay_packets(snap: &Snapshot, bufs: &mut [PacketBuf], out: &mut Vec<Action>) {
+    for b in bufs.iter() {
+        let f = b.frame();
+        let ihl = (f.first().copied().unwrap_or(0) & 0x0f) as usize * 4;
+        // GRE key after the 4-byte base header, then the inner Ethernet source.
+        let (Some(key), Some(src)) = (f.get(ihl + 4..ihl + 8), f.get(ihl + 8 + 6..ihl + 8 + 12)) else { continue };
+        let vsid = u32::from_be_bytes(key.try_into().unwrap()) >> 8;
+        if let Some(subnet) = snap.subnet(vsid) {
+            snap.prefetch_mac(subnet.routing_domain, crate::wire::MacAddr::from_bytes(src));
+        }
+    }
+    out.extend(bufs.iter_mut().map(|b| on_underlay_packet(snap, b)));
+}
 
 /// A header that failed to parse, as the drop reason it is counted under.
 fn malformed(e: crate::wire::Error) -> DropReason {

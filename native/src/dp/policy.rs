@@ -103,6 +103,8 @@ pub struct Policy {
 pub struct DecodeError(pub String);
 
 const MAGIC: &[u8; 4] = b"NVGP";
+/// Routing domains are numbered from 0; the MAC index packs the number in 16 bits.
+pub const MAX_ROUTING_DOMAIN: RoutingDomain = 0xfffe;
 const VERSION: u32 = 2;
 const HEADER_LEN: usize = 32;
 const PA_LEN: usize = 20;
@@ -195,6 +197,9 @@ impl Policy {
         let mut customer_routes = Vec::with_capacity(counts[1]);
         for _ in 0..counts[1] {
             let routing_domain = c.u32();
+            if routing_domain > MAX_ROUTING_DOMAIN {
+                return Err(DecodeError(format!("routing domain number {routing_domain} (at most {MAX_ROUTING_DOMAIN})")));
+            }
             let vsid = c.u32();
             let fam = c.u8();
             let prefix_len = c.u8();

@@ -8,12 +8,16 @@ use super::policy::{FlowIdMode, Policy, PortId, RecordType, RoutingDomain, Rule,
 use super::DropReason;
 use crate::wire::MacAddr;
 use std::collections::HashMap;
+use super::index::IndexTable;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroU32;
 
-/// The Fx hash (rustc's): a multiply-rotate per word. The keys are small and
-/// come from the policy, not from packets an attacker picks freely... except
-/// MACs and addresses in packets, which only ever *look up*, never insert.
+/// A multiply-rotate hash per word (rustc's Fx), with a final mix: a
+/// multiplication only carries low bits upward, and the table indexes
+/// buckets by the low bits, so without the mix keys that differ in their
+/// high bytes (10.0.x.y) would all collide. Keys come from the policy;
+/// packets only look up.
 #[derive(Default, Clone, Copy)]
 pub struct FxHasher {
     hash: u64,
@@ -60,22 +64,42 @@ impl Hasher for FxHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        // The 64-bit finalizer of MurmurHash3: every input bit reaches every output bit.
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
     }
 }
 
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// A tunnel of the snapshot (see [`Snapshot::tunnel`]); never zero, so a
+/// [`Location`] fits in four bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TunnelId(NonZeroU32);
+
+impl TunnelId {
+    fn new(index: usize) -> TunnelId {
+        TunnelId(NonZeroU32::new(index as u32 + 1).expect("fewer than 2^32 tunnels"))
+    }
+    #[inline]
+    fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
 
 /// Where a lookup record's VM lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
     /// Behind one of this host's provider addresses.
     Local,
-    /// Behind another host: index into [`Snapshot::tunnels`].
-    Remote(u32),
+    /// Behind another host.
+    Remote(TunnelId),
 }
 
-/// A lookup record as the core keeps it (the CA is the key of `by_ca`).
+/// A lookup record as the core keeps it, in 16 bytes, inline in the index
+/// tables (the CA or the MAC is the key).
 #[derive(Debug, Clone, Copy)]
 pub struct Record {
     pub vsid: Vsid,
@@ -83,6 +107,24 @@ pub struct Record {
     pub rule: Rule,
     pub kind: RecordType,
     pub location: Location,
+}
+
+impl Default for Record {
+    fn default() -> Record {
+        Record { vsid: 0, mac: MacAddr([0; 6]), rule: Rule::Encap, kind: RecordType::Static, location: Location::Local }
+    }
+}
+
+/// Index keys: a VSID and an IPv4 CA; a routing domain and a MAC.
+#[inline]
+fn ca4_key(vsid: Vsid, ca: Ipv4Addr) -> u64 {
+    (vsid as u64) << 32 | u32::from(ca) as u64
+}
+
+#[inline]
+fn mac_key(rd: RoutingDomain, mac: MacAddr) -> u64 {
+    let m = mac.0;
+    (rd as u64) << 48 | u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
 }
 
 /// The path to one remote provider address, with the local PA to send from.
@@ -108,7 +150,7 @@ pub struct Subnet {
     pub gateway_v4: Option<IpAddr>,
     pub gateway_v6: Option<IpAddr>,
     /// Tunnels to the PAs of the VSID's L2Only records (flow 4 probes).
-    pub l2only_tunnels: Vec<u32>,
+    pub l2only_tunnels: Vec<TunnelId>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -171,7 +213,7 @@ pub enum Reach<'a> {
     Tunnel(&'a Tunnel),
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Snapshot {
     pub flow_id: FlowIdMode,
     pub local_pas: Vec<IpAddr>,
@@ -184,8 +226,10 @@ pub struct Snapshot {
     routes: FxMap<RoutingDomain, Vec<Route>>,
     /// Host-owned `.1` addresses: (routing domain, address) → VSID.
     gateways: FxMap<(RoutingDomain, IpAddr), Vsid>,
-    by_ca: FxMap<(Vsid, IpAddr), Record>,
-    by_mac: FxMap<(RoutingDomain, MacAddr), Record>,
+    /// Lookup records by IPv4 CA (the common case, in a prefetchable table) and by IPv6 CA.
+    by_ca4: IndexTable<Record>,
+    by_ca6: FxMap<(Vsid, Ipv6Addr), Record>,
+    by_mac: IndexTable<Record>,
     /// Gateway wildcard records: (VSID, is IPv4) → the HNV gateway that takes
     /// destinations routed into that VSID without an exact record.
     wildcards: FxMap<(Vsid, bool), Record>,
@@ -196,7 +240,10 @@ impl Snapshot {
     /// contract; anything inconsistent that slips through is skipped here
     /// rather than trusted (a port or record whose VSID has no route).
     pub fn build(policy: &Policy) -> Snapshot {
+        let records = policy.lookup_records.len();
         let mut s = Snapshot {
+            by_ca4: IndexTable::with_capacity(records),
+            by_mac: IndexTable::with_capacity(records),
             flow_id: policy.flow_id,
             local_pas: policy.provider_addresses.iter().map(|p| p.address).collect(),
             provider_addresses: policy.provider_addresses.clone(),
@@ -231,14 +278,14 @@ impl Snapshot {
             routes.sort_by(|a, b| b.prefix_len.cmp(&a.prefix_len).then(a.metric.cmp(&b.metric)));
         }
 
-        let mut tunnel_index: FxMap<IpAddr, u32> = FxMap::default();
+        let mut tunnel_index: FxMap<IpAddr, TunnelId> = FxMap::default();
         for r in &policy.lookup_records {
             let Some(subnet) = s.subnets.get(&r.vsid) else { continue };
             let rd = subnet.routing_domain;
             let location = if s.local_pas.contains(&r.provider_address) {
                 Location::Local
             } else {
-                let next = s.tunnels.len() as u32;
+                let next = TunnelId::new(s.tunnels.len());
                 let idx = *tunnel_index.entry(r.provider_address).or_insert_with(|| next);
                 if idx == next {
                     let local = pick_source(&policy.provider_addresses, r.provider_address);
@@ -258,11 +305,16 @@ impl Snapshot {
             }
             match r.kind {
                 RecordType::Static | RecordType::Dynamic => {
-                    s.by_ca.insert((r.vsid, r.customer_address), rec);
-                    s.by_mac.insert((rd, r.mac), rec);
+                    match r.customer_address {
+                        IpAddr::V4(ca) => s.by_ca4.insert(ca4_key(r.vsid, ca), rec),
+                        IpAddr::V6(ca) => {
+                            s.by_ca6.insert((r.vsid, ca), rec);
+                        }
+                    }
+                    s.by_mac.insert(mac_key(rd, r.mac), rec);
                 }
                 RecordType::L2Only => {
-                    s.by_mac.entry((rd, r.mac)).or_insert(rec);
+                    s.by_mac.insert_if_absent(mac_key(rd, r.mac), rec);
                     if let Location::Remote(t) = location {
                         let tunnels = &mut s.subnets.get_mut(&r.vsid).unwrap().l2only_tunnels;
                         if !tunnels.contains(&t) {
@@ -274,7 +326,7 @@ impl Snapshot {
                     s.wildcards.insert((r.vsid, r.customer_address.is_ipv4()), rec);
                     // Its traffic comes back from the gateway's MAC: the
                     // underlay check needs it, unless a static record has it.
-                    s.by_mac.entry((rd, r.mac)).or_insert(rec);
+                    s.by_mac.insert_if_absent(mac_key(rd, r.mac), rec);
                 }
             }
         }
@@ -314,12 +366,32 @@ impl Snapshot {
 
     #[inline]
     pub fn record_by_ca(&self, vsid: Vsid, ca: IpAddr) -> Option<&Record> {
-        self.by_ca.get(&(vsid, ca))
+        match ca {
+            IpAddr::V4(ca) => self.by_ca4.get(ca4_key(vsid, ca)),
+            IpAddr::V6(ca) => self.by_ca6.get(&(vsid, ca)),
+        }
     }
 
     #[inline]
     pub fn record_by_mac(&self, rd: RoutingDomain, mac: MacAddr) -> Option<&Record> {
-        self.by_mac.get(&(rd, mac))
+        self.by_mac.get(mac_key(rd, mac))
+    }
+
+    /// Start loading what `record_by_mac` will read (batches overlap their misses).
+    #[inline]
+    pub fn prefetch_mac(&self, rd: RoutingDomain, mac: MacAddr) {
+        self.by_mac.prefetch(mac_key(rd, mac))
+    }
+
+    /// Start loading what `record_by_ca` will read for an IPv4 CA.
+    #[inline]
+    pub fn prefetch_ca4(&self, vsid: Vsid, ca: Ipv4Addr) {
+        self.by_ca4.prefetch(ca4_key(vsid, ca))
+    }
+
+    /// Heap bytes of the lookup-record indexes (the per-record cost).
+    pub fn record_index_bytes(&self) -> usize {
+        self.by_ca4.heap_bytes() + self.by_mac.heap_bytes() + self.by_ca6.capacity() * std::mem::size_of::<((Vsid, Ipv6Addr), Record)>()
     }
 
     /// The VSID whose `.1` this address is, if the host owns it in `rd`.
@@ -391,8 +463,8 @@ impl Snapshot {
     }
 
     #[inline]
-    pub fn tunnel(&self, idx: u32) -> &Tunnel {
-        &self.tunnels[idx as usize]
+    pub fn tunnel(&self, id: TunnelId) -> &Tunnel {
+        &self.tunnels[id.index()]
     }
 }
 

@@ -171,10 +171,8 @@ impl Worker {
         let snap = self.state.snapshot.clone();
         self.actions.clear();
         self.sources.clear();
-        for b in &mut self.bufs[..n] {
-            self.sources.push(Some(Source::Port(port)));
-            self.actions.push(dp::on_vm_frame(&snap, port, b));
-        }
+        self.sources.resize(n, Some(Source::Port(port)));
+        dp::on_vm_frames(&snap, port, &mut self.bufs[..n], &mut self.actions);
         self.transmit(Direction::FromVm, n);
     }
 
@@ -184,10 +182,8 @@ impl Worker {
         let snap = self.state.snapshot.clone();
         self.actions.clear();
         self.sources.clear();
-        for b in &mut self.bufs[..n] {
-            self.sources.push(ipv4_source(b.frame()));
-            self.actions.push(dp::on_underlay_packet(&snap, b));
-        }
+        self.sources.extend(self.bufs[..n].iter().map(|b| ipv4_source(b.frame())));
+        dp::on_underlay_packets(&snap, &mut self.bufs[..n], &mut self.actions);
         self.transmit(Direction::FromUnderlay, n);
     }
 
