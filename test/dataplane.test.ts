@@ -265,7 +265,7 @@ describe('packets injected on the underlay', () => {
       expect(sent).toMatchObject({ sent: 3, errors: 0 });
       // Counters are read in bulk per scrape; the packets are in flight briefly.
       let after = await metrics('host1');
-      for (let i = 0; i < 20 && drops(after, 'from_underlay', reason) - drops(before, 'from_underlay', reason) < 3; i++) {
+      for (let i = 0; i < 100 && drops(after, 'from_underlay', reason) - drops(before, 'from_underlay', reason) < 3; i++) {
         await new Promise((r) => setTimeout(r, 50));
         after = await metrics('host1');
       }

@@ -2,7 +2,7 @@
 
 use super::{Action, DropReason, FlowIdMode, PacketBuf, Tunnel, Vsid};
 use crate::wire::{
-    EtherType, EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NvgreRepr,
+    checksum, EtherType, EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NvgreRepr,
     IPV4_HEADER_LEN, IPV6_HEADER_LEN,
 };
 use std::net::IpAddr;
@@ -10,53 +10,86 @@ use std::net::IpAddr;
 /// Outer TTL / hop limit (Windows' default).
 const OUTER_TTL: u8 = 64;
 
-/// Wrap the frame in outer IPv4 or IPv6 (the tunnel's family) + GRE toward
-/// the tunnel's PA, key = `vsid` (the destination VSID) and the FlowID.
-pub fn encapsulate(
-    buf: &mut PacketBuf,
-    tunnel: &Tunnel,
-    vsid: Vsid,
-    flow_id: FlowIdMode,
-    routed: bool,
-) -> Action {
+/// The outer IP + GRE header toward one PA, built once when the tables are
+/// (the OVS/VPP way): per packet it is copied into the headroom and only the
+/// length, DSCP, key and (IPv4) checksum are patched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Template {
+    bytes: [u8; IPV6_HEADER_LEN + NvgreRepr::HEADER_LEN],
+    len: u8,
+}
+
+impl Template {
+    /// The header from `local` to `remote` (one family), for an empty frame
+    /// with DSCP 0, key 0; `None` if the families differ.
+    pub fn new(local: IpAddr, remote: IpAddr) -> Option<Template> {
+        let mut t = Template { bytes: [0; IPV6_HEADER_LEN + NvgreRepr::HEADER_LEN], len: outer_header_len(remote) as u8 };
+        let gre = NvgreRepr { vsid: 0, flow_id: 0 };
+        let (ip, rest) = t.bytes.split_at_mut(t.len as usize - gre.buffer_len());
+        match (local, remote) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => Ipv4Repr {
+                src_addr: src,
+                dst_addr: dst,
+                next_header: IpProtocol::Gre,
+                payload_len: gre.buffer_len(),
+                hop_limit: OUTER_TTL,
+                dscp: 0,
+                ecn: 0,
+                dont_frag: true,
+            }
+            .emit(&mut Ipv4Packet::new_unchecked(ip)),
+            (IpAddr::V6(src), IpAddr::V6(dst)) => Ipv6Repr {
+                src_addr: src,
+                dst_addr: dst,
+                next_header: IpProtocol::Gre,
+                payload_len: gre.buffer_len(),
+                hop_limit: OUTER_TTL,
+                traffic_class: 0,
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(ip)),
+            _ => return None,
+        }
+        gre.emit(&mut GrePacket::new_unchecked(&mut rest[..gre.buffer_len()]));
+        Some(t)
+    }
+}
+
+/// Wrap the frame in the tunnel's outer IPv4 or IPv6 + GRE header, key =
+/// `vsid` (the destination VSID) and the FlowID, DSCP copied from the inner
+/// packet.
+pub fn encapsulate(buf: &mut PacketBuf, tunnel: &Tunnel, vsid: Vsid, flow_id: FlowIdMode, routed: bool) -> Action {
+    let Some(template) = &tunnel.template else {
+        return Action::Drop(DropReason::NoProviderAddress);
+    };
     let (flow, dscp) = inner_flow(buf.frame());
-    let nvgre = NvgreRepr {
+    let key = NvgreRepr {
         vsid,
         flow_id: match flow_id {
             FlowIdMode::Hash => flow,
             FlowIdMode::Zero => 0,
         },
-    };
-    let payload_len = nvgre.buffer_len() + buf.len();
-    let ip_len = outer_header_len(tunnel.remote) - nvgre.buffer_len();
-    let Some(hdr) = buf.prepend(ip_len + nvgre.buffer_len()) else {
+    }
+    .key();
+    let inner_len = buf.len();
+    let len = template.len as usize;
+    let Some(hdr) = buf.prepend(len) else {
         return Action::Drop(DropReason::Truncated);
     };
-    let (ip_hdr, gre_hdr) = hdr.split_at_mut(ip_len);
-    match (tunnel.local, tunnel.remote) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Gre,
-            payload_len,
-            hop_limit: OUTER_TTL,
-            dscp,
-            ecn: 0,
-            dont_frag: true,
-        }
-        .emit(&mut Ipv4Packet::new_unchecked(ip_hdr)),
-        (IpAddr::V6(src), IpAddr::V6(dst)) => Ipv6Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Gre,
-            payload_len,
-            hop_limit: OUTER_TTL,
-            traffic_class: dscp << 2,
-        }
-        .emit(&mut Ipv6Packet::new_unchecked(ip_hdr)),
-        _ => return Action::Drop(DropReason::NoProviderAddress),
+    hdr.copy_from_slice(&template.bytes[..len]);
+    let ip_len = len - NvgreRepr::HEADER_LEN;
+    if tunnel.remote.is_ipv4() {
+        let mut ip = Ipv4Packet::new_unchecked(&mut hdr[..ip_len]);
+        let (len0, tos0) = (ip.total_len(), u16::from_be_bytes([0x45, 0]));
+        ip.set_total_len(len0 + inner_len as u16);
+        ip.set_dscp(dscp);
+        let sum = checksum::update(ip.checksum(), len0, ip.total_len());
+        ip.set_checksum(checksum::update(sum, tos0, u16::from_be_bytes([0x45, dscp << 2])));
+    } else {
+        let mut ip = Ipv6Packet::new_unchecked(&mut hdr[..ip_len]);
+        ip.set_payload_len((NvgreRepr::HEADER_LEN + inner_len) as u16);
+        ip.set_traffic_class(dscp << 2);
     }
-    nvgre.emit(&mut GrePacket::new_unchecked(gre_hdr));
+    GrePacket::new_unchecked(&mut hdr[ip_len..]).set_key(key);
     Action::Encap { pa: tunnel.remote, vsid, routed }
 }
 

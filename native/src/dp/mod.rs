@@ -50,7 +50,8 @@ pub fn on_vm_frames(snap: &Snapshot, port: PortId, bufs: &mut [PacketBuf], out: 
             }
         }
     }
-    out.extend(bufs.iter_mut().map(|b| on_vm_frame(snap, port, b)));
+    let last = std::cell::Cell::new(None);
+    out.extend(bufs.iter_mut().map(|b| vm::decide(snap, port, b, &last)));
 }
 
 /// Decide a batch of packets from the IPv4 underlay, prefetching the lookup

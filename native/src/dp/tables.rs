@@ -8,6 +8,7 @@ use super::policy::{FlowIdMode, Policy, PortId, RecordType, RoutingDomain, Rule,
 use super::DropReason;
 use crate::wire::MacAddr;
 use std::collections::HashMap;
+use super::encap::Template;
 use super::index::IndexTable;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -134,6 +135,8 @@ pub struct Tunnel {
     pub remote: IpAddr,
     /// The largest outer packet the local PA's interface sends.
     pub mtu: u16,
+    /// The outer header; none without a local PA of the remote's family.
+    pub template: Option<Template>,
 }
 
 #[derive(Debug, Clone)]
@@ -289,10 +292,12 @@ impl Snapshot {
                 let idx = *tunnel_index.entry(r.provider_address).or_insert_with(|| next);
                 if idx == next {
                     let local = pick_source(&policy.provider_addresses, r.provider_address);
+                    let local_address = local.map(|pa| pa.address).unwrap_or(unspecified(r.provider_address));
                     s.tunnels.push(Tunnel {
-                        local: local.map(|pa| pa.address).unwrap_or(unspecified(r.provider_address)),
+                        local: local_address,
                         remote: r.provider_address,
                         mtu: local.map(|pa| pa.mtu).unwrap_or(0),
+                        template: local.and_then(|_| Template::new(local_address, r.provider_address)),
                     });
                 }
                 Location::Remote(idx)

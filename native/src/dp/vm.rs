@@ -11,6 +11,7 @@ use super::encap::{encapsulate, outer_header_len};
 use super::tables::{Location, NextHop, PortInfo, Reach, Record, Snapshot, Subnet};
 use super::{icmp, malformed, neighbor, Action, DropReason, PacketBuf, PortId, Via};
 use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, MacAddr};
+use std::cell::Cell;
 use std::net::IpAddr;
 
 /// Where a frame came from: the port, what the policy says about it, and its subnet.
@@ -18,17 +19,27 @@ pub(super) struct Ingress<'a> {
     pub port: PortId,
     pub info: PortInfo,
     pub subnet: &'a Subnet,
+    /// The last destination MAC looked up for this port in this batch, and
+    /// its record: a stream's frames reuse it (the VPP way).
+    pub last: &'a LastLookup,
 }
+
+pub(super) type LastLookup = Cell<Option<(MacAddr, Record)>>;
 
 /// Decide what to do with a frame read from VM port `port`.
 pub fn on_vm_frame(snap: &Snapshot, port: PortId, buf: &mut PacketBuf) -> Action {
+    decide(snap, port, buf, &Cell::new(None))
+}
+
+/// `on_vm_frame` sharing one last-lookup cache over a batch from one port.
+pub(super) fn decide(snap: &Snapshot, port: PortId, buf: &mut PacketBuf, last: &LastLookup) -> Action {
     let Some(&info) = snap.port(port) else {
         return Action::Drop(DropReason::PortGone);
     };
     let Some(subnet) = snap.subnet(info.vsid) else {
         return Action::Drop(DropReason::PortGone);
     };
-    let from = Ingress { port, info, subnet };
+    let from = Ingress { port, info, subnet, last };
     let eth = match EthernetFrame::new_checked(buf.frame()) {
         Ok(eth) => eth,
         Err(e) => return Action::Drop(malformed(e)),
@@ -66,13 +77,20 @@ pub(super) fn switch(snap: &Snapshot, from: &Ingress, dst: MacAddr, buf: &mut Pa
     if let Some(to) = snap.port_by_mac(vsid, dst) {
         return Action::Deliver { port: to, vsid, via: Via::Switched };
     }
-    let Some(rec) = snap.record_by_mac(from.subnet.routing_domain, dst) else {
-        return Action::Drop(DropReason::UnknownDestination);
+    let rec = match from.last.get() {
+        Some((mac, rec)) if mac == dst => rec,
+        _ => {
+            let Some(&rec) = snap.record_by_mac(from.subnet.routing_domain, dst) else {
+                return Action::Drop(DropReason::UnknownDestination);
+            };
+            from.last.set(Some((dst, rec)));
+            rec
+        }
     };
     if rec.vsid != vsid {
         return Action::Drop(DropReason::VsidMismatch);
     }
-    to_record(snap, from, rec, buf, false)
+    to_record(snap, from, &rec, buf, false)
 }
 
 /// Send to the VM a lookup record names: a local port, or its PA. A frame
