@@ -9,9 +9,9 @@ APT_PACKAGES := iproute2 iputils-ping tshark iperf3 libpcap-dev python3 make g++
 CARGO := cargo
 ADDON := native/build/nvgred.node
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml
-TS_SRC := $(shell find src lab -name '*.ts' 2>/dev/null) native/index.d.ts tsconfig.json
+TS_SRC := $(shell find src lab bench -name '*.ts' 2>/dev/null) native/index.d.ts tsconfig.json
 
-.PHONY: all deps native build test test-native test-js lab install uninstall clean
+.PHONY: all deps native build test test-native test-js lab bench install uninstall clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -45,7 +45,8 @@ deps: .deps-apt node_modules/.installed
 $(ADDON): $(NATIVE_SRC) | .deps-apt
 	cd native && $(CARGO) build --release
 	@mkdir -p native/build
-	cp native/target/release/libnvgred_native.so $(ADDON)
+	@# A new inode: running daemons keep the library they mapped.
+	cp native/target/release/libnvgred_native.so $(ADDON).tmp && mv $(ADDON).tmp $(ADDON)
 
 native: $(ADDON)
 
@@ -65,6 +66,11 @@ test: test-native test-js
 
 lab: build
 	node dist/lab/run.js
+
+# Side-by-side benchmark (a few minutes): veth, kernel VXLAN, nvgred; then the core's microbenchmark.
+bench: build
+	node dist/bench/run.js
+	cd native && $(CARGO) bench --bench core
 
 # Install the daemon, the CLI, the unit and an example config. DESTDIR and
 # PREFIX are respected; an existing config is never overwritten.

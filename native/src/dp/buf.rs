@@ -4,10 +4,14 @@
 //! IP + GRE header into the headroom; decapsulation moves `start` forward.
 //! Neither copies the frame.
 
+use super::offload::Offload;
+
 pub struct PacketBuf {
     data: Box<[u8]>,
     start: usize,
     end: usize,
+    /// What the TAP's virtio-net header said about the frame (or will say).
+    pub offload: Offload,
 }
 
 impl PacketBuf {
@@ -21,6 +25,7 @@ impl PacketBuf {
             data: vec![0u8; Self::HEADROOM + capacity].into_boxed_slice(),
             start: Self::HEADROOM,
             end: Self::HEADROOM,
+            offload: Offload::default(),
         }
     }
 
@@ -37,6 +42,7 @@ impl PacketBuf {
     pub fn reset(&mut self) {
         self.start = Self::HEADROOM;
         self.end = Self::HEADROOM;
+        self.offload = Offload::default();
     }
 
     #[inline]

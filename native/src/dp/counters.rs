@@ -36,6 +36,8 @@ counters! {
     NdReplies => "nd_replies",
     IcmpErrors => "icmp_errors",
     ArpProbes => "arp_probes",
+    SegmentedFrames => "segmented_frames",
+    CoalescedPackets => "coalesced_packets",
     IcmpEchoReplies => "icmp_echo_replies",
     LocalSwitched => "local_switched_packets",
     Routed => "routed_packets",

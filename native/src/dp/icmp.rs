@@ -22,6 +22,7 @@ const MAX_ERROR_V6: usize = 1280;
 
 /// Answer an ICMP (v4 or v6) echo request to a gateway address, in place.
 pub(super) fn echo_reply(from: &Ingress, buf: &mut PacketBuf) -> Action {
+    buf.offload = Default::default();
     let mut eth = EthernetFrame::new_unchecked(buf.frame_mut());
     let answered = match eth.ethertype() {
         EtherType::Ipv4 => {
@@ -118,6 +119,7 @@ fn too_big_v4(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) ->
         ecn: 0,
         dont_frag: false,
     };
+    buf.offload = Default::default();
     buf.set_len(ETH + reply.buffer_len() + icmp.buffer_len());
     let mut packet = Ipv4Packet::new_unchecked(&mut buf.frame_mut()[ETH..]);
     reply.emit(&mut packet);
@@ -144,6 +146,7 @@ fn too_big_v6(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) ->
         hop_limit: HOP_LIMIT,
         traffic_class: 0,
     };
+    buf.offload = Default::default();
     buf.set_len(ETH + new_headers + quoted);
     let mut packet = Ipv6Packet::new_unchecked(&mut buf.frame_mut()[ETH..]);
     reply.emit(&mut packet);

@@ -13,6 +13,7 @@ mod index;
 pub mod learn;
 mod policy;
 mod neighbor;
+pub mod offload;
 mod tables;
 pub mod testkit;
 #[cfg(test)]

@@ -61,6 +61,7 @@ pub(super) fn arp(snap: &Snapshot, from: &Ingress, buf: &mut PacketBuf) -> Actio
                 target_hardware_addr: source_hardware_addr,
                 target_protocol_addr: source_protocol_addr,
             };
+            buf.offload = Default::default();
             buf.set_len(ETH + reply.buffer_len());
             let mut eth = EthernetFrame::new_unchecked(buf.frame_mut());
             eth.set_dst_addr(source_hardware_addr);
@@ -153,6 +154,7 @@ fn advertise(from: &Ingress, buf: &mut PacketBuf, asker: Ipv6Addr, target: Ipv6A
         hop_limit: ND_HOP_LIMIT,
         traffic_class: 0,
     };
+    buf.offload = Default::default();
     buf.set_len(ETH + ip.buffer_len() + na.buffer_len());
     let mut eth = EthernetFrame::new_unchecked(buf.frame_mut());
     eth.set_dst_addr(from.info.mac);

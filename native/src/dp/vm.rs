@@ -101,7 +101,8 @@ fn to_record(snap: &Snapshot, from: &Ingress, rec: &Record, buf: &mut PacketBuf,
         Ok(Reach::Port(port)) => Action::Deliver { port, vsid: rec.vsid, via: if routed { Via::Routed } else { Via::Switched } },
         Ok(Reach::Tunnel(tunnel)) => {
             let outer = outer_header_len(tunnel.remote);
-            if buf.len() + outer > tunnel.mtu as usize {
+            // A large TCP segment (offload) is checked by the segments it becomes.
+            if buf.offload.wire_len(buf.len()) + outer > tunnel.mtu as usize {
                 // The largest inner IP packet: the underlay MTU less the outer headers and the inner Ethernet header.
                 let mtu = (tunnel.mtu as usize).saturating_sub(outer + EthernetFrame::<&[u8]>::HEADER_LEN);
                 return icmp::too_big(snap, from, mtu as u16, buf);

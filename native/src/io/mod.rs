@@ -1,5 +1,7 @@
-//! I/O: TAP devices, the underlay socket, netlink, and the worker threads
-//! that move packets between them through the decision core.
+//! I/O: TAP devices, the underlay sockets, netlink, and the worker threads
+//! that move packets between them through the decision core. With several
+//! workers, every TAP has a queue per worker and every worker its own
+//! underlay sockets; a flow stays on one worker both ways.
 //!
 //! The control plane never touches a packet. It publishes a new [`State`]
 //! (table snapshot + port set) as a whole; workers pick it up between
@@ -36,7 +38,6 @@ struct Shared {
     /// Bumped on every publish; workers compare it once per wake-up.
     generation: AtomicU64,
     stop: AtomicBool,
-    underlay: Underlay,
     /// Rate-limited drops, for the log.
     drops: events::EventQueue<DropEvent>,
     /// Addresses learned from ARP, for the control plane.
@@ -72,7 +73,6 @@ impl Dataplane {
             state: Mutex::new(Arc::new(State { snapshot: Arc::new(Snapshot::default()), taps: FxMap::default() })),
             generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
-            underlay: Underlay::open()?,
             drops: events::EventQueue::default(),
             learned: events::EventQueue::default(),
         });
@@ -83,6 +83,8 @@ impl Dataplane {
             let heartbeat = Arc::new(AtomicU64::new(0));
             let seen = Arc::new(AtomicU64::new(0));
             let ctx = worker::Context {
+                index: i,
+                underlay: Underlay::open(i as u32, workers.max(1) as u32)?,
                 shared: shared.clone(),
                 wake: wake.as_raw_fd(),
                 counters: counters.clone(),
@@ -147,7 +149,7 @@ impl Dataplane {
             if cur.taps.contains_key(&id) {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("port {id} exists")));
             }
-            let tap = Arc::new(Tap::create(spec)?);
+            let tap = Arc::new(Tap::create(spec, self.workers.len())?);
             let ifindex = tap.ifindex;
             let mut taps = cur.taps.clone();
             taps.insert(id, tap);

@@ -12,6 +12,7 @@ extern "C" {
     pub fn open(path: *const c_char, flags: c_int, ...) -> c_int;
     pub fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize;
     pub fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
+    pub fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> isize;
     pub fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
     pub fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
     pub fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int;
@@ -25,6 +26,7 @@ extern "C" {
     pub fn eventfd(initval: c_uint, flags: c_int) -> c_int;
     pub fn setns(fd: c_int, nstype: c_int) -> c_int;
     pub fn if_nametoindex(name: *const c_char) -> c_uint;
+    pub fn sched_yield() -> c_int;
 }
 
 pub const O_RDWR: c_int = 0o2;
@@ -46,6 +48,7 @@ pub const SO_RCVBUF: c_int = 8;
 pub const SO_SNDBUF: c_int = 7;
 pub const SO_RCVBUFFORCE: c_int = 33;
 pub const SO_SNDBUFFORCE: c_int = 32;
+pub const SO_ATTACH_FILTER: c_int = 26;
 pub const IPPROTO_IP: c_int = 0;
 pub const IPPROTO_GRE: c_int = 47;
 pub const IP_HDRINCL: c_int = 3;
@@ -67,6 +70,13 @@ pub const CLONE_NEWNET: c_int = 0x4000_0000;
 pub const TUNSETIFF: c_ulong = 0x4004_54ca;
 pub const IFF_TAP: i16 = 0x0002;
 pub const IFF_NO_PI: i16 = 0x1000;
+pub const IFF_VNET_HDR: i16 = 0x4000;
+pub const IFF_MULTI_QUEUE: i16 = 0x0100;
+pub const TUNSETOFFLOAD: c_ulong = 0x4004_54d0;
+pub const TUN_F_CSUM: c_ulong = 0x01;
+pub const TUN_F_TSO4: c_ulong = 0x02;
+pub const TUN_F_TSO6: c_ulong = 0x04;
+pub const TUN_F_TSO_ECN: c_ulong = 0x08;
 // <linux/sockios.h>
 pub const SIOCGIFFLAGS: c_ulong = 0x8913;
 pub const SIOCSIFFLAGS: c_ulong = 0x8914;
@@ -174,6 +184,23 @@ pub struct msghdr {
 pub struct mmsghdr {
     pub hdr: msghdr,
     pub len: c_uint,
+}
+
+/// A classic BPF instruction (`struct sock_filter`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sock_filter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// `struct sock_fprog`.
+#[repr(C)]
+pub struct sock_fprog {
+    pub len: u16,
+    pub filter: *const sock_filter,
 }
 
 /// Packed on x86_64 (the kernel's `EPOLL_PACKED`), natural elsewhere.

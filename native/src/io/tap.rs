@@ -4,15 +4,24 @@
 //! created directly inside that namespace (a thread enters it, opens
 //! `/dev/net/tun` and leaves), so the device never appears in ours. The
 //! daemon holds the queue's descriptor; closing it removes the device.
+//!
+//! Offloads: every frame crosses with a virtio-net header (`IFF_VNET_HDR`),
+//! and the TAP announces checksum and TSO offload, so the VM's stack hands
+//! over TCP segments of up to 64 KB with checksums left to finish (see
+//! `dp::offload`), and takes large segments back the same way.
 
 use super::sys::*;
+use crate::dp::offload::{Offload, VNET_HDR_LEN};
+use crate::dp::PacketBuf;
 use crate::wire::MacAddr;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 pub struct Tap {
-    fd: OwnedFd,
+    /// One queue per worker (`IFF_MULTI_QUEUE` when more than one): the
+    /// kernel puts each flow the VM sends on one queue, so on one worker.
+    queues: Vec<OwnedFd>,
     pub name: String,
     pub ifindex: u32,
 }
@@ -25,37 +34,65 @@ pub struct TapSpec<'a> {
 }
 
 impl Tap {
-    pub fn create(spec: &TapSpec) -> io::Result<Tap> {
+    /// Create the TAP with `queues` queues (one per worker).
+    pub fn create(spec: &TapSpec, queues: usize) -> io::Result<Tap> {
         in_netns(spec.netns, || {
-            let fd = owned(unsafe { open(c"/dev/net/tun".as_ptr(), O_RDWR | O_NONBLOCK | O_CLOEXEC) })?;
-            let mut ifr = ifreq::new(spec.name)?;
-            ifr.set_i16(IFF_TAP | IFF_NO_PI);
-            cvt(unsafe { ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) })
-                .map_err(|e| annotate(e, &format!("creating TAP {}", spec.name)))?;
+            let mut flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+            if queues > 1 {
+                flags |= IFF_MULTI_QUEUE;
+            }
+            let queues = (0..queues.max(1))
+                .map(|_| {
+                    let fd = owned(unsafe { open(c"/dev/net/tun".as_ptr(), O_RDWR | O_NONBLOCK | O_CLOEXEC) })?;
+                    let mut ifr = ifreq::new(spec.name)?;
+                    ifr.set_i16(flags);
+                    cvt(unsafe { ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) })
+                        .map_err(|e| annotate(e, &format!("creating TAP {}", spec.name)))?;
+                    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+                    cvt(unsafe { ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads) })
+                        .map_err(|e| annotate(e, &format!("enabling offloads on TAP {}", spec.name)))?;
+                    Ok(fd)
+                })
+                .collect::<io::Result<Vec<OwnedFd>>>()?;
             let name = spec.name.to_string();
             let ifindex = configure(&name, spec.mac, spec.mtu)?;
-            Ok(Tap { fd, name, ifindex })
+            Ok(Tap { queues, name, ifindex })
         })
     }
 
+    /// Worker `queue`'s descriptor.
     #[inline]
-    pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    pub fn fd(&self, queue: usize) -> RawFd {
+        self.queues[queue % self.queues.len()].as_raw_fd()
     }
 
-    /// Read one frame; `Ok(None)` when the queue is empty.
+    /// Read one frame into `buf` (its virtio-net header into `buf.offload`);
+    /// false when the queue is empty.
     #[inline]
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        match cvt_size(unsafe { read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) }) {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+    pub fn recv(&self, queue: usize, buf: &mut PacketBuf) -> io::Result<bool> {
+        buf.reset();
+        let spare = buf.spare_mut();
+        match cvt_size(unsafe { read(self.fd(queue), spare.as_mut_ptr().cast(), spare.len()) }) {
+            Ok(n) if n >= VNET_HDR_LEN => {
+                buf.set_len(n);
+                buf.offload = Offload::parse(&buf.frame()[..VNET_HDR_LEN]);
+                buf.narrow(VNET_HDR_LEN, n - VNET_HDR_LEN);
+                Ok(true)
+            }
+            Ok(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "short read from TAP")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
     }
 
+    /// Write one frame, preceded by the virtio-net header of its offload.
     #[inline]
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        cvt_size(unsafe { write(self.fd(), frame.as_ptr().cast(), frame.len()) }).map(|_| ())
+    pub fn send(&self, queue: usize, buf: &PacketBuf) -> io::Result<()> {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        buf.offload.emit(&mut hdr);
+        let frame = buf.frame();
+        let iov = [iovec { base: hdr.as_mut_ptr().cast(), len: hdr.len() }, iovec { base: frame.as_ptr() as *mut _, len: frame.len() }];
+        cvt_size(unsafe { writev(self.fd(queue), iov.as_ptr(), 2) }).map(|_| ())
     }
 }
 

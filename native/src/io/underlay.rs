@@ -40,8 +40,32 @@ fn raw_gre_socket(family: i32, hdrincl: (i32, i32)) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Classic BPF over a GRE packet, with `load_flow_id` leaving the key's low
+/// byte (the FlowID) in A: accept it iff FlowID % `workers` == `worker`.
+fn steer(load_flow_id: &[sock_filter], worker: u32, workers: u32) -> Vec<sock_filter> {
+    const ALU_MOD_K: u16 = 0x94;
+    const JMP_JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let ins = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    let mut prog = load_flow_id.to_vec();
+    prog.extend([ins(ALU_MOD_K, 0, 0, workers), ins(JMP_JEQ_K, 0, 1, worker), ins(RET_K, 0, 0, u32::MAX), ins(RET_K, 0, 0, 0)]);
+    prog
+}
+
+fn attach(fd: &OwnedFd, prog: &[sock_filter]) -> io::Result<()> {
+    let fprog = sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() };
+    cvt(unsafe {
+        setsockopt(fd.as_raw_fd(), SOL_SOCKET, SO_ATTACH_FILTER, &fprog as *const _ as *const _, std::mem::size_of::<sock_fprog>() as u32)
+    })
+    .map(|_| ())
+    .map_err(|e| annotate(e, "attaching the flow-steering filter"))
+}
+
 impl Underlay {
-    pub fn open() -> io::Result<Underlay> {
+    /// The sockets of worker `worker` of `workers`. Every raw socket sees
+    /// every GRE packet, so with several workers each socket keeps only its
+    /// share, by the FlowID in the GRE key: one flow, one worker, in order.
+    pub fn open(worker: u32, workers: u32) -> io::Result<Underlay> {
         let v4 = raw_gre_socket(AF_INET, (IPPROTO_IP, IP_HDRINCL))?;
         let v6 = match raw_gre_socket(AF_INET6, (IPPROTO_IPV6, IPV6_HDRINCL)) {
             Ok(fd) => {
@@ -52,6 +76,17 @@ impl Underlay {
             Err(e) if e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(97) => None, // EAFNOSUPPORT
             Err(e) => return Err(e),
         };
+        if workers > 1 {
+            const LDX_B_MSH: u16 = 0xb1; // X = 4 * (pkt[k] & 0xf): the IPv4 header length
+            const LD_B_IND: u16 = 0x50; // A = pkt[X + k]
+            const LD_B_ABS: u16 = 0x30; // A = pkt[k]
+            let ins = |code, k| sock_filter { code, jt: 0, jf: 0, k };
+            // The FlowID is byte 7 of the GRE header (after the outer IPv4 header; IPv6 sockets read from GRE on).
+            attach(&v4, &steer(&[ins(LDX_B_MSH, 0), ins(LD_B_IND, 7)], worker, workers))?;
+            if let Some(v6) = &v6 {
+                attach(v6, &steer(&[ins(LD_B_ABS, 7)], worker, workers))?;
+            }
+        }
         Ok(Underlay { v4, v6 })
     }
 

@@ -5,18 +5,24 @@
 //! 1. read a batch (up to `BATCH` frames from one TAP, or `recvmmsg` from the underlay)
 //!    into buffers with headroom;
 //! 2. decide each packet with the core against the batch's one snapshot
-//!    (`dp::on_vm_frame` / `dp::on_underlay_packet`); the core rewrites the
+//!    (`dp::on_vm_frames` / `dp::on_underlay_packets`); the core rewrites the
 //!    buffer in place (encapsulation goes into the headroom);
-//! 3. carry out the actions: encapsulated packets leave in one `sendmmsg`,
-//!    frames for VMs are written to their TAPs;
-//! 4. count every packet once, after its outcome is known (sent, or dropped
+//! 3. prepare what leaves encapsulated besides the frames themselves: a large
+//!    TCP segment from a VM is split into MTU-sized NVGRE packets, partial
+//!    checksums are finished, flow-4 ARP probes are copied per L2Only PA;
+//! 4. carry out the actions: encapsulated packets leave in one `sendmmsg`;
+//!    frames for VMs are written to their TAPs, consecutive segments of one
+//!    TCP flow from the underlay merged into one large segment first;
+//! 5. count every packet once, after its outcome is known (sent, or dropped
 //!    with a reason; a failed write is `tx_error`); a drop may also become a
 //!    rate-limited event for the log (io::events).
 
 use super::events::{drop_event, Limiter, Source, DROP_PACE, LEARN_PACE};
 use super::sys::*;
+use super::underlay::Underlay;
 use super::{Shared, State, Tap};
-use crate::dp::{self, learn, Action, Counter, Counters, Direction, DropReason, FxMap, Learned, PacketBuf, PortId, Via};
+use crate::dp::offload::{self, Coalescer, Gso};
+use crate::dp::{self, learn, Action, Counter, Counters, Direction, DropReason, FxMap, Learned, PacketBuf, PortId, Via, Vsid};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,16 +30,24 @@ use std::time::Instant;
 
 /// Packets per read batch.
 const BATCH: usize = 64;
-/// Largest frame or reassembled underlay packet a buffer holds.
-const MAX_PACKET: usize = 65535;
+/// Largest frame (a 64 KB TCP segment with headers) or reassembled underlay packet a buffer holds.
+const MAX_PACKET: usize = 65535 + 256;
+/// Segments and probes: an MTU-sized frame plus its outer header, with room to spare.
+const EXTRA_CAPACITY: usize = 9216;
 /// epoll timeout: the heartbeat advances at least this often.
 const TICK_MS: i32 = 500;
+/// How long a worker keeps polling after its last packet before it sleeps.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 const TOKEN_UNDERLAY_V4: u64 = 1 << 32;
 const TOKEN_UNDERLAY_V6: u64 = 3 << 32;
 const TOKEN_WAKE: u64 = 2 << 32;
 
 pub struct Context {
+    /// This worker's number: its TAP queue.
+    pub index: usize,
+    /// Its own underlay sockets (each keeps its share of the flows).
+    pub underlay: Underlay,
     pub shared: Arc<Shared>,
     pub wake: i32,
     pub counters: Arc<Counters>,
@@ -54,10 +68,19 @@ struct Worker {
     sources: Vec<Option<Source>>,
     /// Outer (source, destination) of each IPv6 underlay packet of the batch.
     addrs: Vec<(IpAddr, IpAddr)>,
-    /// Scratch buffers for flow-4 probe copies, and the batch's probes:
-    /// (buffer index, index of the frame copied, its encapsulation).
-    probe_bufs: Vec<PacketBuf>,
-    probes: Vec<(usize, usize, Action)>,
+    /// Encapsulated packets made from the batch's frames (segments of large
+    /// TCP segments, flow-4 probes), in reusable buffers: `extras` says which
+    /// buffer, from which frame, with which encapsulation.
+    extra_bufs: Vec<PacketBuf>,
+    extras: Vec<Extra>,
+    /// Frames whose segments leave instead of them.
+    segmented: Vec<bool>,
+    /// Decapsulated TCP segments of one flow being merged for one TAP write.
+    merge: PacketBuf,
+    coalescer: Coalescer,
+    /// The port, VSID, and (frame index, length) of each segment merged.
+    merging: Option<(PortId, Vsid)>,
+    merged: Vec<(usize, usize)>,
     drops: Limiter<(Direction, DropReason, Source)>,
     learning: Limiter<Learned>,
     /// The time of this wake-up: one clock read per batch, not per packet.
@@ -80,15 +103,20 @@ impl Context {
             actions: Vec::with_capacity(BATCH),
             sources: Vec::with_capacity(BATCH),
             addrs: vec![(IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4])); BATCH],
-            probe_bufs: Vec::new(),
-            probes: Vec::new(),
+            extra_bufs: Vec::new(),
+            extras: Vec::new(),
+            segmented: vec![false; BATCH],
+            merge: PacketBuf::new(MAX_PACKET),
+            coalescer: Coalescer::default(),
+            merging: None,
+            merged: Vec::with_capacity(BATCH),
             drops: Limiter::new(DROP_PACE),
             learning: Limiter::new(LEARN_PACE),
             now: Instant::now(),
             ctx: self,
         };
-        w.register(w.ctx.shared.underlay.fd_v4(), TOKEN_UNDERLAY_V4);
-        if let Some(fd) = w.ctx.shared.underlay.fd_v6() {
+        w.register(w.ctx.underlay.fd_v4(), TOKEN_UNDERLAY_V4);
+        if let Some(fd) = w.ctx.underlay.fd_v6() {
             w.register(fd, TOKEN_UNDERLAY_V6);
         }
         w.register(w.ctx.wake, TOKEN_WAKE);
@@ -109,11 +137,25 @@ impl Worker {
 
     fn run(&mut self) {
         let mut events = [epoll_event { events: 0, data: 0 }; 64];
+        // Until when to poll without sleeping: a sleeping thread's wake-up
+        // costs tens of microseconds (an IPI, and in a VM an exit), and the
+        // packet that follows traffic (the reply, the next of a burst) usually
+        // comes sooner. So after work, poll for a while before blocking.
+        let mut spin_until = self.now;
         while !self.ctx.shared.stop.load(Ordering::Acquire) {
             self.ctx.heartbeat.fetch_add(1, Ordering::Relaxed);
             self.refresh();
-            let n = unsafe { epoll_wait(self.epoll_fd(), events.as_mut_ptr(), events.len() as i32, TICK_MS) };
+            let spinning = self.now < spin_until;
+            if spinning {
+                // Give the CPU to anything runnable (the VM answering, say); come back at once if nothing is.
+                unsafe { sched_yield() };
+            }
+            let timeout = if spinning { 0 } else { TICK_MS };
+            let n = unsafe { epoll_wait(self.epoll_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
             self.now = Instant::now();
+            if n > 0 {
+                spin_until = self.now + SPIN;
+            }
             for ev in events.iter().take(n.max(0) as usize) {
                 match { ev.data } {
                     TOKEN_WAKE => {
@@ -140,12 +182,12 @@ impl Worker {
             self.registered.keys().copied().filter(|id| !self.state.taps.contains_key(id)).collect();
         for id in gone {
             let tap = self.registered.remove(&id).unwrap();
-            unsafe { epoll_ctl(self.epoll_fd(), EPOLL_CTL_DEL, tap.fd(), std::ptr::null_mut()) };
+            unsafe { epoll_ctl(self.epoll_fd(), EPOLL_CTL_DEL, tap.fd(self.ctx.index), std::ptr::null_mut()) };
         }
         let state = self.state.clone();
         for (id, tap) in &state.taps {
             if !self.registered.contains_key(id) {
-                self.register(tap.fd(), *id as u64);
+                self.register(tap.fd(self.ctx.index), *id as u64);
                 self.registered.insert(*id, tap.clone());
             }
         }
@@ -156,16 +198,8 @@ impl Worker {
     fn from_vm(&mut self, port: PortId) {
         let Some(tap) = self.registered.get(&port).cloned() else { return };
         let mut n = 0;
-        while n < BATCH {
-            let b = &mut self.bufs[n];
-            b.reset();
-            match tap.recv(b.spare_mut()) {
-                Ok(Some(len)) => {
-                    b.set_len(len);
-                    n += 1;
-                }
-                _ => break,
-            }
+        while n < BATCH && matches!(tap.recv(self.ctx.index, &mut self.bufs[n]), Ok(true)) {
+            n += 1;
         }
         self.ctx.counters.inc(Counter::VmRxPackets, n as u64);
         let snap = self.state.snapshot.clone();
@@ -177,7 +211,7 @@ impl Worker {
     }
 
     fn from_underlay_v4(&mut self) {
-        let n = self.ctx.shared.underlay.recv_v4(&mut self.bufs).unwrap_or(0);
+        let n = self.ctx.underlay.recv_v4(&mut self.bufs).unwrap_or(0);
         self.ctx.counters.inc(Counter::UnderlayRxPackets, n as u64);
         let snap = self.state.snapshot.clone();
         self.actions.clear();
@@ -188,7 +222,7 @@ impl Worker {
     }
 
     fn from_underlay_v6(&mut self) {
-        let n = self.ctx.shared.underlay.recv_v6(&mut self.bufs, &mut self.addrs).unwrap_or(0);
+        let n = self.ctx.underlay.recv_v6(&mut self.bufs, &mut self.addrs).unwrap_or(0);
         self.ctx.counters.inc(Counter::UnderlayRxPackets, n as u64);
         let snap = self.state.snapshot.clone();
         self.actions.clear();
@@ -200,27 +234,63 @@ impl Worker {
         self.transmit(Direction::FromUnderlay, n);
     }
 
-    /// Encapsulated copies of the batch's flow-4 ARP probes, one per L2Only
-    /// PA, each with the index of the frame it copies.
-    fn prepare_probes(&mut self, n: usize) {
-        self.probes.clear();
-        let snap = &self.state.snapshot;
+    /// A buffer for an extra encapsulated packet (the pool only grows to the largest batch).
+    fn extra_buf(bufs: &mut Vec<PacketBuf>, used: usize) -> &mut PacketBuf {
+        if used == bufs.len() {
+            bufs.push(PacketBuf::new(EXTRA_CAPACITY));
+        }
+        &mut bufs[used]
+    }
+
+    /// Step 3 of the pipeline: segments of large TCP segments (with their
+    /// checksums), finished partial checksums, and flow-4 probes.
+    fn prepare_extras(&mut self, n: usize) {
+        self.extras.clear();
+        self.segmented.clear();
+        self.segmented.resize(n, false);
+        let snap = self.state.snapshot.clone();
         let mut used = 0;
-        for (i, action) in self.actions[..n].iter().enumerate() {
-            let Action::Probe { vsid, .. } = *action else { continue };
-            let Some(subnet) = snap.subnet(vsid) else { continue };
-            for &t in &subnet.l2only_tunnels {
-                if used == self.probe_bufs.len() {
-                    self.probe_bufs.push(PacketBuf::new(MAX_PACKET));
+        for i in 0..n {
+            match self.actions[i] {
+                Action::Encap { pa, .. } => {
+                    let outer = dp::outer_header_len(pa);
+                    let b = &mut self.bufs[i];
+                    let off = b.offload;
+                    if off.gso != Gso::None {
+                        let count = offload::segment_count(b.len() - outer, &off);
+                        while self.extra_bufs.len() < used + count {
+                            self.extra_bufs.push(PacketBuf::new(EXTRA_CAPACITY));
+                        }
+                        let ok = count > 0 && offload::segment(b.frame(), outer, &off, &mut self.extra_bufs[used..used + count]);
+                        self.segmented[i] = true;
+                        if !ok {
+                            self.actions[i] = Action::Drop(DropReason::Malformed);
+                            continue;
+                        }
+                        for k in used..used + count {
+                            self.extras.push(Extra { buf: k, from: i, action: self.actions[i] });
+                        }
+                        used += count;
+                        self.ctx.counters.inc(Counter::SegmentedFrames, 1);
+                    } else if let Some((start, offset)) = off.csum {
+                        // The wire needs the checksum the VM left to finish.
+                        offload::complete_checksum(&mut b.frame_mut()[outer..], start as usize, offset as usize);
+                    }
                 }
-                let copy = &mut self.probe_bufs[used];
-                copy.reset();
-                let frame = self.bufs[i].frame();
-                copy.spare_mut()[..frame.len()].copy_from_slice(frame);
-                copy.set_len(frame.len());
-                let encap = dp::encapsulate(copy, snap.tunnel(t), vsid, snap.flow_id, false);
-                self.probes.push((used, i, encap));
-                used += 1;
+                Action::Probe { vsid, .. } => {
+                    let Some(subnet) = snap.subnet(vsid) else { continue };
+                    for &t in &subnet.l2only_tunnels {
+                        let copy = Self::extra_buf(&mut self.extra_bufs, used);
+                        copy.reset();
+                        let frame = self.bufs[i].frame();
+                        copy.spare_mut()[..frame.len()].copy_from_slice(frame);
+                        copy.set_len(frame.len());
+                        let action = dp::encapsulate(copy, snap.tunnel(t), vsid, snap.flow_id, false);
+                        self.extras.push(Extra { buf: used, from: i, action });
+                        used += 1;
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -228,8 +298,10 @@ impl Worker {
     /// Carry out the first `n` actions and count each outcome. A drop is
     /// also offered to the event limiter, with where it came from.
     fn transmit(&mut self, dir: Direction, n: usize) {
-        self.prepare_probes(n);
-        let Worker { ctx, state, bufs, actions, sources, drops, learning, now, probe_bufs, probes, .. } = self;
+        self.prepare_extras(n);
+        let Worker {
+            ctx, state, bufs, actions, sources, drops, learning, now, extra_bufs, extras, segmented, merge, coalescer, merging, merged, ..
+        } = self;
         let counters = &ctx.counters;
         let snap = &state.snapshot;
         let mut dropped = |reason: DropReason, i: usize| {
@@ -243,20 +315,49 @@ impl Worker {
                 ctx.shared.learned.push(l);
             }
         };
+        // Write the merged segments (one large one, or the single copy) to their port.
+        let flush = |merge: &mut PacketBuf, coalescer: &mut Coalescer, merging: &mut Option<(PortId, Vsid)>, merged: &mut Vec<(usize, usize)>, dropped: &mut dyn FnMut(DropReason, usize)| {
+            let Some((port, vsid)) = merging.take() else { return };
+            counters.inc(Counter::CoalescedPackets, merged.len() as u64 - 1);
+            coalescer.finish(merge);
+            let result = send_to_port(state, ctx.index, port, merge);
+            for &(i, len) in merged.iter() {
+                match result {
+                    Ok(()) => counters.account(snap, dir, &Action::Deliver { port, vsid, via: Via::Decapsulated }, len),
+                    Err(reason) => dropped(reason, i),
+                }
+            }
+            merged.clear();
+        };
         // Encapsulated packets leave together: (buffer, PA, the frame's index, its action).
         let mut encap: Vec<(&PacketBuf, IpAddr, usize, Action)> = Vec::new();
         for (i, (b, action)) in bufs[..n].iter().zip(actions.iter()).enumerate() {
+            // Consecutive TCP segments of one flow for one VM go up as one.
+            if let Action::Deliver { port, vsid, via: Via::Decapsulated } = *action {
+                if *merging == Some((port, vsid)) && coalescer.append(merge, b.frame()) {
+                    merged.push((i, b.len()));
+                    continue;
+                }
+                flush(merge, coalescer, merging, merged, &mut dropped);
+                if coalescer.start(merge, b.frame()) {
+                    *merging = Some((port, vsid));
+                    merged.push((i, b.len()));
+                    continue;
+                }
+            } else {
+                flush(merge, coalescer, merging, merged, &mut dropped);
+            }
             let flood = |vsid, except: Option<PortId>, dropped: &mut dyn FnMut(DropReason, usize)| {
                 if let Some(subnet) = snap.subnet(vsid) {
                     for &p in subnet.ports.iter().filter(|&&p| Some(p) != except) {
-                        if let Err(reason) = send_to_port(state, p, b) {
+                        if let Err(reason) = send_to_port(state, ctx.index, p, b) {
                             dropped(reason, i);
                         }
                     }
                 }
             };
             let result = match *action {
-                Action::Deliver { port, .. } | Action::Reject { port, .. } => send_to_port(state, port, b),
+                Action::Deliver { port, .. } | Action::Reject { port, .. } => send_to_port(state, ctx.index, port, b),
                 Action::Flood { vsid, except } => {
                     flood(vsid, except, &mut dropped);
                     Ok(())
@@ -266,7 +367,9 @@ impl Worker {
                     Ok(())
                 }
                 Action::Encap { pa, .. } => {
-                    encap.push((b, pa, i, *action));
+                    if !segmented[i] {
+                        encap.push((b, pa, i, *action));
+                    }
                     continue;
                 }
                 Action::Drop(reason) => Err(reason),
@@ -281,10 +384,11 @@ impl Worker {
                 Err(reason) => dropped(reason, i),
             }
         }
-        for &(k, i, action) in probes.iter() {
-            match action {
-                Action::Encap { pa, .. } => encap.push((&probe_bufs[k], pa, i, action)),
-                Action::Drop(reason) => dropped(reason, i),
+        flush(merge, coalescer, merging, merged, &mut dropped);
+        for e in extras.iter() {
+            match e.action {
+                Action::Encap { pa, .. } => encap.push((&extra_bufs[e.buf], pa, e.from, e.action)),
+                Action::Drop(reason) => dropped(reason, e.from),
                 _ => {}
             }
         }
@@ -292,7 +396,7 @@ impl Worker {
             return;
         }
         let packets: Vec<(&PacketBuf, IpAddr)> = encap.iter().map(|&(b, pa, _, _)| (b, pa)).collect();
-        ctx.shared.underlay.send_batch(&packets, |k, r| {
+        ctx.underlay.send_batch(&packets, |k, r| {
             let (b, pa, i, action) = encap[k];
             match r {
                 Ok(()) => {
@@ -311,13 +415,21 @@ impl Worker {
     }
 }
 
+/// An encapsulated packet made from frame `from` of the batch.
+#[derive(Clone, Copy)]
+struct Extra {
+    buf: usize,
+    from: usize,
+    action: Action,
+}
+
 /// The outer source address of a packet the IPv4 underlay socket read.
 fn ipv4_source(pkt: &[u8]) -> Option<Source> {
     let src: [u8; 4] = pkt.get(12..16)?.try_into().ok()?;
     Some(Source::Underlay(IpAddr::from(src)))
 }
 
-fn send_to_port(state: &State, port: PortId, b: &PacketBuf) -> Result<(), DropReason> {
+fn send_to_port(state: &State, queue: usize, port: PortId, b: &PacketBuf) -> Result<(), DropReason> {
     let tap = state.taps.get(&port).ok_or(DropReason::PortGone)?;
-    tap.send(b.frame()).map_err(|_| DropReason::TxError)
+    tap.send(queue, b).map_err(|_| DropReason::TxError)
 }
