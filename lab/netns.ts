@@ -415,6 +415,26 @@ export async function ipv4Addrs(ns: string, ifname: string): Promise<string[]> {
   return (j[0]?.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`);
 }
 
+/** Global IPv6 addresses (`addr/len`) on an interface; [] when it has none or does not exist. */
+export async function ipv6Addrs(ns: string, ifname: string): Promise<string[]> {
+  const r = await ipIn(ns, ['-j', '-6', 'addr', 'show', 'dev', ifname]);
+  if (r.code !== 0) return [];
+  const j = JSON.parse(r.stdout || '[]') as { addr_info?: { local?: string; prefixlen?: number; scope?: string }[] }[];
+  // (iproute2 may list lifetime-only entries without `local`.)
+  return (j[0]?.addr_info ?? []).filter((a) => a.local && a.scope === 'global').map((a) => `${a.local}/${a.prefixlen}`);
+}
+
+/**
+ * The path MTU the kernel of `ns` has cached toward `dst` (`ip route get`
+ * shows `mtu N` once an ICMP "fragmentation needed" / "packet too big" was
+ * accepted), or null when none is cached.
+ */
+export async function cachedPathMtu(ns: string, dst: string): Promise<number | null> {
+  const r = await ipIn(ns, ['route', 'get', dst], { check: true });
+  const m = /\bmtu (\d+)/.exec(r.stdout);
+  return m ? Number(m[1]) : null;
+}
+
 // ---------------------------------------------------------------------------
 // Probes: ping (ICMP echo) and inject (raw GRE), implemented by lab/probe.ts
 // with the raw-socket addon so that the lab needs no iputils. dist/lab/probe.js
@@ -551,6 +571,11 @@ export function metricSum(scrape: Scrape, name: string, ...labels: string[]): nu
   return total;
 }
 
+/** How much a metric (all its series, or those whose labels include `labels`) grew between two scrapes. */
+export function metricDelta(before: Scrape, after: Scrape, name: string, ...labels: string[]): number {
+  return metricSum(after, name, ...labels) - metricSum(before, name, ...labels);
+}
+
 /** GET `http://<listen>/metrics` from inside namespace `ns` and parse it. */
 export async function scrapeMetrics(ns: string, listen = '127.0.0.1:9470'): Promise<Scrape> {
   const url = `http://${listen}/metrics`;
@@ -563,6 +588,119 @@ export function fmtPing(p: PingResult): string {
   const rtt = p.rttAvgMs === null ? '' : `, rtt avg ${p.rttAvgMs.toFixed(2)} ms`;
   const errs = p.errors ? `, ${p.errors} errors${p.notes.length ? ` (${p.notes.join('; ')})` : ''}` : '';
   return `${p.transmitted} sent, ${p.received} received${rtt}${errs}`;
+}
+
+// ---------------------------------------------------------------------------
+// iputils ping: what a VM's user sees, including the ICMP errors about its
+// packets ("Frag needed and DF set (mtu = 1458)", "Packet too big: mtu=1458",
+// "local error: message too long, mtu=1458" once the path MTU is cached).
+
+export interface IputilsPingOptions {
+  count?: number;
+  /** Between requests. Default 200 ms. */
+  intervalMs?: number;
+  /** ping -W: seconds to wait for each reply. Default 1. */
+  waitS?: number;
+  /** ICMP payload bytes (ping -s). Default 56. */
+  size?: number;
+  /** ping -M: `do` sets DF (IPv4) / forbids local fragmentation (IPv6); `dont` clears DF. Default: ping's. */
+  pmtudisc?: 'do' | 'dont' | 'want' | 'probe';
+}
+
+export interface IputilsPingResult {
+  ns: string;
+  dst: string;
+  /** ping's exit code (0: a reply; 1: none; 2: other error). */
+  code: number | null;
+  transmitted: number;
+  received: number;
+  /** The "+N errors" of ping's summary. */
+  errors: number;
+  /** Every `mtu = N` / `mtu=N` / `mtu: N` ping printed (ICMP errors and local EMSGSIZE), in order. */
+  mtus: number[];
+  /** Lines about errors (ICMP errors received, local errors). */
+  errorLines: string[];
+  output: string;
+}
+
+/** Run iputils `ping -n` inside `ns` and parse its report. Throws if ping could not run at all. */
+export async function iputilsPing(ns: string, dst: string, opts: IputilsPingOptions = {}): Promise<IputilsPingResult> {
+  const count = opts.count ?? 3;
+  const argv = ['ping', '-n', '-c', String(count), '-i', String((opts.intervalMs ?? 200) / 1000), '-W', String(opts.waitS ?? 1), '-s', String(opts.size ?? 56)];
+  if (opts.pmtudisc) argv.push('-M', opts.pmtudisc);
+  argv.push(dst);
+  const r = await nsExec(ns, argv, { timeoutMs: count * (opts.intervalMs ?? 200) + (opts.waitS ?? 1) * 1000 + 10_000 });
+  const output = `${r.stdout}${r.stderr}`;
+  const summary = /(\d+) packets transmitted, (\d+) received(?:, \+(\d+) errors)?/.exec(output);
+  if (!summary) throw new Error(`ping ${ns} -> ${dst}: no summary (exit ${r.code}): ${output.trim().slice(-500)}`);
+  const lines = output.split('\n');
+  return {
+    ns,
+    dst,
+    code: r.code,
+    transmitted: Number(summary[1]),
+    received: Number(summary[2]),
+    errors: Number(summary[3] ?? 0),
+    mtus: [...output.matchAll(/mtu ?[=:] ?(\d+)/g)].map((m) => Number(m[1])),
+    errorLines: lines.filter((l) => /^From |local error|too big|Frag needed|Unreachable|exceeded/i.test(l)),
+    output,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// TCP transfers between namespaces, verified end to end (dist/lab/probe.js
+// tcp-recv / tcp-send: random bytes, SHA-256 on both sides).
+
+export interface TcpTransferOptions {
+  port?: number;
+  /** Give up after this long. Default 120 s. */
+  timeoutMs?: number;
+}
+
+export interface TcpEnd {
+  bytes: number;
+  sha256: string;
+  /** Sender: connect to close; receiver: first byte to end of stream. */
+  ms: number;
+}
+
+export interface TcpTransferResult {
+  sent: TcpEnd & { local: string };
+  received: TcpEnd & { peer: string };
+  /** Receiver's bytes over its time, in Mbit/s. */
+  mbitPerS: number;
+}
+
+/**
+ * Send `bytes` random bytes over one TCP connection from namespace `from` to
+ * `dst` (an address of namespace `to`) and return what each end counted and
+ * hashed. The receiver is a lab process (stopped at teardown if it hangs).
+ * Throws when either end fails or times out.
+ */
+export async function tcpTransfer(lab: Lab, from: string, to: string, dst: string, bytes: number, opts: TcpTransferOptions = {}): Promise<TcpTransferResult> {
+  const probe = join(repoRoot(), 'dist', 'lab', 'probe.js');
+  if (!existsSync(probe)) throw new Error(`tcp transfer: ${probe} is missing: run make build`);
+  const port = opts.port ?? 5201;
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const what = `tcp ${lab.ns(from)} -> ${lab.ns(to)} [${dst}]:${port}`;
+  const recv = await lab.spawn(to, [process.execPath, probe, 'tcp-recv', dst, '--port', String(port), '--wait', String(timeoutMs)]);
+  try {
+    await recv.waitForLine((l) => l.includes('"listening"'), 10_000, { what: `${what}: receiver listening` });
+    const sender = await runProbe(lab.ns(from), ['tcp-send', dst, '--port', String(port), '--bytes', String(bytes), '--wait', String(timeoutMs)], timeoutMs + 10_000, what);
+    if (sender.fatal !== undefined) throw new Error(`${what}: sender: ${sender.fatal}`);
+    await withTimeout(recv.exited, 15_000, `${what}: receiver exit`);
+    const line = recv
+      .tail(5)
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .pop();
+    const received = line ? (JSON.parse(line) as ProbeOutput) : { fatal: 'no result line' };
+    if (received.fatal !== undefined) throw new Error(`${what}: receiver: ${received.fatal}`);
+    const r = received as unknown as TcpEnd & { peer: string };
+    return { sent: sender as unknown as TcpEnd & { local: string }, received: r, mbitPerS: r.ms > 0 ? (r.bytes * 8) / (r.ms * 1000) : 0 };
+  } finally {
+    if (recv.running) await lab.stop(recv, { timeoutMs: 1000 });
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -885,6 +1023,22 @@ export class Lab {
 
   async sysctl(ns: string, key: string, value: string | number): Promise<void> {
     await this.nsExec(ns, ['sysctl', '-qw', `${key}=${value}`]);
+  }
+
+  /**
+   * Turn IPv6 on for these interfaces (and loopback) of a namespace created
+   * with IPv6 off, quietly: no duplicate address detection (addresses are
+   * usable at once), no router solicitations, no router advertisements
+   * accepted. Other interfaces keep it off.
+   */
+  async enableIpv6(ns: string, ifnames: readonly string[]): Promise<void> {
+    for (const i of ifnames) checkIfname(i);
+    const keys: string[] = [];
+    for (const i of ifnames) {
+      keys.push(`net.ipv6.conf.${i}.accept_dad=0`, `net.ipv6.conf.${i}.accept_ra=0`, `net.ipv6.conf.${i}.router_solicitations=0`);
+    }
+    keys.push('net.ipv6.conf.lo.disable_ipv6=0', ...ifnames.map((i) => `net.ipv6.conf.${i}.disable_ipv6=0`));
+    await this.nsExec(ns, ['sysctl', '-qw', ...keys]);
   }
 
   /**

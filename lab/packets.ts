@@ -1,13 +1,18 @@
 // Byte builders for the packets the lab and the tests inject (pure
 // TypeScript: no addon). MAC addresses are "aa:bb:cc:dd:ee:ff" strings, IPv4
-// addresses dotted quads. Every builder validates its arguments and throws.
+// addresses dotted quads, IPv6 addresses any text form node:net accepts.
+// Every builder validates its arguments and throws.
+
+import { isIPv6 } from 'node:net';
 
 export const ETHERTYPE_IPV4 = 0x0800;
 export const ETHERTYPE_ARP = 0x0806;
+export const ETHERTYPE_IPV6 = 0x86dd;
 /** Transparent Ethernet Bridging: the GRE protocol type of NVGRE. */
 export const ETHERTYPE_TEB = 0x6558;
 export const IPPROTO_ICMP = 1;
 export const IPPROTO_GRE = 47;
+export const IPPROTO_ICMPV6 = 58;
 
 /** GRE flag bits of the first 16-bit word (RFC 2784, RFC 2890). */
 export const GRE_C = 0x8000;
@@ -147,4 +152,88 @@ export function nvgre(outerSrc: string, outerDst: string, vsid: number, flowId: 
   checkUint('vsid', vsid, 0xffffff);
   checkUint('flowId', flowId, 0xff);
   return ipv4(outerSrc, outerDst, IPPROTO_GRE, Buffer.concat([gre({ key: vsid * 256 + flowId }), inner]));
+}
+
+// ---------------------------------------------------------------------------
+// IPv6
+
+/** The 16 bytes of an IPv6 address. */
+export function parseIpv6(addr: string): Buffer {
+  if (!isIPv6(addr) || addr.includes('%')) throw new Error(`bad IPv6 address ${JSON.stringify(addr)}`);
+  let text = addr;
+  // A trailing dotted quad (::ffff:1.2.3.4) becomes two groups.
+  const quad = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (quad) {
+    const b = parseIpv4(quad[1]!);
+    text = text.slice(0, -quad[1]!.length) + `${b.readUInt16BE(0).toString(16)}:${b.readUInt16BE(2).toString(16)}`;
+  }
+  const [head, tail] = text.includes('::') ? text.split('::') : [text, undefined];
+  const groups = (s: string | undefined): string[] => (s ? s.split(':') : []);
+  const h = groups(head);
+  const t = groups(tail);
+  const all = tail === undefined ? h : [...h, ...new Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const out = Buffer.alloc(16);
+  all.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
+export interface Ipv6Options {
+  /** Default 64. */
+  hopLimit?: number;
+  /** Traffic class. Default 0. */
+  trafficClass?: number;
+  /** Flow label. Default 0. */
+  flowLabel?: number;
+}
+
+/** An IPv6 packet: the 40-byte fixed header (no extension headers), then `payload`. */
+export function ipv6(src: string, dst: string, nextHeader: number, payload: Buffer, opts: Ipv6Options = {}): Buffer {
+  const { hopLimit = 64, trafficClass = 0, flowLabel = 0 } = opts;
+  checkUint('nextHeader', nextHeader, 0xff);
+  checkUint('hopLimit', hopLimit, 0xff);
+  checkUint('trafficClass', trafficClass, 0xff);
+  checkUint('flowLabel', flowLabel, 0xfffff);
+  if (payload.length > 0xffff) throw new RangeError(`IPv6 payload of ${payload.length} bytes exceeds 65535`);
+  const h = Buffer.alloc(40);
+  h.writeUInt32BE(((6 << 28) | (trafficClass << 20) | flowLabel) >>> 0, 0);
+  h.writeUInt16BE(payload.length, 4);
+  h[6] = nextHeader;
+  h[7] = hopLimit;
+  parseIpv6(src).copy(h, 8);
+  parseIpv6(dst).copy(h, 24);
+  return Buffer.concat([h, payload]);
+}
+
+/** An ICMPv6 message (type, code, the rest of the message after the checksum) with its checksum over the IPv6 pseudo header. */
+export function icmpv6(src: string, dst: string, type: number, code: number, body: Buffer): Buffer {
+  checkUint('type', type, 0xff);
+  checkUint('code', code, 0xff);
+  const m = Buffer.concat([Buffer.from([type, code, 0, 0]), body]);
+  const pseudo = Buffer.alloc(40);
+  parseIpv6(src).copy(pseudo, 0);
+  parseIpv6(dst).copy(pseudo, 16);
+  pseudo.writeUInt32BE(m.length, 32);
+  pseudo[39] = IPPROTO_ICMPV6;
+  m.writeUInt16BE(inetChecksum(Buffer.concat([pseudo, m])), 2);
+  return m;
+}
+
+/**
+ * A Neighbor Solicitation for `target` from `src` (MAC `srcMac`), as a VM
+ * sends it: to the solicited-node multicast group, hop limit 255, with the
+ * source link-layer address option. Returns the whole Ethernet frame.
+ */
+export function neighborSolicitation(srcMac: string, src: string, target: string): Buffer {
+  const t = parseIpv6(target);
+  const group = `ff02::1:ff${t[13]!.toString(16).padStart(2, '0')}:${t.readUInt16BE(14).toString(16)}`;
+  const groupMac = `33:33:ff:${[t[13]!, t[14]!, t[15]!].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
+  const body = Buffer.concat([Buffer.alloc(4), t, Buffer.from([1, 1]), parseMac(srcMac)]);
+  return ethernet(srcMac, groupMac, ETHERTYPE_IPV6, ipv6(src, group, IPPROTO_ICMPV6, icmpv6(src, group, 135, 0, body), { hopLimit: 255 }));
+}
+
+/** An NVGRE packet over IPv6 (next header 47): outer IPv6 + GRE (K bit, 0x6558, key = VSID << 8 | FlowID) + the inner Ethernet frame. */
+export function nvgre6(outerSrc: string, outerDst: string, vsid: number, flowId: number, inner: Buffer): Buffer {
+  checkUint('vsid', vsid, 0xffffff);
+  checkUint('flowId', flowId, 0xff);
+  return ipv6(outerSrc, outerDst, IPPROTO_GRE, Buffer.concat([gre({ key: vsid * 256 + flowId }), inner]));
 }

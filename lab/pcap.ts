@@ -1,6 +1,7 @@
 // Checks of an underlay capture against RFC 7637 and the lab's policy, with tshark.
 
-import { run, fmtArgv } from './netns.js';
+import { writeFileSync } from 'node:fs';
+import { run, fmtArgv, sleep, type Lab } from './netns.js';
 
 export interface NvgreExpectations {
   /** VSIDs allowed in GRE keys. */
@@ -149,4 +150,155 @@ export async function analyzeNvgrePcap(file: string, exp: NvgreExpectations): Pr
   }
   report.violations = [...viol.values()];
   return report;
+}
+
+// ---------------------------------------------------------------------------
+// Any family: outer IPv4 or IPv6, inner IPv4, IPv6 or ARP.
+
+export interface GreFrame {
+  frame: number;
+  /** Bytes on the wire (the outer Ethernet frame, no FCS). */
+  len: number;
+  /** tshark's frame.protocols, e.g. `eth:ethertype:ipv6:gre:eth:ethertype:ip:icmp:data`. */
+  protocols: string;
+  outer: { family: 4 | 6; src: string; dst: string };
+  /** The first GRE word (flags and version) and the protocol type. */
+  greFlags: number;
+  greProto: number;
+  /** The 32-bit key, or undefined without one. */
+  key: number | undefined;
+  vsid: number | undefined;
+  flowId: number | undefined;
+  inner: {
+    srcMac: string | undefined;
+    dstMac: string | undefined;
+    /** 4, 6, or undefined (ARP, other). */
+    family: 4 | 6 | undefined;
+    src: string | undefined;
+    dst: string | undefined;
+    arp: boolean;
+    /** ICMP type of the inner packet (v4), ICMPv6 type (v6). */
+    icmpType: number | undefined;
+    icmpv6Type: number | undefined;
+  };
+}
+
+const GRE_FIELDS = [
+  'frame.number',
+  'frame.len',
+  'frame.protocols',
+  'ip.src',
+  'ip.dst',
+  'ipv6.src',
+  'ipv6.dst',
+  'gre.flags_and_version',
+  'gre.proto',
+  'gre.key',
+  'eth.src',
+  'eth.dst',
+  'icmp.type',
+  'icmpv6.type',
+  'arp.opcode',
+] as const;
+
+/** Frames of `file` matching a display filter (e.g. `gre && icmpv6.type >= 133 && icmpv6.type <= 137`). */
+export async function tsharkCount(file: string, filter: string): Promise<number> {
+  return (await tshark(['-r', file, '-Y', filter, '-T', 'fields', '-e', 'frame.number'])).split('\n').filter(Boolean).length;
+}
+
+/**
+ * Every GRE packet of `file` (or those matching `filter`, which should
+ * include `gre`), outer and inner headers told apart by their position in
+ * the frame, whatever the families.
+ */
+export async function readGre(file: string, filter = 'gre'): Promise<GreFrame[]> {
+  const out = await tshark([
+    '-r', file, '-Y', filter, '-T', 'fields',
+    '-E', 'separator=\t', '-E', 'occurrence=a', '-E', 'aggregator=,',
+    ...GRE_FIELDS.flatMap((f) => ['-e', f]),
+  ]);
+  const num = (x: string | undefined): number | undefined => (x === undefined || x === '' ? undefined : Number(x));
+  const rows: GreFrame[] = [];
+  for (const line of out.split('\n')) {
+    if (!line.trim()) continue;
+    const cols = line.split('\t');
+    const f = (name: (typeof GRE_FIELDS)[number]): string[] => {
+      const c = cols[GRE_FIELDS.indexOf(name)] ?? '';
+      return c ? c.split(',') : [];
+    };
+    const protocols = f('frame.protocols').join(',');
+    const layers = protocols.split(':');
+    const greAt = layers.indexOf('gre');
+    const outerFamily: 4 | 6 = layers.slice(0, greAt).includes('ipv6') ? 6 : 4;
+    const innerLayers = layers.slice(greAt + 1);
+    const innerNet = innerLayers.find((l) => l === 'ip' || l === 'ipv6' || l === 'arp');
+    const innerFamily = innerNet === 'ip' ? 4 : innerNet === 'ipv6' ? 6 : undefined;
+    const v4src = f('ip.src');
+    const v4dst = f('ip.dst');
+    const v6src = f('ipv6.src');
+    const v6dst = f('ipv6.dst');
+    // The outer header is the first of its family; the inner is the next of its own.
+    const outer = outerFamily === 4 ? { src: v4src[0]!, dst: v4dst[0]! } : { src: v6src[0]!, dst: v6dst[0]! };
+    const innerIdx = innerFamily === outerFamily ? 1 : 0;
+    const innerSrc = innerFamily === 4 ? v4src[innerIdx] : innerFamily === 6 ? v6src[innerIdx] : undefined;
+    const innerDst = innerFamily === 4 ? v4dst[innerIdx] : innerFamily === 6 ? v6dst[innerIdx] : undefined;
+    const key = num(f('gre.key')[0]);
+    rows.push({
+      frame: Number(f('frame.number')[0]),
+      len: Number(f('frame.len')[0]),
+      protocols,
+      outer: { family: outerFamily, ...outer },
+      greFlags: Number(f('gre.flags_and_version')[0]),
+      greProto: Number(f('gre.proto')[0]),
+      key: key === undefined ? undefined : key >>> 0,
+      vsid: key === undefined ? undefined : (key >>> 0) >>> 8,
+      flowId: key === undefined ? undefined : key & 0xff,
+      inner: {
+        // The first Ethernet header is the underlay's, the second the VM's.
+        srcMac: f('eth.src')[1],
+        dstMac: f('eth.dst')[1],
+        family: innerFamily,
+        src: innerSrc,
+        dst: innerDst,
+        arp: f('arp.opcode').length > 0,
+        icmpType: num(f('icmp.type')[0]),
+        icmpv6Type: num(f('icmpv6.type')[0]),
+      },
+    });
+  }
+  return rows;
+}
+
+/**
+ * Capture `ifname` in namespace `ns` into `file` while `traffic` runs (the
+ * capture starts first, and stops `settleMs` after the traffic, default
+ * 500 ms, so the last replies land). Returns what `traffic` returned.
+ */
+export async function captureDuring<T>(lab: Lab, ns: string, ifname: string, file: string, traffic: () => Promise<T>, opts: { filter?: string; settleMs?: number } = {}): Promise<T> {
+  const cap = await lab.capture(ns, ifname, file, opts.filter ? { filter: opts.filter } : {});
+  try {
+    const r = await traffic();
+    await sleep(opts.settleMs ?? 500);
+    return r;
+  } finally {
+    await lab.stop(cap);
+  }
+}
+
+/** Write Ethernet frames as a classic pcap file (microsecond timestamps, one second apart), e.g. to check a display filter. */
+export function writePcap(file: string, frames: readonly Buffer[]): void {
+  const header = Buffer.alloc(24);
+  header.writeUInt32LE(0xa1b2c3d4, 0);
+  header.writeUInt16LE(2, 4);
+  header.writeUInt16LE(4, 6);
+  header.writeUInt32LE(262_144, 16);
+  header.writeUInt32LE(1, 20); // LINKTYPE_ETHERNET
+  const records = frames.flatMap((f, i) => {
+    const r = Buffer.alloc(16);
+    r.writeUInt32LE(1_700_000_000 + i, 0);
+    r.writeUInt32LE(f.length, 8);
+    r.writeUInt32LE(f.length, 12);
+    return [r, f];
+  });
+  writeFileSync(file, Buffer.concat([header, ...records]));
 }

@@ -4,8 +4,10 @@
 //
 //   ping DST [--count N] [--interval MS] [--wait MS] [--size BYTES]
 //     ICMP echo requests `interval` ms apart, then wait `wait` ms after the last
-//     one (like ping -c -i -W -s). Result {transmitted, received, rttAvgMs, errors, notes}:
-//     `errors` counts ICMP unreachable/time-exceeded about our requests, and send errors.
+//     one (like ping -c -i -W -s); ICMPv6 when DST is an IPv6 address. Result
+//     {transmitted, received, rttAvgMs, errors, notes}: `errors` counts ICMP
+//     unreachable/time-exceeded (ICMPv6: also packet too big) about our
+//     requests, and send errors.
 //   inject DST --hex HEX[,HEX...] [--hex HEX ...] [--count N] [--interval MS]
 //     Send each packet (hex of a complete IPv4 packet: header and all) to DST
 //     through a raw GRE socket with IP_HDRINCL, the whole list `count` times,
@@ -13,8 +15,16 @@
 //     length (and a 0.0.0.0 source). Result {sent, errors, notes}.
 //   get URL
 //     HTTP GET from inside the namespace (a daemon's /metrics). Result {status, body}.
+//   tcp-recv ADDR --port P [--wait MS]
+//     Listen on ADDR:P, print {"listening": P}, accept one connection, read it
+//     to the end and hash it. Result {bytes, sha256, ms, peer} (ms: first byte
+//     to end); a fatal after `wait` ms (default 120 s) without the whole stream.
+//   tcp-send DST --port P --bytes N [--wait MS]
+//     Connect to DST:P, send N bytes of random data, half-close, wait for the
+//     peer to close. Result {bytes, sha256, ms, local} (ms: connect to close).
 
-import { isIPv4 } from 'node:net';
+import { createHash, randomFillSync } from 'node:crypto';
+import { createServer, connect, isIPv4, isIPv6, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 import raw from 'raw-socket';
 
@@ -28,12 +38,15 @@ class Fatal extends Error {
 }
 
 function usage(message: string): Fatal {
-  return new Fatal(`${message} (usage: probe.js ping DST [--count N] [--interval MS] [--wait MS] [--size BYTES] | inject DST --hex HEX[,HEX...] [--count N] [--interval MS])`, 2);
+  return new Fatal(
+    `${message} (usage: probe.js ping DST [--count N] [--interval MS] [--wait MS] [--size BYTES] | inject DST --hex HEX[,HEX...] [--count N] [--interval MS] | get URL | tcp-recv ADDR --port P [--wait MS] | tcp-send DST --port P --bytes N [--wait MS])`,
+    2,
+  );
 }
 
-function openSocket(what: string, protocol: number): raw.Socket {
+function openSocket(what: string, protocol: number, addressFamily: raw.AddressFamily = raw.AddressFamily.IPv4): raw.Socket {
   try {
-    return raw.createSocket({ protocol });
+    return raw.createSocket({ protocol, addressFamily, bufferSize: 65_536 });
   } catch (e) {
     throw new Fatal(`cannot open a raw ${what} socket: ${(e as Error).message}`, 3);
   }
@@ -53,8 +66,21 @@ function intOption(values: Record<string, unknown>, name: string, dflt: number, 
 
 // ---------------------------------------------------------------------------
 
+/** The canonical (compressed, lower-case) text of an IPv6 address. */
+function canonical6(a: string): string {
+  return new URL(`http://[${a.split('%')[0]}]/`).hostname.slice(1, -1);
+}
+
 function ping(dst: string, count: number, interval: number, wait: number, size: number): void {
-  const sock = openSocket('ICMP', raw.Protocol.ICMP);
+  const v6 = isIPv6(dst);
+  const sock = v6
+    ? openSocket('ICMPv6', raw.Protocol.ICMPv6, raw.AddressFamily.IPv6)
+    : openSocket('ICMP', raw.Protocol.ICMP);
+  const dstText = v6 ? canonical6(dst) : dst;
+  const ECHO_REQUEST = v6 ? 128 : 8;
+  const ECHO_REPLY = v6 ? 129 : 0;
+  // Errors about a packet we sent: v4 unreachable, time exceeded; v6 unreachable, too big, time exceeded.
+  const ERRORS = v6 ? [1, 2, 3] : [3, 11];
   const id = process.pid & 0xffff;
   const sentAt = new Map<number, bigint>();
   const answered = new Set<number>();
@@ -82,37 +108,43 @@ function ping(dst: string, count: number, interval: number, wait: number, size: 
     notes.push(`socket: ${e.message}`);
   });
   sock.on('message', (buf, src) => {
-    if (buf.length < 20) return;
-    const ihl = (buf[0] & 15) * 4;
-    if (buf.length < ihl + 8) return;
-    const type = buf[ihl];
-    if (type === 0) {
+    // IPv4 raw sockets read the IP header too; ICMPv6 raw sockets the ICMPv6 message only.
+    let at = 0;
+    if (!v6) {
+      if (buf.length < 20) return;
+      at = (buf[0]! & 15) * 4;
+    }
+    if (buf.length < at + 8) return;
+    const type = buf[at];
+    const from = v6 ? canonical6(src) : src;
+    if (type === ECHO_REPLY) {
       // Echo reply to one of our requests.
-      if (src !== dst || buf.readUInt16BE(ihl + 4) !== id) return;
-      const seq = buf.readUInt16BE(ihl + 6);
+      if (from !== dstText || buf.readUInt16BE(at + 4) !== id) return;
+      const seq = buf.readUInt16BE(at + 6);
       const t = sentAt.get(seq);
       if (t === undefined || answered.has(seq)) return;
       answered.add(seq);
       rtts.push(Number(process.hrtime.bigint() - t) / 1e6);
       if (answered.size >= count) finish();
-    } else if (type === 3 || type === 11) {
-      // Unreachable / time exceeded quoting one of our echo requests.
-      const inner = ihl + 8;
-      if (buf.length < inner + 20) return;
-      const o = inner + (buf[inner] & 15) * 4;
-      if (buf.length < o + 8 || buf[o] !== 8 || buf.readUInt16BE(o + 4) !== id) return;
+    } else if (type !== undefined && ERRORS.includes(type)) {
+      // An error quoting one of our echo requests (after the 8-byte ICMP header: the invoking IP header).
+      const inner = at + 8;
+      const o = v6 ? inner + 40 : buf.length >= inner + 20 ? inner + (buf[inner]! & 15) * 4 : buf.length;
+      if (buf.length < o + 8 || buf[o] !== ECHO_REQUEST || buf.readUInt16BE(o + 4) !== id) return;
       errors++;
-      notes.push(`icmp type ${type} code ${buf[ihl + 1]} from ${src}`);
+      const extra = v6 && type === 2 ? ` mtu ${buf.readUInt32BE(at + 4)}` : !v6 && type === 3 && buf[at + 1] === 4 ? ` mtu ${buf.readUInt16BE(at + 6)}` : '';
+      notes.push(`icmp${v6 ? 'v6' : ''} type ${type} code ${buf[at + 1]} from ${from}${extra}`);
     }
   });
 
   const sendOne = (seq: number): void => {
     const b = Buffer.alloc(8 + size);
-    b[0] = 8;
+    b[0] = ECHO_REQUEST;
     b.writeUInt16BE(id, 4);
     b.writeUInt16BE(seq, 6);
     for (let i = 8; i < b.length; i++) b[i] = i & 0xff;
-    raw.writeChecksum(b, 2, raw.createChecksum(b));
+    // The kernel computes ICMPv6 checksums itself (RFC 3542 §3.1).
+    if (!v6) raw.writeChecksum(b, 2, raw.createChecksum(b));
     sentAt.set(seq, process.hrtime.bigint());
     sock.send(b, 0, b.length, dst, (err) => {
       if (err) {
@@ -130,6 +162,91 @@ function ping(dst: string, count: number, interval: number, wait: number, size: 
     else setTimeout(finish, wait);
   };
   tick();
+}
+
+// ---------------------------------------------------------------------------
+// TCP: one stream of random bytes, hashed on both ends.
+
+function tcpRecv(addr: string, port: number, wait: number): void {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  let first: bigint | undefined;
+  let peer = '';
+  const timer = setTimeout(() => {
+    output({ fatal: `tcp-recv: no complete stream within ${wait} ms (${bytes} bytes from ${peer || 'nobody'})` });
+    process.exit(1);
+  }, wait);
+  const server = createServer((conn: Socket) => {
+    server.close(); // one connection
+    peer = `${conn.remoteAddress}:${conn.remotePort}`;
+    conn.on('data', (b: Buffer) => {
+      first ??= process.hrtime.bigint();
+      bytes += b.length;
+      hash.update(b);
+    });
+    conn.on('end', () => {
+      const ms = first === undefined ? 0 : Number(process.hrtime.bigint() - first) / 1e6;
+      conn.end(() => {
+        clearTimeout(timer);
+        output({ bytes, sha256: hash.digest('hex'), ms, peer });
+        process.exit(0);
+      });
+    });
+    conn.on('error', (e) => {
+      output({ fatal: `tcp-recv: ${e.message} after ${bytes} bytes from ${peer}` });
+      process.exit(1);
+    });
+  });
+  server.on('error', (e) => {
+    output({ fatal: `tcp-recv: ${e.message}` });
+    process.exit(3);
+  });
+  server.listen({ host: addr, port, ipv6Only: isIPv6(addr) }, () => {
+    process.stdout.write(`${JSON.stringify({ listening: port })}\n`);
+  });
+}
+
+function tcpSend(dst: string, port: number, total: number, wait: number): void {
+  const hash = createHash('sha256');
+  const chunk = Buffer.alloc(256 * 1024);
+  let sent = 0;
+  let started: bigint | undefined;
+  let local = '';
+  const timer = setTimeout(() => {
+    output({ fatal: `tcp-send: not done within ${wait} ms (${sent} of ${total} bytes written)` });
+    process.exit(1);
+  }, wait);
+  const sock = connect({ host: dst, port }, () => {
+    started = process.hrtime.bigint();
+    local = `${sock.localAddress}:${sock.localPort}`;
+    const pump = (): void => {
+      while (sent < total) {
+        const n = Math.min(chunk.length, total - sent);
+        randomFillSync(chunk, 0, n);
+        const piece = Buffer.from(chunk.subarray(0, n)); // write() keeps a reference
+        hash.update(piece);
+        sent += n;
+        if (!sock.write(piece)) {
+          sock.once('drain', pump);
+          return;
+        }
+      }
+      sock.end();
+    };
+    pump();
+  });
+  sock.on('data', () => undefined);
+  sock.on('close', (hadError) => {
+    clearTimeout(timer);
+    if (hadError || started === undefined) return; // reported by 'error'
+    output({ bytes: sent, sha256: hash.digest('hex'), ms: Number(process.hrtime.bigint() - started) / 1e6, local });
+    process.exit(0);
+  });
+  sock.on('error', (e) => {
+    clearTimeout(timer);
+    output({ fatal: `tcp-send: ${e.message} after ${sent} bytes` });
+    process.exit(1);
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -160,11 +277,19 @@ async function inject(dst: string, packets: Buffer[], count: number, interval: n
         resolve();
       });
     });
-  for (let round = 0, n = 0; round < count; round++) {
-    for (const p of packets) {
-      if (n++ > 0 && interval > 0) await new Promise((r) => setTimeout(r, interval));
-      await send(p);
+  // raw-socket's pending send does not always keep the event loop alive (with
+  // node:crypto loaded, the process was seen exiting, status 0 and silent,
+  // before the first send completed): hold a timer until the last one has.
+  const keepAlive = setInterval(() => undefined, 1000);
+  try {
+    for (let round = 0, n = 0; round < count; round++) {
+      for (const p of packets) {
+        if (n++ > 0 && interval > 0) await new Promise((r) => setTimeout(r, interval));
+        await send(p);
+      }
     }
+  } finally {
+    clearInterval(keepAlive);
   }
   sock.close();
   output({ sent, errors, notes: notes.slice(0, 5) });
@@ -185,6 +310,8 @@ async function main(argv: string[]): Promise<void> {
         wait: { type: 'string' },
         size: { type: 'string' },
         hex: { type: 'string', multiple: true },
+        port: { type: 'string' },
+        bytes: { type: 'string' },
       },
     });
   } catch (e) {
@@ -212,6 +339,13 @@ async function main(argv: string[]): Promise<void> {
       return Buffer.from(h, 'hex');
     });
     await inject(dst, packets, intOption(values, 'count', 1, 1, 1_000_000), intOption(values, 'interval', 0, 0, 3_600_000));
+  } else if (command === 'tcp-recv' || command === 'tcp-send') {
+    if (!isIPv4(dst) && !isIPv6(dst)) throw usage(`bad address ${JSON.stringify(dst)}`);
+    const port = intOption(values, 'port', 0, 1, 65_535);
+    if (!port) throw usage(`${command} needs --port`);
+    const wait = intOption(values, 'wait', 120_000, 1, 3_600_000);
+    if (command === 'tcp-recv') tcpRecv(dst, port, wait);
+    else tcpSend(dst, port, intOption(values, 'bytes', 0, 0, Number.MAX_SAFE_INTEGER), wait);
   } else if (command === 'get') {
     const res = await fetch(dst, { signal: AbortSignal.timeout(10_000) });
     output({ status: res.status, body: await res.text() });

@@ -8,18 +8,26 @@
 //   host1 nvgred → TAPs contoso1, contoso2, fabrikam1, fabrikam2 (each in its VM ns)
 //   host2 nvgred → TAPs contoso3, fabrikam3
 //   gwhost nvgred → TAP mtgw (in ns mtgw); mtgw:ext0 10.1.3.2/24 ═ server:eth0 10.1.3.100/24
+//
+// Variants (LabVariant, for the integration tests; `make lab` runs the
+// reference): dual stack (every VM also has an IPv6 CA, the configs carry the
+// IPv6 customer routes and lookup records), an IPv6 underlay (the PAs are
+// fd00:192:168::x/64: IPv4 and IPv6 CAs both ride outer IPv6), and VM
+// adapters with a given MTU. writeVariantConfigs() derives each host's config
+// from the reference one; the reference files are never changed.
 
 import { existsSync, mkdirSync, rmSync, rmdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseDocument, parse as parseYaml, isMap, isSeq, type Document } from 'yaml';
+import { parseDocument, parse as parseYaml, stringify as stringifyYaml, isMap, isSeq, type Document } from 'yaml';
 
 import {
   DEFAULT_PREFIX,
-  type Lab,
+  Lab,
   type LabProcess,
   type StopResult,
   ipv4Addrs,
+  ipv6Addrs,
   linkExists,
   listLinks,
   repoRoot,
@@ -124,6 +132,73 @@ export const NAMESPACE_ROLES: readonly string[] = [UNDERLAY_NS, ...HOSTS, ...VMS
 export const LAB_VSIDS: readonly number[] = [...new Set(CUSTOMER_ROUTES.map((r) => r.vsid))];
 
 // ---------------------------------------------------------------------------
+// The IPv6 side of the plan (variants only)
+
+/** The PAs of the IPv6-underlay variant, on the same eth1s. */
+export const PROVIDER_ADDRESSES_V6: Readonly<Record<HostName, { address: string; prefixLength: number }>> = {
+  host1: { address: 'fd00:192:168::22', prefixLength: 64 },
+  host2: { address: 'fd00:192:168::33', prefixLength: 64 },
+  gwhost: { address: 'fd00:192:168::11', prefixLength: 64 },
+};
+
+/** The IPv6 customer routes the dual-stack variant adds (mirroring the IPv4 ones). */
+export const CUSTOMER_ROUTES_V6: readonly CustomerRouteSpec[] = [
+  { tenant: 'contoso', vsid: 6000, prefix: 'fd00:1::/64', nextHop: '::' },
+  { tenant: 'contoso', vsid: 6001, prefix: 'fd00:2::/64', nextHop: '::' },
+  { tenant: 'contoso', vsid: 6001, prefix: '::/0', nextHop: 'fd00:2::2' },
+  { tenant: 'fabrikam', vsid: 7000, prefix: 'fd00:1::/64', nextHop: '::' },
+];
+
+export interface VmV6Spec {
+  ip: string;
+  prefixLength: number;
+  /** The subnet's first address + 1, answered by the host. */
+  gateway: string;
+}
+
+/** Each VM's IPv6 CA in the dual-stack variant (Fabrikam reuses Contoso's, as in IPv4). */
+export const VM_IPV6: Readonly<Record<string, VmV6Spec>> = {
+  contoso1: { ip: 'fd00:1::101', prefixLength: 64, gateway: 'fd00:1::1' },
+  contoso2: { ip: 'fd00:1::102', prefixLength: 64, gateway: 'fd00:1::1' },
+  contoso3: { ip: 'fd00:1::103', prefixLength: 64, gateway: 'fd00:1::1' },
+  mtgw: { ip: 'fd00:2::2', prefixLength: 64, gateway: 'fd00:2::1' },
+  fabrikam1: { ip: 'fd00:1::101', prefixLength: 64, gateway: 'fd00:1::1' },
+  fabrikam2: { ip: 'fd00:1::102', prefixLength: 64, gateway: 'fd00:1::1' },
+  fabrikam3: { ip: 'fd00:1::103', prefixLength: 64, gateway: 'fd00:1::1' },
+};
+
+export function vmV6(role: string): VmV6Spec {
+  const v = VM_IPV6[role];
+  if (!v) throw new Error(`no IPv6 CA for VM ${role}`);
+  return v;
+}
+
+/** Each host's own IPv6 gateway record (fd00:1::1, the same MAC_DFGW as its 10.0.1.1 record). */
+export const GATEWAY_RECORDS_V6: Readonly<Partial<Record<HostName, { ip: string; vsid: number; mac: string }>>> = {
+  host1: { ip: 'fd00:1::1', vsid: 6000, mac: '60:00:60:00:01:00' },
+  host2: { ip: 'fd00:1::1', vsid: 6000, mac: '60:00:60:00:02:00' },
+};
+
+/** MT-GW's external NIC and the server, IPv6 side (dual stack). */
+export const MTGW_EXTERNAL_V6 = { ip: 'fd00:3::2', prefixLength: 64 } as const;
+export const SERVER_V6 = { ip: 'fd00:3::100', prefixLength: 64, route: { dst: 'fd00::/16', via: 'fd00:3::2' } } as const;
+
+/** What differs from the reference lab. */
+export interface LabVariant {
+  /** VMs get their IPv6 CA (VM_IPV6) too; the configs get CUSTOMER_ROUTES_V6 and the IPv6 records. */
+  dualStack?: boolean;
+  /** Provider addresses of this family (default ipv4: PROVIDER_ADDRESSES; ipv6: PROVIDER_ADDRESSES_V6). */
+  underlay?: 'ipv4' | 'ipv6';
+  /** `mtu` of every VM adapter (default: the daemon's, the underlay's less NVGRE's overhead). */
+  vmMtu?: number;
+}
+
+/** A host's PA in a variant. */
+export function paOf(host: HostName, variant: LabVariant = {}): string {
+  return (variant.underlay === 'ipv6' ? PROVIDER_ADDRESSES_V6 : PROVIDER_ADDRESSES)[host].address;
+}
+
+// ---------------------------------------------------------------------------
 // Paths
 
 /** (Defined in netns.ts, which needs it too; re-exported for this module's importers.) */
@@ -148,13 +223,17 @@ export function defaultDaemonArgv(): string[] {
 /**
  * Create every namespace and link of the plan, except the VM TAPs (nvgred
  * creates those). Host eth1s come up without addresses. IPv4 forwarding is
- * on in mtgw only.
+ * on in mtgw only. A variant with an IPv6 underlay turns IPv6 on for the
+ * hosts' eth1s (quietly: no DAD, no RS); a dual-stack one gives MT-GW's
+ * external side and the server their IPv6 addresses too (VMs get theirs in
+ * configureVms()).
  */
-export async function buildTopology(lab: Lab): Promise<void> {
+export async function buildTopology(lab: Lab, variant: LabVariant = {}): Promise<void> {
   await lab.addNamespace(UNDERLAY_NS);
   for (const h of HOSTS) {
     await lab.addNamespace(h);
     await lab.veth(h, UNDERLAY_IF, UNDERLAY_NS, underlayPort(h));
+    if (variant.underlay === 'ipv6') await lab.enableIpv6(h, [UNDERLAY_IF]);
     await lab.up(h, UNDERLAY_IF);
   }
   await lab.bridge(UNDERLAY_NS, UNDERLAY_BRIDGE, HOSTS.map(underlayPort));
@@ -172,11 +251,21 @@ export async function buildTopology(lab: Lab): Promise<void> {
   // Asymmetric paths are normal for a gateway: no reverse-path filtering.
   await lab.sysctl(MTGW_EXTERNAL.role, 'net.ipv4.conf.all.rp_filter', 0);
   await lab.sysctl(MTGW_EXTERNAL.role, 'net.ipv4.conf.default.rp_filter', 0);
+  if (variant.dualStack) {
+    await lab.enableIpv6(MTGW_EXTERNAL.role, [MTGW_EXTERNAL.ifname]);
+    await lab.enableIpv6(SERVER.role, [SERVER.ifname]);
+    await lab.exec(['ip', '-n', lab.ns(MTGW_EXTERNAL.role), '-6', 'addr', 'add', `${MTGW_EXTERNAL_V6.ip}/${MTGW_EXTERNAL_V6.prefixLength}`, 'dev', MTGW_EXTERNAL.ifname, 'nodad']);
+    await lab.exec(['ip', '-n', lab.ns(SERVER.role), '-6', 'addr', 'add', `${SERVER_V6.ip}/${SERVER_V6.prefixLength}`, 'dev', SERVER.ifname, 'nodad']);
+    await lab.route(SERVER.role, SERVER_V6.route.dst, { via: SERVER_V6.route.via });
+    await lab.sysctl(MTGW_EXTERNAL.role, 'net.ipv6.conf.all.forwarding', 1);
+  }
 }
 
 export interface ConfigureVmsOptions {
   /** Only these VMs (roles). Default: all. */
   vms?: readonly string[];
+  /** Also give each VM its IPv6 CA (VM_IPV6, no DAD) and a default IPv6 route via its gateway. Default: IPv6 off on the TAPs. */
+  dualStack?: boolean;
   /** How long to wait for each TAP to show up in its namespace. Default 10 s. */
   tapTimeoutMs?: number;
 }
@@ -202,10 +291,14 @@ export async function configureVms(lab: Lab, opts: ConfigureVmsOptions = {}): Pr
         notes.push(`${ns}:${v.tap} had MAC ${link.address}, not the VM's ${v.mac}: set it`);
         await lab.nsExec(ns, ['ip', 'link', 'set', 'dev', v.tap, 'address', v.mac]);
       }
-      await lab.nsExec(ns, ['sysctl', '-qw', `net.ipv6.conf.${v.tap}.disable_ipv6=1`], { check: false });
+      const v6 = opts.dualStack ? vmV6(v.role) : undefined;
+      if (v6) await lab.enableIpv6(ns, [v.tap]);
+      else await lab.nsExec(ns, ['sysctl', '-qw', `net.ipv6.conf.${v.tap}.disable_ipv6=1`], { check: false });
       await lab.addr(ns, v.tap, `${v.ip}/${v.prefixLength}`);
+      if (v6) await lab.exec(['ip', '-n', ns, '-6', 'addr', 'add', `${v6.ip}/${v6.prefixLength}`, 'dev', v.tap, 'nodad']);
       await lab.up(ns, v.tap);
       await lab.route(ns, 'default', { via: v.gateway, dev: v.tap });
+      if (v6) await lab.exec(['ip', '-n', ns, '-6', 'route', 'add', 'default', 'via', v6.gateway, 'dev', v.tap]);
     }),
   );
   return notes;
@@ -260,6 +353,76 @@ export function materializeConfig(file: string, prefix: string, outDir: string, 
   if (resolve(out) === resolve(file)) throw new Error(`materializeConfig would overwrite ${file}`);
   writeFileSync(out, doc.toString());
   return out;
+}
+
+export interface VariantConfigOptions extends MaterializeOptions {
+  /** A last change to each host's (parsed) config before it is written, e.g. an extra record. */
+  edit?: (host: HostName, cfg: Obj) => void;
+}
+
+/**
+ * A host's config for a variant, derived from its reference config (already
+ * parsed): with an IPv6 underlay, the PA becomes PROVIDER_ADDRESSES_V6's and
+ * every lookup record names the IPv6 PA of its host; dual stack adds
+ * CUSTOMER_ROUTES_V6, a record per VM's IPv6 CA (same MAC, same host) and the
+ * host's IPv6 gateway record; vmMtu sets every adapter's `mtu`.
+ */
+export function variantConfig(host: HostName, cfg: Obj, variant: LabVariant): Obj {
+  const out = structuredClone(cfg);
+  const records = (out['lookup_records'] ??= []) as Obj[];
+  if (variant.underlay === 'ipv6') {
+    const pa = PROVIDER_ADDRESSES_V6[host];
+    out['provider_addresses'] = [{ address: pa.address, prefix_length: pa.prefixLength, interface: UNDERLAY_IF }];
+    out['provider_routes'] = [];
+    const v6of = new Map(HOSTS.map((h) => [PROVIDER_ADDRESSES[h].address, PROVIDER_ADDRESSES_V6[h].address]));
+    for (const r of records) {
+      const mapped = v6of.get(String(r['provider_address']));
+      if (!mapped) throw new Error(`${host}: lookup record ${String(r['customer_address'])} names PA ${String(r['provider_address'])}, not a lab host's`);
+      r['provider_address'] = mapped;
+    }
+  }
+  if (variant.dualStack) {
+    const routes = (out['customer_routes'] ??= []) as Obj[];
+    for (const r of CUSTOMER_ROUTES_V6) {
+      routes.push({ routing_domain: ROUTING_DOMAINS[r.tenant], vsid: r.vsid, destination_prefix: r.prefix, next_hop: r.nextHop, metric: 0 });
+    }
+    for (const v of VMS) {
+      records.push({
+        customer_address: vmV6(v.role).ip,
+        vsid: v.vsid,
+        mac: v.mac,
+        provider_address: paOf(v.host, variant),
+        rule: 'encap',
+        type: 'static',
+        vm_name: v.vmName,
+      });
+    }
+    const gw = GATEWAY_RECORDS_V6[host];
+    if (gw) records.push({ customer_address: gw.ip, vsid: gw.vsid, mac: gw.mac, provider_address: paOf(host, variant), rule: 'encap', type: 'static' });
+  }
+  if (variant.vmMtu !== undefined) {
+    for (const a of (out['vm_adapters'] ?? []) as Obj[]) a['mtu'] = variant.vmMtu;
+  }
+  return out;
+}
+
+/**
+ * Write every host's config for a variant into `outDir` (materialized for
+ * the lab's prefix, then variantConfig(), then `opts.edit`). Returns the
+ * files, for startDaemons({ configs }).
+ */
+export function writeVariantConfigs(prefix: string, outDir: string, variant: LabVariant, opts: VariantConfigOptions = {}): Record<HostName, string> {
+  const files = {} as Record<HostName, string>;
+  const staging = join(outDir, '.reference');
+  for (const host of HOSTS) {
+    const ref = materializeConfig(configPath(host), prefix, staging, { runDir: opts.runDir });
+    const cfg = variantConfig(host, loadConfig(ref), variant);
+    opts.edit?.(host, cfg);
+    const file = join(outDir, `${host}.yaml`);
+    writeFileSync(file, `# ${host}: lab/configs/${host}.yaml for prefix ${prefix}, variant ${JSON.stringify(variant)}\n${stringifyYaml(cfg)}`);
+    files[host] = file;
+  }
+  return files;
 }
 
 const normMac = (m: unknown): string => String(m).toLowerCase().replace(/[-:]/g, '').replace(/(..)(?!$)/g, '$1:');
@@ -367,6 +530,8 @@ export interface StartDaemonsOptions {
   /** Socket and state directory for a non-default prefix (see materializeConfig). */
   runDir?: string;
   hosts?: readonly HostName[];
+  /** Use these config files as they are (e.g. from writeVariantConfigs) instead of the reference ones. */
+  configs?: Partial<Record<HostName, string>>;
   /** Wait this long for `"msg":"ready"`. Default 30 s. */
   readyTimeoutMs?: number;
   env?: NodeJS.ProcessEnv;
@@ -417,7 +582,9 @@ export async function startDaemons(lab: Lab, opts: StartDaemonsOptions = {}): Pr
   const materialize = lab.prefix !== DEFAULT_PREFIX || opts.runDir !== undefined;
   const daemons = await Promise.all(
     hosts.map(async (host): Promise<Daemon> => {
-      const configFile = materialize
+      const configFile = opts.configs?.[host]
+        ? opts.configs[host]!
+        : materialize
         ? materializeConfig(configPath(host), lab.prefix, opts.configDir ?? join(logDir, 'configs'), { runDir: opts.runDir })
         : configPath(host);
       const cfg = loadConfig(configFile);
@@ -470,7 +637,37 @@ export async function stopDaemons(lab: Lab, daemons: readonly Daemon[], opts: { 
   );
 }
 
-/** The PA addresses currently on a host's eth1 (e.g. `192.168.0.22/24`). */
-export async function hostPaAddrs(lab: Lab, host: HostName): Promise<string[]> {
-  return ipv4Addrs(lab.ns(host), UNDERLAY_IF);
+export interface SetUpLabOptions {
+  variant?: LabVariant;
+  /** Logs, configs (`configs/`), sockets and state (`run/`) go here. */
+  outDir: string;
+  /** Passed to writeVariantConfigs(). */
+  edit?: VariantConfigOptions['edit'];
+  readyTimeoutMs?: number;
+}
+
+export interface LabSetUp {
+  daemons: Daemon[];
+  configs: Record<HostName, string>;
+}
+
+/**
+ * The whole lab of a variant in one call, for tests: remove what a crashed
+ * run with this prefix left, build the topology, write the variant's configs,
+ * start the three daemons and configure the VMs. Tear down with lab.teardown().
+ */
+export async function setUpLab(lab: Lab, opts: SetUpLabOptions): Promise<LabSetUp> {
+  const variant = opts.variant ?? {};
+  await Lab.cleanStale(lab.prefix);
+  await buildTopology(lab, variant);
+  const runDir = join(opts.outDir, 'run');
+  const configs = writeVariantConfigs(lab.prefix, join(opts.outDir, 'configs'), variant, { runDir, ...(opts.edit ? { edit: opts.edit } : {}) });
+  const daemons = await startDaemons(lab, { logDir: opts.outDir, configs, runDir, ...(opts.readyTimeoutMs ? { readyTimeoutMs: opts.readyTimeoutMs } : {}) });
+  await configureVms(lab, { dualStack: variant.dualStack ?? false });
+  return { daemons, configs };
+}
+
+/** The PA addresses currently on a host's eth1 (e.g. `192.168.0.22/24`; `fd00:192:168::22/64` with `family` 6). */
+export async function hostPaAddrs(lab: Lab, host: HostName, family: 4 | 6 = 4): Promise<string[]> {
+  return family === 4 ? ipv4Addrs(lab.ns(host), UNDERLAY_IF) : ipv6Addrs(lab.ns(host), UNDERLAY_IF);
 }
