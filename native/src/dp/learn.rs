@@ -4,13 +4,17 @@
 //! MAC, PA) from the reply:
 //! - the replying VM's host, as the reply leaves encapsulated;
 //! - the asking VM's host, as the reply arrives, but only if it comes from
-//!   the PA that holds the sender MAC's L2Only record: a machine on the
-//!   underlay cannot teach a host somebody else's address.
+//!   the PA that holds the sender MAC's record: a machine on the underlay
+//!   cannot teach a host somebody else's address.
+//! Once learned, the asking host answers ARP for the address itself and no
+//! more replies cross; the record is then kept alive by the VM's traffic: a
+//! frame from a Dynamic record's MAC whose IP source is that record's CA
+//! reports the same record again (the worker paces reports per record).
 //! The control plane decides the rest (limits, static records win, expiry).
 
 use super::tables::{Location, Snapshot};
 use super::{RecordType, Vsid};
-use crate::wire::{ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, MacAddr};
+use crate::wire::{ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, MacAddr};
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,35 +25,37 @@ pub struct Learned {
     pub provider_address: IpAddr,
 }
 
-/// The sender (MAC, CA) of an ARP reply frame.
-fn arp_reply_sender(frame: &[u8]) -> Option<(MacAddr, IpAddr)> {
+/// The VM a frame of `vsid` teaches or confirms: (its VSID, MAC, CA, where
+/// its record says it lives). The sender of an ARP reply whose MAC has an
+/// L2Only or Dynamic record; or the IP source of a frame, when that CA's
+/// record is Dynamic with the frame's source MAC.
+fn sender(snap: &Snapshot, vsid: Vsid, frame: &[u8]) -> Option<(Vsid, MacAddr, IpAddr, Location)> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
-    if eth.ethertype() != EtherType::Arp {
-        return None;
-    }
-    match ArpRepr::parse(&ArpPacket::new_unchecked(eth.payload())).ok()? {
-        ArpRepr::EthernetIpv4 { operation: ArpOperation::Reply, source_hardware_addr, source_protocol_addr, .. }
-            if !source_protocol_addr.is_unspecified() =>
-        {
-            Some((source_hardware_addr, IpAddr::V4(source_protocol_addr)))
+    let mac = eth.src_addr();
+    let rec = snap.record_by_mac(snap.subnet(vsid)?.routing_domain, mac)?;
+    let ca = match (eth.ethertype(), rec.kind) {
+        (EtherType::Arp, RecordType::L2Only | RecordType::Dynamic) if rec.vsid == vsid => {
+            match ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()? {
+                ArpRepr::EthernetIpv4 { operation: ArpOperation::Reply, source_hardware_addr, source_protocol_addr, .. }
+                    if source_hardware_addr == mac && !source_protocol_addr.is_unspecified() =>
+                {
+                    return Some((vsid, mac, IpAddr::V4(source_protocol_addr), rec.location));
+                }
+                _ => return None,
+            }
         }
-        _ => None,
-    }
-}
-
-/// Is `mac` a VM of `vsid` whose address is learned (an L2Only record, or
-/// one learned before), and where does its record say it lives?
-fn learnable_location(snap: &Snapshot, vsid: Vsid, mac: MacAddr) -> Option<Location> {
-    let rd = snap.subnet(vsid)?.routing_domain;
-    let rec = snap.record_by_mac(rd, mac)?;
-    (rec.vsid == vsid && matches!(rec.kind, RecordType::L2Only | RecordType::Dynamic)).then_some(rec.location)
+        (EtherType::Ipv4, RecordType::Dynamic) => IpAddr::V4(Ipv4Packet::new_checked(eth.payload()).ok()?.src_addr()),
+        (EtherType::Ipv6, RecordType::Dynamic) => IpAddr::V6(Ipv6Packet::new_checked(eth.payload()).ok()?.src_addr()),
+        _ => return None,
+    };
+    let own = snap.record_by_ca(rec.vsid, ca)?;
+    (own.kind == RecordType::Dynamic && own.mac == mac).then_some((rec.vsid, mac, ca, rec.location))
 }
 
 /// A frame decapsulated for a local VM of `vsid`, sent from `outer_src`.
 pub fn from_underlay(snap: &Snapshot, vsid: Vsid, outer_src: IpAddr, frame: &[u8]) -> Option<Learned> {
-    let (mac, ca) = arp_reply_sender(frame)?;
-    match learnable_location(snap, vsid, mac)? {
-        Location::Remote(t) if snap.tunnel(t).remote == outer_src => {
+    match sender(snap, vsid, frame)? {
+        (vsid, mac, ca, Location::Remote(t)) if snap.tunnel(t).remote == outer_src => {
             Some(Learned { vsid, customer_address: ca, mac, provider_address: outer_src })
         }
         _ => None,
@@ -58,9 +64,8 @@ pub fn from_underlay(snap: &Snapshot, vsid: Vsid, outer_src: IpAddr, frame: &[u8
 
 /// A frame of a local VM of `vsid`, sent encapsulated from local PA `local_pa`.
 pub fn from_vm(snap: &Snapshot, vsid: Vsid, local_pa: IpAddr, frame: &[u8]) -> Option<Learned> {
-    let (mac, ca) = arp_reply_sender(frame)?;
-    match learnable_location(snap, vsid, mac)? {
-        Location::Local => Some(Learned { vsid, customer_address: ca, mac, provider_address: local_pa }),
-        Location::Remote(_) => None,
+    match sender(snap, vsid, frame)? {
+        (vsid, mac, ca, Location::Local) => Some(Learned { vsid, customer_address: ca, mac, provider_address: local_pa }),
+        _ => None,
     }
 }

@@ -5,7 +5,7 @@
 //! record of is also sent, as unicast NVGRE, to each PA holding an L2Only
 //! record of the VSID, and the replies travel back the same way.
 
-use super::tables::{Location, Record, Snapshot};
+use super::tables::{Location, Snapshot};
 use super::vm::{switch, Ingress};
 use super::{malformed, Action, DropReason, PacketBuf, RecordType, Via};
 use crate::wire::{
@@ -29,13 +29,20 @@ fn answer(snap: &Snapshot, from: &Ingress, target: IpAddr) -> Option<(MacAddr, b
         .map(|r| (r.mac, false))
 }
 
-/// A remote VM of the VSID whose address is learned (flow 4): ARP to it may cross.
-fn learnable_remote<'a>(snap: &'a Snapshot, from: &Ingress, mac: MacAddr) -> Option<&'a Record> {
-    snap.record_by_mac(from.subnet.routing_domain, mac).filter(|r| {
+/// Is `mac` a VM of the VSID whose address is learned (flow 4), at `here`
+/// (local) or behind another PA? ARP between such a VM and a remote VM crosses.
+fn learnable(snap: &Snapshot, from: &Ingress, mac: MacAddr, here: bool) -> bool {
+    snap.record_by_mac(from.subnet.routing_domain, mac).is_some_and(|r| {
         r.vsid == from.info.vsid
             && matches!(r.kind, RecordType::L2Only | RecordType::Dynamic)
-            && matches!(r.location, Location::Remote(_))
+            && (r.location == Location::Local) == here
     })
+}
+
+/// A remote VM of the VSID, by any record: the asker of a probe this VM answers.
+fn remote(snap: &Snapshot, from: &Ingress, mac: MacAddr) -> bool {
+    snap.record_by_mac(from.subnet.routing_domain, mac)
+        .is_some_and(|r| r.vsid == from.info.vsid && matches!(r.location, Location::Remote(_)))
 }
 
 /// ARP from a VM.
@@ -76,7 +83,10 @@ pub(super) fn arp(snap: &Snapshot, from: &Ingress, buf: &mut PacketBuf) -> Actio
     if dst.is_multicast() {
         return Action::Flood { vsid, except: Some(from.port) };
     }
-    if snap.port_by_mac(vsid, dst).is_some() || learnable_remote(snap, from, dst).is_some() {
+    // Unicast ARP crosses only where flow 4 needs it: to a VM whose address
+    // is learned, or from one (its reply to a probe, whatever the asker's record).
+    let crosses = learnable(snap, from, dst, false) || (learnable(snap, from, from.info.mac, true) && remote(snap, from, dst));
+    if snap.port_by_mac(vsid, dst).is_some() || crosses {
         return switch(snap, from, dst, buf);
     }
     Action::Drop(DropReason::ArpSuppressed)

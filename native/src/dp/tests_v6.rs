@@ -315,3 +315,48 @@ fn flow4_the_receiving_host_floods_the_request_and_learns_only_from_the_right_pa
         Some(Learned { vsid: 6000, customer_address: ip("10.0.1.105"), mac: mac("60:00:60:00:01:05"), provider_address: ip(HOST1_PA) })
     );
 }
+
+#[test]
+fn flow4_a_learned_vms_reply_reaches_an_asker_known_by_a_static_record() {
+    // Every host carries every VM's record: the asker (on Host 2) is static here.
+    let asker = ("10.0.1.110", "60:00:60:00:02:10");
+    let mut p = l2only_policy();
+    p.lookup_records.push(record(6000, asker, HOST2_PA));
+    p.ports.push(Port { id: 9, vsid: 6000, mac: mac("60:00:60:00:01:05") });
+    let s = Snapshot::build(&p);
+    let reply = arp_reply(mac("60:00:60:00:01:05"), "10.0.1.105", mac(asker.1), asker.0);
+    assert_eq!(from_vm(&s, 9, &reply).0, Action::Encap { pa: ip(HOST2_PA), vsid: 6000, routed: false });
+    // Between two static VMs, ARP still never crosses.
+    let static_reply = arp_reply(mac(CONTOSO1.1), CONTOSO1.0, mac(asker.1), asker.0);
+    assert_eq!(drop_of(from_vm(&s, PORT_CONTOSO1, &static_reply).0), DropReason::ArpSuppressed);
+}
+
+#[test]
+fn flow4_traffic_from_a_learned_vm_keeps_its_record_alive() {
+    let dynamic = |vm: (&str, &str), pa: &str| LookupRecord { kind: RecordType::Dynamic, ..record(6000, vm, pa) };
+    let local = ("10.0.1.105", "60:00:60:00:01:05");
+    let mut p = l2only_policy();
+    p.lookup_records.push(dynamic(CONTOSO3, HOST2_PA));
+    p.lookup_records.push(dynamic(local, HOST1_PA));
+    p.ports.push(Port { id: 9, vsid: 6000, mac: mac(local.1) });
+    let s = Snapshot::build(&p);
+
+    // Arriving: a ping from the learned VM, from its record's PA, reports the record again.
+    let ping_in = ping(CONTOSO3, mac(CONTOSO1.1), CONTOSO1.0, 64);
+    assert_eq!(
+        learn::from_underlay(&s, 6000, ip(HOST2_PA), &ping_in),
+        Some(Learned { vsid: 6000, customer_address: ip(CONTOSO3.0), mac: mac(CONTOSO3.1), provider_address: ip(HOST2_PA) })
+    );
+    // Not from another PA, not from an address that is not the record's, not from a static VM.
+    assert_eq!(learn::from_underlay(&s, 6000, ip(GW_PA), &ping_in), None);
+    assert_eq!(learn::from_underlay(&s, 6000, ip(HOST2_PA), &ping(("10.0.1.99", CONTOSO3.1), mac(CONTOSO1.1), CONTOSO1.0, 64)), None);
+    assert_eq!(learn::from_underlay(&s, 6000, ip(HOST2_PA), &ping(CONTOSO1, mac(CONTOSO2.1), CONTOSO2.0, 64)), None);
+
+    // Leaving: the local learned VM's ping, sent encapsulated, reports it at the local PA.
+    let (a, b) = from_vm(&s, 9, &ping(local, mac(CONTOSO3.1), CONTOSO3.0, 64));
+    assert_eq!(a, Action::Encap { pa: ip(HOST2_PA), vsid: 6000, routed: false });
+    assert_eq!(
+        learn::from_vm(&s, 6000, ip(HOST1_PA), &b.frame()[outer_header_len(ip(HOST2_PA))..]),
+        Some(Learned { vsid: 6000, customer_address: ip(local.0), mac: mac(local.1), provider_address: ip(HOST1_PA) })
+    );
+}
