@@ -111,7 +111,14 @@ describe('gateway wildcard records', () => {
       expect(del.status, JSON.stringify(del.body)).toBe(200);
     }
     const hop = await api('host1')('GET', `/v1/next-hop?vsid=6000&destination=${SERVER.ip}`);
-    expect(hop.body).toMatchObject({ action: 'encap', provider_address: GW, encap_vsid: 6001 });
+    expect(hop.body).toMatchObject({
+      action: 'encap',
+      provider_address: GW,
+      encap_vsid: 6001,
+      lookup_record: { type: 'gateway_wildcard', customer_address: '0.0.0.0', vsid: 6001 },
+    });
+    const hop6 = await api('host1')('GET', `/v1/next-hop?vsid=6000&destination=${encodeURIComponent(SERVER_V6.ip)}`);
+    expect(hop6.body).toMatchObject({ action: 'encap', provider_address: GW, lookup_record: { type: 'gateway_wildcard', customer_address: '::' } });
     for (const dst of [SERVER.ip, SERVER_V6.ip, MTGW.ip, vmV6('mtgw').ip]) {
       const before = await metrics('host1');
       let p;

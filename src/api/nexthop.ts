@@ -34,10 +34,16 @@ export function resolveNextHop(core: NativeCore, policy: Policy, query: URLSearc
     n.route_prefix === undefined
       ? null
       : (policy.customer_routes.find((r) => r.routing_domain === rd && r.vsid === n.route_vsid && r.destination_prefix === n.route_prefix) ?? null);
+  // A target with no record of its own was reached through its VSID's
+  // gateway wildcard of the same family (the core's lookup order).
   const record =
     n.target === undefined
       ? null
-      : (policy.lookup_records.find((r) => r.vsid === n.record_vsid && r.customer_address === n.target) ?? null);
+      : (policy.lookup_records.find((r) => r.vsid === n.record_vsid && r.customer_address === n.target) ??
+        policy.lookup_records.find(
+          (r) => r.vsid === n.record_vsid && r.type === 'gateway_wildcard' && r.customer_address.includes(':') === n.target!.includes(':'),
+        ) ??
+        null);
   return {
     vsid,
     destination,
