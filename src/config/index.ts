@@ -25,6 +25,7 @@ export {
 export { checkPolicyInvariants, type PolicyRecords, type InvariantOptions } from './invariants.js';
 export {
   loadConfigFile,
+  JSON_ONLY_ABOVE_CHARS,
   loadConfigText,
   decodeUtf8,
   firstInvalidUtf8,

@@ -86,10 +86,29 @@ function addPositions(errors: FieldError[], doc: Parameters<typeof locate>[0], l
 }
 
 /**
+ * A document larger than this is read as JSON if it is JSON (JSON is YAML):
+ * the YAML parser's tree of it (a million lookup records) would not fit the
+ * heap. Such a document's errors carry no line/column, and of duplicate keys
+ * the last wins.
+ */
+export const JSON_ONLY_ABOVE_CHARS = 32 * 1024 * 1024;
+
+/**
  * Parse and validate config text. Throws NVGRE_ERR_YAML (syntax) or
  * NVGRE_ERR_CONFIG (every validation problem, each with its line/column).
  */
 export function loadConfigText(text: string, source?: string): Policy {
+  if (text.length > JSON_ONLY_ABOVE_CHARS && /^\s*\{/.test(text)) {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      throw nvgreError('NVGRE_ERR_YAML', `${source ? `${source}: ` : ''}a config document this large must be JSON: ${(e as Error).message}`);
+    }
+    const { policy, errors } = checkPolicy(value);
+    if (policy && errors.length === 0) return policy;
+    throw configError(errors, source !== undefined ? { source } : {});
+  }
   const parsed = parseConfigDocument(text, source);
   const { policy, errors } = checkPolicy(parsed.value);
   if (policy && errors.length === 0) return policy;
