@@ -932,3 +932,75 @@ describe('POST /v1/config/save', () => {
     await reset();
   });
 });
+
+// ---------------------------------------------------------------- learning and the event stream
+
+describe('learning settings, GET /v1/learned, GET /v1/events', () => {
+  /** Open the event stream; resolves with the response once its head and first bytes are in. */
+  function openStream(path = '/v1/events', headers: Record<string, string> = {}) {
+    return new Promise<{ status: number; headers: Record<string, unknown>; text: () => string; close: () => void; ended: Promise<void> }>((resolve, reject) => {
+      import('node:http').then(({ request }) => {
+        const req = request({ socketPath: env.socket, path, headers, agent: false }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          const ended = new Promise<void>((r) => res.on('close', () => r()));
+          res.on('data', (t: string) => {
+            const first = text === '';
+            text += t;
+            if (first) resolve({ status: res.statusCode!, headers: res.headers, text: () => text, close: () => req.destroy(), ended });
+          });
+        });
+        req.on('error', reject);
+        req.end();
+      }, reject);
+    });
+  }
+
+  it('learning is part of the policy: defaults filled in, changed by a bulk apply without a restart', async () => {
+    expect(base.learning).toEqual({ max_per_vsid: 1024, ttl_seconds: 300 });
+    const r = await changeOnce(() => api.put('/v1/policy', { ...structuredClone(base), learning: { max_per_vsid: 8, ttl_seconds: 60 } }));
+    expect(r.status).toBe(200);
+    expect(r.body.restart_required).toEqual([]);
+    expect((await api.get('/v1/policy')).body.learning).toEqual({ max_per_vsid: 8, ttl_seconds: 60 });
+    const bad = await noChange(() => api.put('/v1/policy', { ...structuredClone(base), learning: { max_per_vsid: -1, ttl: 5 } }));
+    expectError(bad, 400, 'NVGRE_ERR_CONFIG');
+    expect(bad.body.error.details.map((x: { path: string }) => x.path).sort()).toEqual(['learning.max_per_vsid', 'learning.ttl']);
+    await reset();
+  });
+
+  it('GET /v1/learned: which dynamic records this host learned (none here: a dynamic record from the API is the operator\'s)', async () => {
+    const rec = { customer_address: '10.0.1.190', vsid: 6000, mac: '60:00:60:00:01:90', provider_address: '192.168.0.33', type: 'dynamic' };
+    expect((await api.post('/v1/lookup-records', rec)).status).toBe(201);
+    expect((await api.get(`/v1/lookup-records${query({ type: 'dynamic' })}`)).body.lookup_records).toHaveLength(1);
+    expect((await api.get('/v1/learned')).body).toEqual({ learned: [] });
+    expectError(await api.post('/v1/learned', {}), 405, 'NVGRE_ERR_METHOD');
+    expectError(await api.get('/v1/learned?vsid=6000'), 400, 'NVGRE_ERR_BAD_REQUEST');
+    expect((await api.delete(keyPath('lookup-records', 6000, '10.0.1.190'))).status).toBe(200);
+  });
+
+  it('GET /v1/events is a text/event-stream that stays open; other methods 405, query parameters 400; followers come and go', async () => {
+    const s = await openStream();
+    expect(s.status).toBe(200);
+    expect(s.headers['content-type']).toBe('text/event-stream; charset=utf-8');
+    expect(s.text().startsWith(': nvgred events\n')).toBe(true);
+    // the API keeps serving while streams are open
+    const many = await Promise.all(Array.from({ length: 20 }, () => openStream('/v1/events/')));
+    expect((await api.get('/v1/status')).status).toBe(200);
+    for (const m of many) m.close();
+    s.close();
+    await Promise.all([s.ended, ...many.map((m) => m.ended)]);
+    expectError(await api.post('/v1/events', {}), 405, 'NVGRE_ERR_METHOD', 'POST');
+    expectError(await api.delete('/v1/events'), 405, 'NVGRE_ERR_METHOD');
+    expectError(await api.get('/v1/events?type=learned'), 400, 'NVGRE_ERR_BAD_REQUEST');
+    expectError(await api.get('/v1/events/learned'), 404, 'NVGRE_ERR_NOT_FOUND');
+  });
+
+  it('a daemon stopping ends the streams (SIGTERM exits 0 with a follower connected)', async () => {
+    const s = await openStream();
+    const stopped = await d.stop();
+    expect(stopped).toMatchObject({ code: 0, escalated: false });
+    await s.ended;
+    await d.start();
+    expect((await api.get('/v1/policy')).body).toEqual(base);
+  });
+});

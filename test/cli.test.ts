@@ -35,6 +35,8 @@ interface Reply {
   type?: string;
   /** Never answer. */
   hang?: boolean;
+  /** Send the head and the payload, but never end the response (an event stream). */
+  keepOpen?: boolean;
 }
 
 const LR = {
@@ -135,13 +137,15 @@ beforeAll(async () => {
       if (reply.hang) return;
       const payload = reply.raw ?? JSON.stringify(reply.body ?? {});
       res.writeHead(reply.status ?? 200, { 'content-type': reply.type ?? 'application/json' });
-      res.end(payload);
+      if (reply.keepOpen) res.write(payload);
+      else res.end(payload);
     });
   });
   await listen(server, SOCK);
 });
 
 afterAll(async () => {
+  server.closeAllConnections(); // monitor's streams included
   await new Promise<void>((resolve) => server.close(() => resolve()));
 });
 
@@ -909,6 +913,78 @@ describe('-batch', () => {
     expect(splitLine('# only')).toEqual([]);
     expect(splitLine('x#y')).toEqual(['x#y']);
     expect(() => splitLine('a "b')).toThrow(/unterminated quote/);
+  });
+});
+
+// ------------------------------------------------------------------ monitor
+
+describe('monitor', () => {
+  const DYN = { customer_address: '10.0.1.105', vsid: 6000, mac: '60:00:60:00:02:05', provider_address: '192.168.0.33', rule: 'encap', type: 'dynamic' };
+  const EVENTS = [
+    { event: 'learned', time: '2026-11-21T12:00:00.000Z', record: DYN },
+    { event: 'refused', time: '2026-11-21T12:00:01.000Z', record: { ...DYN, customer_address: '10.0.1.150' }, reason: 'limit' },
+    { event: 'changed', time: '2026-11-21T12:00:02.000Z', record: { ...DYN, provider_address: '192.168.0.11' }, previous: DYN },
+    { event: 'expired', time: '2026-11-21T12:00:03.000Z', record: DYN, last_seen: '2026-11-21T12:00:02.000Z' },
+    { event: 'deleted', time: '2026-11-21T12:00:04.000Z', record: DYN, cause: 'api' },
+  ];
+  const sse = (evs: object[], extra = '') =>
+    `: nvgred events\nretry: 2000\n\n${extra}` + evs.map((e, i) => `id: 1-${i + 1}\nevent: ${(e as { event: string }).event}\ndata: ${JSON.stringify(e)}\n\n`).join('');
+  const stream = (evs: object[], keepOpen = true, extra = ''): Reply => ({ raw: sse(evs, extra), type: 'text/event-stream', keepOpen });
+
+  it('GET /v1/events; one line per event in the words of the other commands; count N stops (exit 0)', async () => {
+    queue.push(stream([...EVENTS, { event: 'newfangled', record: DYN }], true, ': heartbeat\n\n'));
+    const r = await ok(['monitor', 'count', '5']);
+    expect(r.out).toBe(
+      [
+        'learned 10.0.1.105 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.33',
+        'refused limit 10.0.1.150 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.33',
+        'changed 10.0.1.105 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.11 was mac 60:00:60:00:02:05 pa 192.168.0.33',
+        'expired 10.0.1.105 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.33 last_seen 2026-11-21T12:00:02.000Z',
+        'deleted 10.0.1.105 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.33 by api',
+        '',
+      ].join('\n'),
+    );
+    expect(only()).toEqual({ method: 'GET', url: '/v1/events', body: undefined });
+    expect(requests[0]!.headers.accept).toBe('text/event-stream');
+  });
+
+  it('-j: each event\'s JSON on one line; event words filter', async () => {
+    queue.push(stream(EVENTS));
+    const j = await ok(['-j', 'monitor', 'count', '2']);
+    expect(j.out.trim().split('\n').map((l) => JSON.parse(l))).toEqual(EVENTS.slice(0, 2));
+    queue.push(stream(EVENTS));
+    const f = await ok(['mon', 'expired', 'deleted', 'count', '2']);
+    expect(f.out.trim().split('\n').map((l) => l.split(' ')[0])).toEqual(['expired', 'deleted']);
+  });
+
+  it('the daemon ending the stream is an error (exit 1) after the events it sent', async () => {
+    queue.push(stream(EVENTS.slice(0, 1), false));
+    const r = await cli(['monitor']);
+    expect(r.code).toBe(EXIT.INTERNAL);
+    expect(r.out).toBe('learned 10.0.1.105 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.33\n');
+    expect(r.err).toBe('Error: nvgred ended the event stream (the daemon is stopping or restarting)\n');
+  });
+
+  it('a daemon without the stream (404), a bad word, a bad count', async () => {
+    queue.push({ status: 404, body: { error: { code: 'NVGRE_ERR_NOT_FOUND', message: 'no such path /v1/events' } } });
+    const r = await cli(['monitor']);
+    expect(r.code).toBe(EXIT.NOT_FOUND);
+    expect(r.err).toBe('Error: no such path /v1/events\n');
+    const bad = await cli(['monitor', 'learnt']);
+    expect(bad.code).toBe(EXIT.USAGE);
+    expect(bad.err).toMatch(/^Error: unknown keyword "learnt"\nTry "nvgrectl monitor help"/);
+    expect((await cli(['monitor', 'count', '0'])).code).toBe(EXIT.USAGE);
+    const unreachable = await cli(['monitor'], { socket: join(dir, 'nope.sock') });
+    expect(unreachable.code).toBe(EXIT.UNREACHABLE);
+  });
+
+  it('help', async () => {
+    const h = await ok(['monitor', 'help']);
+    expect(h.out).toContain('Usage: nvgrectl monitor [ EVENT ... ] [ count N ]');
+    expect(h.out).toContain('EVENT := { learned | changed | expired | deleted | refused | all }');
+    expect(h.out).toContain('refused limit 10.0.1.150 vsid 6000');
+    expect((await ok(['help'])).out).toContain('  monitor ');
+    expect(requests).toHaveLength(0);
   });
 });
 

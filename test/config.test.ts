@@ -8,18 +8,22 @@ import {
   checkPolicyInvariants,
   defaultGatewayOf,
   loadConfigFile,
+  JSON_ONLY_ABOVE_CHARS,
   loadConfigText,
   parseConfigText,
   parseIp,
   parseMac,
   parsePath,
   parsePrefix,
+  validateLearning,
   validateLookupRecord,
   validatePolicy,
   validateVmAdapter,
 } from '../src/config/index.js';
 import {
   DEFAULT_API_SOCKET,
+  DEFAULT_LEARNING_MAX_PER_VSID,
+  DEFAULT_LEARNING_TTL_SECONDS,
   DEFAULT_METRICS_LISTEN,
   VSID_MAX,
   VSID_MIN,
@@ -108,6 +112,7 @@ const HOST1: Policy = {
     { name: 'contoso2', vm_name: 'Contoso2', mac: '60:00:60:00:01:02', vsid: 6000, netns: 'contoso2', mtu: 1458 },
   ],
   encapsulation: { flow_id: 'hash' },
+  learning: { max_per_vsid: 1024, ttl_seconds: 300 },
   state_dir: '/var/lib/nvgred',
   api: { socket: '/run/nvgred/nvgred.sock' },
   metrics: { listen: '127.0.0.1:9470', per_vsid: true, per_vsid_max: 256 },
@@ -149,6 +154,7 @@ describe('empty and minimal documents', () => {
     lookup_records: [],
     vm_adapters: [],
     encapsulation: { flow_id: 'hash' },
+    learning: { max_per_vsid: DEFAULT_LEARNING_MAX_PER_VSID, ttl_seconds: DEFAULT_LEARNING_TTL_SECONDS },
     api: { socket: DEFAULT_API_SOCKET },
     metrics: { listen: DEFAULT_METRICS_LISTEN, per_vsid: true, per_vsid_max: 256 },
   };
@@ -638,6 +644,14 @@ describe('keys and types', () => {
     ['metrics', { per_vsid_max: 70000 }, 'metrics.per_vsid_max', 'NVGRE_ERR_VALUE', '70000'],
     ['encapsulation', { flow_id: 'random' }, 'encapsulation.flow_id', 'NVGRE_ERR_VALUE', '"random"'],
     ['encapsulation', { flow_id: true }, 'encapsulation.flow_id', 'NVGRE_ERR_TYPE', 'true'],
+    ['learning', 1024, 'learning', 'NVGRE_ERR_TYPE', '1024'],
+    ['learning', { max_per_vsid: -1 }, 'learning.max_per_vsid', 'NVGRE_ERR_VALUE', '-1'],
+    ['learning', { max_per_vsid: 1048577 }, 'learning.max_per_vsid', 'NVGRE_ERR_VALUE', '1048577'],
+    ['learning', { max_per_vsid: 1.5 }, 'learning.max_per_vsid', 'NVGRE_ERR_TYPE', '1.5'],
+    ['learning', { max_per_vsid: '1024' }, 'learning.max_per_vsid', 'NVGRE_ERR_TYPE', '"1024"'],
+    ['learning', { ttl_seconds: 0 }, 'learning.ttl_seconds', 'NVGRE_ERR_VALUE', '0'],
+    ['learning', { ttl_seconds: 604801 }, 'learning.ttl_seconds', 'NVGRE_ERR_VALUE', '604801'],
+    ['learning', { ttl_seconds: true }, 'learning.ttl_seconds', 'NVGRE_ERR_TYPE', 'true'],
     ['host', { name: '' }, 'host.name', 'NVGRE_ERR_VALUE', '""'],
     ['host', { name: 'h'.repeat(65) }, 'host.name', 'NVGRE_ERR_VALUE', '"hhhh'],
     ['host', { name: 7 }, 'host.name', 'NVGRE_ERR_TYPE', '7'],
@@ -645,6 +659,25 @@ describe('keys and types', () => {
     const doc = base();
     doc[key] = value;
     expectOnly(doc, code, path, shown);
+  });
+
+  it('learning: optional, defaults filled in, bounds accepted, unknown keys refused', () => {
+    expect(validatePolicy(base()).learning).toEqual({ max_per_vsid: 1024, ttl_seconds: 300 });
+    expect(validatePolicy({ ...base(), learning: null }).learning).toEqual({ max_per_vsid: 1024, ttl_seconds: 300 });
+    expect(validatePolicy({ ...base(), learning: { ttl_seconds: 3 } }).learning).toEqual({ max_per_vsid: 1024, ttl_seconds: 3 });
+    expect(validatePolicy({ ...base(), learning: { max_per_vsid: 0, ttl_seconds: 604800 } }).learning).toEqual({ max_per_vsid: 0, ttl_seconds: 604800 });
+    expect(validatePolicy({ ...base(), learning: { max_per_vsid: 1048576, ttl_seconds: 1 } }).learning).toEqual({ max_per_vsid: 1048576, ttl_seconds: 1 });
+    expect(loadConfigText('learning:\n  max_per_vsid: 5\n  ttl_seconds: 3\n').learning).toEqual({ max_per_vsid: 5, ttl_seconds: 3 });
+    const e = expectOnly({ ...base(), learning: { max_per_vsid: 5, ttlSeconds: 3 } }, 'NVGRE_ERR_UNKNOWN_KEY', 'learning.ttlSeconds', 'ttlSeconds');
+    expect(e.message).toContain('did you mean "ttl_seconds"?');
+    expect(expectOnly({ ...base(), learning: { ttl: 3 } }, 'NVGRE_ERR_UNKNOWN_KEY', 'learning.ttl', 'ttl').message).toContain('the keys of learning are: max_per_vsid, ttl_seconds');
+    expect(errorsOf({ ...base(), learning: { max_per_vsid: -5, ttl_seconds: 0 } }).map((x) => x.path)).toEqual(['learning.max_per_vsid', 'learning.ttl_seconds']);
+    // the top-level key's place in the document order of errors: after encapsulation, before api
+    const errs = errorsOf({ ...base(), api: { socket: 'x' }, learning: { ttl_seconds: 0 }, encapsulation: { flow_id: 'x' } });
+    expect(errs.map((x) => x.path)).toEqual(['encapsulation.flow_id', 'learning.ttl_seconds', 'api.socket']);
+    // the per-section validator
+    expect(validateLearning({ max_per_vsid: 7 })).toEqual({ max_per_vsid: 7, ttl_seconds: 300 });
+    expect(thrown(() => validateLearning({ ttl_seconds: -1 }, 'learning')).details![0]!.path).toBe('learning.ttl_seconds');
   });
 
   it('accepts listen forms and normalizes them', () => {
@@ -724,6 +757,29 @@ describe('YAML', () => {
     expect(e).toMatchObject({ line: 3, column: 3 });
     expect(e.message).toContain('line 3, column 3');
     expect(e.message).toContain('unique');
+  });
+
+  it('a JSON document of normal size goes through the YAML parser: duplicate keys are still refused', () => {
+    const e = thrown(() => loadConfigText('{"host": {"name": "a", "name": "b"}}', 'nvgred.json'));
+    expect(e.code).toBe('NVGRE_ERR_YAML');
+    expect(e.message).toContain('unique');
+  });
+
+  it(`a JSON document beyond ${JSON_ONLY_ABOVE_CHARS / 1024 / 1024} MiB is read as JSON: it loads, and its errors name the field`, () => {
+    const doc = base();
+    const one = JSON.stringify(doc.lookup_records[1]).length + 1;
+    const n = Math.ceil(JSON_ONLY_ABOVE_CHARS / one) + 10;
+    for (let i = 0; i < n; i++) {
+      doc.lookup_records.push({ customer_address: `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, vsid: 6000, mac: '60:00:60:00:02:03', provider_address: '192.168.0.33', type: 'dynamic' });
+    }
+    const text = JSON.stringify(doc);
+    expect(text.length).toBeGreaterThan(JSON_ONLY_ABOVE_CHARS);
+    expect(loadConfigText(text).lookup_records).toHaveLength(n + 2);
+    doc.lookup_records[n].vsid = 99;
+    const e = thrown(() => loadConfigText(JSON.stringify(doc), 'big.json'));
+    expect(e.code).toBe('NVGRE_ERR_CONFIG');
+    expect(e.message).toContain(`lookup_records[${n}].vsid`);
+    expect(thrown(() => loadConfigText(`${text.slice(0, -1)},}`, 'big.json')).message).toContain('must be JSON');
   });
 
   it('uses the YAML 1.2 core schema: yes is a string, 1.1 directives are refused', () => {

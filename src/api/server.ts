@@ -14,6 +14,7 @@ import type { NativeCore } from '../native.js';
 import type { Logger, Logs } from '../daemon/log.js';
 import type { PolicyStore } from '../daemon/store.js';
 import { writeFileAtomic } from '../daemon/state.js';
+import { streamEvents, type EventBus, type StreamOptions } from './events.js';
 import { resolveNextHop } from './nexthop.js';
 import { statusOf as daemonStatus, type StatusSource } from './status.js';
 
@@ -24,6 +25,10 @@ export interface ApiContext extends StatusSource {
   core: NativeCore;
   log: Logger;
   logs: Logs;
+  /** Learning and its deletions, streamed on GET /v1/events. */
+  events?: EventBus;
+  /** Heartbeat and buffering of the event streams. */
+  eventStream?: StreamOptions;
 }
 
 type Reply = { status: number; body: unknown; yaml?: boolean };
@@ -114,6 +119,22 @@ async function route(ctx: ApiContext, req: IncomingMessage): Promise<Reply> {
         return { status: 200, body: ctx.logs.levels() };
       }
       throw methodNotAllowed(method, url.pathname, 'GET, PUT');
+    case 'learned': {
+      if (rest.length) break;
+      if (method !== 'GET') throw methodNotAllowed(method, url.pathname, 'GET');
+      if ([...url.searchParams.keys()].length) throw nvgreError('NVGRE_ERR_BAD_REQUEST', `${url.pathname} takes no query parameters`);
+      const ttlMs = store.policy.learning.ttl_seconds * 1000;
+      const learned = store.learnedRecords().map(({ record, last_seen }) => ({
+        record,
+        last_seen: last_seen.toISOString(),
+        expires_at: new Date(last_seen.getTime() + ttlMs).toISOString(),
+      }));
+      return { status: 200, body: { learned } };
+    }
+    case 'events':
+      if (rest.length) break;
+      if (method !== 'GET') throw methodNotAllowed(method, url.pathname, 'GET');
+      throw nvgreError('NVGRE_ERR_UNAVAILABLE', 'this daemon has no event stream');
     case 'config':
       if (rest[0] !== 'save' || rest.length !== 1) break;
       if (method !== 'POST') throw methodNotAllowed(method, url.pathname, 'POST');
@@ -196,6 +217,12 @@ function errorReply(err: unknown, log: Logger): Reply {
   return { status: 500, body: { error: { code: 'NVGRE_ERR_INTERNAL', message: (err as Error)?.message ?? String(err), details: [] } } };
 }
 
+/** GET /v1/events: a stream, not a reply (other methods get their 405 from route()). */
+function isEventsPath(url: string | undefined): boolean {
+  const path = (url ?? '').split('?')[0]!.replace(/\/+$/, '');
+  return path === '/v1/events';
+}
+
 /** Refuse to start over a live daemon's socket; remove a dead one's. */
 async function clearStaleSocket(path: string): Promise<void> {
   if (!existsSync(path)) return;
@@ -215,6 +242,15 @@ export async function serveApi(ctx: ApiContext, socketPath: string): Promise<Ser
   mkdirSync(dirname(socketPath), { recursive: true, mode: 0o750 });
   await clearStaleSocket(socketPath);
   const server = createServer((req, res) => {
+    if (isEventsPath(req.url) && req.method === 'GET' && ctx.events) {
+      const url = new URL(req.url ?? '/', 'http://nvgred');
+      if ([...url.searchParams.keys()].length) {
+        send(res, errorReply(nvgreError('NVGRE_ERR_BAD_REQUEST', `${url.pathname} takes no query parameters (filter the stream's events yourself)`), ctx.log));
+        return;
+      }
+      streamEvents(ctx.events, req, res, ctx.eventStream);
+      return;
+    }
     route(ctx, req).then(
       (reply) => send(res, reply),
       (err: unknown) => {

@@ -147,6 +147,76 @@ export class ApiClient {
   }
 
   /**
+   * Follow a long-lived GET (an event stream): `onText` gets the body's text
+   * as it arrives. Resolves with `ended` when the daemon ends the stream and
+   * `aborted` when `signal` fires; rejects (CliError) when it cannot connect,
+   * answers other than 2xx (the API error), or sends nothing, not even a
+   * heartbeat, for `idleTimeoutMs`.
+   */
+  follow(
+    path: string,
+    onText: (text: string) => void,
+    opts: { signal?: AbortSignal; idleTimeoutMs?: number; accept?: string } = {},
+  ): Promise<'ended' | 'aborted'> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      let idle: NodeJS.Timeout | undefined;
+      const done = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        if (idle) clearTimeout(idle);
+        opts.signal?.removeEventListener('abort', onAbort);
+        fn();
+      };
+      const req = httpRequest({ socketPath: this.socketPath, method: 'GET', path, headers: { Accept: opts.accept ?? 'text/event-stream' }, agent: false });
+      const armIdle = () => {
+        if (opts.idleTimeoutMs === undefined) return;
+        if (idle) clearTimeout(idle);
+        idle = setTimeout(() => {
+          done(() => reject(new CliError(EXIT.INTERNAL, `nvgred sent nothing on ${path} for ${Math.round(opts.idleTimeoutMs! / 1000)} s (not even a heartbeat): giving up`)));
+          req.destroy();
+        }, opts.idleTimeoutMs);
+      };
+      const onAbort = () => {
+        done(() => resolve('aborted'));
+        req.destroy();
+      };
+      if (opts.signal?.aborted) return onAbort();
+      opts.signal?.addEventListener('abort', onAbort);
+      req.on('response', (res) => {
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status >= 300) {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let json: unknown;
+            try {
+              json = JSON.parse(text);
+            } catch {
+              json = undefined;
+            }
+            done(() => reject(apiError({ status, headers: res.headers, text, json })));
+          });
+          return;
+        }
+        armIdle();
+        res.setEncoding('utf8');
+        res.on('data', (t: string) => {
+          if (settled) return;
+          armIdle();
+          onText(t);
+        });
+        res.on('end', () => done(() => resolve('ended')));
+        res.on('close', () => done(() => resolve('ended')));
+        res.on('error', () => done(() => resolve('ended')));
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => done(() => reject(connectError(e, this.socketPath))));
+      req.end();
+    });
+  }
+
+  /**
    * Send one request and require a 2xx answer; any other status becomes a
    * CliError with the API's message, its details, and the mapped exit status.
    */

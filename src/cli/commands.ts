@@ -12,6 +12,7 @@ import { errorLines, type ApiClient, type ApiResponse } from './client.js';
 import { CliError, EXIT, EXIT_CODE_TABLE, exitCodeForErrorCode, usageError } from './exit.js';
 import { writeFileAtomic } from './files.js';
 import { countNoun, formatApplyResult, formatNextHop, formatStatus, RECORD_FORMATTERS, type Section } from './format.js';
+import { monitor, MONITOR_EVENTS } from './monitor.js';
 
 export interface OutStream {
   write(chunk: string): unknown;
@@ -772,6 +773,37 @@ const LOG: ObjectDef = {
   defaultCommand: 'show',
 };
 
+// ---------------------------------------------------------------- monitor
+
+const MONITOR: ObjectDef = {
+  about: 'follow the daemon\'s events: records learned, changed, expired, deleted, refused (like ip monitor)',
+  where: [`EVENT := { ${MONITOR_EVENTS.join(' | ')} | all }`],
+  notes: [
+    'Prints one line per event until Ctrl-C (SIGINT) or SIGTERM, or "count N" events:',
+    '  learned 10.0.1.105 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.33',
+    '  changed 10.0.1.105 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.11 was mac 60:00:60:00:02:05 pa 192.168.0.33',
+    '  refused limit 10.0.1.150 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.33',
+    '  expired 10.0.1.105 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.33 last_seen 2026-11-21T12:00:00.000Z',
+    '  deleted 10.0.1.105 vsid 6000 mac 60:00:60:00:02:05 pa 192.168.0.33 by api',
+    'With -j each event is its JSON on one line ("event", "time", "record", and "previous", "reason",',
+    '"existing", "detail", "cause" or "last_seen" as the event has them). The stream is GET /v1/events.',
+    'Refusal reasons: limit (the VSID holds learning.max_per_vsid learned records), static_conflict (a',
+    'static record holds the address), invalid (the policy would not validate with it).',
+    'Exit status 1 when the daemon ends the stream (it stops), 3 when it cannot be reached.',
+  ],
+  run: {
+    args: '[ EVENT ... ] [ count N ]',
+    about: 'print the daemon\'s events as they happen',
+    run: async (ctx, words, hint) => {
+      const p = parse(words, { keywords: { count: int('count', 'N') }, flags: [...MONITOR_EVENTS, 'all'] }, hint);
+      const count = p.values.get('count') as number | undefined;
+      if (count !== undefined && count < 1) throw usageError('"count" must be at least 1', hint);
+      const events = p.flags.has('all') ? new Set<string>() : new Set<string>(p.flags);
+      await monitor(ctx, { events, count });
+    },
+  },
+};
+
 // ---------------------------------------------------------------- capture
 
 const CAPTURE_KW: Keywords = {
@@ -870,6 +902,7 @@ export const OBJECTS: Readonly<Record<string, ObjectDef>> = {
   config: CONFIG,
   capture: CAPTURE,
   log: LOG,
+  monitor: MONITOR,
 };
 
 /** Command words that are not prefixes of the command's name. */
@@ -942,7 +975,7 @@ ${names.map((n) => `  ${n.padEnd(w)}  ${OBJECTS[n]!.about}`).join('\n')}
 
 Commands: add (fails if the entry exists), replace (creates or overwrites), change
 (fails if missing), del, flush (what matches the filters, or all), show, route get;
-capture underlay / capture adapter write a pcap file.
+capture underlay / capture adapter write a pcap file; monitor follows the daemon's events.
 Objects and commands may be abbreviated to a unique prefix ("ro s" = "route show").
 "${PROG} OBJECT help" and "${PROG} OBJECT COMMAND help" describe each one.
 

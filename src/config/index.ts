@@ -13,6 +13,7 @@ export {
   validateLookupRecord,
   validateVmAdapter,
   validateEncapsulation,
+  validateLearning,
   validateApi,
   validateMetrics,
   validateStateDir,

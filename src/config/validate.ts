@@ -19,6 +19,12 @@ import {
   defaultMetrics,
   DEFAULT_RECORD_TYPE,
   DEFAULT_RULE,
+  DEFAULT_LEARNING_MAX_PER_VSID,
+  DEFAULT_LEARNING_TTL_SECONDS,
+  LEARNING_MAX_PER_VSID_LIMIT,
+  LEARNING_TTL_SECONDS_MAX,
+  LEARNING_TTL_SECONDS_MIN,
+  defaultLearning,
   DEFAULT_VLAN_ID,
   FLOW_ID_MODES,
   HOST_NAME_MAX,
@@ -35,6 +41,7 @@ import {
   type CustomerRoute,
   type EncapsulationSection,
   type HostSection,
+  type LearningSection,
   type LookupRecord,
   type MetricsSection,
   type Policy,
@@ -79,6 +86,7 @@ export const TOP_LEVEL_KEYS = [
   'lookup_records',
   'vm_adapters',
   'encapsulation',
+  'learning',
   'state_dir',
   'api',
   'metrics',
@@ -90,6 +98,7 @@ const CROUTE_KEYS = ['routing_domain', 'vsid', 'destination_prefix', 'next_hop',
 const LOOKUP_KEYS = ['customer_address', 'vsid', 'mac', 'provider_address', 'rule', 'type', 'vm_name'] as const;
 const ADAPTER_KEYS = ['name', 'vm_name', 'mac', 'vsid', 'netns', 'mtu'] as const;
 const ENCAP_KEYS = ['flow_id'] as const;
+const LEARNING_KEYS = ['max_per_vsid', 'ttl_seconds'] as const;
 const API_KEYS = ['socket'] as const;
 const METRICS_KEYS = ['listen', 'per_vsid', 'per_vsid_max'] as const;
 
@@ -582,6 +591,24 @@ function encapsulationSection(x: unknown, path: string, errs: Errs): Encapsulati
   return errs.length > n0 ? undefined : { flow_id: flow_id! };
 }
 
+function learningSection(x: unknown, path: string, errs: Errs): LearningSection | undefined {
+  if (x === undefined || x === null) return defaultLearning();
+  const n0 = errs.length;
+  const o = mapping(x, path, LEARNING_KEYS, errs, 'learning');
+  if (!o) return undefined;
+  const mv = optional(o, 'max_per_vsid');
+  const max =
+    mv === undefined
+      ? DEFAULT_LEARNING_MAX_PER_VSID
+      : intInRange(mv, path, 'max_per_vsid', errs, 0, LEARNING_MAX_PER_VSID_LIMIT, 'max_per_vsid (learned records per VSID; 0 turns learning off)');
+  const tv = optional(o, 'ttl_seconds');
+  const ttl =
+    tv === undefined
+      ? DEFAULT_LEARNING_TTL_SECONDS
+      : intInRange(tv, path, 'ttl_seconds', errs, LEARNING_TTL_SECONDS_MIN, LEARNING_TTL_SECONDS_MAX, 'ttl_seconds');
+  return errs.length > n0 ? undefined : { max_per_vsid: max!, ttl_seconds: ttl! };
+}
+
 function apiSection(x: unknown, path: string, errs: Errs): ApiSection | undefined {
   if (x === undefined || x === null) return { socket: DEFAULT_API_SOCKET };
   const n0 = errs.length;
@@ -639,6 +666,7 @@ export const validateCustomerRoute = validator('customer route', customerRoute);
 export const validateLookupRecord = validator('lookup record', lookupRecord);
 export const validateVmAdapter = validator('VM adapter', vmAdapter);
 export const validateEncapsulation = validator('encapsulation', encapsulationSection);
+export const validateLearning = validator('learning', learningSection);
 export const validateApi = validator('api', apiSection);
 export const validateMetrics = validator('metrics', metricsSection);
 export const validateStateDir = validator('state_dir', stateDir);
@@ -696,6 +724,7 @@ export function checkPolicy(doc: unknown): { policy?: Policy; errors: FieldError
   const lookup_records = list(optional(root, 'lookup_records'), 'lookup_records', errs, lookupRecord);
   const vm_adapters = list(optional(root, 'vm_adapters'), 'vm_adapters', errs, vmAdapter);
   const encapsulation = encapsulationSection(optional(root, 'encapsulation'), 'encapsulation', errs);
+  const learning = learningSection(optional(root, 'learning'), 'learning', errs);
   const sdv = optional(root, 'state_dir');
   const state_dir = sdv === undefined ? undefined : stateDir(sdv, 'state_dir', errs);
   const api = apiSection(optional(root, 'api'), 'api', errs);
@@ -748,6 +777,7 @@ export function checkPolicy(doc: unknown): { policy?: Policy; errors: FieldError
     lookup_records: lookup_records as LookupRecord[],
     vm_adapters: vm_adapters as VmAdapter[],
     encapsulation: encapsulation!,
+    learning: learning!,
     api: api!,
     metrics: metrics!,
   };

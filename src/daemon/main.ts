@@ -7,6 +7,7 @@
 
 import type { Server } from 'node:http';
 import { parseArgs } from 'node:util';
+import { EventBus } from '../api/events.js';
 import { serveApi } from '../api/server.js';
 import { loadConfigFile, validatePolicy } from '../config/index.js';
 import { isNvgreError } from '../errors.js';
@@ -16,6 +17,7 @@ import { native } from '../native.js';
 import { HostDataplane } from './host.js';
 import { isLogLevel, LOG_LEVELS, Logs, type Logger } from './log.js';
 import { logPacketEvents } from './events.js';
+import { Learning } from './learning.js';
 import { StateFile, type SavedState } from './state.js';
 import { PolicyStore } from './store.js';
 import { supervise } from './supervisor.js';
@@ -114,6 +116,8 @@ async function main(): Promise<number> {
   const host = new HostDataplane(core, logs.component('dataplane'));
   const systemd = new Systemd(core, logs.component('systemd'));
   let store: PolicyStore | undefined;
+  let learning: Learning | undefined;
+  const events = new EventBus();
   const servers: Server[] = [];
 
   const stopped = new Promise<number>((resolve) => {
@@ -123,6 +127,8 @@ async function main(): Promise<number> {
       stopping = true;
       log.info({ signal }, 'stopping');
       systemd.stopping();
+      learning?.stop(); // saves the learned records' last-seen times
+      events.close(); // ends the event streams, so the API server can close
       for (const s of servers) s.close();
       try {
         host.stop();
@@ -141,11 +147,19 @@ async function main(): Promise<number> {
     host.start(cl.workers, file.metrics.per_vsid ? file.metrics.per_vsid_max : 0);
     if (saved) host.adopt(saved.owned);
     host.apply(policy);
-    state?.save(policy, host.ownedKernelObjects());
-    store = new PolicyStore(host, state, file, cl.config, logs.component('policy'), {
-      start: () => systemd.reloading(),
-      end: () => systemd.ready(`${store!.policy.lookup_records.length} lookup records, ${host.portStates().length} VM adapters`),
-    });
+    store = new PolicyStore(
+      host,
+      state,
+      file,
+      cl.config,
+      logs.component('policy'),
+      {
+        start: () => systemd.reloading(),
+        end: () => systemd.ready(`${store!.policy.lookup_records.length} lookup records, ${host.portStates().length} VM adapters`),
+      },
+      { events, learned: saved?.learned ?? [], learningLog: logs.component('learning') },
+    );
+    store.saveState();
     const metrics = new Metrics({
       core,
       version: core.version(),
@@ -157,11 +171,12 @@ async function main(): Promise<number> {
         return store!.policy.vm_adapters.map((a) => ({ name: a.name, up: up.has(a.name) }));
       },
       lastReload: () => store!.lastReload,
+      learning: () => ({ records: store!.learnedCount, ...store!.learningStats }),
     });
     servers.push(await serveMetrics(metrics, file.metrics.listen));
     servers.push(
       await serveApi(
-        { store, host, core, log: logs.component('api'), logs, version: core.version(), startedAt, stateDir: state?.dir },
+        { store, host, core, events, log: logs.component('api'), logs, version: core.version(), startedAt, stateDir: state?.dir },
         file.api.socket,
       ),
     );
@@ -178,6 +193,8 @@ async function main(): Promise<number> {
 
   const stopSupervising = supervise(core, systemd, logs.component('supervisor'));
   const stopEvents = logPacketEvents(core, (id) => host.portName(id), logs.component('packets'));
+  learning = new Learning(core, store!, logs.component('learning'));
+  learning.start();
   stopped.finally(() => {
     stopSupervising();
     stopEvents();

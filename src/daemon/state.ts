@@ -10,17 +10,34 @@ import type { OwnedKernelObjects } from './host.js';
 
 const FORMAT = 'nvgred-state/1';
 
+/**
+ * A lookup record this host learned (packet flow 4), by its key, with what
+ * was learned and when the packet core last reported it: learned records
+ * expire `learning.ttl_seconds` after `last_seen`, also across a restart.
+ */
+export interface LearnedState {
+  vsid: number;
+  customer_address: string;
+  mac: string;
+  provider_address: string;
+  /** ISO 8601. */
+  last_seen: string;
+}
+
 interface StateDocument {
   format: string;
   saved_at: string;
   policy: unknown;
   /** The provider addresses and routes this daemon placed (removed by it, even after a crash). */
   owned?: OwnedKernelObjects;
+  /** Which of the policy's dynamic lookup records this host learned, and when each was last seen (absent before learning existed). */
+  learned?: LearnedState[];
 }
 
 export interface SavedState {
   policy: unknown;
   owned: OwnedKernelObjects;
+  learned: LearnedState[];
 }
 
 /** Temporary files of writeFileAtomic, left behind if the process died mid-write. */
@@ -80,12 +97,16 @@ export class StateFile {
     if (doc?.format !== FORMAT) {
       throw nvgreError('NVGRE_ERR_IO', `the saved policy ${this.path} has format ${JSON.stringify(doc?.format)}, expected ${FORMAT}`);
     }
-    return { policy: doc.policy, owned: doc.owned ?? { provider_addresses: [], provider_routes: [] } };
+    return {
+      policy: doc.policy,
+      owned: doc.owned ?? { provider_addresses: [], provider_routes: [] },
+      learned: Array.isArray(doc.learned) ? doc.learned : [],
+    };
   }
 
-  save(policy: unknown, owned: OwnedKernelObjects): void {
+  save(policy: unknown, owned: OwnedKernelObjects, learned: LearnedState[] = []): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o750 });
-    const doc: StateDocument = { format: FORMAT, saved_at: new Date().toISOString(), policy, owned };
+    const doc: StateDocument = { format: FORMAT, saved_at: new Date().toISOString(), policy, owned, learned };
     writeFileAtomic(this.path, JSON.stringify(doc));
   }
 

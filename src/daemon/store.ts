@@ -4,9 +4,10 @@
 // state file, and only then acknowledged. A change that fails at any step
 // leaves the running policy, the dataplane and the state as they were.
 
-import { loadConfigFile, validatePolicy } from '../config/index.js';
-import { nvgreError } from '../errors.js';
-import type { Policy } from '../model/policy.js';
+import type { DeleteCause, EventBus, NewEvent, RefusalReason } from '../api/events.js';
+import { checkPolicy, loadConfigFile, validatePolicy } from '../config/index.js';
+import { nvgreError, type FieldError } from '../errors.js';
+import type { LookupRecord, Policy } from '../model/policy.js';
 import {
   RESOURCES,
   matchesFilter,
@@ -17,8 +18,9 @@ import {
   type Section,
 } from '../model/resources.js';
 import type { HostDataplane } from './host.js';
+import { decideLearning, learnedKey, type LearnedAddress, type LearnedEntry, type Refusal } from './learning.js';
 import type { Logger } from './log.js';
-import type { StateFile } from './state.js';
+import type { LearnedState, StateFile } from './state.js';
 
 /** Settings read once at start; a changed value waits for a restart. */
 export const RESTART_SETTINGS = ['api.socket', 'metrics.listen', 'metrics.per_vsid', 'metrics.per_vsid_max', 'state_dir'] as const;
@@ -56,12 +58,57 @@ function setting(p: Policy, name: (typeof RESTART_SETTINGS)[number]): unknown {
 
 const idOf = (res: Resource, r: AnyRecord) => res.identity(r).join('\u0000');
 
+/** What a commit is: an operator's change (how it reached the daemon), or learning's own. */
+type Cause = DeleteCause | 'learning' | 'expiry';
+
+/** Learning's counters (nvgre_learned_total, nvgre_learning_refused_total, nvgre_learned_expired_total). */
+export interface LearningStats {
+  /** Records added or changed by learning. */
+  learned_total: number;
+  expired_total: number;
+  refused: Record<RefusalReason, number>;
+}
+
+/** What one batch of learning did. */
+export interface LearnOutcome {
+  learned: LookupRecord[];
+  changed: Array<{ record: LookupRecord; previous: LookupRecord }>;
+  refreshed: number;
+  refused: Refusal[];
+}
+
+export interface StoreOptions {
+  /** Where learning and deletions of learned records are announced (GET /v1/events). */
+  events?: EventBus;
+  /** The learned records saved with the policy (state file), to carry on with their clocks. */
+  learned?: readonly LearnedState[];
+  /** The clock, ms since the epoch. */
+  now?: () => number;
+  /** Where learning's own lines go (default: the store's logger). */
+  learningLog?: Logger;
+}
+
+const hasCa = (r: LookupRecord) => r.type === 'static' || r.type === 'dynamic';
+const sameMapping = (a: { mac: string; provider_address: string }, b: { mac: string; provider_address: string }) =>
+  a.mac === b.mac && a.provider_address === b.provider_address;
+/** Refused addresses are logged at most this often per VSID and reason (each is counted and announced). */
+const REFUSAL_LOG_MS = 60_000;
+
 export class PolicyStore {
   private running: Policy;
   private queue: Promise<unknown> = Promise.resolve();
   /** Increases with every applied change. */
   generation = 0;
   lastReload: ReloadStatus;
+  /** The dynamic records of the running policy that this host learned, by (vsid, CA). */
+  private learned = new Map<string, LearnedEntry>();
+  /** Last-seen times moved since the state file was last written. */
+  private clocksDirty = false;
+  readonly learningStats: LearningStats = { learned_total: 0, expired_total: 0, refused: { limit: 0, static_conflict: 0, invalid: 0 } };
+  private readonly events: EventBus | undefined;
+  private readonly now: () => number;
+  private readonly learnLog: Logger;
+  private readonly refusalLogged = new Map<string, { at: number; suppressed: number }>();
 
   constructor(
     private readonly host: HostDataplane,
@@ -72,14 +119,96 @@ export class PolicyStore {
     private readonly log: Logger,
     /** Told when a reload starts and ends (systemd's RELOADING/READY). */
     private readonly reloadHooks: { start(): void; end(): void } = { start() {}, end() {} },
+    opts: StoreOptions = {},
   ) {
     this.running = host.policy;
+    this.events = opts.events;
+    this.now = opts.now ?? Date.now;
+    this.learnLog = opts.learningLog ?? log;
     const now = new Date();
     this.lastReload = { successful: true, timestamp: now, error: null, lastSuccess: now };
+    this.learned = this.restoreLearned(opts.learned ?? []);
   }
 
   get policy(): Policy {
     return this.running;
+  }
+
+  /** Learned records held (nvgre_learned_records). */
+  get learnedCount(): number {
+    return this.learned.size;
+  }
+
+  /** The learned records with their last-seen times, in policy order. */
+  learnedRecords(): Array<{ record: LookupRecord; last_seen: Date }> {
+    if (!this.learned.size) return [];
+    const out: Array<{ record: LookupRecord; last_seen: Date }> = [];
+    for (const r of this.running.lookup_records) {
+      const e = r.type === 'dynamic' ? this.learned.get(learnedKey(r.vsid, r.customer_address)) : undefined;
+      if (e) out.push({ record: r, last_seen: new Date(e.lastSeen) });
+    }
+    return out;
+  }
+
+  /** The saved learned records that the (restored) running policy still holds as learned. */
+  private restoreLearned(saved: readonly LearnedState[]): Map<string, LearnedEntry> {
+    const m = new Map<string, LearnedEntry>();
+    if (!saved.length) return m;
+    const now = this.now();
+    for (const s of saved) {
+      if (!s || typeof s !== 'object' || typeof s.vsid !== 'number' || typeof s.customer_address !== 'string') continue;
+      const t = Date.parse(String(s.last_seen));
+      m.set(learnedKey(s.vsid, s.customer_address), {
+        vsid: s.vsid,
+        customer_address: s.customer_address,
+        mac: String(s.mac),
+        provider_address: String(s.provider_address),
+        lastSeen: Number.isFinite(t) ? Math.min(t, now) : now,
+      });
+    }
+    return this.reconcile(this.running, m).kept;
+  }
+
+  private learnedState(m: ReadonlyMap<string, LearnedEntry> = this.learned): LearnedState[] {
+    return [...m.values()].map((e) => ({
+      vsid: e.vsid,
+      customer_address: e.customer_address,
+      mac: e.mac,
+      provider_address: e.provider_address,
+      last_seen: new Date(e.lastSeen).toISOString(),
+    }));
+  }
+
+  /**
+   * The learned entries that `next` still holds as learned: a dynamic record
+   * at the same key with the same MAC and PA (an operator who rewrites the
+   * record takes it over). `lost`: entries of the current set whose mapping
+   * is gone from `next` altogether (deleted, or replaced by another).
+   */
+  private reconcile(
+    next: Policy,
+    candidates: ReadonlyMap<string, LearnedEntry>,
+    quiet: ReadonlySet<string> = new Set(),
+  ): { kept: Map<string, LearnedEntry>; lost: LearnedEntry[] } {
+    const kept = new Map<string, LearnedEntry>();
+    if (!candidates.size && !this.learned.size) return { kept, lost: [] };
+    const byKey = new Map<string, LookupRecord>();
+    for (const r of next.lookup_records) if (hasCa(r)) byKey.set(learnedKey(r.vsid, r.customer_address), r);
+    for (const [k, e] of candidates) {
+      const r = byKey.get(k);
+      if (r && r.type === 'dynamic' && sameMapping(r, e)) kept.set(k, e);
+    }
+    const lost: LearnedEntry[] = [];
+    for (const [k, e] of this.learned) {
+      if (kept.has(k) || quiet.has(k)) continue;
+      const r = byKey.get(k);
+      if (!r || !sameMapping(r, e)) lost.push(e);
+    }
+    return { kept, lost };
+  }
+
+  private emit(ev: NewEvent): void {
+    this.events?.emit(ev);
   }
 
   /** Run changes one at a time, in arrival order. */
@@ -89,21 +218,44 @@ export class PolicyStore {
     return run;
   }
 
-  /** Validate the whole next policy, apply it, persist it; or change nothing. */
-  private commit(nextDoc: unknown): Policy {
+  /**
+   * Validate the whole next policy, apply it, persist it (with the learned
+   * records it still holds); or change nothing. `learnedNext` replaces the
+   * learned set (learning, expiry, reload); otherwise the current set is
+   * kept as far as `next` still holds it. Learned records whose mapping the
+   * change removes are announced as `deleted` (not those in `quiet`).
+   */
+  private commit(nextDoc: unknown, cause: Cause = 'api', learnedNext?: ReadonlyMap<string, LearnedEntry>, quiet?: ReadonlySet<string>): Policy {
     const next = validatePolicy(nextDoc);
     const prev = this.running;
-    if (JSON.stringify(next) === JSON.stringify(prev)) return prev; // nothing to do, nothing to count
-    this.host.apply(next);
+    const { kept, lost } = this.reconcile(next, learnedNext ?? this.learned, quiet);
+    const samePolicy = JSON.stringify(next) === JSON.stringify(prev);
+    const sameLearned = kept.size === this.learned.size && [...kept].every(([k, e]) => this.learned.get(k) === e);
+    if (samePolicy && sameLearned) return prev; // nothing to do, nothing to count
+    if (!samePolicy) this.host.apply(next);
     try {
-      this.state?.save(next, this.host.ownedKernelObjects());
+      this.state?.save(next, this.host.ownedKernelObjects(), this.learnedState(kept));
     } catch (err) {
-      this.host.apply(prev);
+      if (!samePolicy) this.host.apply(prev);
       throw nvgreError('NVGRE_ERR_IO', `cannot save the policy to ${this.state!.path}: ${(err as Error).message}; the change was not applied`);
     }
     this.running = next;
-    this.generation++;
+    this.learned = kept;
+    this.clocksDirty = false;
+    if (!samePolicy) this.generation++;
+    if (lost.length) this.announceLost(prev, lost, cause);
     return next;
+  }
+
+  private announceLost(prev: Policy, lost: LearnedEntry[], cause: Cause): void {
+    const keys = new Map(lost.map((e) => [learnedKey(e.vsid, e.customer_address), e]));
+    for (const r of prev.lookup_records) {
+      const e = r.type === 'dynamic' ? keys.get(learnedKey(r.vsid, r.customer_address)) : undefined;
+      if (!e) continue;
+      const why = cause === 'learning' || cause === 'expiry' ? 'api' : cause;
+      this.learnLog.info({ lookup_record: [r.vsid, r.customer_address], mac: r.mac, pa: r.provider_address, cause: why }, 'learned lookup record deleted');
+      this.emit({ event: 'deleted', record: r, cause: why });
+    }
   }
 
   private records(res: Resource): AnyRecord[] {
@@ -196,14 +348,219 @@ export class PolicyStore {
     });
   }
 
-  /** Bulk apply: the document replaces the running policy as one transaction. */
+  /**
+   * Bulk apply: the document replaces the running policy as one transaction
+   * (learned records it leaves out are deleted; those it keeps unchanged stay
+   * learned).
+   */
   applyDocument(doc: unknown): Promise<ApplyResult> {
-    return this.exclusive(() => this.applyNow(doc));
+    return this.exclusive(() => this.applyNow(doc, 'policy'));
   }
 
-  private applyNow(doc: unknown): ApplyResult {
+  // ---------------------------------------------------------------- learning
+
+  /**
+   * Decide one batch of addresses the packet core learned (see
+   * learning.ts) and apply what changes the policy as ONE commit. An
+   * address that would make the policy invalid (say a VM claiming its
+   * subnet's gateway address) is refused as `invalid`; the rest still go in.
+   */
+  learn(batch: readonly LearnedAddress[], now = this.now()): Promise<LearnOutcome> {
+    return this.exclusive(() => {
+      const d = decideLearning(this.running, this.learned, batch, this.running.learning.max_per_vsid);
+      const refused = [...d.refused];
+      for (const k of d.refreshed) {
+        const e = this.learned.get(k);
+        if (e && now > e.lastSeen) {
+          e.lastSeen = now;
+          this.clocksDirty = true;
+        }
+      }
+      let upserts = d.upserts;
+      const learnedWith = (some: typeof upserts) => {
+        const m = new Map(this.learned);
+        for (const { record: r } of some) {
+          m.set(learnedKey(r.vsid, r.customer_address), { vsid: r.vsid, customer_address: r.customer_address, mac: r.mac, provider_address: r.provider_address, lastSeen: now });
+        }
+        return m;
+      };
+      if (upserts.length) {
+        try {
+          // The common case: the whole batch fits (validated once, by the commit).
+          this.commit(this.withUpserts(upserts), 'learning', learnedWith(upserts));
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'NVGRE_ERR_CONFIG') throw err;
+          const { fits, invalid } = this.fitting(upserts, (some) => this.withUpserts(some));
+          for (const [u, detail] of invalid) refused.push({ record: u.record, reason: 'invalid', detail });
+          upserts = fits;
+          if (upserts.length) this.commit(this.withUpserts(upserts), 'learning', learnedWith(upserts));
+        }
+      }
+      const out: LearnOutcome = { learned: [], changed: [], refreshed: d.refreshed.length, refused };
+      for (const u of upserts) {
+        const r = u.record;
+        this.learningStats.learned_total++;
+        if (u.previous) {
+          out.changed.push({ record: r, previous: u.previous });
+          this.learnLog.info({ lookup_record: [r.vsid, r.customer_address], mac: r.mac, pa: r.provider_address, was: { mac: u.previous.mac, pa: u.previous.provider_address } }, 'learned lookup record changed');
+          this.emit({ event: 'changed', record: r, previous: u.previous });
+        } else {
+          out.learned.push(r);
+          this.learnLog.info({ lookup_record: [r.vsid, r.customer_address], mac: r.mac, pa: r.provider_address }, 'lookup record learned');
+          this.emit({ event: 'learned', record: r });
+        }
+      }
+      for (const f of refused) {
+        this.learningStats.refused[f.reason]++;
+        this.logRefusal(f, now);
+        this.emit({
+          event: 'refused',
+          record: f.record,
+          reason: f.reason,
+          ...(f.existing ? { existing: f.existing } : {}),
+          ...(f.detail !== undefined ? { detail: f.detail } : {}),
+        });
+      }
+      return out;
+    });
+  }
+
+  /** The running policy with `upserts` added or replacing the records of their keys. */
+  private withUpserts(upserts: ReadonlyArray<{ record: LookupRecord; previous?: LookupRecord }>): Policy {
+    const replace = new Map<LookupRecord, LookupRecord>();
+    const add: LookupRecord[] = [];
+    for (const u of upserts) {
+      if (u.previous) replace.set(u.previous, u.record);
+      else add.push(u.record);
+    }
+    const records = replace.size ? this.running.lookup_records.map((r) => replace.get(r) ?? r) : this.running.lookup_records;
+    return { ...this.running, lookup_records: add.length ? [...records, ...add] : records };
+  }
+
+  /**
+   * Split `items` into those that together make a valid policy (`build`
+   * makes the document) and those that cannot be part of one, with the
+   * validator's reason.
+   */
+  private fitting<T>(items: readonly T[], build: (some: readonly T[]) => Policy): { fits: T[]; invalid: Array<[T, string]> } {
+    const invalid: Array<[T, string]> = [];
+    let fits = [...items];
+    for (;;) {
+      if (!fits.length) return { fits, invalid };
+      const { errors } = checkPolicy(build(fits));
+      if (!errors.length) return { fits, invalid };
+      // Whatever fails on its own is out; if each fits alone, the last of a conflicting set goes.
+      const alone = fits.map((it) => [it, checkPolicy(build([it])).errors] as const);
+      const bad = alone.filter(([, errs]) => errs.length > 0);
+      if (bad.length) {
+        for (const [it, errs] of bad) invalid.push([it, summary(errs)]);
+        fits = fits.filter((it) => !bad.some(([b]) => b === it));
+      } else {
+        invalid.push([fits[fits.length - 1]!, summary(errors)]);
+        fits = fits.slice(0, -1);
+      }
+    }
+  }
+
+  private logRefusal(f: Refusal, now: number): void {
+    const r = f.record;
+    const key = `${r.vsid}|${f.reason}`;
+    const seen = this.refusalLogged.get(key);
+    if (seen && now - seen.at < REFUSAL_LOG_MS) {
+      seen.suppressed++;
+      return;
+    }
+    if (this.refusalLogged.size > 4096) this.refusalLogged.clear();
+    this.refusalLogged.set(key, { at: now, suppressed: 0 });
+    const why =
+      f.reason === 'limit'
+        ? `VSID ${r.vsid} holds learning.max_per_vsid (${this.running.learning.max_per_vsid}) learned records`
+        : f.reason === 'static_conflict'
+          ? 'a static record holds the address'
+          : (f.detail ?? 'invalid');
+    this.learnLog.warn(
+      { lookup_record: [r.vsid, r.customer_address], mac: r.mac, pa: r.provider_address, reason: f.reason, suppressed: seen?.suppressed ?? 0 },
+      `learning refused an address: ${why}`,
+    );
+  }
+
+  /** Remove the learned records not refreshed for learning.ttl_seconds, in one commit. */
+  expireLearned(now = this.now()): Promise<LookupRecord[]> {
+    return this.exclusive(() => {
+      if (!this.learned.size) return [];
+      const ttlMs = this.running.learning.ttl_seconds * 1000;
+      const gone = new Map([...this.learned].filter(([, e]) => now - e.lastSeen >= ttlMs));
+      if (!gone.size) return [];
+      const expired: LookupRecord[] = [];
+      const keep = this.running.lookup_records.filter((r) => {
+        if (r.type !== 'dynamic' || !gone.has(learnedKey(r.vsid, r.customer_address))) return true;
+        expired.push(r);
+        return false;
+      });
+      const learnedNext = new Map(this.learned);
+      for (const k of gone.keys()) learnedNext.delete(k);
+      this.commit({ ...this.running, lookup_records: keep }, 'expiry', learnedNext, new Set(gone.keys()));
+      for (const r of expired) {
+        const e = gone.get(learnedKey(r.vsid, r.customer_address))!;
+        const last_seen = new Date(e.lastSeen).toISOString();
+        this.learningStats.expired_total++;
+        this.learnLog.info({ lookup_record: [r.vsid, r.customer_address], mac: r.mac, pa: r.provider_address, last_seen }, 'learned lookup record expired');
+        this.emit({ event: 'expired', record: r, last_seen });
+      }
+      return expired;
+    });
+  }
+
+  /** Save the learned records' last-seen times if they moved since the last write (the daemon is stopping). */
+  saveLearnedClocks(): void {
+    if (!this.clocksDirty || !this.state) return;
+    this.state.save(this.running, this.host.ownedKernelObjects(), this.learnedState());
+    this.clocksDirty = false;
+  }
+
+  /** saveLearnedClocks, in turn with the changes. */
+  flushLearnedClocks(): Promise<void> {
+    return this.exclusive(() => this.saveLearnedClocks());
+  }
+
+  /** Write the state file now (at start: the policy the daemon runs, with what it learned before). */
+  saveState(): void {
+    this.state?.save(this.running, this.host.ownedKernelObjects(), this.learnedState());
+    this.clocksDirty = false;
+  }
+
+  /**
+   * A reload applies the config file, keeping the learned records it does
+   * not contradict: a record the file has at the same (vsid, CA) wins (the
+   * file owns it from then on); a learned record that no longer fits the
+   * file's policy (its VSID gone, its MAC now elsewhere) is dropped.
+   */
+  private keepLearned(file: Policy): { doc: Policy; learned: Map<string, LearnedEntry> } {
+    const learned = new Map<string, LearnedEntry>();
+    if (!this.learned.size) return { doc: file, learned };
+    const inFile = new Set<string>();
+    for (const r of file.lookup_records) if (hasCa(r)) inFile.add(learnedKey(r.vsid, r.customer_address));
+    const extra: LookupRecord[] = [];
+    for (const r of this.running.lookup_records) {
+      if (r.type !== 'dynamic') continue;
+      const k = learnedKey(r.vsid, r.customer_address);
+      if (!this.learned.has(k) || inFile.has(k)) continue;
+      extra.push(r);
+    }
+    const build = (some: readonly LookupRecord[]): Policy => ({ ...file, lookup_records: [...file.lookup_records, ...some] });
+    const { fits, invalid } = this.fitting(extra, build);
+    for (const [r, why] of invalid) this.learnLog.info({ lookup_record: [r.vsid, r.customer_address], reason: why }, 'learned lookup record dropped by the reload');
+    for (const r of fits) {
+      const k = learnedKey(r.vsid, r.customer_address);
+      learned.set(k, this.learned.get(k)!);
+    }
+    return { doc: build(fits), learned };
+  }
+
+
+  private applyNow(doc: unknown, cause: DeleteCause = 'policy', learnedNext?: ReadonlyMap<string, LearnedEntry>): ApplyResult {
     const prev = this.running;
-    const next = this.commit(doc);
+    const next = this.commit(doc, cause, learnedNext);
     const restart = RESTART_SETTINGS.filter((s) => setting(next, s) !== setting(this.started, s));
     if (restart.length) this.log.warn({ settings: restart }, 'changed settings take effect at the next start');
     const result: ApplyResult = { applied: true, changes: diff(prev, next), restart_required: [...restart] };
@@ -216,8 +573,9 @@ export class PolicyStore {
     return this.exclusive(async () => {
       this.reloadHooks.start();
       try {
-        const doc = await loadConfigFile(this.configFile);
-        const result = this.applyNow(doc);
+        const file = await loadConfigFile(this.configFile);
+        const { doc, learned } = this.keepLearned(file);
+        const result = this.applyNow(doc, 'reload', learned);
         const now = new Date();
         this.lastReload = { successful: true, timestamp: now, error: null, lastSuccess: now };
         return result;
@@ -230,6 +588,11 @@ export class PolicyStore {
       }
     });
   }
+}
+
+/** The first problems of a failed validation, for a refusal's `detail`. */
+function summary(errors: FieldError[]): string {
+  return errors.slice(0, 3).map((x) => x.message).join('; ') + (errors.length > 3 ? `; and ${errors.length - 3} more` : '');
 }
 
 /** What changed between two policies, per section, by record identity. */

@@ -7,6 +7,16 @@ import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { NativeCore } from '../native.js';
 import type { Policy } from '../model/policy.js';
+import { REFUSAL_REASONS, type RefusalReason } from '../api/events.js';
+
+/** Learning's state and counters (control plane: counted in JavaScript, never per packet). */
+export interface LearningMetrics {
+  /** Learned records held now. */
+  records: number;
+  learned_total: number;
+  expired_total: number;
+  refused: Record<RefusalReason, number>;
+}
 
 /** What the metrics need to know about the running daemon. */
 export interface MetricsSource {
@@ -19,6 +29,8 @@ export interface MetricsSource {
   /** VM adapters and whether each one's TAP exists. */
   adapters(): Array<{ name: string; up: boolean }>;
   lastReload(): { successful: boolean; lastSuccess: Date };
+  /** Learning (packet flow 4); without it the learning series are zeros. */
+  learning?(): LearningMetrics;
 }
 
 /** Totals that also have per-VSID counters: native slot → index in a VSID's counters. */
@@ -37,6 +49,8 @@ const TOTALS: Record<string, { name: string; help: string }> = {
   nd_replies: { name: 'nvgre_nd_replies_total', help: 'IPv6 Neighbor Solicitations answered by the host (for the gateway address and remote CAs).' },
   icmp_errors: { name: 'nvgre_icmp_errors_sent_total', help: 'ICMP errors sent to VMs (fragmentation needed / packet too big for the underlay).' },
   arp_probes: { name: 'nvgre_arp_probes_total', help: 'ARP requests sent as unicast NVGRE to the PAs of L2Only records (learning, flow 4).' },
+  segmented_frames: { name: 'nvgre_tso_frames_total', help: 'Large TCP segments from VMs (TAP offload) split into MTU-sized NVGRE packets.' },
+  coalesced_packets: { name: 'nvgre_coalesced_packets_total', help: 'Decapsulated TCP segments merged into the previous one for a single TAP write.' },
   local_switched_packets: { name: 'nvgre_local_switched_packets_total', help: 'Frames switched between VMs of one VSID on this host.' },
   routed_packets: { name: 'nvgre_routed_packets_total', help: 'Packets routed between VSIDs of a routing domain by this host.' },
   flooded_packets: { name: 'nvgre_flooded_packets_total', help: 'Broadcast and multicast frames flooded to the local VMs of their VSID.' },
@@ -113,6 +127,45 @@ export class Metrics {
     gauge('nvgre_vsids_without_counters', 'VSIDs of the policy counted only in vsid="other" (over metrics.per_vsid_max, or per_vsid off).', (p) => {
       const vsids = new Set(p.customer_routes.map((c) => c.vsid));
       return [...vsids].filter((v) => !this.latestVsid.has(v)).length;
+    });
+    const learning = (): LearningMetrics =>
+      src.learning?.() ?? { records: 0, learned_total: 0, expired_total: 0, refused: { limit: 0, static_conflict: 0, invalid: 0 } };
+    new Gauge({
+      name: 'nvgre_learned_records',
+      help: 'Dynamic lookup records this host learned from ARP (packet flow 4) and holds now.',
+      registers: [r],
+      collect() {
+        this.set(learning().records);
+      },
+    });
+    new Counter({
+      name: 'nvgre_learned_total',
+      help: 'Lookup records added or changed by learning.',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(learning().learned_total);
+      },
+    });
+    new Counter({
+      name: 'nvgre_learning_refused_total',
+      help: 'Learned addresses refused: limit (the VSID holds learning.max_per_vsid learned records), static_conflict (a static record holds the address), invalid (the policy would not validate).',
+      labelNames: ['reason'],
+      registers: [r],
+      collect() {
+        this.reset();
+        const refused = learning().refused;
+        for (const reason of REFUSAL_REASONS) this.inc({ reason }, refused[reason] ?? 0);
+      },
+    });
+    new Counter({
+      name: 'nvgre_learned_expired_total',
+      help: 'Learned lookup records removed because the packet core did not report them again within learning.ttl_seconds.',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(learning().expired_total);
+      },
     });
     new Gauge({
       name: 'nvgre_vm_adapter_up',

@@ -25,6 +25,20 @@ export const PER_VSID_MAX_LIMIT = 65536;
 export function defaultMetrics(): MetricsSection {
   return { listen: DEFAULT_METRICS_LISTEN, per_vsid: DEFAULT_PER_VSID, per_vsid_max: DEFAULT_PER_VSID_MAX };
 }
+
+/** Learned (Dynamic) lookup records a VSID may hold (packet flow 4): a VM claiming addresses cannot exhaust memory. */
+export const DEFAULT_LEARNING_MAX_PER_VSID = 1024;
+/** 0 turns learning off (every new address is refused); the upper bound keeps one VSID's share sane. */
+export const LEARNING_MAX_PER_VSID_LIMIT = 1048576;
+/** A learned record not refreshed for this long is removed. */
+export const DEFAULT_LEARNING_TTL_SECONDS = 300;
+export const LEARNING_TTL_SECONDS_MIN = 1;
+/** One week. */
+export const LEARNING_TTL_SECONDS_MAX = 604800;
+
+export function defaultLearning(): LearningSection {
+  return { max_per_vsid: DEFAULT_LEARNING_MAX_PER_VSID, ttl_seconds: DEFAULT_LEARNING_TTL_SECONDS };
+}
 export const DEFAULT_FLOW_ID: FlowIdMode = 'hash';
 export const DEFAULT_RULE: LookupRule = 'encap';
 export const DEFAULT_RECORD_TYPE: LookupType = 'static';
@@ -103,6 +117,14 @@ export interface EncapsulationSection {
   flow_id: FlowIdMode;
 }
 
+/** Dynamic lookup records learned from ARP (packet flow 4). */
+export interface LearningSection {
+  /** Learned records per VSID at most; a new address beyond it is refused (reason "limit"). */
+  max_per_vsid: number;
+  /** A learned record not refreshed by the packet core for this long expires. */
+  ttl_seconds: number;
+}
+
 export interface ApiSection {
   socket: string;
 }
@@ -122,6 +144,7 @@ export interface Policy {
   lookup_records: LookupRecord[];
   vm_adapters: VmAdapter[];
   encapsulation: EncapsulationSection;
+  learning: LearningSection;
   state_dir?: string;
   api: ApiSection;
   metrics: MetricsSection;
@@ -137,6 +160,7 @@ export function emptyPolicy(): Policy {
     lookup_records: [],
     vm_adapters: [],
     encapsulation: { flow_id: DEFAULT_FLOW_ID },
+    learning: defaultLearning(),
     api: { socket: DEFAULT_API_SOCKET },
     metrics: defaultMetrics(),
   };
