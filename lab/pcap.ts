@@ -67,6 +67,29 @@ export function tsharkHints(file: string): string[] {
 }
 
 /**
+ * Read `file` through the Wireshark dissector `script` (wireshark/nvgre.lua):
+ * every NVGRE packet (GRE protocol 0x6558 with a key) must decode to the
+ * VSID and FlowID of its key, and no other frame as NVGRE. Returns how many
+ * NVGRE packets it decoded; throws naming the frames it got wrong.
+ */
+export async function checkDissector(file: string, script: string): Promise<number> {
+  const out = await tshark([
+    '-X', `lua_script:${script}`, '-r', file, '-T', 'fields', '-E', 'separator=\t', '-E', 'occurrence=l',
+    '-e', 'frame.number', '-e', 'gre.proto', '-e', 'gre.key', '-e', 'nvgre.vsid', '-e', 'nvgre.flowid',
+  ]);
+  let decoded = 0;
+  const wrong: string[] = [];
+  for (const line of out.split('\n').filter(Boolean)) {
+    const [frame, proto, key, vsid, flowId] = line.split('\t');
+    const expected = proto === '0x6558' && key ? [String(Number(key) >>> 8), String(Number(key) & 0xff)] : ['', ''];
+    if (expected[0]) decoded++;
+    if (vsid !== expected[0] || flowId !== expected[1]) wrong.push(`frame ${frame}: nvgre.vsid ${vsid || '-'} flowid ${flowId || '-'}, key ${key || '-'}`);
+  }
+  if (wrong.length) throw new Error(`${wrong.length} frames decoded wrongly, e.g. ${wrong.slice(0, 3).join('; ')}`);
+  return decoded;
+}
+
+/**
  * Read every GRE packet of `file` and check: protocol type 0x6558; flags
  * C=0 K=1 S=0, version 0 (0x2000); key = VSID<<8 | FlowID with VSID in
  * `exp.vsids`; outer IPs are PAs; the inner frame is untagged Ethernet with

@@ -37,7 +37,7 @@ import {
   waitFor,
   withTimeout,
 } from './netns.js';
-import { analyzeNvgrePcap, tsharkHints, type PcapReport } from './pcap.js';
+import { analyzeNvgrePcap, checkDissector, tsharkHints, type PcapReport } from './pcap.js';
 import {
   type Daemon,
   HOSTS,
@@ -530,6 +530,11 @@ async function checkPcap(c: Checks, file: string): Promise<void> {
   await c.check("no ARP inside GRE (tshark -Y 'gre && arp' is empty)", async () => {
     if (r.arpInGre) throw new Error(`${r.arpInGre} packets`);
     return 'none';
+  });
+  await c.check('wireshark/nvgre.lua decodes every NVGRE packet to its key\'s VSID and FlowID', async () => {
+    const n = await checkDissector(file, join(repoRoot(), 'wireshark', 'nvgre.lua'));
+    if (n !== r.grePackets) throw new Error(`decoded ${n} of ${r.grePackets} GRE packets`);
+    return `${n} packets`;
   });
 }
 
