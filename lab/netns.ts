@@ -1123,10 +1123,11 @@ export class Lab {
    * The interface is captured in promiscuous mode, which on a Linux bridge
    * makes every bridged frame visible on the bridge device.
    */
-  async capture(ns: string, ifname: string, file: string, opts: { filter?: string; readyTimeoutMs?: number } = {}): Promise<Capture> {
+  async capture(ns: string, ifname: string, file: string, opts: { filter?: string; snaplen?: number; readyTimeoutMs?: number } = {}): Promise<Capture> {
     mkdirSync(dirname(file), { recursive: true });
     const argv = ['dumpcap', '-i', ifname, '-P', '-w', file];
     if (opts.filter) argv.push('-f', opts.filter);
+    if (opts.snaplen) argv.push('-s', String(opts.snaplen));
     const proc = await this.spawn(ns, argv, { logFile: `${file}.log` });
     const timeout = opts.readyTimeoutMs ?? 10_000;
     await proc.waitForLine((l) => l.includes('Capturing on'), timeout, { what: '"Capturing on"' });

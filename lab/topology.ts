@@ -534,6 +534,8 @@ export interface StartDaemonsOptions {
   configs?: Partial<Record<HostName, string>>;
   /** Wait this long for `"msg":"ready"`. Default 30 s. */
   readyTimeoutMs?: number;
+  /** Appended to every daemon's command line (e.g. `--workers 2`). */
+  daemonArgs?: readonly string[];
   env?: NodeJS.ProcessEnv;
 }
 
@@ -602,7 +604,7 @@ export async function startDaemons(lab: Lab, opts: StartDaemonsOptions = {}): Pr
         });
       }
       const logFile = join(logDir, `${host}.log`);
-      const proc = await lab.spawn(host, [...argvPrefix, '--config', configFile], {
+      const proc = await lab.spawn(host, [...argvPrefix, '--config', configFile, ...(opts.daemonArgs ?? [])], {
         logFile,
         env: opts.env,
         cwd: repoRoot(),
@@ -644,6 +646,7 @@ export interface SetUpLabOptions {
   /** Passed to writeVariantConfigs(). */
   edit?: VariantConfigOptions['edit'];
   readyTimeoutMs?: number;
+  daemonArgs?: readonly string[];
 }
 
 export interface LabSetUp {
@@ -662,7 +665,13 @@ export async function setUpLab(lab: Lab, opts: SetUpLabOptions): Promise<LabSetU
   await buildTopology(lab, variant);
   const runDir = join(opts.outDir, 'run');
   const configs = writeVariantConfigs(lab.prefix, join(opts.outDir, 'configs'), variant, { runDir, ...(opts.edit ? { edit: opts.edit } : {}) });
-  const daemons = await startDaemons(lab, { logDir: opts.outDir, configs, runDir, ...(opts.readyTimeoutMs ? { readyTimeoutMs: opts.readyTimeoutMs } : {}) });
+  const daemons = await startDaemons(lab, {
+    logDir: opts.outDir,
+    configs,
+    runDir,
+    ...(opts.readyTimeoutMs ? { readyTimeoutMs: opts.readyTimeoutMs } : {}),
+    ...(opts.daemonArgs ? { daemonArgs: opts.daemonArgs } : {}),
+  });
   await configureVms(lab, { dualStack: variant.dualStack ?? false });
   return { daemons, configs };
 }

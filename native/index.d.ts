@@ -45,6 +45,9 @@ export function readCounters(): BigUint64Array;
  */
 export function readVsidCounters(): BigUint64Array;
 
+/** Packets each worker read (VM adapters and underlay), one value per worker. */
+export function workerPackets(): BigUint64Array;
+
 /** One value per worker that keeps changing while that worker runs. */
 export function heartbeats(): BigUint64Array;
 

@@ -63,6 +63,8 @@ export class Metrics {
   private latest = new Map<string, number>();
   /** VSID → its counters (see PER_VSID), from the last read. */
   private latestVsid = new Map<number, number[]>();
+  /** Packets read per worker, from the last read. */
+  private workerPackets: number[] = [];
 
   constructor(private readonly src: MetricsSource) {
     const r = this.registry;
@@ -107,6 +109,18 @@ export class Metrics {
         for (const direction of ['from_vm', 'from_underlay']) {
           for (const reason of reasons) this.inc({ direction, reason }, value(`drop:${direction}:${reason}`));
         }
+      },
+    });
+
+    const workers = () => this.workerPackets;
+    new Counter({
+      name: 'nvgre_worker_received_packets_total',
+      help: 'Packets each worker thread read from VM adapters and the underlay: how flows spread over --workers.',
+      labelNames: ['worker'],
+      registers: [r],
+      collect() {
+        this.reset();
+        workers().forEach((n, worker) => this.inc({ worker: String(worker) }, n));
       },
     });
 
@@ -207,6 +221,7 @@ export class Metrics {
     const names = core.counterNames();
     const values = core.readCounters();
     this.latest = new Map(names.map((n, i) => [n, Number(values[i])]));
+    this.workerPackets = Array.from(core.workerPackets(), Number);
     const perVsid = core.readVsidCounters();
     this.latestVsid = new Map();
     for (let i = 0; i + VSID_STRIDE <= perVsid.length; i += VSID_STRIDE) {

@@ -36,6 +36,7 @@ exports! {
     "readCounters" => read_counters,
     "readVsidCounters" => read_vsid_counters,
     "heartbeats" => heartbeats,
+    "workerPackets" => worker_packets,
     "drainEvents" => drain_events,
     "drainLearned" => drain_learned,
     "addAddress" => add_address,
@@ -170,6 +171,10 @@ fn drain_learned(_: &Args) -> JsResult<JsValue> {
         });
         Ok(JsValue::Array(learned.collect()))
     })
+}
+
+fn worker_packets(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| Ok(JsValue::U64Array(dp.worker_packets())))
 }
 
 fn heartbeats(_: &Args) -> JsResult<JsValue> {

@@ -169,6 +169,10 @@ impl Counters {
         }
     }
 
+    pub fn get(&self, c: Counter) -> u64 {
+        self.values[c as usize].load(Relaxed)
+    }
+
     /// Add this worker's values into `out` (of length [`Counters::LEN`]).
     pub fn sum_into(&self, out: &mut [u64]) {
         sum(&self.values, out)

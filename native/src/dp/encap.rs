@@ -99,67 +99,73 @@ pub fn outer_header_len(pa: IpAddr) -> usize {
     ip + NvgreRepr::HEADER_LEN
 }
 
-/// The inner flow's 8-bit FlowID (one flow, one value: addresses, protocol and
-/// ports) and its DSCP, copied to the outer header.
+/// The inner flow's 8-bit FlowID and its DSCP (copied to the outer header).
 fn inner_flow(frame: &[u8]) -> (u8, u8) {
     let eth = EthernetFrame::new_unchecked(frame);
-    let mut h = FlowHash::default();
     match eth.ethertype() {
         EtherType::Ipv4 => {
             if let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) {
-                h.add(&ip.src_addr().octets());
-                h.add(&ip.dst_addr().octets());
                 let proto = ip.next_header();
-                h.add(&[u8::from(proto)]);
+                let mut x = word(&ip.src_addr().octets()) ^ word(&ip.dst_addr().octets()) ^ u8::from(proto) as u32;
                 if !ip.more_frags() && ip.frag_offset() == 0 {
-                    h.add_ports(proto, ip.payload());
+                    x ^= ports(proto, ip.payload());
                 }
-                return (h.fold(), ip.dscp());
+                return (mix(x), ip.dscp());
             }
         }
         EtherType::Ipv6 => {
             if let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) {
-                h.add(&ip.src_addr().octets());
-                h.add(&ip.dst_addr().octets());
                 let proto = ip.next_header();
-                h.add(&[u8::from(proto)]);
-                h.add_ports(proto, ip.payload());
-                return (h.fold(), ip.traffic_class() >> 2);
+                let mut x = u8::from(proto) as u32 ^ ports(proto, ip.payload());
+                for addr in [ip.src_addr().octets(), ip.dst_addr().octets()] {
+                    x = addr.chunks(4).fold(x, |x, w| x ^ word(w));
+                }
+                return (mix(x), ip.traffic_class() >> 2);
             }
         }
         _ => {}
     }
-    h.add(&frame[..12.min(frame.len())]);
-    (h.fold(), 0)
+    (mac_flow(frame), 0)
 }
 
-/// FNV-1a over the flow's fields: cheap, and every field moves every bit.
-struct FlowHash(u32);
+/// The FlowID of a frame from a VM: one flow, one value, the same both ways
+/// (a symmetric hash of the IP addresses, the protocol and the TCP/UDP
+/// ports; no ports for IPv4 fragments; the MACs for frames that are not
+/// IP). The TAP steering program (`io::steering`) computes the same value
+/// in the kernel to pick the frame's queue, and the underlay steers by it:
+/// both directions of a flow meet on one worker.
+pub fn flow_id(frame: &[u8]) -> u8 {
+    if frame.len() < 14 {
+        return mac_flow(frame);
+    }
+    inner_flow(frame).0
+}
 
-impl Default for FlowHash {
-    fn default() -> Self {
-        FlowHash(0x811c_9dc5)
+fn mac_flow(frame: &[u8]) -> u8 {
+    let Some(m) = frame.get(..12) else { return 0 };
+    let half = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]) as u32;
+    mix(word(&m[0..4]) ^ word(&m[6..10]) ^ half(&m[4..6]) ^ half(&m[10..12]))
+}
+
+#[inline]
+fn word(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Source port ^ destination port (symmetric), for TCP and UDP.
+#[inline]
+fn ports(proto: IpProtocol, l4: &[u8]) -> u32 {
+    match l4 {
+        [a, b, c, d, ..] if matches!(proto, IpProtocol::Tcp | IpProtocol::Udp) => u16::from_be_bytes([*a, *b]) as u32 ^ u16::from_be_bytes([*c, *d]) as u32,
+        _ => 0,
     }
 }
 
-impl FlowHash {
-    #[inline]
-    fn add(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u32).wrapping_mul(0x0100_0193);
-        }
-    }
-
-    #[inline]
-    fn add_ports(&mut self, proto: IpProtocol, l4: &[u8]) {
-        if matches!(proto, IpProtocol::Tcp | IpProtocol::Udp) && l4.len() >= 4 {
-            self.add(&l4[..4]);
-        }
-    }
-
-    #[inline]
-    fn fold(&self) -> u8 {
-        let x = self.0;
-        (x ^ (x >> 8) ^ (x >> 16) ^ (x >> 24)) as u8
-    }
+/// Multiplicative hashing: the top byte of x times 2^32/φ moves with every bit of x.
+#[inline]
+fn mix(x: u32) -> u8 {
+    (x.wrapping_mul(FLOW_MIX) >> 24) as u8
 }
+
+/// ⌊2^32/φ⌋, odd.
+pub const FLOW_MIX: u32 = 0x9e37_79b1;

@@ -31,7 +31,7 @@ pub use policy::{
     CustomerRoute, DecodeError, FlowIdMode, LookupRecord, Policy, Port, PortId, ProviderAddress, RecordType,
     RoutingDomain, Rule, Vsid,
 };
-pub use encap::{encapsulate, outer_header_len};
+pub use encap::{encapsulate, flow_id, outer_header_len, FLOW_MIX};
 pub use tables::{FxMap, Location, NextHop, Reach, Record, Route, Snapshot, Tunnel, TunnelId};
 pub use underlay::{on_underlay_gre, on_underlay_packet};
 pub use vm::on_vm_frame;

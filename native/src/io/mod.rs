@@ -10,12 +10,13 @@
 mod events;
 pub mod netlink;
 pub mod notify;
+mod steering;
 mod sys;
 pub mod tap;
 mod underlay;
 mod worker;
 
-use crate::dp::{Counters, FxMap, Learned, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};
+use crate::dp::{Counter, Counters, FxMap, Learned, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use sys::*;
 pub use events::{DropEvent, Source};
 pub use tap::{Tap, TapSpec};
+use steering::Steering;
 use underlay::Underlay;
 
 /// What the workers read: the tables and the ports they name.
@@ -64,6 +66,8 @@ pub struct Dataplane {
     publish_lock: Mutex<()>,
     vsid_slots: Mutex<VsidSlots>,
     vsid_capacity: u32,
+    /// With several workers: keeps each flow from the VMs on one TAP queue.
+    steering: Option<Steering>,
 }
 
 impl Dataplane {
@@ -76,6 +80,7 @@ impl Dataplane {
             drops: events::EventQueue::default(),
             learned: events::EventQueue::default(),
         });
+        let steering = if workers > 1 { Some(Steering::load()?) } else { None };
         let mut ws = Vec::new();
         for i in 0..workers.max(1) {
             let wake = owned(unsafe { eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) })?;
@@ -100,6 +105,7 @@ impl Dataplane {
             publish_lock: Mutex::new(()),
             vsid_slots: Mutex::new(VsidSlots::new(vsid_capacity)),
             vsid_capacity,
+            steering,
         })
     }
 
@@ -149,7 +155,7 @@ impl Dataplane {
             if cur.taps.contains_key(&id) {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("port {id} exists")));
             }
-            let tap = Arc::new(Tap::create(spec, self.workers.len())?);
+            let tap = Arc::new(Tap::create(spec, self.workers.len(), self.steering.as_ref())?);
             let ifindex = tap.ifindex;
             let mut taps = cur.taps.clone();
             taps.insert(id, tap);
@@ -209,6 +215,12 @@ impl Dataplane {
     }
 
     /// Each worker's heartbeat: a value that keeps changing while it runs.
+    /// Packets each worker read, from its TAP queues and its underlay
+    /// socket: how the flows spread over the workers.
+    pub fn worker_packets(&self) -> Vec<u64> {
+        self.workers.iter().map(|w| w.counters.get(Counter::VmRxPackets) + w.counters.get(Counter::UnderlayRxPackets)).collect()
+    }
+
     pub fn heartbeats(&self) -> Vec<u64> {
         self.workers.iter().map(|w| w.heartbeat.load(Ordering::Relaxed)).collect()
     }

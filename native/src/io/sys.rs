@@ -2,7 +2,7 @@
 //! Layouts are x86_64/aarch64 Linux (LP64), from the kernel's uapi headers.
 #![allow(non_camel_case_types)]
 
-use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
+use std::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
@@ -27,6 +27,7 @@ extern "C" {
     pub fn setns(fd: c_int, nstype: c_int) -> c_int;
     pub fn if_nametoindex(name: *const c_char) -> c_uint;
     pub fn sched_yield() -> c_int;
+    pub fn syscall(num: c_long, ...) -> c_long;
 }
 
 pub const O_RDWR: c_int = 0o2;

@@ -10,6 +10,7 @@
 //! over TCP segments of up to 64 KB with checksums left to finish (see
 //! `dp::offload`), and takes large segments back the same way.
 
+use super::steering::Steering;
 use super::sys::*;
 use crate::dp::offload::{Offload, VNET_HDR_LEN};
 use crate::dp::PacketBuf;
@@ -20,7 +21,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 pub struct Tap {
     /// One queue per worker (`IFF_MULTI_QUEUE` when more than one): the
-    /// kernel puts each flow the VM sends on one queue, so on one worker.
+    /// steering program puts each flow the VM sends on one queue, so on one
+    /// worker.
     queues: Vec<OwnedFd>,
     pub name: String,
     pub ifindex: u32,
@@ -34,8 +36,8 @@ pub struct TapSpec<'a> {
 }
 
 impl Tap {
-    /// Create the TAP with `queues` queues (one per worker).
-    pub fn create(spec: &TapSpec, queues: usize) -> io::Result<Tap> {
+    /// Create the TAP with `queues` queues (one per worker), steered by `steering`.
+    pub fn create(spec: &TapSpec, queues: usize, steering: Option<&Steering>) -> io::Result<Tap> {
         in_netns(spec.netns, || {
             let mut flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
             if queues > 1 {
@@ -54,6 +56,9 @@ impl Tap {
                     Ok(fd)
                 })
                 .collect::<io::Result<Vec<OwnedFd>>>()?;
+            if let Some(s) = steering {
+                s.attach(&queues[0]).map_err(|e| annotate(e, &format!("steering the queues of TAP {}", spec.name)))?;
+            }
             let name = spec.name.to_string();
             let ifindex = configure(&name, spec.mac, spec.mtu)?;
             Ok(Tap { queues, name, ifindex })

@@ -329,9 +329,11 @@ impl Worker {
             }
             merged.clear();
         };
-        // Encapsulated packets leave together: (buffer, PA, the frame's index, its action).
+        // Encapsulated packets leave together, in frame order: (buffer, PA, the frame's index, its action).
         let mut encap: Vec<(&PacketBuf, IpAddr, usize, Action)> = Vec::new();
+        let mut extra_at = 0;
         for (i, (b, action)) in bufs[..n].iter().zip(actions.iter()).enumerate() {
+            take_extras(extras, extra_bufs, &mut extra_at, i, &mut encap, &mut dropped);
             // Consecutive TCP segments of one flow for one VM go up as one.
             if let Action::Deliver { port, vsid, via: Via::Decapsulated } = *action {
                 if *merging == Some((port, vsid)) && coalescer.append(merge, b.frame()) {
@@ -385,13 +387,7 @@ impl Worker {
             }
         }
         flush(merge, coalescer, merging, merged, &mut dropped);
-        for e in extras.iter() {
-            match e.action {
-                Action::Encap { pa, .. } => encap.push((&extra_bufs[e.buf], pa, e.from, e.action)),
-                Action::Drop(reason) => dropped(reason, e.from),
-                _ => {}
-            }
-        }
+        take_extras(extras, extra_bufs, &mut extra_at, n, &mut encap, &mut dropped);
         if encap.is_empty() {
             return;
         }
@@ -412,6 +408,26 @@ impl Worker {
                 Err(_) => dropped(DropReason::TxError, i),
             }
         });
+    }
+}
+
+/// Queue the segments and probe copies of the frames before `upto` (from
+/// `*at` on) in their frame's place: a flow's next frame must not overtake them.
+fn take_extras<'a>(
+    extras: &[Extra],
+    extra_bufs: &'a [PacketBuf],
+    at: &mut usize,
+    upto: usize,
+    encap: &mut Vec<(&'a PacketBuf, IpAddr, usize, Action)>,
+    dropped: &mut dyn FnMut(DropReason, usize),
+) {
+    while let Some(e) = extras.get(*at).filter(|e| e.from < upto) {
+        match e.action {
+            Action::Encap { pa, .. } => encap.push((&extra_bufs[e.buf], pa, e.from, e.action)),
+            Action::Drop(reason) => dropped(reason, e.from),
+            _ => {}
+        }
+        *at += 1;
     }
 }
 
