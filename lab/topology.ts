@@ -30,6 +30,7 @@ import {
   ipv6Addrs,
   linkExists,
   listLinks,
+  nsExec,
   repoRoot,
   waitFor,
 } from './netns.js';
@@ -679,4 +680,16 @@ export async function setUpLab(lab: Lab, opts: SetUpLabOptions): Promise<LabSetU
 /** The PA addresses currently on a host's eth1 (e.g. `192.168.0.22/24`; `fd00:192:168::22/64` with `family` 6). */
 export async function hostPaAddrs(lab: Lab, host: HostName, family: 4 | 6 = 4): Promise<string[]> {
   return family === 4 ? ipv4Addrs(lab.ns(host), UNDERLAY_IF) : ipv6Addrs(lab.ns(host), UNDERLAY_IF);
+}
+
+/**
+ * Make a host's eth1 merge what it receives (GRO), as NIC drivers do: veth
+ * merges only in NAPI mode (GRO turned on, here threaded so that packets
+ * queue up between polls) and only packets its peer could not have sent as
+ * one (TSO off on the bridge port). NVGRE packets of one TCP flow then reach
+ * nvgred merged into up to 64 KB.
+ */
+export async function enableUnderlayGro(lab: Lab, host: HostName): Promise<void> {
+  await nsExec(lab.ns(host), ['sh', '-ec', `ethtool -K ${UNDERLAY_IF} gro off; ethtool -K ${UNDERLAY_IF} gro on; echo 1 > /sys/class/net/${UNDERLAY_IF}/threaded`], { check: true });
+  await nsExec(lab.ns(UNDERLAY_NS), ['ethtool', '-K', underlayPort(host), 'tso', 'off', 'gso', 'off'], { check: true });
 }

@@ -51,6 +51,7 @@ const TOTALS: Record<string, { name: string; help: string }> = {
   arp_probes: { name: 'nvgre_arp_probes_total', help: 'ARP requests sent as unicast NVGRE to the PAs of L2Only records (learning, flow 4).' },
   segmented_frames: { name: 'nvgre_tso_frames_total', help: 'Large TCP segments from VMs (TAP offload) split into MTU-sized NVGRE packets.' },
   coalesced_packets: { name: 'nvgre_coalesced_packets_total', help: 'Decapsulated TCP segments merged into the previous one for a single TAP write.' },
+  aggregated_packets: { name: 'nvgre_underlay_gro_packets_total', help: 'NVGRE packets the kernel had merged on receive (GRO), delivered to the VM as one large TCP segment.' },
   local_switched_packets: { name: 'nvgre_local_switched_packets_total', help: 'Frames switched between VMs of one VSID on this host.' },
   routed_packets: { name: 'nvgre_routed_packets_total', help: 'Packets routed between VSIDs of a routing domain by this host.' },
   flooded_packets: { name: 'nvgre_flooded_packets_total', help: 'Broadcast and multicast frames flooded to the local VMs of their VSID.' },

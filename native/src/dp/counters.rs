@@ -38,6 +38,7 @@ counters! {
     ArpProbes => "arp_probes",
     SegmentedFrames => "segmented_frames",
     CoalescedPackets => "coalesced_packets",
+    AggregatedPackets => "aggregated_packets",
     IcmpEchoReplies => "icmp_echo_replies",
     LocalSwitched => "local_switched_packets",
     Routed => "routed_packets",

@@ -345,6 +345,32 @@ fn mergeable(frame: &[u8]) -> Option<Layout> {
     (sum == 0xffff).then_some(l)
 }
 
+/// A decapsulated TCP segment longer than any that crossed the wire (at most
+/// `wire_frame` bytes each): the kernel merged consecutive segments on
+/// receive (GRO, which NIC drivers do by default) and left the checksum in
+/// its partial form, the pseudo-header sum. It goes to the VM as one large
+/// segment, cut at the payload a full wire segment carries. A whole checksum
+/// (a reassembled packet) must hold, and takes the partial form. `None` for
+/// anything else: it goes up as it is.
+pub fn aggregated(frame: &mut [u8], wire_frame: usize) -> Option<Offload> {
+    let l = layout(frame)?;
+    let segment = wire_frame.checked_sub(l.hdr_len).filter(|&s| s > 0 && frame.len() > wire_frame)?;
+    let pseudo = pseudo_header(frame, &l, (frame.len() - l.tcp) as u32);
+    let field = &mut frame[l.tcp + TCP_CHECKSUM..l.tcp + TCP_CHECKSUM + 2];
+    if u16::from_be_bytes([field[0], field[1]]) != pseudo {
+        if checksum::combine(&[pseudo, checksum::data(&frame[l.tcp..])]) != 0xffff {
+            return None;
+        }
+        frame[l.tcp + TCP_CHECKSUM..l.tcp + TCP_CHECKSUM + 2].copy_from_slice(&pseudo.to_be_bytes());
+    }
+    Some(Offload {
+        gso: if l.v4 { Gso::Tcp4 } else { Gso::Tcp6 },
+        gso_size: segment.min(u16::MAX as usize) as u16,
+        hdr_len: l.hdr_len as u16,
+        csum: Some((l.tcp as u16, TCP_CHECKSUM as u16)),
+    })
+}
+
 /// Same Ethernet, IP and TCP headers but for lengths, IPv4 ID and checksum,
 /// TCP sequence number, PSH and checksum.
 fn same_headers(a: &[u8], b: &[u8], l: &Layout) -> bool {
@@ -468,6 +494,37 @@ mod test {
         assert!(!c.append(&mut merged, &tcp_frame(1501, &data(500), TcpFlags::ACK)), "nothing after a short one");
         assert!(!c.start(&mut merged, &tcp_frame(1, &[], TcpFlags::ACK)), "no payload, nothing to merge");
         assert!(!c.start(&mut merged, &ping(CONTOSO1, mac(CONTOSO3.1), CONTOSO3.0, 64)), "not TCP");
+    }
+
+    #[test]
+    fn a_segment_the_kernel_merged_on_receive_goes_up_as_one_large_segment() {
+        let payload = data(20_000);
+        let whole = tcp_frame(1000, &payload, TcpFlags::ACK);
+        let wire_frame = 1500 - 28; // what one NVGRE packet over a 1500-byte PA MTU carries
+        let l = layout(&whole).unwrap();
+        let pseudo = pseudo_header(&whole, &l, (whole.len() - l.tcp) as u32);
+        let expected = Offload { gso: Gso::Tcp4, gso_size: (wire_frame - 66) as u16, hdr_len: 66, csum: Some((34, 16)) };
+
+        // As GRO leaves it: the pseudo-header sum in the checksum field.
+        let mut gro = whole.clone();
+        gro[34 + 16..34 + 18].copy_from_slice(&pseudo.to_be_bytes());
+        assert_eq!(aggregated(&mut gro, wire_frame), Some(expected));
+        let mut finished = gro.clone();
+        assert!(complete_checksum(&mut finished, 34, 16));
+        assert_eq!(finished, whole, "the TAP's checksum is the sender's");
+
+        // A whole, valid checksum (a reassembled packet) takes the partial form.
+        let mut reassembled = whole.clone();
+        assert_eq!(aggregated(&mut reassembled, wire_frame), Some(expected));
+        assert_eq!(reassembled, gro);
+
+        // Neither: goes up as it is.
+        let mut bad = whole.clone();
+        bad[100] ^= 0xff;
+        assert_eq!(aggregated(&mut bad.clone(), wire_frame), None);
+        // Not longer than the wire carries, or not TCP: nothing to do.
+        assert_eq!(aggregated(&mut tcp_frame(1, &data(1000), TcpFlags::ACK), wire_frame), None);
+        assert_eq!(aggregated(&mut ping(CONTOSO1, mac(CONTOSO3.1), CONTOSO3.0, 64), 40), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! local VM of that VSID), then delivery.
 
 use super::tables::{Location, Snapshot};
-use super::{malformed, Action, DropReason, PacketBuf, Via};
+use super::{malformed, offload, outer_header_len, Action, DropReason, PacketBuf, Via};
 use crate::wire::{
     ArpOperation, ArpPacket, EtherType, EthernetFrame, GrePacket, IpProtocol, Ipv4Packet, NvgreError, NvgreRepr,
 };
@@ -67,13 +67,10 @@ fn nvgre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, buf: &mut Packet
     let Some(src) = snap.record_by_mac(subnet.routing_domain, eth.src_addr()) else {
         return Action::Drop(DropReason::SpoofedSource);
     };
-    let from_sender = match src.location {
-        Location::Remote(t) => snap.tunnel(t).remote == outer_src,
-        Location::Local => false,
+    let tunnel = match src.location {
+        Location::Remote(t) if snap.tunnel(t).remote == outer_src => snap.tunnel(t),
+        _ => return Action::Drop(DropReason::SpoofedSource),
     };
-    if !from_sender {
-        return Action::Drop(DropReason::SpoofedSource);
-    }
     let inner_len = inner.len();
     let inner_at = gre.start + nvgre.buffer_len();
     let Some(port) = snap.port_by_mac(vsid, eth.dst_addr()) else {
@@ -88,6 +85,13 @@ fn nvgre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, buf: &mut Packet
 
     let routed = src.vsid != vsid;
     buf.narrow(inner_at, inner_len);
+    // Longer than the wire carries: merged by the kernel on receive (GRO).
+    let wire_frame = (tunnel.mtu as usize).saturating_sub(outer_header_len(outer_src));
+    if tunnel.mtu > 0 && inner_len > wire_frame {
+        if let Some(o) = offload::aggregated(buf.frame_mut(), wire_frame) {
+            buf.offload = o;
+        }
+    }
     if routed {
         // The sender routed it; the VM sees it come from its own gateway.
         EthernetFrame::new_unchecked(buf.frame_mut()).set_src_addr(subnet.gateway_mac);

@@ -334,8 +334,9 @@ impl Worker {
         let mut extra_at = 0;
         for (i, (b, action)) in bufs[..n].iter().zip(actions.iter()).enumerate() {
             take_extras(extras, extra_bufs, &mut extra_at, i, &mut encap, &mut dropped);
-            // Consecutive TCP segments of one flow for one VM go up as one.
-            if let Action::Deliver { port, vsid, via: Via::Decapsulated } = *action {
+            // Consecutive TCP segments of one flow for one VM go up as one
+            // (a segment the kernel already merged goes up as it is).
+            if let (Action::Deliver { port, vsid, via: Via::Decapsulated }, Gso::None) = (*action, b.offload.gso) {
                 if *merging == Some((port, vsid)) && coalescer.append(merge, b.frame()) {
                     merged.push((i, b.len()));
                     continue;
@@ -348,6 +349,9 @@ impl Worker {
                 }
             } else {
                 flush(merge, coalescer, merging, merged, &mut dropped);
+                if matches!(*action, Action::Deliver { via: Via::Decapsulated, .. }) {
+                    counters.inc(Counter::AggregatedPackets, 1);
+                }
             }
             let flood = |vsid, except: Option<PortId>, dropped: &mut dyn FnMut(DropReason, usize)| {
                 if let Some(subnet) = snap.subnet(vsid) {
