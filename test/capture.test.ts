@@ -11,9 +11,8 @@
 // type) injected on the underlay; `write -` into `tshark -r -`; usage and
 // open errors and their exit statuses. Runs as root.
 
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import cap from 'cap';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,13 +23,14 @@ import { adapterFilter, GRE_FILTER, underlayFilter } from '../src/capture/filter
 import { DEFAULT_SNAPLEN, LINKTYPE, PCAP_MAGIC } from '../src/capture/pcap.js';
 import { EXIT } from '../src/cli/exit.js';
 import { packageRoot } from '../src/native.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const ROOT = packageRoot();
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const SCRIPT = join(ROOT, 'wireshark', 'nvgre.lua');
 
 const lab = new Lab(`nvcap${process.pid % 10000}-`);
-const out = mkdtempSync(join(tmpdir(), 'nvgred-capture-'));
+const out = scratchDir('capture');
 let daemons: Daemon[] = [];
 let sock1 = '';
 let serial = 0;
@@ -166,7 +166,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   const report = await lab.teardown();
-  rmSync(out, { recursive: true, force: true });
   expect(report.errors).toEqual([]);
 });
 

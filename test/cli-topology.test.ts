@@ -5,8 +5,7 @@
 // migrates to another host: its lookup record's PA changes, and the very
 // next packet goes to the new PA.
 
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ping, run, type LabProcess } from '../lab/netns.js';
@@ -26,12 +25,13 @@ import {
   type HostName,
 } from '../lab/topology.js';
 import { packageRoot } from '../src/native.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const root = packageRoot();
 const DAEMON = join(root, 'dist/src/daemon/main.js');
 const CLI = join(root, 'dist/src/cli/main.js');
 const lab = new Lab(`nvc${process.pid % 10000}-`);
-const dir = mkdtempSync(join(tmpdir(), 'nvgred-cli-topology-'));
+const dir = scratchDir('cli-topology');
 const daemons = new Map<HostName, LabProcess>();
 const socket = (h: HostName) => join(dir, `${h}.sock`);
 

@@ -6,14 +6,14 @@
 // class and for an unreachable socket (missing, refused, permission denied).
 
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { EXIT, EXIT_CODE_TABLE, exitCodeForHttpStatus, run, splitLine } from '../src/cli/index.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const GOOD_CONFIG = join(ROOT, 'lab', 'configs', 'host1.yaml');
@@ -105,7 +105,7 @@ function defaultReply(r: Recorded): Reply {
   return { status: 404, body: { error: { code: 'NVGRE_ERR_NOT_FOUND', message: `no route for ${r.method} ${path}` } } };
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'nvgrectl-'));
+const dir = scratchDir('cli');
 chmodSync(dir, 0o755); // the permission test runs as another user
 const SOCK = join(dir, 'api.sock');
 let server: Server;
@@ -600,7 +600,8 @@ describe('status, reload, config', () => {
   });
 
   it('config save FILE: the YAML policy written atomically (no temporary file left, mode kept)', async () => {
-    const sub = mkdtempSync(join(tmpdir(), 'nvgrectl-save-'));
+    const sub = join(dir, 'save');
+    mkdirSync(sub);
     const file = join(sub, 'policy.yaml');
     await ok(['config', 'save', file]);
     expect(requests[0]!.method).toBe('GET');

@@ -3,16 +3,16 @@
 // part way through start is rolled back, and a clean stop removes the PA and
 // every TAP.
 
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ipv4Addrs, linkExists, run } from '../lab/netns.js';
 import { packageRoot } from '../src/native.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const DAEMON = join(packageRoot(), 'dist', 'src', 'daemon', 'main.js');
 const lab = new Lab(`nvd${process.pid % 10000}-`);
-const dir = mkdtempSync(join(tmpdir(), 'nvgred-daemon-'));
+const dir = scratchDir('daemon');
 let host: string;
 let vm: string;
 

@@ -19,13 +19,13 @@ import {
 } from '../lab/netns.js';
 import { ETHERTYPE_IPV4, ethernet, gre, icmpEcho, ipv4, nvgre, IPPROTO_GRE, IPPROTO_ICMP } from '../lab/packets.js';
 import { buildTopology, configureVms, startDaemons, UNDERLAY_BRIDGE, UNDERLAY_NS, vm, type Daemon } from '../lab/topology.js';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { apiRequest } from './helpers/api.js';
 import { packageRoot } from '../src/native.js';
-import { tmpdir } from 'node:os';
+import { scratchDir } from './helpers/scratch.js';
 
 const lab = new Lab(`nvt${process.pid % 10000}-`);
-const out = mkdtempSync(join(tmpdir(), 'nvgred-dataplane-'));
+const out = scratchDir('dataplane');
 let daemons: Daemon[] = [];
 let captures = 0;
 

@@ -4,17 +4,16 @@
 // listeners released however a connection ends, a follower that stops
 // reading is dropped, close() ends every stream.
 
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request, type ClientRequest, type IncomingMessage, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EventBus, streamEvents, type NewEvent } from '../src/api/events.js';
 import { ApiClient } from '../src/cli/client.js';
 import { SseParser, formatEvent } from '../src/cli/monitor.js';
 import type { LookupRecord } from '../src/model/policy.js';
+import { scratchDir } from './helpers/scratch.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'nvgred-events-'));
+const dir = scratchDir('events');
 const SOCK = join(dir, 'events.sock');
 const bus = new EventBus({ history: 5, boot: 1000 });
 let server: Server;
@@ -31,7 +30,6 @@ afterAll(async () => {
   bus.close();
   server.closeAllConnections();
   await new Promise((r) => server.close(r));
-  rmSync(dir, { recursive: true, force: true });
 });
 
 afterEach(async () => {

@@ -8,15 +8,13 @@
 // (enableUnderlayGro); 100 MB cross from Contoso1 to Contoso3, SHA-256 at
 // both ends, and the merged packets are counted.
 
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, metricDelta, scrapeMetrics, tcpTransfer } from '../lab/netns.js';
 import { enableUnderlayGro, setUpLab, vm } from '../lab/topology.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const lab = new Lab(`nvr${process.pid % 1000}-`);
-const out = mkdtempSync(join(tmpdir(), 'nvgred-gro-'));
+const out = scratchDir('gro');
 const MB100 = 100_000_000;
 
 beforeAll(async () => {

@@ -5,16 +5,14 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ping } from '../lab/netns.js';
 import { buildTopology, configureVms, startDaemons, vm, type Daemon } from '../lab/topology.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const lab = new Lab(`nvh${process.pid % 10000}-`);
-const out = mkdtempSync(join(tmpdir(), 'nvgred-hitless-'));
+const out = scratchDir('hitless');
 let daemons: Daemon[] = [];
 
 function api(socketPath: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {

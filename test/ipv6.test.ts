@@ -10,8 +10,6 @@
 // Each check captures the underlay bridge for its own window and looks at
 // what crossed it (tshark), what the VMs got, and the daemons' counters.
 
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ipIn, listLinks, metricDelta, ping, run, scrapeMetrics, type Scrape } from '../lab/netns.js';
@@ -35,13 +33,14 @@ import {
   type LabVariant,
 } from '../lab/topology.js';
 import { repoRoot } from '../lab/netns.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const ND_IN_GRE = 'gre && icmpv6.type >= 133 && icmpv6.type <= 137';
 
 /** One lab of a variant, set up in beforeAll and torn down in afterAll of the enclosing describe. */
 function useLab(tag: string, variant: LabVariant) {
   const lab = new Lab(`nv6${tag}${process.pid % 1000}-`);
-  const out = mkdtempSync(join(tmpdir(), `nvgred-ipv6-${tag}-`));
+  const out = scratchDir(`ipv6-${tag}`);
   const windows: string[] = [];
   beforeAll(async () => {
     await setUpLab(lab, { variant, outDir: out });
@@ -95,13 +94,14 @@ const flushNeighbours = (lab: Lab, roles: string[]) => Promise.all(roles.map((r)
 // ---------------------------------------------------------------------------
 
 describe('the capture checks themselves (a synthetic pcap: they can fail)', () => {
+  const synthetic = scratchDir('ipv6-synthetic');
   it('the ND-inside-GRE filter catches a solicitation in NVGRE over either family, not one on the underlay itself; readGre tells outer from inner', async () => {
     const c1 = vm('contoso1');
     const [a, b] = ['02:00:00:00:00:22', '02:00:00:00:00:33'];
     const ns = neighborSolicitation(c1.mac, vmV6('contoso1').ip, vmV6('contoso3').ip);
     const echo = ethernet(c1.mac, vm('contoso3').mac, ETHERTYPE_IPV6, ipv6(vmV6('contoso1').ip, vmV6('contoso3').ip, IPPROTO_ICMPV6, icmpv6(vmV6('contoso1').ip, vmV6('contoso3').ip, 128, 0, Buffer.from([0, 1, 0, 1]))));
     const [pa4a, pa4b, pa6a, pa6b] = [PROVIDER_ADDRESSES.host1.address, PROVIDER_ADDRESSES.host2.address, PROVIDER_ADDRESSES_V6.host1.address, PROVIDER_ADDRESSES_V6.host2.address];
-    const file = join(mkdtempSync(join(tmpdir(), 'nvgred-ipv6-synthetic-')), 'synthetic.pcap');
+    const file = join(synthetic, 'synthetic.pcap');
     writePcap(file, [
       ethernet(a, b, ETHERTYPE_IPV4, nvgre(pa4a, pa4b, 6000, 1, ns)),
       ethernet(a, b, ETHERTYPE_IPV6, nvgre6(pa6a, pa6b, 6000, 2, ns)),

@@ -4,11 +4,10 @@
 // drainLearned() returns what the test says. The dataplane is a fake that
 // records every snapshot it is given.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { EventBus, type PolicyEvent } from '../src/api/events.js';
 import { validatePolicy } from '../src/config/index.js';
 import type { HostDataplane } from '../src/daemon/host.js';
@@ -17,13 +16,13 @@ import { StateFile } from '../src/daemon/state.js';
 import { PolicyStore } from '../src/daemon/store.js';
 import type { LookupRecord, Policy } from '../src/model/policy.js';
 import { RESOURCES } from '../src/model/resources.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const RD = '{12345678-1000-2000-3000-123456780001}';
 const L2MAC = '60:00:60:00:02:05';
 const LOOKUP = RESOURCES.find((r) => r.section === 'lookup_records')!;
 const silent = pino({ level: 'silent' });
-const dir = mkdtempSync(join(tmpdir(), 'nvgred-learning-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = scratchDir('learning-store');
 
 function doc(extra: { learning?: object; records?: object[]; routes?: object[] } = {}): Record<string, unknown> {
   return {

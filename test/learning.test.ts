@@ -21,8 +21,7 @@
 // held to learning.max_per_vsid; records expire without traffic and stay
 // while the VM talks; a restart keeps them; nvgrectl deletes them.
 
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, inject, ipIn, metricSum, ping, run, scrapeMetrics, sleep, waitFor, type LabProcess, type Scrape } from '../lab/netns.js';
@@ -30,12 +29,13 @@ import { nvgre } from '../lab/packets.js';
 import { packageRoot } from '../src/native.js';
 import { ApiClient, query } from './helpers/api.js';
 import { arpReplyFrame } from './helpers/frames.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const root = packageRoot();
 const DAEMON = join(root, 'dist/src/daemon/main.js');
 const CLI = join(root, 'dist/src/cli/main.js');
 const lab = new Lab(`nvl${process.pid % 10000}-`);
-const dir = mkdtempSync(join(tmpdir(), 'nvgred-learning-'));
+const dir = scratchDir('learning');
 
 const RD = '{12345678-1000-2000-3000-123456780001}';
 const HOST1_PA = '192.168.0.22';

@@ -7,8 +7,6 @@
 // discovery) and still moves 100 MB, verified byte for byte (SHA-256 at both
 // ends).
 
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -25,6 +23,7 @@ import {
 } from '../lab/netns.js';
 import { captureDuring, readGre, tsharkCount, type GreFrame } from '../lab/pcap.js';
 import { UNDERLAY_BRIDGE, UNDERLAY_NS, setUpLab, vm, vmV6, type HostName, type LabVariant } from '../lab/topology.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const MB100 = 100_000_000;
 /** Anything on the underlay longer than a full 1500-byte IP packet, or an IP fragment of either family. */
@@ -32,7 +31,7 @@ const OVERSIZED_OR_FRAGMENT_BPF = 'greater 1515 or (ip and ip[6:2] & 0x3fff != 0
 
 function useLab(tag: string, variant: LabVariant) {
   const lab = new Lab(`nvm${tag}${process.pid % 1000}-`);
-  const out = mkdtempSync(join(tmpdir(), `nvgred-mtu-${tag}-`));
+  const out = scratchDir(`mtu-${tag}`);
   let windows = 0;
   beforeAll(async () => {
     await setUpLab(lab, { variant, outDir: out });

@@ -4,15 +4,15 @@
 // workers live, RELOADING/READY around a reload, STOPPING at stop.
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, run } from '../lab/netns.js';
 import { packageRoot } from '../src/native.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const root = packageRoot();
-const dir = mkdtempSync(join(tmpdir(), 'nvgred-systemd-'));
+const dir = scratchDir('systemd');
 const destdir = join(dir, 'root');
 
 describe('make install', () => {

@@ -5,17 +5,16 @@
 // the same destinations are dropped there (no_lookup_record), the control.
 // Dual stack over the IPv4 underlay (lab/topology.ts).
 
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ipIn, metricDelta, ping, scrapeMetrics, type Scrape } from '../lab/netns.js';
 import { captureDuring, readGre, tsharkCount, type GreFrame } from '../lab/pcap.js';
 import { PROVIDER_ADDRESSES, SERVER, SERVER_V6, UNDERLAY_BRIDGE, UNDERLAY_NS, setUpLab, vm, vmV6, type Daemon, type HostName } from '../lab/topology.js';
 import { apiRequest } from './helpers/api.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const lab = new Lab(`nvw${process.pid % 1000}-`);
-const out = mkdtempSync(join(tmpdir(), 'nvgred-wildcard-'));
+const out = scratchDir('wildcard');
 let daemons: Daemon[] = [];
 let windows = 0;
 

@@ -6,15 +6,14 @@
 // segment at the receiving VM), and the flows do spread over both workers
 // (nvgre_worker_received_packets_total).
 
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ipIn, metricSum, nsExec, run, scrapeMetrics, tcpTransfer, type Scrape } from '../lab/netns.js';
 import { setUpLab, vm, type HostName } from '../lab/topology.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const lab = new Lab(`nvw${process.pid % 1000}-`);
-const out = mkdtempSync(join(tmpdir(), 'nvgred-workers-'));
+const out = scratchDir('workers');
 const FLOWS = 4;
 const BYTES = 20_000_000;
 
