@@ -224,9 +224,13 @@ const GRE_FIELDS = [
   'arp.opcode',
 ] as const;
 
-/** Frames of `file` matching a display filter (e.g. `gre && icmpv6.type >= 133 && icmpv6.type <= 137`). */
-export async function tsharkCount(file: string, filter: string): Promise<number> {
-  return (await tshark(['-r', file, '-Y', filter, '-T', 'fields', '-e', 'frame.number'])).split('\n').filter(Boolean).length;
+/**
+ * Frames of `file` matching a display filter (e.g. `gre && icmpv6.type >= 133 && icmpv6.type <= 137`);
+ * with `checksums`, tshark verifies IPv4, TCP and UDP checksums (for `tcp.checksum.status` and the like).
+ */
+export async function tsharkCount(file: string, filter: string, opts: { checksums?: boolean } = {}): Promise<number> {
+  const prefs = opts.checksums ? ['ip', 'tcp', 'udp'].flatMap((p) => ['-o', `${p}.check_checksum:TRUE`]) : [];
+  return (await tshark(['-r', file, ...prefs, '-Y', filter, '-T', 'fields', '-e', 'frame.number'])).split('\n').filter(Boolean).length;
 }
 
 /**

@@ -223,7 +223,10 @@ export function defaultDaemonArgv(): string[] {
 
 /**
  * Create every namespace and link of the plan, except the VM TAPs (nvgred
- * creates those). Host eth1s come up without addresses. IPv4 forwarding is
+ * creates those). Host eth1s come up without addresses and, like NICs
+ * without offloads, send only wire-sized packets with complete checksums
+ * (`wireLikeUnderlay`): what the underlay capture shows is what a cable
+ * would carry. IPv4 forwarding is
  * on in mtgw only. A variant with an IPv6 underlay turns IPv6 on for the
  * hosts' eth1s (quietly: no DAD, no RS); a dual-stack one gives MT-GW's
  * external side and the server their IPv6 addresses too (VMs get theirs in
@@ -234,6 +237,7 @@ export async function buildTopology(lab: Lab, variant: LabVariant = {}): Promise
   for (const h of HOSTS) {
     await lab.addNamespace(h);
     await lab.veth(h, UNDERLAY_IF, UNDERLAY_NS, underlayPort(h));
+    await setUnderlayOffloads(lab, h, 'off');
     if (variant.underlay === 'ipv6') await lab.enableIpv6(h, [UNDERLAY_IF]);
     await lab.up(h, UNDERLAY_IF);
   }
@@ -680,6 +684,19 @@ export async function setUpLab(lab: Lab, opts: SetUpLabOptions): Promise<LabSetU
 /** The PA addresses currently on a host's eth1 (e.g. `192.168.0.22/24`; `fd00:192:168::22/64` with `family` 6). */
 export async function hostPaAddrs(lab: Lab, host: HostName, family: 4 | 6 = 4): Promise<string[]> {
   return family === 4 ? ipv4Addrs(lab.ns(host), UNDERLAY_IF) : ipv6Addrs(lab.ns(host), UNDERLAY_IF);
+}
+
+/**
+ * A host's eth1 as a NIC with (`on`) or without (`off`) transmit offloads.
+ * Off: the kernel cuts nvgred's large NVGRE packets (see native/src/io/gso.rs)
+ * into MTU-sized ones and completes their checksums before they leave, as
+ * for a NIC without GRE segmentation offload. On (veth's default): they
+ * cross whole, as a NIC with GRE segmentation offload would take them, and
+ * with checksums left partial, as veth may.
+ */
+export async function setUnderlayOffloads(lab: Lab, host: HostName, state: 'on' | 'off'): Promise<void> {
+  const features = ['tx', 'tso', 'tx-gre-segmentation', 'tx-gre-csum-segmentation'].flatMap((f) => [f, state]);
+  await nsExec(lab.ns(host), ['ethtool', '-K', UNDERLAY_IF, ...features], { check: true });
 }
 
 /**

@@ -16,7 +16,7 @@ import {
   type ProviderRoute,
   type VmAdapter,
 } from '../model/policy.js';
-import { encodePolicy } from '../model/snapshot.js';
+import { encodePolicy, type UnderlayInterface } from '../model/snapshot.js';
 import { nvgreError } from '../errors.js';
 
 /** Outer IPv4 (20) + GRE (8) + inner Ethernet (14): what NVGRE adds to a VM's IP packet. */
@@ -95,9 +95,14 @@ export class HostDataplane {
     private readonly log: Logger,
   ) {}
 
-  /** Start the packet workers; up to `vsidCounters` VSIDs get their own counters. */
-  start(workers: number, vsidCounters: number): void {
-    this.core.start(workers, vsidCounters);
+  /**
+   * Start the packet workers; up to `vsidCounters` VSIDs get their own
+   * counters; `kernelSegmentation`: large TCP segments leave whole for the
+   * kernel to cut, where it can.
+   */
+  start(workers: number, vsidCounters: number, kernelSegmentation: boolean): void {
+    const segmentation = this.core.start(workers, vsidCounters, kernelSegmentation ? 1 : 0);
+    this.log.info({ workers, segmentation }, 'packet workers started');
     this.started = true;
   }
 
@@ -125,7 +130,7 @@ export class HostDataplane {
   defaultMtu(policy: Policy): number {
     const mtus = policy.provider_addresses.map((pa) => {
       const overhead = isIPv4(pa.address) ? NVGRE_OVERHEAD_V4 : NVGRE_OVERHEAD_V6;
-      return interfaceMtu(pa.interface) - overhead;
+      return underlayInterface(pa.interface).mtu - overhead;
     });
     return mtus.length ? Math.min(...mtus) : FALLBACK_UNDERLAY_MTU - NVGRE_OVERHEAD_V4;
   }
@@ -190,7 +195,7 @@ export class HostDataplane {
       }
 
       // 3. One snapshot, swapped in whole.
-      native(() => core.setPolicy(encodePolicy(next, new Map([...nextPorts].map(([n, p]) => [n, p.id])), interfaceMtu)));
+      native(() => core.setPolicy(encodePolicy(next, new Map([...nextPorts].map(([n, p]) => [n, p.id])), underlayInterface)));
 
       // 4. What the new policy no longer names.
       for (const [name, p] of this.ports) {
@@ -258,10 +263,13 @@ export class HostDataplane {
   }
 }
 
-function interfaceMtu(ifname: string): number {
-  try {
-    return Number(readFileSync(`/sys/class/net/${ifname}/mtu`, 'utf8').trim()) || FALLBACK_UNDERLAY_MTU;
-  } catch {
-    return FALLBACK_UNDERLAY_MTU;
-  }
+function underlayInterface(ifname: string): UnderlayInterface {
+  const read = (attr: string) => {
+    try {
+      return Number(readFileSync(`/sys/class/net/${ifname}/${attr}`, 'utf8').trim()) || 0;
+    } catch {
+      return 0;
+    }
+  };
+  return { mtu: read('mtu') || FALLBACK_UNDERLAY_MTU, ifindex: read('ifindex') };
 }

@@ -23,10 +23,14 @@ import { PolicyStore } from './store.js';
 import { supervise } from './supervisor.js';
 import { Systemd } from './systemd.js';
 
-const USAGE = `Usage: nvgred --config FILE [--workers N] [--log-level LEVEL]
+const USAGE = `Usage: nvgred --config FILE [--workers N] [--segmentation auto|userspace] [--log-level LEVEL]
 
   -c, --config FILE     the host's policy (YAML, see the config contract)
       --workers N       packet worker threads (default 1)
+      --segmentation M  who cuts VMs' large TCP segments into MTU-sized NVGRE
+                        packets: auto (the kernel or the NIC, on the way out,
+                        where the kernel can: Linux 6.6, CAP_BPF; else nvgred)
+                        or userspace (always nvgred) (default auto)
       --log-level LEVEL ${LOG_LEVELS.join(' | ')} (default info)
   -h, --help            this text
   -V, --version         print the version
@@ -38,13 +42,17 @@ Signals: SIGHUP reloads the config file; SIGTERM and SIGINT stop.
 const EXIT_RUNTIME = 1;
 const EXIT_CONFIG = 2;
 
-function parseCommandLine(): { config: string; workers: number; level: string } | number {
+const SEGMENTATION = ['auto', 'userspace'] as const;
+type Segmentation = (typeof SEGMENTATION)[number];
+
+function parseCommandLine(): { config: string; workers: number; segmentation: Segmentation; level: string } | number {
   let args;
   try {
     args = parseArgs({
       options: {
         config: { type: 'string', short: 'c' },
         workers: { type: 'string', default: '1' },
+        segmentation: { type: 'string', default: 'auto' },
         'log-level': { type: 'string', default: 'info' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
@@ -65,11 +73,12 @@ function parseCommandLine(): { config: string; workers: number; level: string } 
   }
   const level = args['log-level']!;
   const workers = Number(args.workers);
-  if (!args.config || !isLogLevel(level) || !Number.isInteger(workers) || workers < 1) {
-    process.stderr.write(`nvgred: ${!args.config ? '--config is required' : 'bad --log-level or --workers'}\n${USAGE}`);
+  const segmentation = args.segmentation as Segmentation;
+  if (!args.config || !isLogLevel(level) || !Number.isInteger(workers) || workers < 1 || !SEGMENTATION.includes(segmentation)) {
+    process.stderr.write(`nvgred: ${!args.config ? '--config is required' : 'bad --log-level, --workers or --segmentation'}\n${USAGE}`);
     return EXIT_CONFIG;
   }
-  return { config: args.config, workers, level };
+  return { config: args.config, workers, segmentation, level };
 }
 
 /**
@@ -144,7 +153,7 @@ async function main(): Promise<number> {
   });
 
   try {
-    host.start(cl.workers, file.metrics.per_vsid ? file.metrics.per_vsid_max : 0);
+    host.start(cl.workers, file.metrics.per_vsid ? file.metrics.per_vsid_max : 0, cl.segmentation === 'auto');
     if (saved) host.adopt(saved.owned);
     host.apply(policy);
     store = new PolicyStore(

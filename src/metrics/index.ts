@@ -49,9 +49,16 @@ const TOTALS: Record<string, { name: string; help: string }> = {
   nd_replies: { name: 'nvgre_nd_replies_total', help: 'IPv6 Neighbor Solicitations answered by the host (for the gateway address and remote CAs).' },
   icmp_errors: { name: 'nvgre_icmp_errors_sent_total', help: 'ICMP errors sent to VMs (fragmentation needed / packet too big for the underlay).' },
   arp_probes: { name: 'nvgre_arp_probes_total', help: 'ARP requests sent as unicast NVGRE to the PAs of L2Only records (learning, flow 4).' },
-  segmented_frames: { name: 'nvgre_tso_frames_total', help: 'Large TCP segments from VMs (TAP offload) split into MTU-sized NVGRE packets.' },
+  segmented_frames: { name: 'nvgre_tso_frames_total', help: 'Large TCP segments from VMs (TAP offload) split into MTU-sized NVGRE packets by nvgred.' },
+  kernel_segmented_frames: {
+    name: 'nvgre_underlay_gso_frames_total',
+    help: 'Large TCP segments from VMs sent on the underlay as one NVGRE packet, for the kernel or NIC to split where the path needs it.',
+  },
   coalesced_packets: { name: 'nvgre_coalesced_packets_total', help: 'Decapsulated TCP segments merged into the previous one for a single TAP write.' },
-  aggregated_packets: { name: 'nvgre_underlay_gro_packets_total', help: 'NVGRE packets the kernel had merged on receive (GRO), delivered to the VM as one large TCP segment.' },
+  aggregated_packets: {
+    name: 'nvgre_underlay_gro_packets_total',
+    help: 'NVGRE packets received larger than the underlay MTU (merged on receive by GRO, or sent whole by a peer whose path segments on the way), delivered to the VM as one large TCP segment.',
+  },
   local_switched_packets: { name: 'nvgre_local_switched_packets_total', help: 'Frames switched between VMs of one VSID on this host.' },
   routed_packets: { name: 'nvgre_routed_packets_total', help: 'Packets routed between VSIDs of a routing domain by this host.' },
   flooded_packets: { name: 'nvgre_flooded_packets_total', help: 'Broadcast and multicast frames flooded to the local VMs of their VSID.' },

@@ -6,9 +6,9 @@ import { parseIp, type Family } from '../config/net.js';
 import { isOnLink, splitPrefix, type FlowIdMode, type LookupRule, type LookupType, type Policy } from './policy.js';
 
 const MAGIC = 'NVGP';
-const VERSION = 2;
+const VERSION = 3;
 const HEADER_LEN = 32;
-const PA_LEN = 20;
+const PA_LEN = 24;
 const ROUTE_LEN = 48;
 const RECORD_LEN = 48;
 const PORT_LEN = 16;
@@ -56,11 +56,14 @@ function putIp(buf: Buffer, off: number, text: string): Family {
   return a.family;
 }
 
-/**
- * `ports`: the core's id of each VM adapter that has a TAP; `interfaceMtu`:
- * the MTU of an underlay interface (the largest outer packet it sends).
- */
-export function encodePolicy(policy: Policy, ports: PortIds, interfaceMtu: (ifname: string) => number): Buffer {
+/** What the core needs of an underlay interface: its MTU (the largest outer packet it sends) and ifindex (0 if unknown). */
+export interface UnderlayInterface {
+  mtu: number;
+  ifindex: number;
+}
+
+/** `ports`: the core's id of each VM adapter that has a TAP; `underlay`: a PA's interface. */
+export function encodePolicy(policy: Policy, ports: PortIds, underlay: (ifname: string) => UnderlayInterface): Buffer {
   const rd = routingDomainIndex(policy);
   const adapters = policy.vm_adapters.filter((a) => ports.has(a.name));
   const buf = Buffer.alloc(
@@ -83,7 +86,9 @@ export function encodePolicy(policy: Policy, ports: PortIds, interfaceMtu: (ifna
   for (const pa of policy.provider_addresses) {
     buf[off] = putIp(buf, off + 4, pa.address);
     buf[off + 1] = pa.prefix_length;
-    buf.writeUInt16LE(Math.min(interfaceMtu(pa.interface), 0xffff), off + 2);
+    const { mtu, ifindex } = underlay(pa.interface);
+    buf.writeUInt16LE(Math.min(mtu, 0xffff), off + 2);
+    buf.writeUInt32LE(ifindex, off + 20);
     off += PA_LEN;
   }
   for (const r of policy.customer_routes) {

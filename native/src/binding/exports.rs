@@ -82,16 +82,20 @@ fn drop_reasons(_: &Args) -> JsResult<JsValue> {
     Ok(JsValue::Array(DropReason::ALL.iter().map(|r| JsValue::Str(r.name().to_string())).collect()))
 }
 
-/// `start(workers, vsidCounters)`: open the underlay socket and start the worker threads.
+/// `start(workers, vsidCounters, kernelSegmentation)`: open the underlay
+/// socket and start the worker threads; returns who segments large TCP segments.
 fn start(args: &Args) -> JsResult<JsValue> {
     let workers = args.u32(0)? as usize;
     let vsid_capacity = args.u32(1)?;
+    let kernel_segmentation = args.u32(2)? != 0;
     let mut guard = DATAPLANE.lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_some() {
         return Err(JsError::new("NVGRE_ERR_NATIVE_RUNNING", "the dataplane is already running"));
     }
-    *guard = Some(Dataplane::start(workers, vsid_capacity).map_err(io_error("NVGRE_ERR_NATIVE_START"))?);
-    Ok(JsValue::Undefined)
+    let dp = Dataplane::start(workers, vsid_capacity, kernel_segmentation).map_err(io_error("NVGRE_ERR_NATIVE_START"))?;
+    let segmentation = dp.segmentation().to_string();
+    *guard = Some(dp);
+    Ok(JsValue::Str(segmentation))
 }
 
 /// `stop()`: stop the workers and close every TAP and socket. Idempotent.

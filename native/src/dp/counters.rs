@@ -37,6 +37,7 @@ counters! {
     IcmpErrors => "icmp_errors",
     ArpProbes => "arp_probes",
     SegmentedFrames => "segmented_frames",
+    KernelSegmentedFrames => "kernel_segmented_frames",
     CoalescedPackets => "coalesced_packets",
     AggregatedPackets => "aggregated_packets",
     IcmpEchoReplies => "icmp_echo_replies",

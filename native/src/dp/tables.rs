@@ -462,6 +462,11 @@ impl Snapshot {
         pick_source(&self.provider_addresses, remote).map(|pa| pa.address)
     }
 
+    /// The interface (ifindex, 0 if unknown) of the local PA that packets to `remote` leave from.
+    pub fn pa_ifindex(&self, remote: IpAddr) -> Option<u32> {
+        pick_source(&self.provider_addresses, remote).map(|pa| pa.ifindex)
+    }
+
     #[inline]
     pub fn is_local_pa(&self, a: IpAddr) -> bool {
         self.local_pas.contains(&a)

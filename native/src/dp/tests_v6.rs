@@ -123,7 +123,7 @@ fn ipv6_underlay(mut p: Policy) -> Policy {
         GW_PA => ip("fd00:192:168::11"),
         _ => a,
     };
-    p.provider_addresses = vec![ProviderAddress { address: ip("fd00:192:168::22"), prefix_len: 64, mtu: 1500 }];
+    p.provider_addresses = vec![ProviderAddress { address: ip("fd00:192:168::22"), prefix_len: 64, mtu: 1500, ifindex: 0 }];
     for r in &mut p.lookup_records {
         r.provider_address = map(r.provider_address);
     }

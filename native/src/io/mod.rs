@@ -10,6 +10,8 @@
 mod events;
 pub mod netlink;
 pub mod notify;
+mod bpf;
+mod gso;
 mod steering;
 mod sys;
 pub mod tap;
@@ -27,6 +29,7 @@ use sys::*;
 pub use events::{DropEvent, Source};
 pub use tap::{Tap, TapSpec};
 use steering::Steering;
+use gso::GsoPort;
 use underlay::Underlay;
 
 /// What the workers read: the tables and the ports they name.
@@ -68,11 +71,14 @@ pub struct Dataplane {
     vsid_capacity: u32,
     /// With several workers: keeps each flow from the VMs on one TAP queue.
     steering: Option<Steering>,
+    segmentation: String,
 }
 
 impl Dataplane {
-    /// Start `workers` threads; up to `vsid_capacity` VSIDs get their own counters.
-    pub fn start(workers: usize, vsid_capacity: u32) -> io::Result<Dataplane> {
+    /// Start `workers` threads; up to `vsid_capacity` VSIDs get their own
+    /// counters. With `kernel_segmentation`, large TCP segments from VMs
+    /// leave whole for the kernel to cut (see `gso`) if it can; `segmentation()` says which.
+    pub fn start(workers: usize, vsid_capacity: u32, kernel_segmentation: bool) -> io::Result<Dataplane> {
         let shared = Arc::new(Shared {
             state: Mutex::new(Arc::new(State { snapshot: Arc::new(Snapshot::default()), taps: FxMap::default() })),
             generation: AtomicU64::new(0),
@@ -81,6 +87,14 @@ impl Dataplane {
             learned: events::EventQueue::default(),
         });
         let steering = if workers > 1 { Some(Steering::load()?) } else { None };
+        let (gso, segmentation) = match kernel_segmentation.then(GsoPort::open) {
+            Some(Ok(port)) => {
+                let how = format!("kernel (through {})", port.name);
+                (Some(Arc::new(port)), how)
+            }
+            Some(Err(e)) => (None, format!("userspace ({e})")),
+            None => (None, "userspace".to_string()),
+        };
         let mut ws = Vec::new();
         for i in 0..workers.max(1) {
             let wake = owned(unsafe { eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) })?;
@@ -89,7 +103,7 @@ impl Dataplane {
             let seen = Arc::new(AtomicU64::new(0));
             let ctx = worker::Context {
                 index: i,
-                underlay: Underlay::open(i as u32, workers.max(1) as u32)?,
+                underlay: Underlay::open(i as u32, workers.max(1) as u32, gso.clone())?,
                 shared: shared.clone(),
                 wake: wake.as_raw_fd(),
                 counters: counters.clone(),
@@ -106,7 +120,13 @@ impl Dataplane {
             vsid_slots: Mutex::new(VsidSlots::new(vsid_capacity)),
             vsid_capacity,
             steering,
+            segmentation,
         })
+    }
+
+    /// Who cuts large TCP segments from VMs into MTU-sized NVGRE packets, and why.
+    pub fn segmentation(&self) -> &str {
+        &self.segmentation
     }
 
     /// Replace the state with what `f` makes of the current one, tell the

@@ -9,6 +9,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
+const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
@@ -32,6 +33,12 @@ const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
 const RTN_UNICAST: u8 = 1;
 const NLMSG_HDRLEN: usize = 16;
+const IFLA_AF_SPEC: u16 = 26;
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
+const NLA_F_NESTED: u16 = 0x8000;
+const IFF_UP: u32 = 0x1;
+const IFF_NOARP: u32 = 0x80;
 
 /// Whether an add created the entry or found it already there (then the
 /// daemon must not remove it when it stops: someone else placed it).
@@ -67,6 +74,27 @@ pub fn add_route(dst: IpAddr, prefix_len: u8, via: Option<IpAddr>, ifname: &str,
 pub fn del_route(dst: IpAddr, prefix_len: u8, via: Option<IpAddr>, ifname: &str, metric: u32) -> io::Result<()> {
     let msg = route_msg(RTM_DELROUTE, 0, dst, prefix_len, via, ifindex(ifname)?, metric);
     request(&msg).map_err(|e| annotate(e, &format!("removing route {dst}/{prefix_len} on {ifname}")))
+}
+
+/// Bring a device of ours up without giving it anything to say: no ARP, no
+/// IPv6 link-local address (so no Neighbor Discovery or MLD either).
+pub fn set_link_quiet_up(ifindex: u32) -> io::Result<()> {
+    // struct ifinfomsg { family u8, pad u8, type u16, index i32, flags u32, change u32 }
+    let mut body = vec![0u8; 4];
+    body.extend_from_slice(&ifindex.to_ne_bytes());
+    body.extend_from_slice(&(IFF_UP | IFF_NOARP).to_ne_bytes());
+    body.extend_from_slice(&(IFF_UP | IFF_NOARP).to_ne_bytes());
+    let mut m = Msg::new(RTM_NEWLINK, 0, &body);
+    let gen_mode = nested(IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
+    m.attr(IFLA_AF_SPEC | NLA_F_NESTED, &nested(AF_INET6 as u16 | NLA_F_NESTED, &gen_mode));
+    request(&m.finish())
+}
+
+/// One attribute (header and padded data) as bytes, to nest in another.
+fn nested(ty: u16, data: &[u8]) -> Vec<u8> {
+    let mut m = Msg(Vec::new());
+    m.attr(ty, data);
+    m.0
 }
 
 fn created(r: io::Result<()>, what: &str) -> io::Result<Added> {

@@ -119,6 +119,11 @@ impl ifreq {
     pub fn get_i32(&self) -> i32 {
         i32::from_ne_bytes(self.data[..4].try_into().unwrap())
     }
+    /// The name, as the kernel completed it (a `%d` pattern is replaced).
+    pub fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
     /// `ifr_hwaddr`: a `struct sockaddr` with family ARPHRD_ETHER.
     pub fn set_hwaddr(&mut self, mac: &[u8; 6]) {
         self.data[..2].copy_from_slice(&ARPHRD_ETHER.to_ne_bytes());

@@ -1,4 +1,6 @@
-//! The underlay: raw IPv4 and IPv6 sockets for protocol 47, batched both ways.
+//! The underlay: raw IPv4 and IPv6 sockets for protocol 47, batched both
+//! ways, and the way out for large TCP segments that the kernel cuts
+//! (`io::gso`).
 //!
 //! The kernel routes and resolves neighbours for us; with `IP_HDRINCL` /
 //! `IPV6_HDRINCL` we write the outer header ourselves (DF, DSCP, TTL 64, the
@@ -7,9 +9,11 @@
 //! local address, and its presence stops the kernel answering "protocol
 //! unreachable".
 
+use super::gso::GsoPort;
 use super::sys::*;
 use super::tap::annotate;
-use crate::dp::PacketBuf;
+use crate::dp::{PacketBuf, Snapshot};
+use std::sync::Arc;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -19,7 +23,22 @@ pub struct Underlay {
     v4: OwnedFd,
     /// None when the kernel has no IPv6.
     v6: Option<OwnedFd>,
+    /// Shared by the workers; none when the kernel cannot take large packets (see `io::gso`).
+    gso: Option<Arc<GsoPort>>,
 }
+
+/// A packet to send: outer header onwards, to `pa`.
+#[derive(Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub buf: &'a PacketBuf,
+    pub pa: IpAddr,
+    /// A large TCP segment that leaves whole, out of this interface, for the
+    /// kernel to cut if the path needs it.
+    pub kernel_segments: Option<u32>,
+}
+
+/// The largest packet the GSO port takes: an IPv4 total length (and no more for IPv6).
+const MAX_KERNEL_SEGMENTED: usize = 65_535;
 
 /// Socket buffers large enough to ride out a burst between two wake-ups.
 const SOCKET_BUFFER: i32 = 4 << 20;
@@ -65,7 +84,7 @@ impl Underlay {
     /// The sockets of worker `worker` of `workers`. Every raw socket sees
     /// every GRE packet, so with several workers each socket keeps only its
     /// share, by the FlowID in the GRE key: one flow, one worker, in order.
-    pub fn open(worker: u32, workers: u32) -> io::Result<Underlay> {
+    pub fn open(worker: u32, workers: u32, gso: Option<Arc<GsoPort>>) -> io::Result<Underlay> {
         let v4 = raw_gre_socket(AF_INET, (IPPROTO_IP, IP_HDRINCL))?;
         let v6 = match raw_gre_socket(AF_INET6, (IPPROTO_IPV6, IPV6_HDRINCL)) {
             Ok(fd) => {
@@ -87,7 +106,16 @@ impl Underlay {
                 attach(v6, &steer(&[ins(LD_B_ABS, 7)], worker, workers))?;
             }
         }
-        Ok(Underlay { v4, v6 })
+        Ok(Underlay { v4, v6, gso })
+    }
+
+    /// Whether the encapsulated large TCP segment in `pkt` (to `pa`) can
+    /// leave whole for the kernel to cut, and out of which interface.
+    pub fn kernel_segments(&self, pkt: &PacketBuf, snap: &Snapshot, pa: IpAddr) -> Option<u32> {
+        if self.gso.is_none() || pkt.len() > MAX_KERNEL_SEGMENTED || pkt.offload.csum.is_none() {
+            return None;
+        }
+        snap.pa_ifindex(pa).filter(|&i| i != 0)
     }
 
     pub fn fd_v4(&self) -> RawFd {
@@ -139,43 +167,56 @@ impl Underlay {
         Ok(got)
     }
 
-    /// Send each `(buffer, destination PA)` on the socket of the PA's family;
-    /// calls `done(i, result)` once for every packet, so the caller counts
+    /// Send `pkts` in order: runs of one family in one `sendmmsg` each on
+    /// the raw socket of that family, large segments through the GSO port.
+    /// Calls `done(i, result)` once for every packet, so the caller counts
     /// each one sent or failed.
-    pub fn send_batch(&self, pkts: &[(&PacketBuf, IpAddr)], mut done: impl FnMut(usize, io::Result<()>)) {
-        for v4 in [true, false] {
-            let idx: Vec<usize> = (0..pkts.len()).filter(|&i| pkts[i].1.is_ipv4() == v4).collect();
-            if idx.is_empty() {
+    pub fn send_batch(&self, pkts: &[Outgoing], mut done: impl FnMut(usize, io::Result<()>)) {
+        let mut i = 0;
+        while i < pkts.len() {
+            if let Some(ifindex) = pkts[i].kernel_segments {
+                let p = &pkts[i];
+                let r = match &self.gso {
+                    Some(g) => g.send(p.buf, crate::dp::outer_header_len(p.pa), &p.buf.offload, ifindex),
+                    None => Err(io::Error::from(io::ErrorKind::Unsupported)),
+                };
+                done(i, r);
+                i += 1;
                 continue;
             }
-            let fd = if v4 { Some(&self.v4) } else { self.v6.as_ref() };
-            let Some(fd) = fd else {
-                for &i in &idx {
-                    done(i, Err(io::Error::from(io::ErrorKind::Unsupported)));
+            let v4 = pkts[i].pa.is_ipv4();
+            let end = (i..pkts.len()).find(|&j| pkts[j].kernel_segments.is_some() || pkts[j].pa.is_ipv4() != v4).unwrap_or(pkts.len());
+            self.send_run(v4, &pkts[i..end], |k, r| done(i + k, r));
+            i = end;
+        }
+    }
+
+    /// Send packets of one family, as few `sendmmsg` calls as the socket allows.
+    fn send_run(&self, v4: bool, pkts: &[Outgoing], mut done: impl FnMut(usize, io::Result<()>)) {
+        let fd = if v4 { Some(&self.v4) } else { self.v6.as_ref() };
+        let Some(fd) = fd else {
+            for i in 0..pkts.len() {
+                done(i, Err(io::Error::from(io::ErrorKind::Unsupported)));
+            }
+            return;
+        };
+        let addrs: Vec<SockAddr> = pkts.iter().map(|p| SockAddr::from_ip(p.pa)).collect();
+        let mut iovs: Vec<iovec> = pkts.iter().map(|p| iovec { base: p.buf.frame().as_ptr() as *mut _, len: p.buf.len() }).collect();
+        let mut msgs: Vec<mmsghdr> = iovs.iter_mut().zip(&addrs).map(|(iov, a)| mmsg(iov, Some(a))).collect();
+        let mut k = 0;
+        while k < msgs.len() {
+            let r = unsafe { sendmmsg(fd.as_raw_fd(), msgs[k..].as_mut_ptr(), (msgs.len() - k) as u32, MSG_DONTWAIT) };
+            match cvt(r) {
+                Ok(sent) => {
+                    for j in k..k + sent as usize {
+                        done(j, Ok(()));
+                    }
+                    k += sent as usize;
                 }
-                continue;
-            };
-            let addrs: Vec<SockAddr> = idx.iter().map(|&i| SockAddr::from_ip(pkts[i].1)).collect();
-            let mut iovs: Vec<iovec> =
-                idx.iter().map(|&i| iovec { base: pkts[i].0.frame().as_ptr() as *mut _, len: pkts[i].0.len() }).collect();
-            let mut msgs: Vec<mmsghdr> = iovs.iter_mut().zip(&addrs).map(|(iov, a)| mmsg(iov, Some(a))).collect();
-            let mut k = 0;
-            while k < msgs.len() {
-                let r = unsafe {
-                    sendmmsg(fd.as_raw_fd(), msgs[k..].as_mut_ptr(), (msgs.len() - k) as u32, MSG_DONTWAIT)
-                };
-                match cvt(r) {
-                    Ok(sent) => {
-                        for j in k..k + sent as usize {
-                            done(idx[j], Ok(()));
-                        }
-                        k += sent as usize;
-                    }
-                    // The first of the remaining packets failed: report it and go on.
-                    Err(e) => {
-                        done(idx[k], Err(e));
-                        k += 1;
-                    }
+                // The first of the remaining packets failed: report it and go on.
+                Err(e) => {
+                    done(k, Err(e));
+                    k += 1;
                 }
             }
         }

@@ -19,7 +19,7 @@
 
 use super::events::{drop_event, Limiter, Source, DROP_PACE, LEARN_PACE};
 use super::sys::*;
-use super::underlay::Underlay;
+use super::underlay::{Outgoing, Underlay};
 use super::{Shared, State, Tap};
 use crate::dp::offload::{self, Coalescer, Gso};
 use crate::dp::{self, learn, Action, Counter, Counters, Direction, DropReason, FxMap, Learned, PacketBuf, PortId, Via, Vsid};
@@ -73,8 +73,8 @@ struct Worker {
     /// buffer, from which frame, with which encapsulation.
     extra_bufs: Vec<PacketBuf>,
     extras: Vec<Extra>,
-    /// Frames whose segments leave instead of them.
-    segmented: Vec<bool>,
+    /// How each encapsulated frame of the batch leaves.
+    leaves: Vec<Leaves>,
     /// Decapsulated TCP segments of one flow being merged for one TAP write.
     merge: PacketBuf,
     coalescer: Coalescer,
@@ -105,7 +105,7 @@ impl Context {
             addrs: vec![(IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4])); BATCH],
             extra_bufs: Vec::new(),
             extras: Vec::new(),
-            segmented: vec![false; BATCH],
+            leaves: vec![Leaves::Whole; BATCH],
             merge: PacketBuf::new(MAX_PACKET),
             coalescer: Coalescer::default(),
             merging: None,
@@ -243,11 +243,12 @@ impl Worker {
     }
 
     /// Step 3 of the pipeline: segments of large TCP segments (with their
-    /// checksums), finished partial checksums, and flow-4 probes.
+    /// checksums) unless the kernel segments them, finished partial
+    /// checksums, and flow-4 probes.
     fn prepare_extras(&mut self, n: usize) {
         self.extras.clear();
-        self.segmented.clear();
-        self.segmented.resize(n, false);
+        self.leaves.clear();
+        self.leaves.resize(n, Leaves::Whole);
         let snap = self.state.snapshot.clone();
         let mut used = 0;
         for i in 0..n {
@@ -257,12 +258,17 @@ impl Worker {
                     let b = &mut self.bufs[i];
                     let off = b.offload;
                     if off.gso != Gso::None {
+                        if let Some(ifindex) = self.ctx.underlay.kernel_segments(b, &snap, pa) {
+                            self.leaves[i] = Leaves::KernelSegmented(ifindex);
+                            self.ctx.counters.inc(Counter::KernelSegmentedFrames, 1);
+                            continue;
+                        }
                         let count = offload::segment_count(b.len() - outer, &off);
                         while self.extra_bufs.len() < used + count {
                             self.extra_bufs.push(PacketBuf::new(EXTRA_CAPACITY));
                         }
                         let ok = count > 0 && offload::segment(b.frame(), outer, &off, &mut self.extra_bufs[used..used + count]);
-                        self.segmented[i] = true;
+                        self.leaves[i] = Leaves::Segmented;
                         if !ok {
                             self.actions[i] = Action::Drop(DropReason::Malformed);
                             continue;
@@ -300,7 +306,7 @@ impl Worker {
     fn transmit(&mut self, dir: Direction, n: usize) {
         self.prepare_extras(n);
         let Worker {
-            ctx, state, bufs, actions, sources, drops, learning, now, extra_bufs, extras, segmented, merge, coalescer, merging, merged, ..
+            ctx, state, bufs, actions, sources, drops, learning, now, extra_bufs, extras, leaves, merge, coalescer, merging, merged, ..
         } = self;
         let counters = &ctx.counters;
         let snap = &state.snapshot;
@@ -329,8 +335,8 @@ impl Worker {
             }
             merged.clear();
         };
-        // Encapsulated packets leave together, in frame order: (buffer, PA, the frame's index, its action).
-        let mut encap: Vec<(&PacketBuf, IpAddr, usize, Action)> = Vec::new();
+        // Encapsulated packets leave together, in frame order: (the packet, the frame's index, its action).
+        let mut encap: Vec<(Outgoing, usize, Action)> = Vec::new();
         let mut extra_at = 0;
         for (i, (b, action)) in bufs[..n].iter().zip(actions.iter()).enumerate() {
             take_extras(extras, extra_bufs, &mut extra_at, i, &mut encap, &mut dropped);
@@ -373,8 +379,10 @@ impl Worker {
                     Ok(())
                 }
                 Action::Encap { pa, .. } => {
-                    if !segmented[i] {
-                        encap.push((b, pa, i, *action));
+                    match leaves[i] {
+                        Leaves::Whole => encap.push((Outgoing { buf: b, pa, kernel_segments: None }, i, *action)),
+                        Leaves::KernelSegmented(ifindex) => encap.push((Outgoing { buf: b, pa, kernel_segments: Some(ifindex) }, i, *action)),
+                        Leaves::Segmented => {}
                     }
                     continue;
                 }
@@ -395,9 +403,9 @@ impl Worker {
         if encap.is_empty() {
             return;
         }
-        let packets: Vec<(&PacketBuf, IpAddr)> = encap.iter().map(|&(b, pa, _, _)| (b, pa)).collect();
+        let packets: Vec<Outgoing> = encap.iter().map(|&(o, _, _)| o).collect();
         ctx.underlay.send_batch(&packets, |k, r| {
-            let (b, pa, i, action) = encap[k];
+            let (Outgoing { buf: b, pa, .. }, i, action) = encap[k];
             match r {
                 Ok(()) => {
                     counters.account(snap, dir, &action, b.len());
@@ -422,17 +430,28 @@ fn take_extras<'a>(
     extra_bufs: &'a [PacketBuf],
     at: &mut usize,
     upto: usize,
-    encap: &mut Vec<(&'a PacketBuf, IpAddr, usize, Action)>,
+    encap: &mut Vec<(Outgoing<'a>, usize, Action)>,
     dropped: &mut dyn FnMut(DropReason, usize),
 ) {
     while let Some(e) = extras.get(*at).filter(|e| e.from < upto) {
         match e.action {
-            Action::Encap { pa, .. } => encap.push((&extra_bufs[e.buf], pa, e.from, e.action)),
+            Action::Encap { pa, .. } => encap.push((Outgoing { buf: &extra_bufs[e.buf], pa, kernel_segments: None }, e.from, e.action)),
             Action::Drop(reason) => dropped(reason, e.from),
             _ => {}
         }
         *at += 1;
     }
+}
+
+/// How an encapsulated frame leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leaves {
+    /// As it is.
+    Whole,
+    /// As the MTU-sized segments cut from it (in `extras`).
+    Segmented,
+    /// As one packet that the kernel cuts if the path needs it, out of this interface.
+    KernelSegmented(u32),
 }
 
 /// An encapsulated packet made from frame `from` of the batch.
