@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 
-APT_PACKAGES := iproute2 iputils-ping tshark iperf3 libpcap-dev python3 make g++ ethtool systemd util-linux curl
+APT_PACKAGES := iproute2 iputils-ping tshark iperf3 sockperf libpcap-dev python3 make g++ ethtool systemd util-linux curl
 CARGO := cargo
 ADDON := native/build/nvgred.node
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml

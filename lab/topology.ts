@@ -692,10 +692,13 @@ export async function hostPaAddrs(lab: Lab, host: HostName, family: 4 | 6 = 4): 
  * into MTU-sized ones and completes their checksums before they leave, as
  * for a NIC without GRE segmentation offload. On (veth's default): they
  * cross whole, as a NIC with GRE segmentation offload would take them, and
- * with checksums left partial, as veth may.
+ * with checksums left partial, as veth may. `checksum`: cut by the kernel,
+ * their inner checksums left partial (only a virtual link does that).
  */
-export async function setUnderlayOffloads(lab: Lab, host: HostName, state: 'on' | 'off'): Promise<void> {
-  const features = ['tx', 'tso', 'tx-gre-segmentation', 'tx-gre-csum-segmentation'].flatMap((f) => [f, state]);
+export async function setUnderlayOffloads(lab: Lab, host: HostName, state: 'on' | 'off' | 'checksum'): Promise<void> {
+  const checksum = state === 'off' ? 'off' : 'on';
+  const segmentation = state === 'on' ? 'on' : 'off';
+  const features = ['tx', checksum, 'tso', segmentation, 'tx-gre-segmentation', segmentation, 'tx-gre-csum-segmentation', segmentation];
   await nsExec(lab.ns(host), ['ethtool', '-K', UNDERLAY_IF, ...features], { check: true });
 }
 

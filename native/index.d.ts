@@ -17,10 +17,11 @@ export function dropReasons(): string[];
  * `vsidCounters` VSIDs (first come) get their own counters. With
  * `kernelSegmentation` 1, large TCP segments from VMs leave whole for the
  * kernel (or a NIC) to cut, if this kernel can (tcx, CAP_BPF); 0: nvgred cuts
- * them. Returns which it is, e.g. `kernel (through nvgso0)` or
+ * them. A worker keeps polling `pollMicros` after its last packet before it
+ * sleeps. Returns who segments, e.g. `kernel (through nvgso0)` or
  * `userspace (reason)`. One dataplane per process.
  */
-export function start(workers: number, vsidCounters: number, kernelSegmentation: 0 | 1): string;
+export function start(workers: number, vsidCounters: number, kernelSegmentation: 0 | 1, pollMicros: number): string;
 
 /** Stop the workers, close every TAP (the devices disappear) and socket. Idempotent. */
 export function stop(): void;

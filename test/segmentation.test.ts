@@ -6,6 +6,8 @@
 //   so the wire carries MTU-sized NVGRE packets with complete checksums;
 // - with offloads on (veth's default, a NIC with GRE segmentation) the
 //   packet crosses whole and the receiving host reads it whole;
+// - cut by the kernel with checksum offload left on (what veth allows), the
+//   packets arrive with their inner checksums to finish;
 // - with `--segmentation userspace` nvgred cuts it itself.
 // Each moves 100 MB from Contoso1 to Contoso3 (SHA-256 at both ends), and
 // the underlay capture shows what crossed.
@@ -109,6 +111,20 @@ describe('segmentation by the kernel (the default)', () => {
       expect(r.receivedWhole).toBeGreaterThan(100);
       expect(whole.length).toBeGreaterThan(100);
       expect(whole.every((f) => f.vsid === 6000 && f.greProto === 0x6558)).toBe(true);
+    } finally {
+      await setUnderlayOffloads(t.lab, 'host1', 'off');
+    }
+  });
+
+  it('cut by the kernel with inner checksums left partial (checksum offload on a virtual link): they arrive and go up to finish', async () => {
+    await setUnderlayOffloads(t.lab, 'host1', 'checksum');
+    try {
+      const r = await t.transfer(MB5);
+      const partial = await tsharkCount(r.file, 'gre && tcp.len > 0 && tcp.checksum.status == 0', { checksums: true });
+      console.log(`checksum offload on, 5 MB: ${r.kernelCut} segments sent whole; ${partial} TCP data packets on the wire with a partial checksum`);
+      expect(r.kernelCut).toBeGreaterThan(10);
+      expect(partial, 'the case this test is about happened').toBeGreaterThan(100);
+      expect(r.drops).toBe(0);
     } finally {
       await setUnderlayOffloads(t.lab, 'host1', 'off');
     }

@@ -95,14 +95,10 @@ export class HostDataplane {
     private readonly log: Logger,
   ) {}
 
-  /**
-   * Start the packet workers; up to `vsidCounters` VSIDs get their own
-   * counters; `kernelSegmentation`: large TCP segments leave whole for the
-   * kernel to cut, where it can.
-   */
-  start(workers: number, vsidCounters: number, kernelSegmentation: boolean): void {
-    const segmentation = this.core.start(workers, vsidCounters, kernelSegmentation ? 1 : 0);
-    this.log.info({ workers, segmentation }, 'packet workers started');
+  /** Start the packet workers (see the native `start`). */
+  start(o: { workers: number; vsidCounters: number; kernelSegmentation: boolean; pollMicros: number }): void {
+    const segmentation = this.core.start(o.workers, o.vsidCounters, o.kernelSegmentation ? 1 : 0, o.pollMicros);
+    this.log.info({ workers: o.workers, segmentation, poll_us: o.pollMicros }, 'packet workers started');
     this.started = true;
   }
 

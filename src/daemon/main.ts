@@ -23,7 +23,7 @@ import { PolicyStore } from './store.js';
 import { supervise } from './supervisor.js';
 import { Systemd } from './systemd.js';
 
-const USAGE = `Usage: nvgred --config FILE [--workers N] [--segmentation auto|userspace] [--log-level LEVEL]
+const USAGE = `Usage: nvgred --config FILE [--workers N] [--segmentation auto|userspace] [--poll-us N] [--log-level LEVEL]
 
   -c, --config FILE     the host's policy (YAML, see the config contract)
       --workers N       packet worker threads (default 1)
@@ -31,6 +31,8 @@ const USAGE = `Usage: nvgred --config FILE [--workers N] [--segmentation auto|us
                         packets: auto (the kernel or the NIC, on the way out,
                         where the kernel can: Linux 6.6, CAP_BPF; else nvgred)
                         or userspace (always nvgred) (default auto)
+      --poll-us N       how long a worker keeps polling after its last packet
+                        before it sleeps: CPU time for latency (default 50)
       --log-level LEVEL ${LOG_LEVELS.join(' | ')} (default info)
   -h, --help            this text
   -V, --version         print the version
@@ -45,7 +47,15 @@ const EXIT_CONFIG = 2;
 const SEGMENTATION = ['auto', 'userspace'] as const;
 type Segmentation = (typeof SEGMENTATION)[number];
 
-function parseCommandLine(): { config: string; workers: number; segmentation: Segmentation; level: string } | number {
+interface CommandLine {
+  config: string;
+  workers: number;
+  segmentation: Segmentation;
+  pollMicros: number;
+  level: string;
+}
+
+function parseCommandLine(): CommandLine | number {
   let args;
   try {
     args = parseArgs({
@@ -53,6 +63,7 @@ function parseCommandLine(): { config: string; workers: number; segmentation: Se
         config: { type: 'string', short: 'c' },
         workers: { type: 'string', default: '1' },
         segmentation: { type: 'string', default: 'auto' },
+        'poll-us': { type: 'string', default: '50' },
         'log-level': { type: 'string', default: 'info' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
@@ -74,11 +85,18 @@ function parseCommandLine(): { config: string; workers: number; segmentation: Se
   const level = args['log-level']!;
   const workers = Number(args.workers);
   const segmentation = args.segmentation as Segmentation;
-  if (!args.config || !isLogLevel(level) || !Number.isInteger(workers) || workers < 1 || !SEGMENTATION.includes(segmentation)) {
-    process.stderr.write(`nvgred: ${!args.config ? '--config is required' : 'bad --log-level, --workers or --segmentation'}\n${USAGE}`);
+  const pollMicros = Number(args['poll-us']);
+  const bad = [
+    !isLogLevel(level) && `--log-level ${level}`,
+    !(Number.isInteger(workers) && workers >= 1) && `--workers ${args.workers}`,
+    !SEGMENTATION.includes(segmentation) && `--segmentation ${args.segmentation}`,
+    !(Number.isInteger(pollMicros) && pollMicros >= 0 && pollMicros <= 1_000_000) && `--poll-us ${args['poll-us']} (0 to 1000000)`,
+  ].filter(Boolean);
+  if (!args.config || bad.length) {
+    process.stderr.write(`nvgred: ${!args.config ? '--config is required' : `bad ${bad.join(', ')}`}\n${USAGE}`);
     return EXIT_CONFIG;
   }
-  return { config: args.config, workers, segmentation, level };
+  return { config: args.config, workers, segmentation, pollMicros, level };
 }
 
 /**
@@ -153,7 +171,12 @@ async function main(): Promise<number> {
   });
 
   try {
-    host.start(cl.workers, file.metrics.per_vsid ? file.metrics.per_vsid_max : 0, cl.segmentation === 'auto');
+    host.start({
+      workers: cl.workers,
+      vsidCounters: file.metrics.per_vsid ? file.metrics.per_vsid_max : 0,
+      kernelSegmentation: cl.segmentation === 'auto',
+      pollMicros: cl.pollMicros,
+    });
     if (saved) host.adopt(saved.owned);
     host.apply(policy);
     store = new PolicyStore(

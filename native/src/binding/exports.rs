@@ -6,9 +6,10 @@
 use super::napi::{napi_callback, napi_callback_info, napi_env, napi_value};
 use super::{export, Args, JsError, JsResult, JsValue};
 use crate::dp::{Counters, DropReason, NextHop, Policy, Reach};
-use crate::io::{netlink, notify, Dataplane, Source, TapSpec};
+use crate::io::{netlink, notify, Dataplane, Options, Source, TapSpec};
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Generates one `extern "C"` trampoline per export, all through [`export`].
 macro_rules! exports {
@@ -82,17 +83,21 @@ fn drop_reasons(_: &Args) -> JsResult<JsValue> {
     Ok(JsValue::Array(DropReason::ALL.iter().map(|r| JsValue::Str(r.name().to_string())).collect()))
 }
 
-/// `start(workers, vsidCounters, kernelSegmentation)`: open the underlay
-/// socket and start the worker threads; returns who segments large TCP segments.
+/// `start(workers, vsidCounters, kernelSegmentation, pollMicros)`: open the
+/// underlay socket and start the worker threads; returns who segments large
+/// TCP segments.
 fn start(args: &Args) -> JsResult<JsValue> {
-    let workers = args.u32(0)? as usize;
-    let vsid_capacity = args.u32(1)?;
-    let kernel_segmentation = args.u32(2)? != 0;
+    let opts = Options {
+        workers: args.u32(0)? as usize,
+        vsid_capacity: args.u32(1)?,
+        kernel_segmentation: args.u32(2)? != 0,
+        poll: Duration::from_micros(args.u32(3)? as u64),
+    };
     let mut guard = DATAPLANE.lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_some() {
         return Err(JsError::new("NVGRE_ERR_NATIVE_RUNNING", "the dataplane is already running"));
     }
-    let dp = Dataplane::start(workers, vsid_capacity, kernel_segmentation).map_err(io_error("NVGRE_ERR_NATIVE_START"))?;
+    let dp = Dataplane::start(&opts).map_err(io_error("NVGRE_ERR_NATIVE_START"))?;
     let segmentation = dp.segmentation().to_string();
     *guard = Some(dp);
     Ok(JsValue::Str(segmentation))

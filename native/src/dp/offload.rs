@@ -251,13 +251,15 @@ pub struct Coalescer {
 const MAX_MERGED: usize = 65_535 - 64;
 
 impl Coalescer {
-    /// Start merging with `frame` into `into` (which takes a copy). False if
-    /// the frame cannot start a merge (not a plain in-order TCP data segment).
-    pub fn start(&mut self, into: &mut PacketBuf, frame: &[u8]) -> bool {
+    /// Start merging with `frame` (whose offload is `off`) into `into`
+    /// (which takes a copy). False if the frame cannot start a merge (not a
+    /// plain in-order TCP data segment).
+    pub fn start(&mut self, into: &mut PacketBuf, frame: &[u8], off: Offload) -> bool {
         self.count = 0;
-        let Some(l) = mergeable(frame) else { return false };
+        let Some(l) = mergeable(frame, off) else { return false };
         let payload = frame.len() - l.hdr_len;
         into.reset();
+        into.offload = off;
         into.spare_mut()[..frame.len()].copy_from_slice(frame);
         into.set_len(frame.len());
         let seq = TcpPacket::new_unchecked(&frame[l.tcp..]).seq_number();
@@ -265,14 +267,14 @@ impl Coalescer {
         true
     }
 
-    /// Append `frame` to the merge in `into` if it continues it.
-    pub fn append(&mut self, into: &mut PacketBuf, frame: &[u8]) -> bool {
+    /// Append `frame` (whose offload is `off`) to the merge in `into` if it continues it.
+    pub fn append(&mut self, into: &mut PacketBuf, frame: &[u8], off: Offload) -> bool {
         let Some(l) = self.layout else { return false };
         let merged = into.frame();
         if self.last_short || merged.len() + frame.len() - l.hdr_len > MAX_MERGED {
             return false;
         }
-        let Some(fl) = mergeable(frame) else { return false };
+        let Some(fl) = mergeable(frame, off) else { return false };
         if fl.hdr_len != l.hdr_len || fl.v4 != l.v4 || !same_headers(merged, frame, &l) {
             return false;
         }
@@ -322,8 +324,9 @@ impl Coalescer {
 }
 
 /// A TCP data segment that may be merged: IPv4 without options, DF, not a
-/// fragment, or IPv6 with TCP next; only ACK (and PSH); a valid checksum.
-fn mergeable(frame: &[u8]) -> Option<Layout> {
+/// fragment, or IPv6 with TCP next; only ACK (and PSH); a valid checksum,
+/// or one in partial form (`off`, see [`received`]).
+fn mergeable(frame: &[u8], off: Offload) -> Option<Layout> {
     let l = layout(frame)?;
     if frame.len() <= l.hdr_len {
         return None;
@@ -340,34 +343,48 @@ fn mergeable(frame: &[u8]) -> Option<Layout> {
     if t.flags() & !(TcpFlags::ACK | TcpFlags::PSH) != TcpFlags::empty() || !t.ack() {
         return None;
     }
+    if off.csum.is_some() {
+        return Some(l);
+    }
     let tcp_len = (frame.len() - l.tcp) as u32;
     let sum = checksum::combine(&[pseudo_header(frame, &l, tcp_len), checksum::data(&frame[l.tcp..])]);
     (sum == 0xffff).then_some(l)
 }
 
-/// A decapsulated TCP segment longer than any that crossed the wire (at most
-/// `wire_frame` bytes each): the kernel merged consecutive segments on
-/// receive (GRO, which NIC drivers do by default) and left the checksum in
-/// its partial form, the pseudo-header sum. It goes to the VM as one large
-/// segment, cut at the payload a full wire segment carries. A whole checksum
-/// (a reassembled packet) must hold, and takes the partial form. `None` for
-/// anything else: it goes up as it is.
-pub fn aggregated(frame: &mut [u8], wire_frame: usize) -> Option<Offload> {
+/// What the VM's stack must be told about a decapsulated frame, if anything:
+/// - a TCP segment longer than any that crossed the wire (at most
+///   `wire_frame` bytes each) was merged on receive (GRO, which NIC drivers
+///   do by default) or crossed whole (a sender's segmentation offload that
+///   the path never needed to apply): it goes up as one large segment, cut
+///   at the payload a full wire segment carries. Its checksum must hold or
+///   be in partial form (the pseudo-header sum, as GRO and offloads leave
+///   it); a whole one takes the partial form;
+/// - a TCP segment whose checksum is in partial form (a sender's checksum
+///   offload on a virtual link left it to finish) goes up as "checksum to
+///   finish".
+///
+/// `None` for anything else: it goes up as it is. (Were a valid checksum to
+/// equal the pseudo-header sum by chance, finishing it gives it back.)
+pub fn received(frame: &mut [u8], wire_frame: usize) -> Option<Offload> {
     let l = layout(frame)?;
-    let segment = wire_frame.checked_sub(l.hdr_len).filter(|&s| s > 0 && frame.len() > wire_frame)?;
     let pseudo = pseudo_header(frame, &l, (frame.len() - l.tcp) as u32);
-    let field = &mut frame[l.tcp + TCP_CHECKSUM..l.tcp + TCP_CHECKSUM + 2];
-    if u16::from_be_bytes([field[0], field[1]]) != pseudo {
+    let field = l.tcp + TCP_CHECKSUM..l.tcp + TCP_CHECKSUM + 2;
+    let partial = frame[field.clone()] == pseudo.to_be_bytes();
+    let csum = Some((l.tcp as u16, TCP_CHECKSUM as u16));
+    let Some(segment) = wire_frame.checked_sub(l.hdr_len).filter(|&s| s > 0 && frame.len() > wire_frame) else {
+        return partial.then_some(Offload { csum, ..Offload::default() });
+    };
+    if !partial {
         if checksum::combine(&[pseudo, checksum::data(&frame[l.tcp..])]) != 0xffff {
             return None;
         }
-        frame[l.tcp + TCP_CHECKSUM..l.tcp + TCP_CHECKSUM + 2].copy_from_slice(&pseudo.to_be_bytes());
+        frame[field].copy_from_slice(&pseudo.to_be_bytes());
     }
     Some(Offload {
         gso: if l.v4 { Gso::Tcp4 } else { Gso::Tcp6 },
         gso_size: segment.min(u16::MAX as usize) as u16,
         hdr_len: l.hdr_len as u16,
-        csum: Some((l.tcp as u16, TCP_CHECKSUM as u16)),
+        csum,
     })
 }
 
@@ -463,7 +480,7 @@ mod test {
             assert_eq!(t.seq_number(), 1000 + 1400 * k as u32);
             assert_eq!(t.psh(), k == n - 1, "PSH only on the last");
             assert!(frame.len() <= 14 + 20 + 32 + 1400);
-            let ok = if k == 0 { c.start(&mut merged, frame) } else { c.append(&mut merged, frame) };
+            let ok = if k == 0 { c.start(&mut merged, frame, Offload::default()) } else { c.append(&mut merged, frame, Offload::default()) };
             assert!(ok, "segment {k} merges");
         }
         c.finish(&mut merged);
@@ -482,18 +499,18 @@ mod test {
         let mut merged = PacketBuf::new(70_000);
         let mut c = Coalescer::default();
         let a = tcp_frame(1, &data(1000), TcpFlags::ACK);
-        assert!(c.start(&mut merged, &a));
-        assert!(!c.append(&mut merged, &tcp_frame(5000, &data(1000), TcpFlags::ACK)), "out of order");
-        assert!(!c.append(&mut merged, &tcp_frame(1001, &data(1200), TcpFlags::ACK)), "larger than the first");
-        assert!(!c.append(&mut merged, &tcp_frame(1001, &data(1000), TcpFlags::ACK | TcpFlags::FIN)), "FIN");
+        assert!(c.start(&mut merged, &a, Offload::default()));
+        assert!(!c.append(&mut merged, &tcp_frame(5000, &data(1000), TcpFlags::ACK), Offload::default()), "out of order");
+        assert!(!c.append(&mut merged, &tcp_frame(1001, &data(1200), TcpFlags::ACK), Offload::default()), "larger than the first");
+        assert!(!c.append(&mut merged, &tcp_frame(1001, &data(1000), TcpFlags::ACK | TcpFlags::FIN), Offload::default()), "FIN");
         let mut bad = tcp_frame(1001, &data(1000), TcpFlags::ACK);
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
-        assert!(!c.append(&mut merged, &bad), "a bad checksum is never vouched for");
-        assert!(c.append(&mut merged, &tcp_frame(1001, &data(500), TcpFlags::ACK)), "a shorter last one");
-        assert!(!c.append(&mut merged, &tcp_frame(1501, &data(500), TcpFlags::ACK)), "nothing after a short one");
-        assert!(!c.start(&mut merged, &tcp_frame(1, &[], TcpFlags::ACK)), "no payload, nothing to merge");
-        assert!(!c.start(&mut merged, &ping(CONTOSO1, mac(CONTOSO3.1), CONTOSO3.0, 64)), "not TCP");
+        assert!(!c.append(&mut merged, &bad, Offload::default()), "a bad checksum is never vouched for");
+        assert!(c.append(&mut merged, &tcp_frame(1001, &data(500), TcpFlags::ACK), Offload::default()), "a shorter last one");
+        assert!(!c.append(&mut merged, &tcp_frame(1501, &data(500), TcpFlags::ACK), Offload::default()), "nothing after a short one");
+        assert!(!c.start(&mut merged, &tcp_frame(1, &[], TcpFlags::ACK), Offload::default()), "no payload, nothing to merge");
+        assert!(!c.start(&mut merged, &ping(CONTOSO1, mac(CONTOSO3.1), CONTOSO3.0, 64), Offload::default()), "not TCP");
     }
 
     #[test]
@@ -508,23 +525,57 @@ mod test {
         // As GRO leaves it: the pseudo-header sum in the checksum field.
         let mut gro = whole.clone();
         gro[34 + 16..34 + 18].copy_from_slice(&pseudo.to_be_bytes());
-        assert_eq!(aggregated(&mut gro, wire_frame), Some(expected));
+        assert_eq!(received(&mut gro, wire_frame), Some(expected));
         let mut finished = gro.clone();
         assert!(complete_checksum(&mut finished, 34, 16));
         assert_eq!(finished, whole, "the TAP's checksum is the sender's");
 
         // A whole, valid checksum (a reassembled packet) takes the partial form.
         let mut reassembled = whole.clone();
-        assert_eq!(aggregated(&mut reassembled, wire_frame), Some(expected));
+        assert_eq!(received(&mut reassembled, wire_frame), Some(expected));
         assert_eq!(reassembled, gro);
 
         // Neither: goes up as it is.
         let mut bad = whole.clone();
         bad[100] ^= 0xff;
-        assert_eq!(aggregated(&mut bad.clone(), wire_frame), None);
-        // Not longer than the wire carries, or not TCP: nothing to do.
-        assert_eq!(aggregated(&mut tcp_frame(1, &data(1000), TcpFlags::ACK), wire_frame), None);
-        assert_eq!(aggregated(&mut ping(CONTOSO1, mac(CONTOSO3.1), CONTOSO3.0, 64), 40), None);
+        assert_eq!(received(&mut bad.clone(), wire_frame), None);
+        // Not longer than the wire carries, with a whole checksum, or not TCP: nothing to do.
+        assert_eq!(received(&mut tcp_frame(1, &data(1000), TcpFlags::ACK), wire_frame), None);
+        assert_eq!(received(&mut ping(CONTOSO1, mac(CONTOSO3.1), CONTOSO3.0, 64), 40), None);
+    }
+
+    #[test]
+    fn a_segment_with_its_checksum_left_to_finish_goes_up_so_and_merges() {
+        // As a sender's checksum offload leaves segments on a virtual link.
+        let partial = |seq: u32, n: usize| {
+            let mut f = tcp_frame(seq, &data(n), TcpFlags::ACK);
+            let l = layout(&f).unwrap();
+            let pseudo = pseudo_header(&f, &l, (f.len() - l.tcp) as u32);
+            f[34 + 16..34 + 18].copy_from_slice(&pseudo.to_be_bytes());
+            f
+        };
+        let mut a = partial(1, 1000);
+        let off = received(&mut a, 1472).expect("a partial checksum is recognised");
+        assert_eq!(off, Offload { csum: Some((34, 16)), ..Offload::default() });
+        let mut finished = a.clone();
+        assert!(complete_checksum(&mut finished, 34, 16));
+        assert_eq!(finished, tcp_frame(1, &data(1000), TcpFlags::ACK), "finishing it gives the sender's checksum");
+
+        // Merged with its successors; alone, it keeps its offload.
+        let mut merged = PacketBuf::new(70_000);
+        let mut c = Coalescer::default();
+        assert!(c.start(&mut merged, &a, off));
+        assert_eq!(merged.offload, off, "a merge of one goes up as that segment");
+        let mut b = partial(1001, 1000);
+        let off_b = received(&mut b, 1472).unwrap();
+        assert!(!c.append(&mut merged, &b, Offload::default()), "without its offload, a partial checksum is a bad one");
+        assert!(c.append(&mut merged, &b, off_b));
+        c.finish(&mut merged);
+        let (start, offset) = merged.offload.csum.unwrap();
+        let mut out = merged.frame().to_vec();
+        assert!(complete_checksum(&mut out, start as usize, offset as usize));
+        let l = layout(&out).unwrap();
+        assert_eq!(checksum::combine(&[pseudo_header(&out, &l, (out.len() - l.tcp) as u32), checksum::data(&out[l.tcp..])]), 0xffff);
     }
 
     #[test]

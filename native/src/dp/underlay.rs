@@ -85,12 +85,13 @@ fn nvgre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, buf: &mut Packet
 
     let routed = src.vsid != vsid;
     buf.narrow(inner_at, inner_len);
-    // Longer than the wire carries: merged by the kernel on receive (GRO).
-    let wire_frame = (tunnel.mtu as usize).saturating_sub(outer_header_len(outer_src));
-    if tunnel.mtu > 0 && inner_len > wire_frame {
-        if let Some(o) = offload::aggregated(buf.frame_mut(), wire_frame) {
-            buf.offload = o;
-        }
+    // Longer than the wire carries, or with its checksum left to finish.
+    let wire_frame = match tunnel.mtu {
+        0 => usize::MAX,
+        mtu => (mtu as usize).saturating_sub(outer_header_len(outer_src)),
+    };
+    if let Some(o) = offload::received(buf.frame_mut(), wire_frame) {
+        buf.offload = o;
     }
     if routed {
         // The sender routed it; the VM sees it come from its own gateway.

@@ -59,6 +59,23 @@ struct Worker {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How the dataplane runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Worker threads (each with its queue of every TAP and its underlay sockets).
+    pub workers: usize,
+    /// Up to this many VSIDs get their own counters.
+    pub vsid_capacity: u32,
+    /// Large TCP segments from VMs leave whole for the kernel to cut (see
+    /// `gso`) where it can; [`Dataplane::segmentation`] says whether it does.
+    pub kernel_segmentation: bool,
+    /// How long a worker keeps polling after its last packet before it
+    /// sleeps: a sleeping thread's wake-up costs tens of microseconds (an
+    /// IPI, and in a VM an exit), and the packet that follows traffic (the
+    /// reply, the next of a burst) usually comes sooner. CPU for latency.
+    pub poll: Duration,
+}
+
 /// How long a publisher waits for the workers to let go of the old state.
 const GRACE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -75,10 +92,9 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Start `workers` threads; up to `vsid_capacity` VSIDs get their own
-    /// counters. With `kernel_segmentation`, large TCP segments from VMs
-    /// leave whole for the kernel to cut (see `gso`) if it can; `segmentation()` says which.
-    pub fn start(workers: usize, vsid_capacity: u32, kernel_segmentation: bool) -> io::Result<Dataplane> {
+    /// Start the worker threads.
+    pub fn start(opts: &Options) -> io::Result<Dataplane> {
+        let Options { workers, vsid_capacity, kernel_segmentation, poll } = *opts;
         let shared = Arc::new(Shared {
             state: Mutex::new(Arc::new(State { snapshot: Arc::new(Snapshot::default()), taps: FxMap::default() })),
             generation: AtomicU64::new(0),
@@ -109,6 +125,7 @@ impl Dataplane {
                 counters: counters.clone(),
                 heartbeat: heartbeat.clone(),
                 seen: seen.clone(),
+                poll,
             };
             let thread = std::thread::Builder::new().name(format!("nvgre-worker-{i}")).spawn(move || ctx.run())?;
             ws.push(Worker { wake, counters, heartbeat, seen, thread: Some(thread) });

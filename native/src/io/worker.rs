@@ -26,7 +26,7 @@ use crate::dp::{self, learn, Action, Counter, Counters, Direction, DropReason, F
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Packets per read batch.
 const BATCH: usize = 64;
@@ -36,8 +36,6 @@ const MAX_PACKET: usize = 65535 + 256;
 const EXTRA_CAPACITY: usize = 9216;
 /// epoll timeout: the heartbeat advances at least this often.
 const TICK_MS: i32 = 500;
-/// How long a worker keeps polling after its last packet before it sleeps.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 const TOKEN_UNDERLAY_V4: u64 = 1 << 32;
 const TOKEN_UNDERLAY_V6: u64 = 3 << 32;
@@ -53,6 +51,8 @@ pub struct Context {
     pub counters: Arc<Counters>,
     pub heartbeat: Arc<AtomicU64>,
     pub seen: Arc<AtomicU64>,
+    /// How long to keep polling after the last packet before sleeping.
+    pub poll: Duration,
 }
 
 struct Worker {
@@ -137,10 +137,7 @@ impl Worker {
 
     fn run(&mut self) {
         let mut events = [epoll_event { events: 0, data: 0 }; 64];
-        // Until when to poll without sleeping: a sleeping thread's wake-up
-        // costs tens of microseconds (an IPI, and in a VM an exit), and the
-        // packet that follows traffic (the reply, the next of a burst) usually
-        // comes sooner. So after work, poll for a while before blocking.
+        // Until when to poll without sleeping (see `Options::poll`).
         let mut spin_until = self.now;
         while !self.ctx.shared.stop.load(Ordering::Acquire) {
             self.ctx.heartbeat.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +151,7 @@ impl Worker {
             let n = unsafe { epoll_wait(self.epoll_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
             self.now = Instant::now();
             if n > 0 {
-                spin_until = self.now + SPIN;
+                spin_until = self.now + self.ctx.poll;
             }
             for ev in events.iter().take(n.max(0) as usize) {
                 match { ev.data } {
@@ -343,12 +340,12 @@ impl Worker {
             // Consecutive TCP segments of one flow for one VM go up as one
             // (a segment the kernel already merged goes up as it is).
             if let (Action::Deliver { port, vsid, via: Via::Decapsulated }, Gso::None) = (*action, b.offload.gso) {
-                if *merging == Some((port, vsid)) && coalescer.append(merge, b.frame()) {
+                if *merging == Some((port, vsid)) && coalescer.append(merge, b.frame(), b.offload) {
                     merged.push((i, b.len()));
                     continue;
                 }
                 flush(merge, coalescer, merging, merged, &mut dropped);
-                if coalescer.start(merge, b.frame()) {
+                if coalescer.start(merge, b.frame(), b.offload) {
                     *merging = Some((port, vsid));
                     merged.push((i, b.len()));
                     continue;
