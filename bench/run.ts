@@ -3,8 +3,11 @@
 //   veth    VM1 —veth— VM2 (the ceiling)
 //   vxlan   VM1 —veth— host1 [bridge + VXLAN] —underlay veth— host2 [bridge + VXLAN] —veth— VM2
 //   nvgred  VM1 [TAP] host1 (nvgred) —underlay veth— host2 (nvgred) [TAP] VM2
-//   nvgred-gro  the same, with the underlay veths merging what they receive
-//           (GRO, in threaded NAPI mode), as a NIC driver does
+//   nvgred-gro  the same, with the underlay veths cutting nvgred's large
+//           segments in software (no TSO) and merging what they receive
+//           (GRO, in threaded NAPI mode), as a NIC without GRE segmentation
+//           offload but with GRO would
+//   nvgred-userspace  nvgred with --segmentation userspace: nvgred cuts them
 // Measured: single-stream TCP (iperf3, median of runs), 64-byte UDP packets/s
 // delivered and loss (median of runs), round-trip time two ways (a UDP ping-pong between two
 // processes, back to back: sockperf; and pings every 2 ms, answered by the
@@ -28,9 +31,9 @@ const PINGPONG_SECONDS = Number(process.env.BENCH_PINGPONG_SECONDS ?? 5);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 1);
 /** More nvgred options, e.g. `--poll-us 3000`. */
 const NVGRED_ARGS = (process.env.BENCH_NVGRED_ARGS ?? '').split(/\s+/).filter(Boolean);
-const MODES = (process.env.BENCH_MODES ?? 'veth,vxlan,nvgred,nvgred-gro').split(',') as Mode[];
+const MODES = (process.env.BENCH_MODES ?? 'veth,vxlan,nvgred,nvgred-gro,nvgred-userspace').split(',') as Mode[];
 
-type Mode = 'veth' | 'vxlan' | 'nvgred' | 'nvgred-gro';
+type Mode = 'veth' | 'vxlan' | 'nvgred' | 'nvgred-gro' | 'nvgred-userspace';
 
 interface Result {
   mode: Mode;
@@ -136,7 +139,7 @@ async function build(lab: Lab, mode: Mode, out: string): Promise<void> {
       ].join('\n'),
     );
     // As the systemd unit runs it (Nice=-10).
-    const daemon = await lab.spawn(h, ['nice', '-n', '-10', process.execPath, join(repoRoot(), 'dist/src/daemon/main.js'), '--config', config, '--workers', String(WORKERS), ...NVGRED_ARGS], {
+    const daemon = await lab.spawn(h, ['nice', '-n', '-10', process.execPath, join(repoRoot(), 'dist/src/daemon/main.js'), '--config', config, '--workers', String(WORKERS), ...(mode === 'nvgred-userspace' ? ['--segmentation', 'userspace'] : []), ...NVGRED_ARGS], {
       logFile: join(out, `${h}.log`),
     });
     await daemon.waitForLine((l) => l.includes('"msg":"ready"'), 30_000);
@@ -252,8 +255,9 @@ function table(results: Result[]): string {
     r.cpu_seconds_per_gb.toFixed(2),
   ];
   for (const r of results) rows.push(fmt(r));
+  // Every nvgred variant against VXLAN; nvgred itself against veth too.
   for (const n of results.filter((r) => r.mode.startsWith('nvgred'))) {
-    for (const base of ['vxlan', 'veth'] as const) {
+    for (const base of n.mode === 'nvgred' ? (['vxlan', 'veth'] as const) : (['vxlan'] as const)) {
       const b = by.get(base);
       if (!b) continue;
       rows.push([

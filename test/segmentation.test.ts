@@ -26,7 +26,7 @@ const MB5 = 5_000_000;
 const OVERSIZED = 'greater 1515';
 
 function useLab(tag: string, daemonArgs: string[] = []) {
-  const lab = new Lab(`nvs${tag}${process.pid % 1000}-`);
+  const lab = new Lab(`nvseg${tag}${process.pid % 1000}-`);
   const out = scratchDir(`segmentation-${tag}`);
   let setup: LabSetUp;
   let windows = 0;

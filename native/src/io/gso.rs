@@ -25,7 +25,7 @@
 use super::bpf::{self, *};
 use super::sys::*;
 use super::tap::annotate;
-use crate::dp::offload::{Gso, Offload, VNET_HDR_LEN};
+use crate::dp::offload::{Offload, VNET_HDR_LEN};
 use crate::dp::PacketBuf;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -107,17 +107,17 @@ impl GsoPort {
     }
 
     /// Send `pkt` — outer IP + GRE (`outer` bytes) + a large TCP segment that
-    /// `inner` describes — out of interface `ifindex` as one packet.
-    pub fn send(&self, pkt: &PacketBuf, outer: usize, inner: &Offload, ifindex: u32) -> io::Result<()> {
-        let Some((csum_start, csum_offset)) = inner.csum else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a large segment without a partial checksum"));
-        };
+    /// its offload describes — out of interface `ifindex` as one packet.
+    pub fn send(&self, pkt: &PacketBuf, outer: usize, ifindex: u32) -> io::Result<()> {
+        let inner = pkt.offload;
+        let (csum_start, csum_offset) =
+            inner.csum.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a large segment without a partial checksum"))?;
         let shift = (ETH + outer) as u16;
         let mut vnet = [0u8; VNET_HDR_LEN];
         Offload { gso: inner.gso, gso_size: inner.gso_size, hdr_len: inner.hdr_len + shift, csum: Some((csum_start + shift, csum_offset)) }
             .emit(&mut vnet);
         let mut eth = [0u8; ETH];
-        eth[0] = 0x02; // a locally administered unicast: the program drops multicast
+        eth[0] = 0x02; // locally administered unicast: bpf_redirect_neigh drops multicast
         eth[6] = 0x02;
         eth[IFINDEX_AT..IFINDEX_AT + 4].copy_from_slice(&ifindex.to_ne_bytes());
         eth[12..14].copy_from_slice(&if pkt.frame()[0] >> 4 == 4 { [0x08, 0x00] } else { [0x86, 0xdd] });
@@ -127,7 +127,6 @@ impl GsoPort {
             iovec { base: eth.as_mut_ptr().cast(), len: eth.len() },
             iovec { base: frame.as_ptr() as *mut _, len: frame.len() },
         ];
-        debug_assert!(inner.gso != Gso::None);
         cvt_size(unsafe { writev(self.tap.as_raw_fd(), iov.as_ptr(), iov.len() as i32) }).map(drop)
     }
 }

@@ -177,7 +177,7 @@ impl Underlay {
             if let Some(ifindex) = pkts[i].kernel_segments {
                 let p = &pkts[i];
                 let r = match &self.gso {
-                    Some(g) => g.send(p.buf, crate::dp::outer_header_len(p.pa), &p.buf.offload, ifindex),
+                    Some(g) => g.send(p.buf, crate::dp::outer_header_len(p.pa), ifindex),
                     None => Err(io::Error::from(io::ErrorKind::Unsupported)),
                 };
                 done(i, r);
