@@ -225,7 +225,7 @@ export function defaultDaemonArgv(): string[] {
  * Create every namespace and link of the plan, except the VM TAPs (nvgred
  * creates those). Host eth1s come up without addresses and, like NICs
  * without offloads, send only wire-sized packets with complete checksums
- * (`wireLikeUnderlay`): what the underlay capture shows is what a cable
+ * (`setUnderlayOffloads`): what the underlay capture shows is what a cable
  * would carry. IPv4 forwarding is
  * on in mtgw only. A variant with an IPv6 underlay turns IPv6 on for the
  * hosts' eth1s (quietly: no DAD, no RS); a dual-stack one gives MT-GW's

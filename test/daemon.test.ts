@@ -37,8 +37,8 @@ function configFile(name: string, text: string): string {
 }
 
 /** Run the daemon to completion in the host namespace (it must exit by itself). */
-async function runDaemon(config: string) {
-  const r = await run(['ip', 'netns', 'exec', host, process.execPath, DAEMON, '--config', config], { timeoutMs: 20_000 });
+async function runDaemon(config: string, args: string[] = []) {
+  const r = await run(['ip', 'netns', 'exec', host, process.execPath, DAEMON, '--config', config, ...args], { timeoutMs: 20_000 });
   const lines = r.stdout
     .split('\n')
     .filter((l) => l.startsWith('{'))
@@ -49,6 +49,7 @@ async function runDaemon(config: string) {
 async function nothingPlaced(): Promise<void> {
   expect(await ipv4Addrs(host, 'eth1')).toEqual([]);
   expect(await linkExists(vm, 'vm1')).toBe(false);
+  expect(await linkExists(host, 'nvgso0'), 'the GSO port').toBe(false);
 }
 
 beforeAll(async () => {
@@ -88,6 +89,20 @@ describe('nvgred --config', () => {
     });
   }
 
+  for (const [option, value] of [
+    ['--segmentation', 'hardware'],
+    ['--poll-us', 'soon'],
+    ['--poll-us', '2000000'],
+    ['--workers', '0'],
+  ]) {
+    it(`refuses ${option} ${value} with a usage error naming it, and places nothing`, async () => {
+      const r = await runDaemon(configFile('good.yaml', good()), [option!, value!]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`bad ${option} ${value}`);
+      await nothingPlaced();
+    });
+  }
+
   it('rolls back what it placed when start fails part way', async () => {
     // The PA goes on first; the TAP's namespace does not exist, so the port fails.
     const r = await runDaemon(configFile('missing-ns.yaml', good().replace(`netns: ${vm}`, `netns: ${lab.prefix}nowhere`)));
@@ -96,11 +111,12 @@ describe('nvgred --config', () => {
     await nothingPlaced();
   });
 
-  it('starts, places the PA and the TAP, and removes both on SIGTERM', async () => {
+  it('starts, places the PA, the TAP and its GSO port, and removes them on SIGTERM', async () => {
     const proc = await lab.spawn('host', [process.execPath, DAEMON, '--config', configFile('good.yaml', good())]);
     await proc.waitForLine((l) => l.includes('"msg":"ready"'), 15_000);
     expect(await ipv4Addrs(host, 'eth1')).toEqual(['192.168.0.22/24']);
     expect(await linkExists(vm, 'vm1')).toBe(true);
+    expect(await linkExists(host, 'nvgso0')).toBe(true);
     const stopped = await lab.stop(proc, { timeoutMs: 5000 });
     expect(stopped.code).toBe(0);
     expect(stopped.escalated).toBe(false);
