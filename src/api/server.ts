@@ -255,10 +255,14 @@ export async function serveApi(ctx: ApiContext, socketPath: string): Promise<Ser
       (reply) => send(res, reply),
       (err: unknown) => {
         const reply = errorReply(err, ctx.log);
-        // A body that was refused part way: answer, then stop reading it.
-        if (reply.status === 413) res.setHeader('connection', 'close');
+        // A body that was refused part way: answer, then stop reading it,
+        // once the answer is out (the response is written on a later tick:
+        // closing the connection at once could lose it).
+        if (reply.status === 413) {
+          res.setHeader('connection', 'close');
+          res.once('finish', () => req.destroy());
+        }
         send(res, reply);
-        if (reply.status === 413) req.destroy();
       },
     );
   });
