@@ -184,7 +184,6 @@ async function measure(lab: Lab, mode: Mode): Promise<Result> {
     udp.push({ pps: (sum.packets - sum.lost_packets) / sum.seconds, loss: sum.lost_percent });
   }
   const udpRuns = udp.map((u) => u.pps);
-  const udpMedian = udp.find((u) => u.pps === median(udpRuns)) ?? udp[0]!;
 
   const pp = await pingPong(lab);
 
@@ -198,7 +197,7 @@ async function measure(lab: Lab, mode: Mode): Promise<Result> {
     tcp_gbps: median(runs),
     udp64_pps_runs: udpRuns,
     udp64_pps: median(udpRuns),
-    udp64_loss_pct: udpMedian.loss,
+    udp64_loss_pct: median(udp.map((u) => u.loss)),
     rtt_us_median: pp.median,
     rtt_us_p99: pp.p99,
     ping_us_median: median(rtts),
