@@ -117,3 +117,21 @@ export interface LearnedAddress {
 
 /** Addresses learned since the last call (each at most every 10 s per worker, at most 100 a second). */
 export function drainLearned(): LearnedAddress[];
+
+/** A panic a worker recovered from: it dropped the batch that met it (counted as internal_error) and went on. */
+export interface WorkerPanic {
+  worker: number;
+  /** What panicked and where in the source (a bug to report). */
+  message: string;
+  /** Panics at the same place not reported since the last report of it. */
+  suppressed: number;
+}
+
+/** Panics since the last call (each place at most once a minute; at most 10 a second per worker). */
+export function drainPanics(): WorkerPanic[];
+
+/** Workers whose thread ended without being asked to: the dataplane is broken and the daemon must exit. */
+export function deadWorkers(): Array<{ worker: number; message: string }>;
+
+/** Each port's device: up, or down and why (e.g. its TAP was deleted under the daemon). */
+export function portStates(): Array<{ id: number; up: boolean; error?: string }>;

@@ -32,7 +32,16 @@ export function statusOf(src: StatusSource) {
     },
     ports: p.vm_adapters.map((a) => {
       const s = ports.get(a.name);
-      return { name: a.name, vsid: a.vsid, mac: a.mac, netns: a.netns ?? null, ifindex: s?.ifindex ?? null, mtu: s?.mtu ?? null, up: s !== undefined };
+      return {
+        name: a.name,
+        vsid: a.vsid,
+        mac: a.mac,
+        netns: a.netns ?? null,
+        ifindex: s?.ifindex ?? null,
+        mtu: s?.mtu ?? null,
+        up: s?.up ?? false,
+        error: s?.error ?? null,
+      };
     }),
     last_reload: { successful: r.successful, timestamp: r.timestamp.toISOString(), error: r.error },
   };

@@ -71,9 +71,12 @@ export interface PortState {
   id: number;
   ifindex: number;
   mtu: number;
+  /** The device works; when it does not, `error` says why. */
+  up: boolean;
+  error?: string;
 }
 
-interface Port extends PortState {
+interface Port extends Omit<PortState, 'up' | 'error'> {
   adapter: VmAdapter;
   /** The TAP's identity (see tapKey). */
   key: string;
@@ -107,7 +110,11 @@ export class HostDataplane {
   }
 
   portStates(): PortState[] {
-    return [...this.ports.values()].map(({ name, id, ifindex, mtu }) => ({ name, id, ifindex, mtu }));
+    const health = this.started ? new Map(this.core.portStates().map((h) => [h.id, h])) : new Map();
+    return [...this.ports.values()].map(({ name, id, ifindex, mtu }) => {
+      const h = health.get(id);
+      return { name, id, ifindex, mtu, up: h?.up ?? false, ...(h?.error ? { error: h.error } : {}) };
+    });
   }
 
   /** The adapter a port id belongs to. */
@@ -172,11 +179,13 @@ export class HostDataplane {
       //    snapshot that names them; removed ones go once it no longer does.
       const mtu = this.defaultMtu(next);
       const nextPorts = new Map<string, Port>();
+      // A TAP that failed (deleted under the daemon) is made again.
+      const failed = new Set(this.core.portStates().filter((h) => !h.up).map((h) => h.id));
       for (const a of next.vm_adapters) {
         const portMtu = a.mtu ?? mtu;
         const key = tapKey(a, portMtu);
         const cur = this.ports.get(a.name);
-        if (cur?.key === key) {
+        if (cur?.key === key && !failed.has(cur.id)) {
           nextPorts.set(a.name, cur);
           continue;
         }

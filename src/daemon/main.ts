@@ -147,12 +147,13 @@ async function main(): Promise<number> {
   const events = new EventBus();
   const servers: Server[] = [];
 
+  let stop: (why: string, code?: number) => void = () => undefined;
   const stopped = new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (signal: string) => {
+    stop = (why: string, code = 0) => {
       if (stopping) return;
       stopping = true;
-      log.info({ signal }, 'stopping');
+      log.info({ signal: why }, 'stopping');
       systemd.stopping();
       learning?.stop(); // saves the learned records' last-seen times
       events.close(); // ends the event streams, so the API server can close
@@ -160,7 +161,7 @@ async function main(): Promise<number> {
       try {
         host.stop();
         log.info('stopped');
-        resolve(0);
+        resolve(code);
       } catch (err) {
         log.error({ err }, 'stop failed');
         resolve(EXIT_RUNTIME);
@@ -199,7 +200,7 @@ async function main(): Promise<number> {
       perVsid: file.metrics.per_vsid,
       policy: () => store!.policy,
       adapters: () => {
-        const up = new Set(host.portStates().map((p) => p.name));
+        const up = new Set(host.portStates().filter((p) => p.up).map((p) => p.name));
         return store!.policy.vm_adapters.map((a) => ({ name: a.name, up: up.has(a.name) }));
       },
       lastReload: () => store!.lastReload,
@@ -223,7 +224,10 @@ async function main(): Promise<number> {
     store!.reload().catch(() => undefined); // logged by the store; the running policy stays
   });
 
-  const stopSupervising = supervise(core, systemd, logs.component('supervisor'));
+  const stopSupervising = supervise(core, systemd, logs.component('supervisor'), {
+    ports: () => host.portStates(),
+    onDead: () => stop('a packet worker died', EXIT_RUNTIME),
+  });
   const stopEvents = logPacketEvents(core, (id) => host.portName(id), logs.component('packets'));
   learning = new Learning(core, store!, logs.component('learning'));
   learning.start();

@@ -64,6 +64,11 @@ const TOTALS: Record<string, { name: string; help: string }> = {
   flooded_packets: { name: 'nvgre_flooded_packets_total', help: 'Broadcast and multicast frames flooded to the local VMs of their VSID.' },
   vm_rx_packets: { name: 'nvgre_vm_rx_packets_total', help: 'Frames read from VM adapters.' },
   underlay_rx_packets: { name: 'nvgre_underlay_rx_packets_total', help: 'GRE packets received on the underlay.' },
+  worker_panics: {
+    name: 'nvgre_worker_panics_total',
+    help: 'Batches of packets whose handling panicked (a bug in nvgred): each batch was dropped (reason internal_error) and the worker went on.',
+  },
+  vm_adapter_errors: { name: 'nvgre_vm_adapter_errors_total', help: "VM adapters whose device failed under the daemon (e.g. its TAP was deleted): each is then down until re-created by a reload." },
 };
 
 export class Metrics {

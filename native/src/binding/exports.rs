@@ -40,6 +40,9 @@ exports! {
     "workerPackets" => worker_packets,
     "drainEvents" => drain_events,
     "drainLearned" => drain_learned,
+    "drainPanics" => drain_panics,
+    "deadWorkers" => dead_workers,
+    "portStates" => port_states,
     "addAddress" => add_address,
     "delAddress" => del_address,
     "addRoute" => add_route,
@@ -179,6 +182,44 @@ fn drain_learned(_: &Args) -> JsResult<JsValue> {
             ])
         });
         Ok(JsValue::Array(learned.collect()))
+    })
+}
+
+/// `drainPanics()`: panics the workers recovered from since the last call (rate-limited).
+fn drain_panics(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| {
+        let panics = dp.drain_panics().into_iter().map(|p| {
+            JsValue::Object(vec![
+                ("worker", JsValue::U32(p.worker as u32)),
+                ("message", JsValue::Str(p.message)),
+                ("suppressed", JsValue::U32(p.suppressed.min(u32::MAX as u64) as u32)),
+            ])
+        });
+        Ok(JsValue::Array(panics.collect()))
+    })
+}
+
+/// `deadWorkers()`: workers whose thread ended without being asked to, and why.
+fn dead_workers(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| {
+        let dead = dp.dead_workers().into_iter().map(|(worker, why)| {
+            JsValue::Object(vec![("worker", JsValue::U32(worker as u32)), ("message", JsValue::Str(why))])
+        });
+        Ok(JsValue::Array(dead.collect()))
+    })
+}
+
+/// `portStates()`: each port's device: up, or down and why.
+fn port_states(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| {
+        let ports = dp.port_states().into_iter().map(|(id, up, error)| {
+            let mut fields = vec![("id", JsValue::U32(id)), ("up", JsValue::Bool(up))];
+            if let Some(e) = error {
+                fields.push(("error", JsValue::Str(e)));
+            }
+            JsValue::Object(fields)
+        });
+        Ok(JsValue::Array(ports.collect()))
     })
 }
 

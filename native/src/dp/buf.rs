@@ -55,6 +55,12 @@ impl PacketBuf {
         self.end == self.start
     }
 
+    /// The longest frame the buffer holds from where its frame starts now.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.data.len() - self.start
+    }
+
     #[inline]
     pub fn frame(&self) -> &[u8] {
         &self.data[self.start..self.end]

@@ -44,6 +44,8 @@ counters! {
     LocalSwitched => "local_switched_packets",
     Routed => "routed_packets",
     Flooded => "flooded_packets",
+    WorkerPanics => "worker_panics",
+    VmAdapterErrors => "vm_adapter_errors",
 }
 
 /// Per-VSID slots: encap packets, encap bytes, decap packets, decap bytes.
@@ -122,7 +124,12 @@ impl Counters {
 
     #[inline]
     pub fn count_drop(&self, dir: Direction, reason: DropReason) {
-        add(&self.values[Counter::ALL.len() + dir as usize * DropReason::COUNT + reason as usize], 1);
+        self.count_drops(dir, reason, 1)
+    }
+
+    /// `n` drops at once (a batch lost whole).
+    pub fn count_drops(&self, dir: Direction, reason: DropReason, n: u64) {
+        add(&self.values[Counter::ALL.len() + dir as usize * DropReason::COUNT + reason as usize], n);
     }
 
     #[inline]

@@ -90,6 +90,11 @@ drop_reasons! {
     UnknownVsid => "unknown_vsid",
     /// The frame came from, or was for, a port that no longer exists.
     PortGone => "port_gone",
-    /// Writing to a VM adapter or the underlay failed (adapter down, buffer full).
+    /// Writing to a VM adapter or the underlay failed (buffer full, device error).
     TxError => "tx_error",
+    /// The VM adapter's device is down (gone from under the daemon, or its VM is not running).
+    AdapterDown => "adapter_down",
+    /// A bug in nvgred met by this packet: the worker dropped the batch that carried it
+    /// and went on (each such batch also counts `nvgre_worker_panics_total`).
+    InternalError => "internal_error",
 }

@@ -77,16 +77,20 @@ pub fn encapsulate(buf: &mut PacketBuf, tunnel: &Tunnel, vsid: Vsid, flow_id: Fl
     };
     hdr.copy_from_slice(&template.bytes[..len]);
     let ip_len = len - NvgreRepr::HEADER_LEN;
+    // A large TCP segment may not fit one IP packet's length field: it is
+    // cut before it leaves (`offload::segment` writes each segment's
+    // lengths), and what the field says until then does not matter.
+    let fit = |len: usize| len.min(u16::MAX as usize) as u16;
     if tunnel.remote.is_ipv4() {
         let mut ip = Ipv4Packet::new_unchecked(&mut hdr[..ip_len]);
         let (len0, tos0) = (ip.total_len(), u16::from_be_bytes([0x45, 0]));
-        ip.set_total_len(len0 + inner_len as u16);
+        ip.set_total_len(fit(len0 as usize + inner_len));
         ip.set_dscp(dscp);
         let sum = checksum::update(ip.checksum(), len0, ip.total_len());
         ip.set_checksum(checksum::update(sum, tos0, u16::from_be_bytes([0x45, dscp << 2])));
     } else {
         let mut ip = Ipv6Packet::new_unchecked(&mut hdr[..ip_len]);
-        ip.set_payload_len((NvgreRepr::HEADER_LEN + inner_len) as u16);
+        ip.set_payload_len(fit(NvgreRepr::HEADER_LEN + inner_len));
         ip.set_traffic_class(dscp << 2);
     }
     GrePacket::new_unchecked(&mut hdr[ip_len..]).set_key(key);

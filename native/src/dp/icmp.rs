@@ -134,9 +134,15 @@ fn too_big_v6(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) ->
         Some(IpAddr::V6(gw)) => gw,
         _ => header.dst_addr,
     };
-    // Quote as much of the invoking packet as fits, moved up behind the new headers.
+    // Quote as much of the invoking packet as fits, moved up behind the new
+    // headers: the error may be longer than a short invoking frame.
     let new_headers = IPV6_HEADER_LEN + 8;
     let quoted = (frame.len() - ETH).min(MAX_ERROR_V6 - new_headers);
+    let len = ETH + new_headers + quoted;
+    if len > buf.capacity() {
+        return false;
+    }
+    buf.set_len(len.max(buf.len()));
     buf.frame_mut().copy_within(ETH..ETH + quoted, ETH + new_headers);
     let reply = Ipv6Repr {
         src_addr: src,
@@ -147,7 +153,7 @@ fn too_big_v6(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) ->
         traffic_class: 0,
     };
     buf.offload = Default::default();
-    buf.set_len(ETH + new_headers + quoted);
+    buf.set_len(len);
     let mut packet = Ipv6Packet::new_unchecked(&mut buf.frame_mut()[ETH..]);
     reply.emit(&mut packet);
     let mut icmp = Icmpv6Packet::new_unchecked(packet.payload_mut());

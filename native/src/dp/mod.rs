@@ -14,12 +14,15 @@ pub mod learn;
 mod policy;
 mod neighbor;
 pub mod offload;
+mod pipeline;
 mod tables;
 pub mod testkit;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_v6;
+#[cfg(test)]
+mod tests_bounds;
 mod underlay;
 mod vm;
 
@@ -32,6 +35,7 @@ pub use policy::{
     RoutingDomain, Rule, Vsid,
 };
 pub use encap::{encapsulate, flow_id, outer_header_len, FLOW_MIX};
+pub use pipeline::{Batch, Effects, Outgoing, Pipeline, EXTRA_POOL};
 pub use tables::{FxMap, Location, NextHop, Reach, Record, Route, Snapshot, Tunnel, TunnelId};
 pub use underlay::{on_underlay_gre, on_underlay_packet};
 pub use vm::on_vm_frame;

@@ -77,6 +77,9 @@ pub(super) fn arp(snap: &Snapshot, from: &Ingress, buf: &mut PacketBuf) -> Actio
             return Action::Deliver { port: from.port, vsid, via: Via::ArpReply };
         }
         if dst.is_multicast() && snap.record_by_ca(vsid, target).is_none() && snap.has_l2only(vsid) {
+            // What crosses is the request, not whatever padding the VM added
+            // (a jumbo adapter may pad it to 64 KB): one copy per L2Only PA.
+            buf.truncate(ETH + ArpRepr::ETHERNET_IPV4_LEN);
             return Action::Probe { vsid, except: from.port };
         }
     }
@@ -84,8 +87,15 @@ pub(super) fn arp(snap: &Snapshot, from: &Ingress, buf: &mut PacketBuf) -> Actio
         return Action::Flood { vsid, except: Some(from.port) };
     }
     // Unicast ARP crosses only where flow 4 needs it: to a VM whose address
-    // is learned, or from one (its reply to a probe, whatever the asker's record).
-    let crosses = learnable(snap, from, dst, false) || (learnable(snap, from, from.info.mac, true) && remote(snap, from, dst));
+    // is learned; to a remote VM from one of ours whose address is learned;
+    // or as a reply to a remote asker (a probe this host delivered),
+    // whatever records this host has of its own VM (hosts' policies differ
+    // while a change spreads), unless it claims an address this host knows
+    // as another VM's.
+    let claims_own = || snap.record_by_ca(vsid, IpAddr::V4(source_protocol_addr)).is_none_or(|r| r.mac == from.info.mac);
+    let crosses = learnable(snap, from, dst, false)
+        || (remote(snap, from, dst)
+            && (learnable(snap, from, from.info.mac, true) || (operation == ArpOperation::Reply && claims_own())));
     if snap.port_by_mac(vsid, dst).is_some() || crosses {
         return switch(snap, from, dst, buf);
     }

@@ -14,12 +14,18 @@ use crate::wire::{checksum, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ip
 /// Bytes of `struct virtio_net_hdr` (no mergeable buffers).
 pub const VNET_HDR_LEN: usize = 10;
 
+/// The smallest TCP segment size a VM may ask to be cut into: Linux's own
+/// floor (`net.ipv4.tcp_min_snd_mss`). It bounds what one frame can become
+/// (a 64 KB segment, at most 1,366 packets).
+pub const MIN_GSO_SIZE: u16 = 48;
+
 const ETH: usize = EthernetFrame::<&[u8]>::HEADER_LEN;
 const IPV4: usize = 20;
 const IPV6: usize = 40;
 const TCP_CHECKSUM: usize = 16;
 
 const F_NEEDS_CSUM: u8 = 1;
+const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
@@ -30,6 +36,8 @@ pub enum Gso {
     None,
     Tcp4,
     Tcp6,
+    /// A type the TAP never offered (UDP, SCTP...): the frame is dropped.
+    Unknown(u8),
 }
 
 /// What a virtio-net header says about the frame after it.
@@ -50,9 +58,10 @@ impl Offload {
         let le = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
         Offload {
             gso: match h[1] & !GSO_ECN {
+                GSO_NONE => Gso::None,
                 GSO_TCPV4 => Gso::Tcp4,
                 GSO_TCPV6 => Gso::Tcp6,
-                _ => Gso::None,
+                other => Gso::Unknown(other),
             },
             hdr_len: le(2),
             gso_size: le(4),
@@ -68,12 +77,41 @@ impl Offload {
             h[8..10].copy_from_slice(&offset.to_le_bytes());
         }
         h[1] = match self.gso {
-            Gso::None => 0,
+            Gso::None => GSO_NONE,
             Gso::Tcp4 => GSO_TCPV4,
             Gso::Tcp6 => GSO_TCPV6,
+            Gso::Unknown(t) => t,
         };
         h[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
         h[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+    }
+
+    /// What a VM's virtio-net header says, checked against the frame it came
+    /// with before anything acts on it (the guest writes every field): a
+    /// checksum to finish lies inside the frame; a large segment is a TCP
+    /// segment of the family its type says, with data, a segment size of at
+    /// least [`MIN_GSO_SIZE`], and, if it leaves a checksum to finish, that of
+    /// TCP. The header length is taken from the frame's own headers (the
+    /// guest's is a hint). `None`: the frame is dropped as malformed.
+    pub fn validated(self, frame: &[u8]) -> Option<Offload> {
+        if let Some((start, offset)) = self.csum {
+            if (start as usize) < ETH || start as usize + offset as usize + 2 > frame.len() {
+                return None;
+            }
+        }
+        match self.gso {
+            Gso::None => Some(Offload { gso_size: 0, hdr_len: 0, ..self }),
+            Gso::Unknown(_) => None,
+            Gso::Tcp4 | Gso::Tcp6 => {
+                let l = layout(frame)?;
+                let tcp_csum = (l.tcp as u16, TCP_CHECKSUM as u16);
+                let ok = l.v4 == (self.gso == Gso::Tcp4)
+                    && self.gso_size >= MIN_GSO_SIZE
+                    && frame.len() > l.hdr_len
+                    && self.csum.is_none_or(|c| c == tcp_csum);
+                ok.then_some(Offload { hdr_len: l.hdr_len as u16, ..self })
+            }
+        }
     }
 
     /// The largest frame the underlay will carry for this one: a segment's, for GSO.
@@ -169,22 +207,25 @@ fn set_ip_len(frame: &mut [u8], l: &Layout, id: Option<u16>) {
 /// `inner_len` bytes (0 if it is not one it can split).
 pub fn segment_count(inner_len: usize, off: &Offload) -> usize {
     let payload = inner_len.saturating_sub(off.hdr_len as usize);
-    if off.gso == Gso::None || off.gso_size == 0 || payload == 0 {
+    if !matches!(off.gso, Gso::Tcp4 | Gso::Tcp6) || off.gso_size == 0 || payload == 0 {
         return 0;
     }
     payload.div_ceil(off.gso_size as usize)
 }
 
-/// Split `pkt` — an outer header of `outer_len` bytes (IP + GRE, as the
-/// underlay socket sends it) and a large TCP segment described by `off` —
-/// into `out.len()` (= `segment_count`) encapsulated segments with complete
-/// headers and checksums. Returns false (and writes nothing useful) if the
-/// inner frame is not the TCP segment the header claims.
-pub fn segment(pkt: &[u8], outer_len: usize, off: &Offload, out: &mut [PacketBuf]) -> bool {
-    let inner = &pkt[outer_len..];
+/// Cut segments `first..first + out.len()` of `pkt` — an outer header of
+/// `outer_len` bytes (IP + GRE, as the underlay socket sends it) and a large
+/// TCP segment described by `off` (validated: see [`Offload::validated`]) —
+/// into `out`, each encapsulated with complete headers and checksums. A
+/// caller with a bounded pool of buffers cuts a segment in several calls.
+/// Returns false (and writes nothing useful) if the inner frame is not the
+/// TCP segment the header claims or the range is not within its segments.
+pub fn segment(pkt: &[u8], outer_len: usize, off: &Offload, first: usize, out: &mut [PacketBuf]) -> bool {
+    let Some(inner) = pkt.get(outer_len..) else { return false };
     let Some(l) = layout(inner) else { return false };
     let hdr_len = off.hdr_len as usize;
-    if hdr_len != l.hdr_len || (l.v4 != (off.gso == Gso::Tcp4)) {
+    let total = segment_count(inner.len(), off);
+    if hdr_len != l.hdr_len || (l.v4 != (off.gso == Gso::Tcp4)) || first + out.len() > total {
         return false;
     }
     let mss = off.gso_size as usize;
@@ -192,21 +233,25 @@ pub fn segment(pkt: &[u8], outer_len: usize, off: &Offload, out: &mut [PacketBuf
     let tcp = TcpPacket::new_unchecked(&inner[l.tcp..hdr_len]);
     let (seq, flags) = (tcp.seq_number(), tcp.flags());
     let id = if l.v4 { Ipv4Packet::new_unchecked(&inner[ETH..]).ident() } else { 0 };
-    let n = out.len();
-    for (k, (seg, chunk)) in out.iter_mut().zip(payload.chunks(mss)).enumerate() {
+    for (j, seg) in out.iter_mut().enumerate() {
+        let k = first + j;
+        let chunk = &payload[k * mss..((k + 1) * mss).min(payload.len())];
+        let total_len = outer_len + hdr_len + chunk.len();
         seg.reset();
-        let total = outer_len + hdr_len + chunk.len();
-        let dst = &mut seg.spare_mut()[..total];
+        if seg.capacity() < total_len {
+            *seg = PacketBuf::new(total_len);
+        }
+        let dst = &mut seg.spare_mut()[..total_len];
         dst[..outer_len + hdr_len].copy_from_slice(&pkt[..outer_len + hdr_len]);
         dst[outer_len + hdr_len..].copy_from_slice(chunk);
-        seg.set_len(total);
+        seg.set_len(total_len);
         let (outer, frame) = seg.frame_mut().split_at_mut(outer_len);
         set_outer_len(outer, frame.len());
         set_ip_len(frame, &l, Some(id.wrapping_add(k as u16)));
         let mut t = TcpPacket::new_unchecked(&mut frame[l.tcp..]);
         t.set_seq_number(seq.wrapping_add((k * mss) as u32));
         let mut f = flags;
-        if k + 1 < n {
+        if k + 1 < total {
             f.remove(TcpFlags::FIN | TcpFlags::PSH);
         }
         if k > 0 {
@@ -463,7 +508,10 @@ mod test {
         let n = segment_count(big.len(), &off);
         assert_eq!(n, 8);
         let mut segs: Vec<PacketBuf> = (0..n).map(|_| PacketBuf::new(2048)).collect();
-        assert!(segment(&pkt, outer.len(), &off, &mut segs));
+        // Cut in two calls, as a worker with a small pool does.
+        assert!(segment(&pkt, outer.len(), &off, 0, &mut segs[..3]));
+        assert!(segment(&pkt, outer.len(), &off, 3, &mut segs[3..]));
+        assert!(!segment(&pkt, outer.len(), &off, 7, &mut segs[..2]), "beyond the last segment");
 
         let mut merged = PacketBuf::new(70_000);
         let mut c = Coalescer::default();

@@ -241,3 +241,77 @@ pub fn big_udp(src: (&str, &str), dst_mac: MacAddr, dst_ip: &str, size: usize, d
     f.extend_from_slice(&ip);
     f
 }
+
+/// A TCP segment frame (IPv4, DF, ACK) of `payload` bytes with a
+/// complete checksum, from one VM to a MAC/IP.
+pub fn tcp_segment(src: (&str, &str), dst_mac: MacAddr, dst_ip: &str, seq: u32, payload: usize) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20 + payload];
+    for (i, b) in tcp[20..].iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    let mut t = TcpPacket::new_unchecked(&mut tcp[..]);
+    t.set_src_port(40000);
+    t.set_dst_port(5201);
+    t.set_seq_number(seq);
+    t.set_ack_number(1);
+    t.set_header_len(20);
+    t.set_flags(TcpFlags::ACK);
+    t.set_window_len(512);
+    t.fill_checksum_v4(&v4(src.0), &v4(dst_ip));
+    let ip = ipv4(src.0, dst_ip, IpProtocol::Tcp, 64, 0, &tcp);
+    ethernet(mac(src.1), dst_mac, EtherType::Ipv4, &ip)
+}
+
+/// What a VM's TCP segmentation offload says about `frame` (a `tcp_segment`):
+/// cut at `mss`, checksum left to finish (the pseudo-header sum in the field).
+pub fn tso(frame: &mut [u8], mss: u16) -> super::offload::Offload {
+    const TCP: usize = 14 + 20;
+    let tcp_len = (frame.len() - TCP) as u32;
+    let ip = Ipv4Packet::new_unchecked(&frame[14..]);
+    let pseudo = checksum::pseudo_header_v4(ip.src_addr(), ip.dst_addr(), IpProtocol::Tcp.into(), tcp_len);
+    frame[TCP + 16..TCP + 18].copy_from_slice(&pseudo.to_be_bytes());
+    super::offload::Offload { gso: super::offload::Gso::Tcp4, gso_size: mss, hdr_len: (TCP + 20) as u16, csum: Some((TCP as u16, 16)) }
+}
+
+/// An [`Effects`](super::Effects) that does no I/O: it keeps what the
+/// pipeline wrote (for tests to look at) and checks what every write must be.
+#[derive(Default)]
+pub struct Recorder {
+    /// Frames written to VM ports: (port, frame, offload).
+    pub to_ports: Vec<(PortId, Vec<u8>, super::offload::Offload)>,
+    /// Packets sent on the underlay: (PA, packet, out of which interface whole).
+    pub to_underlay: Vec<(IpAddr, Vec<u8>, Option<u32>)>,
+    pub drops: Vec<(usize, super::DropReason)>,
+    pub learned: Vec<super::Learned>,
+    /// Answer `kernel_segments()` with this.
+    pub kernel_segments: bool,
+    /// The most packets handed over in one `to_underlay` call.
+    pub largest_send: usize,
+}
+
+impl super::Effects for Recorder {
+    fn to_port(&mut self, port: PortId, buf: &super::PacketBuf) -> std::result::Result<(), super::DropReason> {
+        self.to_ports.push((port, buf.frame().to_vec(), buf.offload));
+        Ok(())
+    }
+
+    fn to_underlay(&mut self, pkts: &[super::Outgoing], done: &mut dyn FnMut(usize, bool)) {
+        self.largest_send = self.largest_send.max(pkts.len());
+        for (k, p) in pkts.iter().enumerate() {
+            self.to_underlay.push((p.pa, p.buf.frame().to_vec(), p.kernel_segments));
+            done(k, true);
+        }
+    }
+
+    fn kernel_segments(&self) -> bool {
+        self.kernel_segments
+    }
+
+    fn dropped(&mut self, frame: usize, reason: super::DropReason) {
+        self.drops.push((frame, reason));
+    }
+
+    fn learned(&mut self, learned: super::Learned) {
+        self.learned.push(learned);
+    }
+}

@@ -237,10 +237,12 @@ fn vm_source_checks() {
     assert_eq!(drop_of(from_vm(&s, PORT_CONTOSO1, &[0u8; 10]).0), DropReason::Truncated);
     assert_eq!(drop_of(from_vm(&s, 42, &ping(CONTOSO1, mac(CONTOSO2.1), CONTOSO2.0, 64)).0), DropReason::PortGone);
 
-    // ARP for remote CAs is answered here; other ARP to a remote MAC never leaves.
-    let mut reply = arp_request(mac(CONTOSO1.1), CONTOSO1.0, CONTOSO3.0, mac(CONTOSO3.1));
-    reply[14 + 7] = 2; // opcode reply
-    assert_eq!(drop_of(from_vm(&s, PORT_CONTOSO1, &reply).0), DropReason::ArpSuppressed);
+    // ARP for remote CAs is answered here; other ARP to a remote MAC never
+    // leaves: a request, or a reply claiming another VM's address.
+    let request = arp_request(mac(CONTOSO1.1), CONTOSO1.0, "10.0.1.150", mac(CONTOSO3.1));
+    assert_eq!(drop_of(from_vm(&s, PORT_CONTOSO1, &request).0), DropReason::ArpSuppressed);
+    let claims_other = arp_reply(mac(CONTOSO1.1), CONTOSO2.0, mac(CONTOSO3.1), CONTOSO3.0);
+    assert_eq!(drop_of(from_vm(&s, PORT_CONTOSO1, &claims_other).0), DropReason::ArpSuppressed);
 }
 
 #[test]

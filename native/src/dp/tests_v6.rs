@@ -11,6 +11,12 @@ fn from_vm(s: &Snapshot, port: PortId, frame: &[u8]) -> (Action, PacketBuf) {
     (a, b)
 }
 
+fn from_underlay(s: &Snapshot, pkt: &[u8]) -> (Action, PacketBuf) {
+    let mut b = PacketBuf::from_frame(pkt);
+    let a = on_underlay_packet(s, &mut b);
+    (a, b)
+}
+
 fn drop_of(a: Action) -> DropReason {
     match a {
         Action::Drop(r) => r,
@@ -326,9 +332,26 @@ fn flow4_a_learned_vms_reply_reaches_an_asker_known_by_a_static_record() {
     let s = Snapshot::build(&p);
     let reply = arp_reply(mac("60:00:60:00:01:05"), "10.0.1.105", mac(asker.1), asker.0);
     assert_eq!(from_vm(&s, 9, &reply).0, Action::Encap { pa: ip(HOST2_PA), vsid: 6000, routed: false });
-    // Between two static VMs, ARP still never crosses.
-    let static_reply = arp_reply(mac(CONTOSO1.1), CONTOSO1.0, mac(asker.1), asker.0);
-    assert_eq!(drop_of(from_vm(&s, PORT_CONTOSO1, &static_reply).0), DropReason::ArpSuppressed);
+    // A reply claiming an address this host knows as another VM's never crosses.
+    let claims_other = arp_reply(mac(CONTOSO1.1), CONTOSO2.0, mac(asker.1), asker.0);
+    assert_eq!(drop_of(from_vm(&s, PORT_CONTOSO1, &claims_other).0), DropReason::ArpSuppressed);
+}
+
+#[test]
+fn flow4_a_reply_crosses_back_although_this_host_has_no_l2only_record_of_its_vm() {
+    // Host 2 probed with its L2Only record of our VM; this host (Host 1) has
+    // only a static record of the asker and none of its own VM (policies
+    // differ while a change spreads): the probe was delivered, so must the reply be.
+    let asker = ("10.0.1.110", "60:00:60:00:02:10");
+    let ours = ("10.0.1.105", "60:00:60:00:01:05");
+    let mut p = host1();
+    p.lookup_records.push(record(6000, asker, HOST2_PA));
+    p.ports.push(Port { id: 9, vsid: 6000, mac: mac(ours.1) });
+    let s = Snapshot::build(&p);
+    let probe = nvgre(HOST2_PA, HOST1_PA, 6000, 0, &arp_request(mac(asker.1), asker.0, ours.0, MacAddr::BROADCAST));
+    assert!(matches!(from_underlay(&s, &probe).0, Action::Flood { vsid: 6000, .. }), "the probe reaches our VMs");
+    let reply = arp_reply(mac(ours.1), ours.0, mac(asker.1), asker.0);
+    assert_eq!(from_vm(&s, 9, &reply).0, Action::Encap { pa: ip(HOST2_PA), vsid: 6000, routed: false });
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! (packet flows 1, 2, 3, 5 and 6 of the spec); the ARP and Neighbor
 //! Discovery responders live in `neighbor`, the host's ICMP in `icmp`.
 //!
-//! Order of decisions: source check (anti-spoofing, no VLAN tags) → ARP and
+//! Order of decisions: the guest's offload header checked → source check (anti-spoofing, no VLAN tags) → ARP and
 //! ND (answered here when the host can) → broadcast/multicast flood → frames
 //! to the gateway MAC are routed → everything else is switched within the
 //! VSID, locally or through a tunnel (no larger than the underlay's MTU).
@@ -40,6 +40,11 @@ pub(super) fn decide(snap: &Snapshot, port: PortId, buf: &mut PacketBuf, last: &
         return Action::Drop(DropReason::PortGone);
     };
     let from = Ingress { port, info, subnet, last };
+    // The guest wrote the virtio-net header: nothing may act on it unchecked.
+    match buf.offload.validated(buf.frame()) {
+        Some(off) => buf.offload = off,
+        None => return Action::Drop(DropReason::Malformed),
+    }
     let eth = match EthernetFrame::new_checked(buf.frame()) {
         Ok(eth) => eth,
         Err(e) => return Action::Drop(malformed(e)),

@@ -48,6 +48,16 @@ pub struct DropEvent {
     pub suppressed: u64,
 }
 
+/// A panic a worker recovered from (it dropped the batch that met it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanicEvent {
+    pub worker: usize,
+    /// What panicked, and where in the source.
+    pub message: String,
+    /// Panics at the same place not reported since the last report of it.
+    pub suppressed: u64,
+}
+
 /// Owned by one worker: decides, without locks, whether an event with this
 /// key is reported now, and how many like it were held back since the last.
 pub struct Limiter<K> {

@@ -12,6 +12,8 @@ pub mod netlink;
 pub mod notify;
 mod bpf;
 mod gso;
+mod panics;
+mod port;
 mod steering;
 mod sys;
 pub mod tap;
@@ -20,13 +22,12 @@ mod worker;
 
 use crate::dp::{Counter, Counters, FxMap, Learned, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use sys::*;
-pub use events::{DropEvent, Source};
+use sys::{EventFd, Epoll};
+pub use events::{DropEvent, PanicEvent, Source};
 pub use tap::{Tap, TapSpec};
 use steering::Steering;
 use gso::GsoPort;
@@ -47,16 +48,27 @@ struct Shared {
     drops: events::EventQueue<DropEvent>,
     /// Addresses learned from ARP, for the control plane.
     learned: events::EventQueue<Learned>,
+    /// Panics the workers recovered from, rate-limited, for the log.
+    panics: events::EventQueue<PanicEvent>,
 }
 
 struct Worker {
-    wake: OwnedFd,
+    /// What the worker waits on; ports are added and removed by the control thread.
+    epoll: Arc<Epoll>,
+    wake: Arc<EventFd>,
     counters: Arc<Counters>,
     /// Advanced every loop iteration (at least once a second): proof of life.
     heartbeat: Arc<AtomicU64>,
     /// The state generation the worker decides packets against.
     seen: Arc<AtomicU64>,
+    /// Why the thread ended, if it ended without being asked to.
+    died: Arc<Mutex<Option<String>>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The epoll token of a VM port (the underlay's and the wake-up's are above 2^32).
+fn port_token(id: PortId) -> u64 {
+    id as u64
 }
 
 /// How the dataplane runs.
@@ -101,7 +113,9 @@ impl Dataplane {
             stop: AtomicBool::new(false),
             drops: events::EventQueue::default(),
             learned: events::EventQueue::default(),
+            panics: events::EventQueue::default(),
         });
+        panics::install_hook();
         let steering = if workers > 1 { Some(Steering::load()?) } else { None };
         let (gso, segmentation) = match kernel_segmentation.then(GsoPort::open) {
             Some(Ok(port)) => {
@@ -113,22 +127,39 @@ impl Dataplane {
         };
         let mut ws = Vec::new();
         for i in 0..workers.max(1) {
-            let wake = owned(unsafe { eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) })?;
+            let epoll = Arc::new(Epoll::new()?);
+            let wake = Arc::new(EventFd::new()?);
+            let underlay = Underlay::open(i as u32, workers.max(1) as u32, gso.clone())?;
+            epoll.add(underlay.fd_v4(), worker::TOKEN_UNDERLAY_V4)?;
+            if let Some(fd) = underlay.fd_v6() {
+                epoll.add(fd, worker::TOKEN_UNDERLAY_V6)?;
+            }
+            epoll.add(wake.fd(), worker::TOKEN_WAKE)?;
             let counters = Arc::new(Counters::new(vsid_capacity));
             let heartbeat = Arc::new(AtomicU64::new(0));
             let seen = Arc::new(AtomicU64::new(0));
+            let died = Arc::new(Mutex::new(None));
             let ctx = worker::Context {
                 index: i,
-                underlay: Underlay::open(i as u32, workers.max(1) as u32, gso.clone())?,
+                epoll: epoll.clone(),
+                underlay,
                 shared: shared.clone(),
-                wake: wake.as_raw_fd(),
+                wake: wake.clone(),
                 counters: counters.clone(),
                 heartbeat: heartbeat.clone(),
                 seen: seen.clone(),
+                died: died.clone(),
                 poll,
             };
-            let thread = std::thread::Builder::new().name(format!("nvgre-worker-{i}")).spawn(move || ctx.run())?;
-            ws.push(Worker { wake, counters, heartbeat, seen, thread: Some(thread) });
+            let thread = std::thread::Builder::new().name(format!("{}{i}", panics::WORKER_THREAD)).spawn(move || ctx.run());
+            let thread = match thread {
+                Ok(t) => t,
+                Err(e) => {
+                    Self::stop_workers(&shared, &mut ws);
+                    return Err(e);
+                }
+            };
+            ws.push(Worker { epoll, wake, counters, heartbeat, seen, died, thread: Some(thread) });
         }
         Ok(Dataplane {
             shared,
@@ -174,8 +205,7 @@ impl Dataplane {
 
     fn wake_all(&self) {
         for w in &self.workers {
-            let one: u64 = 1;
-            unsafe { write(w.wake.as_raw_fd(), &one as *const u64 as *const _, 8) };
+            w.wake.signal();
         }
     }
 
@@ -186,13 +216,20 @@ impl Dataplane {
         let _ = self.update(|cur| Ok((State { snapshot, taps: cur.taps.clone() }, ())));
     }
 
-    /// Create the TAP of a VM adapter; returns its ifindex.
+    /// Create the TAP of a VM adapter and have every worker wait on its
+    /// queue; returns its ifindex.
     pub fn add_port(&self, id: PortId, spec: &TapSpec) -> io::Result<u32> {
         self.update(|cur| {
             if cur.taps.contains_key(&id) {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("port {id} exists")));
             }
             let tap = Arc::new(Tap::create(spec, self.workers.len(), self.steering.as_ref())?);
+            for (i, w) in self.workers.iter().enumerate() {
+                if let Err(e) = w.epoll.add(tap.fd(i), port_token(id)) {
+                    self.forget(&tap);
+                    return Err(tap::annotate(e, &format!("waiting on TAP {}", spec.name)));
+                }
+            }
             let ifindex = tap.ifindex;
             let mut taps = cur.taps.clone();
             taps.insert(id, tap);
@@ -202,13 +239,31 @@ impl Dataplane {
 
     /// Remove a port; its TAP disappears once no worker holds it.
     pub fn remove_port(&self, id: PortId) -> io::Result<()> {
-        self.update(|cur| {
+        let tap = self.update(|cur| {
             let mut taps = cur.taps.clone();
-            if taps.remove(&id).is_none() {
+            let Some(tap) = taps.remove(&id) else {
                 return Err(io::Error::new(io::ErrorKind::NotFound, format!("port {id} does not exist")));
-            }
-            Ok((State { snapshot: cur.snapshot.clone(), taps }, ()))
-        })
+            };
+            Ok((State { snapshot: cur.snapshot.clone(), taps }, tap))
+        })?;
+        // No worker decides against a state that has it any more.
+        self.forget(&tap);
+        Ok(())
+    }
+
+    /// Stop every worker waiting on the TAP's queues.
+    fn forget(&self, tap: &Tap) {
+        for (i, w) in self.workers.iter().enumerate() {
+            w.epoll.delete(tap.fd(i));
+        }
+    }
+
+    /// Each port's health: (id, up, why not).
+    pub fn port_states(&self) -> Vec<(PortId, bool, Option<String>)> {
+        let state = self.shared.state.lock().unwrap().clone();
+        let mut out: Vec<_> = state.taps.iter().map(|(id, t)| (*id, t.health.is_up(), t.health.error())).collect();
+        out.sort_by_key(|p| p.0);
+        out
     }
 
     /// The table snapshot packets are decided against right now.
@@ -251,6 +306,17 @@ impl Dataplane {
         self.shared.learned.drain()
     }
 
+    /// Panics the workers recovered from since the last call.
+    pub fn drain_panics(&self) -> Vec<PanicEvent> {
+        self.shared.panics.drain()
+    }
+
+    /// Workers whose thread ended without being asked to, with why: the
+    /// dataplane is broken and the daemon must exit (systemd restarts it).
+    pub fn dead_workers(&self) -> Vec<(usize, String)> {
+        self.workers.iter().enumerate().filter_map(|(i, w)| w.died.lock().unwrap_or_else(|p| p.into_inner()).clone().map(|why| (i, why))).collect()
+    }
+
     /// Each worker's heartbeat: a value that keeps changing while it runs.
     /// Packets each worker read, from its TAP queues and its underlay
     /// socket: how the flows spread over the workers.
@@ -263,9 +329,15 @@ impl Dataplane {
     }
 
     pub fn stop(mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.wake_all();
-        for w in &mut self.workers {
+        Self::stop_workers(&self.shared, &mut self.workers);
+    }
+
+    fn stop_workers(shared: &Shared, workers: &mut [Worker]) {
+        shared.stop.store(true, Ordering::Release);
+        for w in workers.iter() {
+            w.wake.signal();
+        }
+        for w in workers.iter_mut() {
             if let Some(t) = w.thread.take() {
                 let _ = t.join();
             }

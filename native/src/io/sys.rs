@@ -4,7 +4,7 @@
 
 use std::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 pub type socklen_t = u32;
 
@@ -26,7 +26,6 @@ extern "C" {
     pub fn eventfd(initval: c_uint, flags: c_int) -> c_int;
     pub fn setns(fd: c_int, nstype: c_int) -> c_int;
     pub fn if_nametoindex(name: *const c_char) -> c_uint;
-    pub fn sched_yield() -> c_int;
     pub fn syscall(num: c_long, ...) -> c_long;
 }
 
@@ -268,5 +267,67 @@ impl SockAddr {
             SockAddr::V4(a) => (a as *const _ as *const c_void, std::mem::size_of::<sockaddr_in>() as socklen_t),
             SockAddr::V6(a) => (a as *const _ as *const c_void, std::mem::size_of::<sockaddr_in6>() as socklen_t),
         }
+    }
+}
+
+/// An epoll set: the descriptors a worker waits on, each with a token.
+pub struct Epoll(OwnedFd);
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: no pointers; a new descriptor is returned or -1.
+        owned(unsafe { epoll_create1(EPOLL_CLOEXEC) }).map(Epoll)
+    }
+
+    /// Wait for readability of `fd`, reported with `token`.
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = epoll_event { events: EPOLLIN, data: token };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        cvt(unsafe { epoll_ctl(self.0.as_raw_fd(), EPOLL_CTL_ADD, fd, &mut ev) }).map(drop)
+    }
+
+    /// Stop waiting for `fd`; one that is not in the set (or closed) is no error.
+    pub fn delete(&self, fd: RawFd) {
+        // SAFETY: DEL ignores the event pointer (null is allowed since Linux 2.6.9).
+        unsafe { epoll_ctl(self.0.as_raw_fd(), EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    }
+
+    /// Wait up to `timeout_ms` (0: poll) and return the ready events.
+    pub fn wait<'a>(&self, events: &'a mut [epoll_event], timeout_ms: i32) -> io::Result<&'a [epoll_event]> {
+        // SAFETY: the kernel writes at most `events.len()` entries into `events`.
+        let n = unsafe { epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), events.len() as c_int, timeout_ms) };
+        match cvt(n) {
+            Ok(n) => Ok(&events[..n as usize]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(&events[..0]),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A non-blocking eventfd: one thread's way to wake another's epoll.
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: no pointers; a new descriptor is returned or -1.
+        owned(unsafe { eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) }).map(EventFd)
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// Make the descriptor readable (a wake-up).
+    pub fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64; a full counter (EAGAIN) still leaves it readable.
+        unsafe { write(self.0.as_raw_fd(), &one as *const u64 as *const c_void, 8) };
+    }
+
+    /// Consume the wake-ups so far.
+    pub fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; empty (EAGAIN) is fine.
+        unsafe { read(self.0.as_raw_fd(), &mut v as *mut u64 as *mut c_void, 8) };
     }
 }

@@ -10,6 +10,7 @@
 //! over TCP segments of up to 64 KB with checksums left to finish (see
 //! `dp::offload`), and takes large segments back the same way.
 
+use super::port::Health;
 use super::steering::Steering;
 use super::sys::*;
 use crate::dp::offload::{Offload, VNET_HDR_LEN};
@@ -26,6 +27,7 @@ pub struct Tap {
     queues: Vec<OwnedFd>,
     pub name: String,
     pub ifindex: u32,
+    pub health: Health,
 }
 
 pub struct TapSpec<'a> {
@@ -61,7 +63,7 @@ impl Tap {
             }
             let name = spec.name.to_string();
             let ifindex = configure(&name, spec.mac, spec.mtu)?;
-            Ok(Tap { queues, name, ifindex })
+            Ok(Tap { queues, name, ifindex, health: Health::default() })
         })
     }
 
@@ -72,11 +74,13 @@ impl Tap {
     }
 
     /// Read one frame into `buf` (its virtio-net header into `buf.offload`);
-    /// false when the queue is empty.
+    /// false when the queue is empty. An error is the device's: detached
+    /// (deleted under us) or broken, it will not read again.
     #[inline]
     pub fn recv(&self, queue: usize, buf: &mut PacketBuf) -> io::Result<bool> {
         buf.reset();
         let spare = buf.spare_mut();
+        // SAFETY: the kernel writes at most `spare.len()` bytes into `spare`.
         match cvt_size(unsafe { read(self.fd(queue), spare.as_mut_ptr().cast(), spare.len()) }) {
             Ok(n) if n >= VNET_HDR_LEN => {
                 buf.set_len(n);
@@ -84,8 +88,9 @@ impl Tap {
                 buf.narrow(VNET_HDR_LEN, n - VNET_HDR_LEN);
                 Ok(true)
             }
-            Ok(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "short read from TAP")),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            // Shorter than its header: an empty frame, dropped as truncated.
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -97,6 +102,7 @@ impl Tap {
         buf.offload.emit(&mut hdr);
         let frame = buf.frame();
         let iov = [iovec { base: hdr.as_mut_ptr().cast(), len: hdr.len() }, iovec { base: frame.as_ptr() as *mut _, len: frame.len() }];
+        // SAFETY: both iovecs point at live buffers of their lengths, which the kernel only reads.
         cvt_size(unsafe { writev(self.fd(queue), iov.as_ptr(), 2) }).map(|_| ())
     }
 }

@@ -12,7 +12,7 @@
 use super::gso::GsoPort;
 use super::sys::*;
 use super::tap::annotate;
-use crate::dp::{PacketBuf, Snapshot};
+use crate::dp::{Outgoing, PacketBuf};
 use std::sync::Arc;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
@@ -26,19 +26,6 @@ pub struct Underlay {
     /// Shared by the workers; none when the kernel cannot take large packets (see `io::gso`).
     gso: Option<Arc<GsoPort>>,
 }
-
-/// A packet to send: outer header onwards, to `pa`.
-#[derive(Clone, Copy)]
-pub struct Outgoing<'a> {
-    pub buf: &'a PacketBuf,
-    pub pa: IpAddr,
-    /// A large TCP segment that leaves whole, out of this interface, for the
-    /// kernel to cut if the path needs it.
-    pub kernel_segments: Option<u32>,
-}
-
-/// The largest packet the GSO port takes: an IPv4 total length (and no more for IPv6).
-const MAX_KERNEL_SEGMENTED: usize = 65_535;
 
 /// Socket buffers large enough to ride out a burst between two wake-ups.
 const SOCKET_BUFFER: i32 = 4 << 20;
@@ -109,13 +96,9 @@ impl Underlay {
         Ok(Underlay { v4, v6, gso })
     }
 
-    /// Whether the encapsulated large TCP segment in `pkt` (to `pa`) can
-    /// leave whole for the kernel to cut, and out of which interface.
-    pub fn kernel_segments(&self, pkt: &PacketBuf, snap: &Snapshot, pa: IpAddr) -> Option<u32> {
-        if self.gso.is_none() || pkt.len() > MAX_KERNEL_SEGMENTED || pkt.offload.csum.is_none() {
-            return None;
-        }
-        snap.pa_ifindex(pa).filter(|&i| i != 0)
+    /// Whether large TCP segments can leave whole for the kernel to cut (see `io::gso`).
+    pub fn kernel_segmentation(&self) -> bool {
+        self.gso.is_some()
     }
 
     pub fn fd_v4(&self) -> RawFd {

@@ -1,140 +1,125 @@
-//! A worker thread: epoll over the underlay socket, every TAP and a wake-up
-//! eventfd.
+//! A worker thread: epoll over the underlay sockets, the VM ports' queues
+//! and a wake-up eventfd.
 //!
 //! Pipeline, per ready descriptor:
-//! 1. read a batch (up to `BATCH` frames from one TAP, or `recvmmsg` from the underlay)
-//!    into buffers with headroom;
+//! 1. read a batch (up to `BATCH` frames from one port, or `recvmmsg` from
+//!    the underlay) into buffers with headroom;
 //! 2. decide each packet with the core against the batch's one snapshot
-//!    (`dp::on_vm_frames` / `dp::on_underlay_packets`); the core rewrites the
-//!    buffer in place (encapsulation goes into the headroom);
-//! 3. prepare what leaves encapsulated besides the frames themselves: a large
-//!    TCP segment from a VM is split into MTU-sized NVGRE packets, partial
-//!    checksums are finished, flow-4 ARP probes are copied per L2Only PA;
-//! 4. carry out the actions: encapsulated packets leave in one `sendmmsg`;
-//!    frames for VMs are written to their TAPs, consecutive segments of one
-//!    TCP flow from the underlay merged into one large segment first;
-//! 5. count every packet once, after its outcome is known (sent, or dropped
-//!    with a reason; a failed write is `tx_error`); a drop may also become a
-//!    rate-limited event for the log (io::events).
+//!    (`dp::on_vm_frames` / `dp::on_underlay_packets`); the core rewrites
+//!    the buffer in place (encapsulation goes into the headroom);
+//! 3. to 5. carry out the actions (`dp::Pipeline`: segments, probe copies,
+//!    checksums, merging, counting), with the writes done here: frames to
+//!    VM ports, encapsulated packets in `sendmmsg` batches; a drop may also
+//!    become a rate-limited event for the log (io::events).
+//!
+//! A batch whose handling panics (a bug, met by some packet) is dropped and
+//! counted, and the worker goes on; a port whose device fails (deleted under
+//! us) is marked down and no longer waited on.
 
-use super::events::{drop_event, Limiter, Source, DROP_PACE, LEARN_PACE};
-use super::sys::*;
-use super::underlay::{Outgoing, Underlay};
+use super::events::{drop_event, Limiter, Pace, PanicEvent, Source, DROP_PACE, LEARN_PACE};
+use super::panics;
+use super::sys::{epoll_event, EventFd, Epoll};
+use super::underlay::Underlay;
 use super::{Shared, State, Tap};
-use crate::dp::offload::{self, Coalescer, Gso};
-use crate::dp::{self, learn, Action, Counter, Counters, Direction, DropReason, FxMap, Learned, PacketBuf, PortId, Via, Vsid};
+use crate::dp::{self, Action, Batch, Counter, Counters, Direction, DropReason, Effects, Learned, Outgoing, PacketBuf, Pipeline, PortId};
 use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Packets per read batch.
 const BATCH: usize = 64;
 /// Largest frame (a 64 KB TCP segment with headers) or reassembled underlay packet a buffer holds.
 const MAX_PACKET: usize = 65535 + 256;
-/// Segments and probes: an MTU-sized frame plus its outer header, with room to spare.
-const EXTRA_CAPACITY: usize = 9216;
 /// epoll timeout: the heartbeat advances at least this often.
 const TICK_MS: i32 = 500;
+/// Panics reported per place in the source: at most once a minute, 10 a second in all.
+const PANIC_PACE: Pace = DROP_PACE;
 
-const TOKEN_UNDERLAY_V4: u64 = 1 << 32;
-const TOKEN_UNDERLAY_V6: u64 = 3 << 32;
-const TOKEN_WAKE: u64 = 2 << 32;
+pub const TOKEN_UNDERLAY_V4: u64 = 1 << 32;
+pub const TOKEN_UNDERLAY_V6: u64 = 3 << 32;
+pub const TOKEN_WAKE: u64 = 2 << 32;
 
 pub struct Context {
-    /// This worker's number: its TAP queue.
+    /// This worker's number: its queue of each port.
     pub index: usize,
+    pub epoll: Arc<Epoll>,
     /// Its own underlay sockets (each keeps its share of the flows).
     pub underlay: Underlay,
     pub shared: Arc<Shared>,
-    pub wake: i32,
+    pub wake: Arc<EventFd>,
     pub counters: Arc<Counters>,
     pub heartbeat: Arc<AtomicU64>,
     pub seen: Arc<AtomicU64>,
+    /// Set if the thread ends without being asked to.
+    pub died: Arc<Mutex<Option<String>>>,
     /// How long to keep polling after the last packet before sleeping.
     pub poll: Duration,
 }
 
 struct Worker {
     ctx: Context,
-    epoll: std::os::fd::OwnedFd,
     state: Arc<State>,
     generation: u64,
-    /// The TAPs registered with our epoll (kept alive until deregistered).
-    registered: FxMap<PortId, Arc<Tap>>,
     bufs: Vec<PacketBuf>,
     actions: Vec<Action>,
-    /// Where each packet of the batch came from (for drop events).
+    /// Where each packet of the batch came from (for drop events and learning).
     sources: Vec<Option<Source>>,
+    outer_src: Vec<Option<IpAddr>>,
     /// Outer (source, destination) of each IPv6 underlay packet of the batch.
     addrs: Vec<(IpAddr, IpAddr)>,
-    /// Encapsulated packets made from the batch's frames (segments of large
-    /// TCP segments, flow-4 probes), in reusable buffers: `extras` says which
-    /// buffer, from which frame, with which encapsulation.
-    extra_bufs: Vec<PacketBuf>,
-    extras: Vec<Extra>,
-    /// How each encapsulated frame of the batch leaves.
-    leaves: Vec<Leaves>,
-    /// Decapsulated TCP segments of one flow being merged for one TAP write.
-    merge: PacketBuf,
-    coalescer: Coalescer,
-    /// The port, VSID, and (frame index, length) of each segment merged.
-    merging: Option<(PortId, Vsid)>,
-    merged: Vec<(usize, usize)>,
+    pipeline: Pipeline,
+    /// Packets of the batch being handled (a panic drops them).
+    in_flight: usize,
     drops: Limiter<(Direction, DropReason, Source)>,
     learning: Limiter<Learned>,
+    panics: Limiter<String>,
     /// The time of this wake-up: one clock read per batch, not per packet.
     now: Instant,
 }
 
+/// Records why the thread ended if it ends without being asked to (a
+/// panic outside a batch): the daemon sees it and exits.
+struct Lifeline {
+    shared: Arc<Shared>,
+    died: Arc<Mutex<Option<String>>>,
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        if !self.shared.stop.load(Ordering::Acquire) {
+            let why = if std::thread::panicking() { panics::take_last() } else { "the thread ended".to_string() };
+            *self.died.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        }
+    }
+}
+
 impl Context {
     pub fn run(self) {
-        let epoll = match owned(unsafe { epoll_create1(EPOLL_CLOEXEC) }) {
-            Ok(e) => e,
-            Err(e) => panic!("epoll_create1: {e}"),
-        };
+        let _lifeline = Lifeline { shared: self.shared.clone(), died: self.died.clone() };
         let state = self.shared.state.lock().unwrap().clone();
         let mut w = Worker {
-            epoll,
             state,
             generation: u64::MAX,
-            registered: FxMap::default(),
             bufs: (0..BATCH).map(|_| PacketBuf::new(MAX_PACKET)).collect(),
             actions: Vec::with_capacity(BATCH),
             sources: Vec::with_capacity(BATCH),
+            outer_src: Vec::with_capacity(BATCH),
             addrs: vec![(IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4])); BATCH],
-            extra_bufs: Vec::new(),
-            extras: Vec::new(),
-            leaves: vec![Leaves::Whole; BATCH],
-            merge: PacketBuf::new(MAX_PACKET),
-            coalescer: Coalescer::default(),
-            merging: None,
-            merged: Vec::with_capacity(BATCH),
+            pipeline: Pipeline::new(MAX_PACKET),
+            in_flight: 0,
             drops: Limiter::new(DROP_PACE),
             learning: Limiter::new(LEARN_PACE),
+            panics: Limiter::new(PANIC_PACE),
             now: Instant::now(),
             ctx: self,
         };
-        w.register(w.ctx.underlay.fd_v4(), TOKEN_UNDERLAY_V4);
-        if let Some(fd) = w.ctx.underlay.fd_v6() {
-            w.register(fd, TOKEN_UNDERLAY_V6);
-        }
-        w.register(w.ctx.wake, TOKEN_WAKE);
         w.run();
     }
 }
 
 impl Worker {
-    fn register(&self, fd: i32, token: u64) {
-        let mut ev = epoll_event { events: EPOLLIN, data: token };
-        unsafe { epoll_ctl(self.epoll_fd(), EPOLL_CTL_ADD, fd, &mut ev) };
-    }
-
-    fn epoll_fd(&self) -> i32 {
-        use std::os::fd::AsRawFd;
-        self.epoll.as_raw_fd()
-    }
-
     fn run(&mut self) {
         let mut events = [epoll_event { events: 0, data: 0 }; 64];
         // Until when to poll without sleeping (see `Options::poll`).
@@ -145,29 +130,42 @@ impl Worker {
             let spinning = self.now < spin_until;
             if spinning {
                 // Give the CPU to anything runnable (the VM answering, say); come back at once if nothing is.
-                unsafe { sched_yield() };
+                std::thread::yield_now();
             }
-            let timeout = if spinning { 0 } else { TICK_MS };
-            let n = unsafe { epoll_wait(self.epoll_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
+            let epoll = self.ctx.epoll.clone();
+            let ready = epoll.wait(&mut events, if spinning { 0 } else { TICK_MS }).expect("epoll_wait on our own epoll set");
             self.now = Instant::now();
-            if n > 0 {
+            if !ready.is_empty() {
                 spin_until = self.now + self.ctx.poll;
             }
-            for ev in events.iter().take(n.max(0) as usize) {
+            for ev in ready {
                 match { ev.data } {
-                    TOKEN_WAKE => {
-                        let mut v = 0u64;
-                        unsafe { read(self.ctx.wake, &mut v as *mut u64 as *mut _, 8) };
-                    }
-                    TOKEN_UNDERLAY_V4 => self.from_underlay_v4(),
-                    TOKEN_UNDERLAY_V6 => self.from_underlay_v6(),
-                    port => self.from_vm(port as PortId),
+                    TOKEN_WAKE => self.ctx.wake.clear(),
+                    TOKEN_UNDERLAY_V4 => self.guarded(Direction::FromUnderlay, Self::from_underlay_v4),
+                    TOKEN_UNDERLAY_V6 => self.guarded(Direction::FromUnderlay, Self::from_underlay_v6),
+                    port => self.guarded(Direction::FromVm, |w| w.from_vm(port as PortId)),
                 }
             }
         }
     }
 
-    /// Pick up a newly published state and (de)register TAPs to match.
+    /// Run one batch; if its handling panics, drop it (every packet of it
+    /// counted as `internal_error`), report the panic, and go on.
+    fn guarded(&mut self, dir: Direction, batch: impl FnOnce(&mut Self)) {
+        self.in_flight = 0;
+        if catch_unwind(AssertUnwindSafe(|| batch(self))).is_ok() {
+            return;
+        }
+        let message = panics::take_last();
+        self.ctx.counters.inc(Counter::WorkerPanics, 1);
+        self.ctx.counters.count_drops(dir, DropReason::InternalError, self.in_flight as u64);
+        self.pipeline.reset();
+        if let Some(suppressed) = self.panics.admit(message.clone(), self.now) {
+            self.ctx.shared.panics.push(PanicEvent { worker: self.ctx.index, message, suppressed });
+        }
+    }
+
+    /// Pick up a newly published state.
     fn refresh(&mut self) {
         let generation = self.ctx.shared.generation.load(Ordering::Acquire);
         if generation == self.generation {
@@ -175,297 +173,125 @@ impl Worker {
         }
         self.generation = generation;
         self.state = self.ctx.shared.state.lock().unwrap().clone();
-        let gone: Vec<PortId> =
-            self.registered.keys().copied().filter(|id| !self.state.taps.contains_key(id)).collect();
-        for id in gone {
-            let tap = self.registered.remove(&id).unwrap();
-            unsafe { epoll_ctl(self.epoll_fd(), EPOLL_CTL_DEL, tap.fd(self.ctx.index), std::ptr::null_mut()) };
-        }
-        let state = self.state.clone();
-        for (id, tap) in &state.taps {
-            if !self.registered.contains_key(id) {
-                self.register(tap.fd(self.ctx.index), *id as u64);
-                self.registered.insert(*id, tap.clone());
-            }
-        }
-        // The old state (and any TAP only it held) is released: say so.
+        // The old state (and any port only it held) is released: say so.
         self.ctx.seen.store(generation, Ordering::Release);
     }
 
     fn from_vm(&mut self, port: PortId) {
-        let Some(tap) = self.registered.get(&port).cloned() else { return };
+        let Some(tap) = self.state.taps.get(&port).cloned() else { return };
         let mut n = 0;
-        while n < BATCH && matches!(tap.recv(self.ctx.index, &mut self.bufs[n]), Ok(true)) {
-            n += 1;
+        while n < BATCH {
+            match tap.recv(self.ctx.index, &mut self.bufs[n]) {
+                Ok(true) => n += 1,
+                Ok(false) => break,
+                Err(e) => {
+                    self.port_failed(&tap, e);
+                    break;
+                }
+            }
         }
+        self.in_flight = n;
         self.ctx.counters.inc(Counter::VmRxPackets, n as u64);
-        let snap = self.state.snapshot.clone();
-        self.actions.clear();
         self.sources.clear();
         self.sources.resize(n, Some(Source::Port(port)));
+        self.outer_src.clear();
+        let snap = self.state.snapshot.clone();
+        self.actions.clear();
         dp::on_vm_frames(&snap, port, &mut self.bufs[..n], &mut self.actions);
-        self.transmit(Direction::FromVm, n);
+        self.carry_out(Direction::FromVm, n);
+    }
+
+    /// The port's device failed (deleted under us, typically): stop waiting
+    /// on it (an error reading is reported again and again), and say so once.
+    fn port_failed(&mut self, tap: &Tap, e: std::io::Error) {
+        self.ctx.epoll.delete(tap.fd(self.ctx.index));
+        if tap.health.fail(|| format!("reading from {}: {e}", tap.name)) {
+            self.ctx.counters.inc(Counter::VmAdapterErrors, 1);
+        }
     }
 
     fn from_underlay_v4(&mut self) {
         let n = self.ctx.underlay.recv_v4(&mut self.bufs).unwrap_or(0);
+        self.in_flight = n;
         self.ctx.counters.inc(Counter::UnderlayRxPackets, n as u64);
+        self.outer_src.clear();
+        self.outer_src.extend(self.bufs[..n].iter().map(|b| ipv4_source(b.frame())));
+        self.sources.clear();
+        self.sources.extend(self.outer_src.iter().map(|a| a.map(Source::Underlay)));
         let snap = self.state.snapshot.clone();
         self.actions.clear();
-        self.sources.clear();
-        self.sources.extend(self.bufs[..n].iter().map(|b| ipv4_source(b.frame())));
         dp::on_underlay_packets(&snap, &mut self.bufs[..n], &mut self.actions);
-        self.transmit(Direction::FromUnderlay, n);
+        self.carry_out(Direction::FromUnderlay, n);
     }
 
     fn from_underlay_v6(&mut self) {
         let n = self.ctx.underlay.recv_v6(&mut self.bufs, &mut self.addrs).unwrap_or(0);
+        self.in_flight = n;
         self.ctx.counters.inc(Counter::UnderlayRxPackets, n as u64);
+        self.outer_src.clear();
+        self.outer_src.extend(self.addrs[..n].iter().map(|&(src, _)| Some(src)));
+        self.sources.clear();
+        self.sources.extend(self.outer_src.iter().map(|a| a.map(Source::Underlay)));
         let snap = self.state.snapshot.clone();
         self.actions.clear();
-        self.sources.clear();
         for (b, &(src, dst)) in self.bufs[..n].iter_mut().zip(&self.addrs) {
-            self.sources.push(Some(Source::Underlay(src)));
             self.actions.push(dp::on_underlay_gre(&snap, src, dst, b));
         }
-        self.transmit(Direction::FromUnderlay, n);
+        self.carry_out(Direction::FromUnderlay, n);
     }
 
-    /// A buffer for an extra encapsulated packet (the pool only grows to the largest batch).
-    fn extra_buf(bufs: &mut Vec<PacketBuf>, used: usize) -> &mut PacketBuf {
-        if used == bufs.len() {
-            bufs.push(PacketBuf::new(EXTRA_CAPACITY));
-        }
-        &mut bufs[used]
-    }
-
-    /// Step 3 of the pipeline: segments of large TCP segments (with their
-    /// checksums) unless the kernel segments them, finished partial
-    /// checksums, and flow-4 probes.
-    fn prepare_extras(&mut self, n: usize) {
-        self.extras.clear();
-        self.leaves.clear();
-        self.leaves.resize(n, Leaves::Whole);
-        let snap = self.state.snapshot.clone();
-        let mut used = 0;
-        for i in 0..n {
-            match self.actions[i] {
-                Action::Encap { pa, .. } => {
-                    let outer = dp::outer_header_len(pa);
-                    let b = &mut self.bufs[i];
-                    let off = b.offload;
-                    if off.gso != Gso::None {
-                        if let Some(ifindex) = self.ctx.underlay.kernel_segments(b, &snap, pa) {
-                            self.leaves[i] = Leaves::KernelSegmented(ifindex);
-                            self.ctx.counters.inc(Counter::KernelSegmentedFrames, 1);
-                            continue;
-                        }
-                        let count = offload::segment_count(b.len() - outer, &off);
-                        while self.extra_bufs.len() < used + count {
-                            self.extra_bufs.push(PacketBuf::new(EXTRA_CAPACITY));
-                        }
-                        let ok = count > 0 && offload::segment(b.frame(), outer, &off, &mut self.extra_bufs[used..used + count]);
-                        self.leaves[i] = Leaves::Segmented;
-                        if !ok {
-                            self.actions[i] = Action::Drop(DropReason::Malformed);
-                            continue;
-                        }
-                        for k in used..used + count {
-                            self.extras.push(Extra { buf: k, from: i, action: self.actions[i] });
-                        }
-                        used += count;
-                        self.ctx.counters.inc(Counter::SegmentedFrames, 1);
-                    } else if let Some((start, offset)) = off.csum {
-                        // The wire needs the checksum the VM left to finish.
-                        offload::complete_checksum(&mut b.frame_mut()[outer..], start as usize, offset as usize);
-                    }
-                }
-                Action::Probe { vsid, .. } => {
-                    let Some(subnet) = snap.subnet(vsid) else { continue };
-                    for &t in &subnet.l2only_tunnels {
-                        let copy = Self::extra_buf(&mut self.extra_bufs, used);
-                        copy.reset();
-                        let frame = self.bufs[i].frame();
-                        copy.spare_mut()[..frame.len()].copy_from_slice(frame);
-                        copy.set_len(frame.len());
-                        let action = dp::encapsulate(copy, snap.tunnel(t), vsid, snap.flow_id, false);
-                        self.extras.push(Extra { buf: used, from: i, action });
-                        used += 1;
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Carry out the first `n` actions and count each outcome. A drop is
-    /// also offered to the event limiter, with where it came from.
-    fn transmit(&mut self, dir: Direction, n: usize) {
-        self.prepare_extras(n);
-        let Worker {
-            ctx, state, bufs, actions, sources, drops, learning, now, extra_bufs, extras, leaves, merge, coalescer, merging, merged, ..
-        } = self;
-        let counters = &ctx.counters;
-        let snap = &state.snapshot;
-        let mut dropped = |reason: DropReason, i: usize| {
-            counters.count_drop(dir, reason);
-            if let Some(ev) = sources[i].and_then(|src| drop_event(drops, dir, reason, src, *now)) {
-                ctx.shared.drops.push(ev);
-            }
-        };
-        let mut learn = |learned: Option<Learned>| {
-            if let Some(l) = learned.filter(|l| learning.admit(*l, *now).is_some()) {
-                ctx.shared.learned.push(l);
-            }
-        };
-        // Write the merged segments (one large one, or the single copy) to their port.
-        let flush = |merge: &mut PacketBuf, coalescer: &mut Coalescer, merging: &mut Option<(PortId, Vsid)>, merged: &mut Vec<(usize, usize)>, dropped: &mut dyn FnMut(DropReason, usize)| {
-            let Some((port, vsid)) = merging.take() else { return };
-            counters.inc(Counter::CoalescedPackets, merged.len() as u64 - 1);
-            coalescer.finish(merge);
-            let result = send_to_port(state, ctx.index, port, merge);
-            for &(i, len) in merged.iter() {
-                match result {
-                    Ok(()) => counters.account(snap, dir, &Action::Deliver { port, vsid, via: Via::Decapsulated }, len),
-                    Err(reason) => dropped(reason, i),
-                }
-            }
-            merged.clear();
-        };
-        // Encapsulated packets leave together, in frame order: (the packet, the frame's index, its action).
-        let mut encap: Vec<(Outgoing, usize, Action)> = Vec::new();
-        let mut extra_at = 0;
-        for (i, (b, action)) in bufs[..n].iter().zip(actions.iter()).enumerate() {
-            take_extras(extras, extra_bufs, &mut extra_at, i, &mut encap, &mut dropped);
-            // Consecutive TCP segments of one flow for one VM go up as one
-            // (a segment the kernel already merged goes up as it is).
-            if let (Action::Deliver { port, vsid, via: Via::Decapsulated }, Gso::None) = (*action, b.offload.gso) {
-                if *merging == Some((port, vsid)) && coalescer.append(merge, b.frame(), b.offload) {
-                    merged.push((i, b.len()));
-                    continue;
-                }
-                flush(merge, coalescer, merging, merged, &mut dropped);
-                if coalescer.start(merge, b.frame(), b.offload) {
-                    *merging = Some((port, vsid));
-                    merged.push((i, b.len()));
-                    continue;
-                }
-            } else {
-                flush(merge, coalescer, merging, merged, &mut dropped);
-                if matches!(*action, Action::Deliver { via: Via::Decapsulated, .. }) {
-                    counters.inc(Counter::AggregatedPackets, 1);
-                }
-            }
-            let flood = |vsid, except: Option<PortId>, dropped: &mut dyn FnMut(DropReason, usize)| {
-                if let Some(subnet) = snap.subnet(vsid) {
-                    for &p in subnet.ports.iter().filter(|&&p| Some(p) != except) {
-                        if let Err(reason) = send_to_port(state, ctx.index, p, b) {
-                            dropped(reason, i);
-                        }
-                    }
-                }
-            };
-            let result = match *action {
-                Action::Deliver { port, .. } | Action::Reject { port, .. } => send_to_port(state, ctx.index, port, b),
-                Action::Flood { vsid, except } => {
-                    flood(vsid, except, &mut dropped);
-                    Ok(())
-                }
-                Action::Probe { vsid, except } => {
-                    flood(vsid, Some(except), &mut dropped);
-                    Ok(())
-                }
-                Action::Encap { pa, .. } => {
-                    match leaves[i] {
-                        Leaves::Whole => encap.push((Outgoing { buf: b, pa, kernel_segments: None }, i, *action)),
-                        Leaves::KernelSegmented(ifindex) => encap.push((Outgoing { buf: b, pa, kernel_segments: Some(ifindex) }, i, *action)),
-                        Leaves::Segmented => {}
-                    }
-                    continue;
-                }
-                Action::Drop(reason) => Err(reason),
-            };
-            match result {
-                Ok(()) => {
-                    counters.account(snap, dir, action, b.len());
-                    if let (Action::Deliver { vsid, via: Via::Decapsulated, .. }, Some(Source::Underlay(from))) = (*action, sources[i]) {
-                        learn(learn::from_underlay(snap, vsid, from, b.frame()));
-                    }
-                }
-                Err(reason) => dropped(reason, i),
-            }
-        }
-        flush(merge, coalescer, merging, merged, &mut dropped);
-        take_extras(extras, extra_bufs, &mut extra_at, n, &mut encap, &mut dropped);
-        if encap.is_empty() {
-            return;
-        }
-        let packets: Vec<Outgoing> = encap.iter().map(|&(o, _, _)| o).collect();
-        ctx.underlay.send_batch(&packets, |k, r| {
-            let (Outgoing { buf: b, pa, .. }, i, action) = encap[k];
-            match r {
-                Ok(()) => {
-                    counters.account(snap, dir, &action, b.len());
-                    if matches!(actions[i], Action::Probe { .. }) {
-                        counters.inc(Counter::ArpProbes, 1);
-                    } else if let Action::Encap { vsid, .. } = action {
-                        if let Some(local) = snap.local_pa_for(pa) {
-                            learn(learn::from_vm(snap, vsid, local, &b.frame()[dp::outer_header_len(pa)..]));
-                        }
-                    }
-                }
-                Err(_) => dropped(DropReason::TxError, i),
-            }
-        });
+    /// Steps 3 to 5 of the pipeline for the batch's `n` packets.
+    fn carry_out(&mut self, dir: Direction, n: usize) {
+        let Worker { ctx, state, bufs, actions, sources, outer_src, pipeline, drops, learning, now, .. } = self;
+        let mut io = WorkerIo { ctx, state, dir, sources, drops, learning, now: *now };
+        let batch = Batch { snap: &state.snapshot, dir, bufs: &mut bufs[..n], actions, outer_src, counters: &ctx.counters };
+        pipeline.carry_out(batch, &mut io);
     }
 }
 
-/// Queue the segments and probe copies of the frames before `upto` (from
-/// `*at` on) in their frame's place: a flow's next frame must not overtake them.
-fn take_extras<'a>(
-    extras: &[Extra],
-    extra_bufs: &'a [PacketBuf],
-    at: &mut usize,
-    upto: usize,
-    encap: &mut Vec<(Outgoing<'a>, usize, Action)>,
-    dropped: &mut dyn FnMut(DropReason, usize),
-) {
-    while let Some(e) = extras.get(*at).filter(|e| e.from < upto) {
-        match e.action {
-            Action::Encap { pa, .. } => encap.push((Outgoing { buf: &extra_bufs[e.buf], pa, kernel_segments: None }, e.from, e.action)),
-            Action::Drop(reason) => dropped(reason, e.from),
-            _ => {}
+/// The worker's side of the pipeline: the writes, and the reports.
+struct WorkerIo<'a> {
+    ctx: &'a Context,
+    state: &'a State,
+    dir: Direction,
+    sources: &'a [Option<Source>],
+    drops: &'a mut Limiter<(Direction, DropReason, Source)>,
+    learning: &'a mut Limiter<Learned>,
+    now: Instant,
+}
+
+impl Effects for WorkerIo<'_> {
+    fn to_port(&mut self, port: PortId, buf: &PacketBuf) -> Result<(), DropReason> {
+        let tap = self.state.taps.get(&port).ok_or(DropReason::PortGone)?;
+        if !tap.health.is_up() {
+            return Err(DropReason::AdapterDown);
         }
-        *at += 1;
+        tap.send(self.ctx.index, buf).map_err(|_| DropReason::TxError)
     }
-}
 
-/// How an encapsulated frame leaves.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Leaves {
-    /// As it is.
-    Whole,
-    /// As the MTU-sized segments cut from it (in `extras`).
-    Segmented,
-    /// As one packet that the kernel cuts if the path needs it, out of this interface.
-    KernelSegmented(u32),
-}
+    fn to_underlay(&mut self, pkts: &[Outgoing], done: &mut dyn FnMut(usize, bool)) {
+        self.ctx.underlay.send_batch(pkts, |k, r| done(k, r.is_ok()));
+    }
 
-/// An encapsulated packet made from frame `from` of the batch.
-#[derive(Clone, Copy)]
-struct Extra {
-    buf: usize,
-    from: usize,
-    action: Action,
+    fn kernel_segments(&self) -> bool {
+        self.ctx.underlay.kernel_segmentation()
+    }
+
+    fn dropped(&mut self, frame: usize, reason: DropReason) {
+        if let Some(ev) = self.sources.get(frame).copied().flatten().and_then(|src| drop_event(self.drops, self.dir, reason, src, self.now)) {
+            self.ctx.shared.drops.push(ev);
+        }
+    }
+
+    fn learned(&mut self, l: Learned) {
+        if self.learning.admit(l, self.now).is_some() {
+            self.ctx.shared.learned.push(l);
+        }
+    }
 }
 
 /// The outer source address of a packet the IPv4 underlay socket read.
-fn ipv4_source(pkt: &[u8]) -> Option<Source> {
+fn ipv4_source(pkt: &[u8]) -> Option<IpAddr> {
     let src: [u8; 4] = pkt.get(12..16)?.try_into().ok()?;
-    Some(Source::Underlay(IpAddr::from(src)))
-}
-
-fn send_to_port(state: &State, queue: usize, port: PortId, b: &PacketBuf) -> Result<(), DropReason> {
-    let tap = state.taps.get(&port).ok_or(DropReason::PortGone)?;
-    tap.send(queue, b).map_err(|_| DropReason::TxError)
+    Some(IpAddr::from(src))
 }

@@ -213,11 +213,14 @@ impl ArpRepr {
         })
     }
 
+    /// Bytes of an Ethernet/IPv4 ARP packet (the only kind there is to parse).
+    pub const ETHERNET_IPV4_LEN: usize = field::tpa(ETHERNET_ADDR_LEN, IPV4_ADDR_LEN).end;
+
     /// Bytes written by [`emit`](Self::emit) (28 for Ethernet/IPv4).
     #[inline]
     pub const fn buffer_len(&self) -> usize {
         match self {
-            ArpRepr::EthernetIpv4 { .. } => field::tpa(ETHERNET_ADDR_LEN, IPV4_ADDR_LEN).end,
+            ArpRepr::EthernetIpv4 { .. } => Self::ETHERNET_IPV4_LEN,
         }
     }
 
