@@ -546,6 +546,19 @@ export async function inject(ns: string, dst: string, packets: Buffer[], opts: I
   return { sent: j.sent ?? 0, errors: j.errors ?? 0, notes: j.notes ?? [] };
 }
 
+/**
+ * Send Ethernet frames (any bytes at all: what a VM can put on its adapter)
+ * on interface `ifname` of namespace `ns`: the list `count` times, or over
+ * and over for `seconds`. Throws if the probe could not run or open the interface.
+ */
+export async function sendFrames(ns: string, ifname: string, frames: Buffer[], opts: { count?: number; seconds?: number } = {}): Promise<InjectResult> {
+  const what = `frames ${ns}/${ifname}`;
+  const args = ['frames', ifname, ...frames.flatMap((f) => ['--hex', f.toString('hex')]), '--count', String(opts.count ?? 1), '--seconds', String(opts.seconds ?? 0)];
+  const j = (await runProbe(ns, args, (opts.seconds ?? 0) * 1000 + 30_000, what)) as ProbeOutput & Partial<InjectResult>;
+  if (j.fatal !== undefined) throw new Error(`${what}: ${j.fatal}`);
+  return { sent: j.sent ?? 0, errors: j.errors ?? 0, notes: j.notes ?? [] };
+}
+
 /** One Prometheus scrape: series (`name{labels}` as exposed) → value. */
 export type Scrape = Map<string, number>;
 

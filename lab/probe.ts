@@ -13,6 +13,10 @@
 //     through a raw GRE socket with IP_HDRINCL, the whole list `count` times,
 //     `interval` ms between sends. The kernel rewrites the IP checksum and total
 //     length (and a 0.0.0.0 source). Result {sent, errors, notes}.
+//   frames IFNAME --hex HEX[,HEX...] [--count N] [--seconds S]
+//     Send each Ethernet frame (hex, any bytes at all) on interface IFNAME
+//     with libpcap, the whole list `count` times or, with --seconds, over and
+//     over for S seconds, as fast as it goes. Result {sent, errors, notes}.
 //   get URL
 //     HTTP GET from inside the namespace (a daemon's /metrics). Result {status, body}.
 //   tcp-recv ADDR --port P [--wait MS]
@@ -25,6 +29,7 @@
 
 import { createHash, randomFillSync } from 'node:crypto';
 import { createServer, connect, isIPv4, isIPv6, type Socket } from 'node:net';
+import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import raw from 'raw-socket';
 
@@ -39,7 +44,7 @@ class Fatal extends Error {
 
 function usage(message: string): Fatal {
   return new Fatal(
-    `${message} (usage: probe.js ping DST [--count N] [--interval MS] [--wait MS] [--size BYTES] | inject DST --hex HEX[,HEX...] [--count N] [--interval MS] | get URL | tcp-recv ADDR --port P [--wait MS] | tcp-send DST --port P --bytes N [--wait MS])`,
+    `${message} (usage: probe.js ping DST [--count N] [--interval MS] [--wait MS] [--size BYTES] | inject DST --hex HEX[,HEX...] [--count N] [--interval MS] | frames IFNAME --hex HEX[,HEX...] [--count N] [--seconds S] | get URL | tcp-recv ADDR --port P [--wait MS] | tcp-send DST --port P --bytes N [--wait MS])`,
     2,
   );
 }
@@ -297,6 +302,36 @@ async function inject(dst: string, packets: Buffer[], count: number, interval: n
 
 // ---------------------------------------------------------------------------
 
+/** Ethernet frames onto an interface: what a VM (or an attacker in one) can send. */
+function frames(ifname: string, list: Buffer[], count: number, seconds: number): void {
+  const cap = createRequire(import.meta.url)('cap') as typeof import('cap').default;
+  const c = new cap.Cap();
+  try {
+    c.open(ifname, '', 1024 * 1024, Buffer.alloc(65_536));
+  } catch (e) {
+    throw new Fatal(`cannot open ${ifname} with libpcap: ${(e as Error).message}`, 3);
+  }
+  const notes: string[] = [];
+  let sent = 0;
+  let errors = 0;
+  const until = seconds ? Date.now() + seconds * 1000 : Infinity;
+  for (let round = 0; seconds ? Date.now() < until : round < count; round++) {
+    for (const f of list) {
+      try {
+        c.send(f);
+        sent++;
+      } catch (e) {
+        errors++;
+        if (notes.length < 5) notes.push((e as Error).message);
+      }
+    }
+  }
+  c.close();
+  output({ sent, errors, notes });
+}
+
+// ---------------------------------------------------------------------------
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   let parsed;
@@ -312,6 +347,7 @@ async function main(argv: string[]): Promise<void> {
         hex: { type: 'string', multiple: true },
         port: { type: 'string' },
         bytes: { type: 'string' },
+        seconds: { type: 'string' },
       },
     });
   } catch (e) {
@@ -346,6 +382,14 @@ async function main(argv: string[]): Promise<void> {
     const wait = intOption(values, 'wait', 120_000, 1, 3_600_000);
     if (command === 'tcp-recv') tcpRecv(dst, port, wait);
     else tcpSend(dst, port, intOption(values, 'bytes', 0, 0, Number.MAX_SAFE_INTEGER), wait);
+  } else if (command === 'frames') {
+    const hex = (values.hex ?? []).flatMap((h) => h.split(','));
+    if (!hex.length) throw usage('frames needs --hex');
+    const list = hex.map((h) => {
+      if (!/^([0-9a-f]{2})+$/i.test(h)) throw usage(`--hex ${h.slice(0, 16)}...: not hex`);
+      return Buffer.from(h, 'hex');
+    });
+    frames(dst, list, intOption(values, 'count', 1, 1, 100_000_000), intOption(values, 'seconds', 0, 0, 3600));
   } else if (command === 'get') {
     const res = await fetch(dst, { signal: AbortSignal.timeout(10_000) });
     output({ status: res.status, body: await res.text() });

@@ -652,6 +652,8 @@ export interface SetUpLabOptions {
   edit?: VariantConfigOptions['edit'];
   readyTimeoutMs?: number;
   daemonArgs?: readonly string[];
+  /** The daemons' environment. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface LabSetUp {
@@ -676,6 +678,7 @@ export async function setUpLab(lab: Lab, opts: SetUpLabOptions): Promise<LabSetU
     runDir,
     ...(opts.readyTimeoutMs ? { readyTimeoutMs: opts.readyTimeoutMs } : {}),
     ...(opts.daemonArgs ? { daemonArgs: opts.daemonArgs } : {}),
+    ...(opts.env ? { env: opts.env } : {}),
   });
   await configureVms(lab, { dualStack: variant.dualStack ?? false });
   return { daemons, configs };

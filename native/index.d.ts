@@ -135,3 +135,9 @@ export function deadWorkers(): Array<{ worker: number; message: string }>;
 
 /** Each port's device: up, or down and why (e.g. its TAP was deleted under the daemon). */
 export function portStates(): Array<{ id: number; up: boolean; error?: string }>;
+
+/** A number that changes whenever the kernel's links, addresses or routes (of the daemon's namespace) did. */
+export function kernelChanges(): number;
+
+/** Links that appeared (`up`: administratively up with a carrier), changed or were removed since the last call. */
+export function drainLinkEvents(): Array<{ ifindex: number; name: string; up: boolean; removed: boolean }>;

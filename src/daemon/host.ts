@@ -92,6 +92,8 @@ export class HostDataplane {
     routes: new Map(),
   };
   private started = false;
+  /** The underlay interfaces' index/MTU the running snapshot was encoded with. */
+  private underlaySeen = '';
 
   constructor(
     private readonly core: NativeCore,
@@ -200,7 +202,7 @@ export class HostDataplane {
       }
 
       // 3. One snapshot, swapped in whole.
-      native(() => core.setPolicy(encodePolicy(next, new Map([...nextPorts].map(([n, p]) => [n, p.id])), underlayInterface)));
+      this.publish(next, nextPorts);
 
       // 4. What the new policy no longer names.
       for (const [name, p] of this.ports) {
@@ -215,6 +217,54 @@ export class HostDataplane {
       undo.run(this.log);
       throw err;
     }
+  }
+
+  /** Make again the VM adapters whose device failed (deleted under the daemon); the rest is left alone. */
+  repair(): void {
+    if (this.started && this.core.portStates().some((h) => !h.up)) this.apply(this.running);
+  }
+
+  /**
+   * Put back what the running policy places in the kernel and someone (or
+   * something: an underlay link going down takes its routes and IPv6
+   * addresses with it) removed: provider addresses and routes. Called when
+   * the kernel reports a change; what cannot be placed yet (its link is
+   * down) is tried again at the next change. The snapshot is re-encoded if
+   * an underlay interface's index or MTU moved (it was re-created).
+   */
+  reconcile(): void {
+    if (!this.started) return;
+    for (const pa of this.running.provider_addresses) {
+      try {
+        if (this.core.addAddress(pa.interface, pa.address, pa.prefix_length)) {
+          this.owned.addresses.set(paKey(pa), pa);
+          this.log.warn({ pa: pa.address, interface: pa.interface }, 'provider address was removed by someone else: restored');
+        }
+      } catch (err) {
+        this.log.debug({ pa: pa.address, interface: pa.interface, err: (err as Error).message }, 'provider address cannot be restored yet');
+      }
+    }
+    for (const r of this.running.provider_routes) {
+      const [prefix, len] = splitPrefix(r.destination_prefix);
+      try {
+        if (this.core.addRoute(prefix, len, isOnLink(r.next_hop) ? null : r.next_hop, r.interface, r.metric)) {
+          this.owned.routes.set(routeKey(r), r);
+          this.log.warn({ route: r.destination_prefix, via: r.next_hop, interface: r.interface }, 'provider route was removed: restored');
+        }
+      } catch (err) {
+        this.log.debug({ route: r.destination_prefix, err: (err as Error).message }, 'provider route cannot be restored yet');
+      }
+    }
+    if (underlayKey(this.running) !== this.underlaySeen) {
+      this.publish(this.running, this.ports);
+      this.log.info({ underlay: this.underlaySeen }, 'underlay interfaces changed: tables rebuilt');
+    }
+  }
+
+  /** Hand the packet core the snapshot of `policy` with these ports. */
+  private publish(policy: Policy, ports: ReadonlyMap<string, Port>): void {
+    native(() => this.core.setPolicy(encodePolicy(policy, new Map([...ports].map(([n, p]) => [n, p.id])), underlayInterface)));
+    this.underlaySeen = underlayKey(policy);
   }
 
   /** Remove the provider addresses and routes this daemon placed that `next` does not have. */
@@ -266,6 +316,11 @@ export class HostDataplane {
     this.removeStale(emptyPolicy());
     this.running = emptyPolicy();
   }
+}
+
+/** The underlay interfaces' index and MTU, as a snapshot encodes them. */
+function underlayKey(p: Policy): string {
+  return p.provider_addresses.map((pa) => underlayInterface(pa.interface)).map((u) => `${u.ifindex}/${u.mtu}`).join(',');
 }
 
 function underlayInterface(ifname: string): UnderlayInterface {

@@ -227,6 +227,7 @@ async function main(): Promise<number> {
   const stopSupervising = supervise(core, systemd, logs.component('supervisor'), {
     ports: () => host.portStates(),
     onDead: () => stop('a packet worker died', EXIT_RUNTIME),
+    onKernelChange: () => host.reconcile(),
   });
   const stopEvents = logPacketEvents(core, (id) => host.portName(id), logs.component('packets'));
   learning = new Learning(core, store!, logs.component('learning'));

@@ -576,6 +576,7 @@ export class PolicyStore {
         const file = await loadConfigFile(this.configFile);
         const { doc, learned } = this.keepLearned(file);
         const result = this.applyNow(doc, 'reload', learned);
+        this.host.repair(); // VM adapters whose device failed are made again, even if nothing changed
         const now = new Date();
         this.lastReload = { successful: true, timestamp: now, error: null, lastSuccess: now };
         return result;

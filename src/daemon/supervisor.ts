@@ -9,6 +9,8 @@
 // - Panics a worker recovered from (it dropped one batch) are logged.
 // - A VM adapter whose device fails (deleted under the daemon) is logged
 //   once when it goes down.
+// - When the kernel reports a change of links, addresses or routes, what
+//   the daemon placed there and someone removed is put back (host.reconcile).
 // (The timer also keeps the event loop alive: the workers are native threads.)
 
 import type { NativeCore } from '../native.js';
@@ -24,6 +26,8 @@ export interface SuperviseOptions {
   ports(): PortState[];
   /** A worker died: stop the daemon with a failure status. */
   onDead(why: string): void;
+  /** The kernel's links, addresses or routes changed (host.reconcile). */
+  onKernelChange(): void;
 }
 
 export function supervise(core: NativeCore, systemd: Systemd, log: Logger, opts: SuperviseOptions): () => void {
@@ -31,6 +35,7 @@ export function supervise(core: NativeCore, systemd: Systemd, log: Logger, opts:
   const changedAt = Array.from(last, () => Date.now());
   const stalled = new Set<number>();
   const down = new Set<string>();
+  let kernel = core.kernelChanges();
   const every = Math.min(CHECK_MS, systemd.watchdogIntervalMs ?? CHECK_MS);
   const timer = setInterval(() => {
     const dead = core.deadWorkers();
@@ -42,6 +47,11 @@ export function supervise(core: NativeCore, systemd: Systemd, log: Logger, opts:
     }
     for (const p of core.drainPanics()) {
       log.error({ worker: p.worker, panic: p.message, suppressed: p.suppressed }, 'packet worker recovered from a panic: the batch that met it was dropped (a bug: please report)');
+    }
+    const changes = core.kernelChanges();
+    if (changes !== kernel) {
+      kernel = changes;
+      opts.onKernelChange();
     }
     for (const p of opts.ports()) {
       if (!p.up && p.error && !down.has(p.name)) {

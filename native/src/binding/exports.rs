@@ -43,6 +43,8 @@ exports! {
     "drainPanics" => drain_panics,
     "deadWorkers" => dead_workers,
     "portStates" => port_states,
+    "kernelChanges" => kernel_changes,
+    "drainLinkEvents" => drain_link_events,
     "addAddress" => add_address,
     "delAddress" => del_address,
     "addRoute" => add_route,
@@ -220,6 +222,26 @@ fn port_states(_: &Args) -> JsResult<JsValue> {
             JsValue::Object(fields)
         });
         Ok(JsValue::Array(ports.collect()))
+    })
+}
+
+/// `kernelChanges()`: a number that changes whenever the kernel's links, addresses or routes did (modulo 2^32).
+fn kernel_changes(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| Ok(JsValue::U32(dp.kernel_changes() as u32)))
+}
+
+/// `drainLinkEvents()`: links that appeared, changed or went since the last call.
+fn drain_link_events(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| {
+        let links = dp.drain_link_events().into_iter().map(|l| {
+            JsValue::Object(vec![
+                ("ifindex", JsValue::U32(l.ifindex)),
+                ("name", JsValue::Str(l.name)),
+                ("up", JsValue::Bool(l.up)),
+                ("removed", JsValue::Bool(l.removed)),
+            ])
+        });
+        Ok(JsValue::Array(links.collect()))
     })
 }
 

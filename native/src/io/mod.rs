@@ -50,6 +50,10 @@ struct Shared {
     learned: events::EventQueue<Learned>,
     /// Panics the workers recovered from, rate-limited, for the log.
     panics: events::EventQueue<PanicEvent>,
+    /// Advanced on every change of the kernel's links, addresses and routes (see `netlink::Monitor`).
+    kernel_changes: AtomicU64,
+    /// Links that appeared, changed state or went, for the control plane.
+    links: events::EventQueue<netlink::LinkEvent>,
 }
 
 struct Worker {
@@ -94,6 +98,8 @@ const GRACE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Dataplane {
     shared: Arc<Shared>,
     workers: Vec<Worker>,
+    /// The thread following rtnetlink, and how to wake it to stop.
+    monitor: (Arc<EventFd>, Option<JoinHandle<()>>),
     /// Serialises publishers so read-modify-write of the state is atomic.
     publish_lock: Mutex<()>,
     vsid_slots: Mutex<VsidSlots>,
@@ -114,8 +120,11 @@ impl Dataplane {
             drops: events::EventQueue::default(),
             learned: events::EventQueue::default(),
             panics: events::EventQueue::default(),
+            kernel_changes: AtomicU64::new(0),
+            links: events::EventQueue::default(),
         });
         panics::install_hook();
+        let monitor = Self::watch_kernel(&shared)?;
         let steering = if workers > 1 { Some(Steering::load()?) } else { None };
         let (gso, segmentation) = match kernel_segmentation.then(GsoPort::open) {
             Some(Ok(port)) => {
@@ -164,6 +173,7 @@ impl Dataplane {
         Ok(Dataplane {
             shared,
             workers: ws,
+            monitor,
             publish_lock: Mutex::new(()),
             vsid_slots: Mutex::new(VsidSlots::new(vsid_capacity)),
             vsid_capacity,
@@ -330,6 +340,48 @@ impl Dataplane {
 
     pub fn stop(mut self) {
         Self::stop_workers(&self.shared, &mut self.workers);
+        self.monitor.0.signal();
+        if let Some(t) = self.monitor.1.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Follow rtnetlink on a thread of its own (blocking reads, woken to stop).
+    fn watch_kernel(shared: &Arc<Shared>) -> io::Result<(Arc<EventFd>, Option<JoinHandle<()>>)> {
+        const TOKEN_NETLINK: u64 = 1;
+        let mut monitor = netlink::Monitor::open()?;
+        let epoll = Epoll::new()?;
+        let stop = Arc::new(EventFd::new()?);
+        epoll.add(monitor.fd(), TOKEN_NETLINK)?;
+        epoll.add(stop.fd(), 0)?;
+        let shared = shared.clone();
+        let thread = std::thread::Builder::new().name("nvgre-netlink".into()).spawn(move || {
+            let mut events = [sys::epoll_event { events: 0, data: 0 }; 2];
+            let mut links = Vec::new();
+            while !shared.stop.load(Ordering::Acquire) {
+                let Ok(ready) = epoll.wait(&mut events, 1000) else { return };
+                if !ready.iter().any(|e| e.data == TOKEN_NETLINK) {
+                    continue;
+                }
+                if monitor.read(&mut links) {
+                    shared.kernel_changes.fetch_add(1, Ordering::Release);
+                }
+                for l in links.drain(..) {
+                    shared.links.push(l);
+                }
+            }
+        })?;
+        Ok((stop, Some(thread)))
+    }
+
+    /// A number that changes whenever the kernel's links, addresses or routes did.
+    pub fn kernel_changes(&self) -> u64 {
+        self.shared.kernel_changes.load(Ordering::Acquire)
+    }
+
+    /// Links that appeared, changed or went since the last call.
+    pub fn drain_link_events(&self) -> Vec<netlink::LinkEvent> {
+        self.shared.links.drain()
     }
 
     fn stop_workers(shared: &Shared, workers: &mut [Worker]) {

@@ -7,7 +7,7 @@ use super::tap::annotate;
 use std::ffi::CString;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
@@ -200,5 +200,143 @@ fn request(msg: &[u8]) -> io::Result<()> {
     match i32::from_ne_bytes(reply[NLMSG_HDRLEN..NLMSG_HDRLEN + 4].try_into().unwrap()) {
         0 => Ok(()),
         e => Err(io::Error::from_raw_os_error(-e)),
+    }
+}
+
+/// A link as the kernel announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkEvent {
+    pub ifindex: u32,
+    pub name: String,
+    /// Administratively up with a carrier (IFF_UP and IFF_LOWER_UP).
+    pub up: bool,
+    /// The link was deleted.
+    pub removed: bool,
+}
+
+/// Follows what changes in the kernel's links, addresses and routes of this
+/// network namespace (rtnetlink multicast groups): someone removing a
+/// provider address or route, an underlay link going down and up (which
+/// takes its routes and IPv6 addresses with it), a VM's interface
+/// appearing. Each change advances `changes`; link changes are also queued.
+/// Messages lost to a full socket buffer also advance it: the reader then
+/// re-checks everything, which is what it does on any change anyway.
+pub struct Monitor {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+const RTM_DELLINK: u16 = 17;
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+const IFLA_IFNAME: u16 = 3;
+const IFF_LOWER_UP: u32 = 0x1_0000;
+const IFINFOMSG_LEN: usize = 16;
+
+impl Monitor {
+    pub fn open() -> io::Result<Monitor> {
+        const NETLINK_ROUTE: i32 = 0;
+        // SAFETY: no pointers; a new descriptor or -1.
+        let fd = owned(unsafe { socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE) })?;
+        let groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE;
+        let me = sockaddr_nl { family: AF_NETLINK as u16, pad: 0, pid: 0, groups };
+        // SAFETY: `me` is a valid sockaddr_nl of the length given.
+        cvt(unsafe { bind(fd.as_raw_fd(), &me as *const _ as *const _, std::mem::size_of::<sockaddr_nl>() as u32) })
+            .map_err(|e| annotate(e, "following rtnetlink"))?;
+        Ok(Monitor { fd, buf: vec![0; 64 * 1024] })
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Read what is waiting: whether anything changed, and the link events.
+    pub fn read(&mut self, links: &mut Vec<LinkEvent>) -> bool {
+        let mut changed = false;
+        loop {
+            // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+            let n = unsafe { recv(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), MSG_DONTWAIT) };
+            match cvt_size(n) {
+                Ok(n) => {
+                    changed = true;
+                    parse_links(&self.buf[..n], links);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return changed,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ENOBUFS: messages were lost; everything is re-checked anyway.
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// The RTM_NEWLINK / RTM_DELLINK messages of one datagram.
+fn parse_links(mut data: &[u8], out: &mut Vec<LinkEvent>) {
+    while data.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize;
+        if len < NLMSG_HDRLEN || len > data.len() {
+            return;
+        }
+        let ty = u16::from_ne_bytes([data[4], data[5]]);
+        let body = &data[NLMSG_HDRLEN..len];
+        if (ty == RTM_NEWLINK || ty == RTM_DELLINK) && body.len() >= IFINFOMSG_LEN {
+            let ifindex = u32::from_ne_bytes(body[4..8].try_into().unwrap());
+            let flags = u32::from_ne_bytes(body[8..12].try_into().unwrap());
+            let name = attrs(&body[IFINFOMSG_LEN..])
+                .find(|(t, _)| *t == IFLA_IFNAME)
+                .map(|(_, v)| String::from_utf8_lossy(v.split(|&b| b == 0).next().unwrap_or(&[])).into_owned());
+            if let Some(name) = name {
+                let removed = ty == RTM_DELLINK;
+                out.push(LinkEvent { ifindex, name, up: !removed && flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0, removed });
+            }
+        }
+        data = &data[len.next_multiple_of(4).min(data.len())..];
+    }
+}
+
+/// The (type, value) attributes of a netlink message's tail.
+fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if data.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let ty = u16::from_ne_bytes([data[2], data[3]]) & !NLA_F_NESTED;
+        if len < 4 || len > data.len() {
+            return None;
+        }
+        let value = &data[4..len];
+        data = &data[len.next_multiple_of(4).min(data.len())..];
+        Some((ty, value))
+    })
+}
+
+#[cfg(test)]
+mod monitor_test {
+    use super::*;
+
+    #[test]
+    fn link_messages_parse_and_garbage_does_not_panic() {
+        let mut msg = vec![0u8; NLMSG_HDRLEN];
+        msg[4..6].copy_from_slice(&RTM_NEWLINK.to_ne_bytes());
+        let mut body = vec![0u8; IFINFOMSG_LEN];
+        body[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        body[8..12].copy_from_slice(&(IFF_UP | IFF_LOWER_UP).to_ne_bytes());
+        msg.extend_from_slice(&body);
+        msg.extend_from_slice(&[9, 0, IFLA_IFNAME as u8, 0, b'v', b'm', b'1', 0, 0, 0, 0, 0]);
+        let len = msg.len() as u32;
+        msg[..4].copy_from_slice(&len.to_ne_bytes());
+        let mut out = Vec::new();
+        parse_links(&msg, &mut out);
+        assert_eq!(out, [LinkEvent { ifindex: 7, name: "vm1".into(), up: true, removed: false }]);
+        for cut in 0..msg.len() {
+            parse_links(&msg[..cut], &mut Vec::new());
+        }
+        let mut lying = msg.clone();
+        lying[NLMSG_HDRLEN + IFINFOMSG_LEN] = 0xff; // attribute length beyond the message
+        parse_links(&lying, &mut Vec::new());
     }
 }

@@ -53,3 +53,29 @@ pub fn install_hook() {
 pub fn take_last() -> String {
     LAST.with(|l| l.borrow_mut().take()).unwrap_or_else(|| "a panic".to_string())
 }
+
+/// Test-only fault injection (`NVGRED_FAILPOINTS=1` in the daemon's
+/// environment): a frame from a VM that carries [`PANIC_MARK`] makes its
+/// batch's handling panic, one that carries [`DIE_MARK`] makes the worker's
+/// thread panic outside the per-batch guard. Off, the cost is one load of a
+/// flag per batch. The fault tests use it: a bug cannot be had on demand.
+pub mod failpoints {
+    use std::sync::OnceLock;
+
+    pub const PANIC_MARK: &[u8] = b"nvgred-failpoint-panic";
+    pub const DIE_MARK: &[u8] = b"nvgred-failpoint-die";
+
+    fn armed() -> bool {
+        static ARMED: OnceLock<bool> = OnceLock::new();
+        *ARMED.get_or_init(|| std::env::var_os("NVGRED_FAILPOINTS").is_some_and(|v| v == "1"))
+    }
+
+    /// Which mark, if any, one of these frames carries.
+    pub fn hit<'a>(frames: impl Iterator<Item = &'a [u8]>) -> Option<&'static [u8]> {
+        if !armed() {
+            return None;
+        }
+        let has = |f: &[u8], mark: &[u8]| f.windows(mark.len()).any(|w| w == mark);
+        frames.into_iter().find_map(|f| [PANIC_MARK, DIE_MARK].into_iter().find(|m| has(f, m)))
+    }
+}

@@ -18,6 +18,7 @@ extern "C" {
     pub fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int;
     pub fn sendto(fd: c_int, buf: *const c_void, len: usize, flags: c_int, addr: *const c_void, alen: socklen_t) -> isize;
     pub fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize;
+    pub fn bind(fd: c_int, addr: *const c_void, len: socklen_t) -> c_int;
     pub fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut c_void) -> c_int;
     pub fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int;
     pub fn epoll_create1(flags: c_int) -> c_int;

@@ -72,6 +72,8 @@ struct Worker {
     pipeline: Pipeline,
     /// Packets of the batch being handled (a panic drops them).
     in_flight: usize,
+    /// Failpoint: end the thread with a panic outside the per-batch guard.
+    die: bool,
     drops: Limiter<(Direction, DropReason, Source)>,
     learning: Limiter<Learned>,
     panics: Limiter<String>,
@@ -109,6 +111,7 @@ impl Context {
             addrs: vec![(IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4])); BATCH],
             pipeline: Pipeline::new(MAX_PACKET),
             in_flight: 0,
+            die: false,
             drops: Limiter::new(DROP_PACE),
             learning: Limiter::new(LEARN_PACE),
             panics: Limiter::new(PANIC_PACE),
@@ -138,6 +141,7 @@ impl Worker {
             if !ready.is_empty() {
                 spin_until = self.now + self.ctx.poll;
             }
+            assert!(!self.die, "failpoint: the worker dies");
             for ev in ready {
                 match { ev.data } {
                     TOKEN_WAKE => self.ctx.wake.clear(),
@@ -192,6 +196,11 @@ impl Worker {
         }
         self.in_flight = n;
         self.ctx.counters.inc(Counter::VmRxPackets, n as u64);
+        match panics::failpoints::hit(self.bufs[..n].iter().map(|b| b.frame())) {
+            Some(panics::failpoints::PANIC_MARK) => panic!("failpoint: a batch's handling panics"),
+            Some(_) => self.die = true,
+            None => {}
+        }
         self.sources.clear();
         self.sources.resize(n, Some(Source::Port(port)));
         self.outer_src.clear();
