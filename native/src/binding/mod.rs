@@ -133,38 +133,37 @@ pub enum JsValue {
 /// Make the JavaScript value, every Node-API status checked.
 fn to_napi(env: napi_env, v: JsValue) -> JsResult<napi_value> {
     let mut out: napi_value = ptr::null_mut();
-    // SAFETY (every call below): `env` is the current call's environment,
-    // `out` and the other out-pointers are live locals, and every pointer
-    // passed with a length points at that many readable bytes.
-    match v {
-        JsValue::Undefined => check(unsafe { napi_get_undefined(env, &mut out) }, "undefined")?,
-        JsValue::Bool(b) => check(unsafe { napi_get_boolean(env, b, &mut out) }, "a boolean")?,
-        JsValue::U32(n) => check(unsafe { napi_create_uint32(env, n, &mut out) }, "a number")?,
-        JsValue::Str(s) => out = js_string(env, &s)?,
-        JsValue::Array(items) => {
-            check(unsafe { napi_create_array_with_length(env, items.len(), &mut out) }, "an array")?;
-            for (i, v) in items.into_iter().enumerate() {
-                let item = to_napi(env, v)?;
-                check(unsafe { napi_set_element(env, out, i as u32, item) }, "an array element")?;
+    // SAFETY: `env` is the current call's environment; `out` and the other
+    // out-pointers are live locals; a pointer passed with a length points at
+    // that many bytes (the ArrayBuffer Node just made holds `bytes`).
+    unsafe {
+        match v {
+            JsValue::Undefined => check(napi_get_undefined(env, &mut out), "undefined")?,
+            JsValue::Bool(b) => check(napi_get_boolean(env, b, &mut out), "a boolean")?,
+            JsValue::U32(n) => check(napi_create_uint32(env, n, &mut out), "a number")?,
+            JsValue::Str(s) => out = js_string(env, &s)?,
+            JsValue::Array(items) => {
+                check(napi_create_array_with_length(env, items.len(), &mut out), "an array")?;
+                for (i, v) in items.into_iter().enumerate() {
+                    check(napi_set_element(env, out, i as u32, to_napi(env, v)?), "an array element")?;
+                }
             }
-        }
-        JsValue::U64Array(values) => {
-            let mut data: *mut c_void = ptr::null_mut();
-            let mut ab: napi_value = ptr::null_mut();
-            let bytes = values.len() * 8;
-            check(unsafe { napi_create_arraybuffer(env, bytes, &mut data, &mut ab) }, "an ArrayBuffer")?;
-            if bytes > 0 {
-                // SAFETY: the new ArrayBuffer holds `bytes` writable bytes at `data`.
-                unsafe { ptr::copy_nonoverlapping(values.as_ptr() as *const u8, data as *mut u8, bytes) };
+            JsValue::U64Array(values) => {
+                let mut data: *mut c_void = ptr::null_mut();
+                let mut ab: napi_value = ptr::null_mut();
+                let bytes = values.len() * 8;
+                check(napi_create_arraybuffer(env, bytes, &mut data, &mut ab), "an ArrayBuffer")?;
+                if bytes > 0 {
+                    ptr::copy_nonoverlapping(values.as_ptr() as *const u8, data as *mut u8, bytes);
+                }
+                check(napi_create_typedarray(env, NAPI_BIGUINT64_ARRAY, values.len(), ab, 0, &mut out), "a BigUint64Array")?;
             }
-            check(unsafe { napi_create_typedarray(env, NAPI_BIGUINT64_ARRAY, values.len(), ab, 0, &mut out) }, "a BigUint64Array")?;
-        }
-        JsValue::Object(fields) => {
-            check(unsafe { napi_create_object(env, &mut out) }, "an object")?;
-            for (k, v) in fields {
-                let key = CString::new(k).expect("field names have no NUL");
-                let value = to_napi(env, v)?;
-                check(unsafe { napi_set_named_property(env, out, key.as_ptr(), value) }, "an object property")?;
+            JsValue::Object(fields) => {
+                check(napi_create_object(env, &mut out), "an object")?;
+                for (k, v) in fields {
+                    let key = CString::new(k).expect("field names have no NUL");
+                    check(napi_set_named_property(env, out, key.as_ptr(), to_napi(env, v)?), "an object property")?;
+                }
             }
         }
     }
@@ -187,10 +186,11 @@ fn throw(env: napi_env, e: JsError) {
     }
     let (Ok(code), Ok(message)) = (js_string(env, e.code), js_string(env, &e.message)) else { return };
     let mut err: napi_value = ptr::null_mut();
-    // SAFETY: code and message are values of this env; `err` is a live local.
-    if unsafe { napi_create_error(env, code, message, &mut err) } == NAPI_OK {
-        // SAFETY: `err` is an Error value of this env.
-        unsafe { napi_throw(env, err) };
+    // SAFETY: code and message are values of this env; `err` is a live local, then an Error of this env.
+    unsafe {
+        if napi_create_error(env, code, message, &mut err) == NAPI_OK {
+            napi_throw(env, err);
+        }
     }
 }
 
