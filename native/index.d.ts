@@ -33,10 +33,13 @@ export function stop(): void;
 export function setPolicy(encoded: Buffer): void;
 
 /**
- * Create the TAP of a VM adapter (IFF_TAP | IFF_NO_PI), inside `netns` when
- * given, with the adapter's MAC and MTU, and bring it up. Returns the ifindex.
+ * Add a VM adapter's device. Mode `tap`: create its TAP (IFF_TAP |
+ * IFF_NO_PI), inside `netns` when given, with the adapter's MAC and MTU, and
+ * bring it up. Mode `attach`: adopt the interface `name` of the daemon's
+ * namespace (set it up, its MTU if given) now if it exists, else when it
+ * appears; down while it is absent. Returns the ifindex (0 while absent).
  */
-export function addPort(id: number, name: string, netns: string | null, mac: string, mtu: number | null): number;
+export function addPort(id: number, mode: 'tap' | 'attach', name: string, netns: string | null, mac: string, mtu: number | null): number;
 
 /** Remove a port: its TAP disappears. */
 export function removePort(id: number): void;
@@ -134,10 +137,7 @@ export function drainPanics(): WorkerPanic[];
 export function deadWorkers(): Array<{ worker: number; message: string }>;
 
 /** Each port's device: up, or down and why (e.g. its TAP was deleted under the daemon). */
-export function portStates(): Array<{ id: number; up: boolean; error?: string }>;
+export function portStates(): Array<{ id: number; ifindex: number; up: boolean; error?: string }>;
 
 /** A number that changes whenever the kernel's links, addresses or routes (of the daemon's namespace) did. */
 export function kernelChanges(): number;
-
-/** Links that appeared (`up`: administratively up with a carrier), changed or were removed since the last call. */
-export function drainLinkEvents(): Array<{ ifindex: number; name: string; up: boolean; removed: boolean }>;

@@ -569,11 +569,14 @@ const PROUTE: ObjectDef = {
 // ---------------------------------------------------------------- VM adapters
 
 const ADAPTER_KW: Keywords = {
+  mode: str('mode', 'tap|attach|vhost_user'),
   vm: str('vm_name', 'NAME'),
   mac: str('mac', 'MAC'),
   vsid: int('vsid', 'N'),
   netns: str('netns', 'NS'),
   mtu: int('mtu', 'N'),
+  socket: str('socket', 'PATH'),
+  socket_mode: str('socket_mode', 'client|server'),
 };
 const ADAPTER_FILTER_KW: Keywords = { vsid: ADAPTER_KW.vsid! };
 const ADAPTER_RES = 'vm-adapters';
@@ -590,22 +593,27 @@ function adapterSet(method: 'POST' | 'PUT'): Command['run'] {
 }
 
 const ADAPTER: ObjectDef = {
-  about: 'VM network adapters: the TAP devices nvgred creates (Set-VMNetworkAdapter -VirtualSubnetId)',
+  about: "VM network adapters (Set-VMNetworkAdapter -VirtualSubnetId): a TAP nvgred creates, a VM's interface it adopts, or a vhost-user device it serves",
   defaultCommand: 'show',
-  notes: ['NAME is the TAP device name (at most 15 bytes); "name NAME" spells it out when it looks like a keyword.'],
+  notes: [
+    'NAME is the interface name (at most 15 bytes); "name NAME" spells it out when it looks like a keyword.',
+    'mode tap (the default): nvgred creates the TAP NAME (in netns NS). mode attach: nvgred adopts the interface NAME that',
+    "QEMU or libvirt made for the VM (it is down until it exists). mode vhost_user: nvgred serves the VM's virtio-net device",
+    'on the vhost-user socket PATH (socket_mode client, the default: QEMU listens, nvgred connects; server: nvgred listens).',
+  ],
   commands: {
     add: {
-      args: 'NAME mac MAC vsid N [ netns NS ] [ mtu N ] [ vm NAME ]',
+      args: 'NAME mac MAC vsid N [ mode attach | mode vhost_user socket PATH [ socket_mode server ] ] [ netns NS ] [ mtu N ] [ vm NAME ]',
       about: 'create an adapter (fails if it exists)',
       run: adapterSet('POST'),
     },
     replace: {
-      args: 'NAME mac MAC vsid N [ netns NS ] [ mtu N ] [ vm NAME ]',
+      args: 'NAME mac MAC vsid N [ mode attach | mode vhost_user socket PATH [ socket_mode server ] ] [ netns NS ] [ mtu N ] [ vm NAME ]',
       about: 'create or overwrite an adapter',
       run: adapterSet('PUT'),
     },
     change: {
-      args: 'NAME [ vsid N ] [ mac MAC ] [ netns NS ] [ mtu N ] [ vm NAME ]',
+      args: 'NAME [ vsid N ] [ mac MAC ] [ mode M ] [ socket PATH ] [ socket_mode M ] [ netns NS ] [ mtu N ] [ vm NAME ]',
       about: 'change an existing adapter',
       run: async (ctx, words, hint) => {
         const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: ADAPTER_KW }, hint);
@@ -617,7 +625,7 @@ const ADAPTER: ObjectDef = {
     },
     del: {
       args: 'NAME',
-      about: 'delete an adapter (its TAP device goes away)',
+      about: 'delete an adapter (a TAP nvgred created goes away; an adopted interface stays)',
       run: async (ctx, words, hint) => {
         const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: {} }, hint);
         return mutate(ctx, 'DELETE', itemPath(ADAPTER_RES, [needPositional(p, 'NAME', hint)]));

@@ -27,6 +27,9 @@ import {
   defaultLearning,
   DEFAULT_VLAN_ID,
   FLOW_ID_MODES,
+  ADAPTER_MODES,
+  DEFAULT_ADAPTER_MODE,
+  SOCKET_MODES,
   HOST_NAME_MAX,
   LOOKUP_RULES,
   LOOKUP_TYPES,
@@ -96,7 +99,7 @@ const PA_KEYS = ['address', 'prefix_length', 'interface', 'vlan_id', 'mac'] as c
 const PROUTE_KEYS = ['destination_prefix', 'next_hop', 'interface', 'metric'] as const;
 const CROUTE_KEYS = ['routing_domain', 'vsid', 'destination_prefix', 'next_hop', 'metric'] as const;
 const LOOKUP_KEYS = ['customer_address', 'vsid', 'mac', 'provider_address', 'rule', 'type', 'vm_name'] as const;
-const ADAPTER_KEYS = ['name', 'vm_name', 'mac', 'vsid', 'netns', 'mtu'] as const;
+const ADAPTER_KEYS = ['name', 'mode', 'vm_name', 'mac', 'vsid', 'netns', 'mtu', 'socket', 'socket_mode'] as const;
 const ENCAP_KEYS = ['flow_id'] as const;
 const LEARNING_KEYS = ['max_per_vsid', 'ttl_seconds'] as const;
 const API_KEYS = ['socket'] as const;
@@ -557,8 +560,10 @@ function vmAdapter(x: unknown, path: string, errs: Errs): VmAdapter | undefined 
   const n0 = errs.length;
   const o = mapping(x, path, ADAPTER_KEYS, errs, 'a VM adapter');
   if (!o) return undefined;
-  const nv = required(o, 'name', path, errs, 'the TAP device name');
+  const nv = required(o, 'name', path, errs, 'the interface name');
   const name = nv === undefined ? undefined : checked(nv, path, 'name', errs, interfaceNameProblem);
+  const modev = optional(o, 'mode');
+  const mode = modev === undefined ? undefined : enumValue(modev, path, 'mode', errs, ADAPTER_MODES);
   const vmv = optional(o, 'vm_name');
   const vm_name = vmv === undefined ? undefined : checked(vmv, path, 'vm_name', errs, (s) => labelProblem(s, VM_NAME_MAX));
   const mv = required(o, 'mac', path, errs, "the VM adapter's MAC");
@@ -569,16 +574,44 @@ function vmAdapter(x: unknown, path: string, errs: Errs): VmAdapter | undefined 
   const netns = sv === undefined ? undefined : checked(sv, path, 'netns', errs, netnsNameProblem);
   const tv = optional(o, 'mtu');
   const mtu = tv === undefined ? undefined : intInRange(tv, path, 'mtu', errs, MTU_MIN, MTU_MAX, 'an MTU');
+  const sockv = optional(o, 'socket');
+  const socket = sockv === undefined ? undefined : checked(sockv, path, 'socket', errs, unixSocketPathProblem);
+  const smv = optional(o, 'socket_mode');
+  const socket_mode = smv === undefined ? undefined : enumValue(smv, path, 'socket_mode', errs, SOCKET_MODES);
+  // What each mode takes: a key that would not act is refused.
+  const m = mode ?? DEFAULT_ADAPTER_MODE;
+  const notFor = (key: string, v: unknown, why: string) => {
+    if (v !== undefined) push(errs, 'NVGRE_ERR_VALUE', at(path, key), v, `is not taken by mode ${m}: ${why}`);
+  };
+  if (m === 'attach') notFor('netns', netns, "an attached interface is adopted in the daemon's own namespace");
+  if (m === 'vhost_user') {
+    notFor('netns', netns, 'a vhost-user device has no interface');
+    notFor('mtu', mtu, "a vhost-user guest's MTU is its own");
+    if (sockv === undefined) push(errs, 'NVGRE_ERR_REQUIRED', at(path, 'socket'), undefined, "is missing; a vhost_user adapter needs its vhost-user socket's path");
+  } else {
+    notFor('socket', sockv, 'only a vhost_user adapter has a socket');
+    notFor('socket_mode', smv, 'only a vhost_user adapter has a socket');
+  }
   if (errs.length > n0) return undefined;
   // key order as in the config file; optional fields only when given
   return {
     name: name!,
+    ...(mode !== undefined ? { mode } : {}),
     ...(vm_name !== undefined ? { vm_name } : {}),
     mac: mac!,
     vsid: vsid!,
     ...(netns !== undefined ? { netns } : {}),
     ...(mtu !== undefined ? { mtu } : {}),
+    ...(socket !== undefined ? { socket } : {}),
+    ...(socket_mode !== undefined ? { socket_mode } : {}),
   };
+}
+
+/** A path a Unix socket can be bound to or reached at. */
+function unixSocketPathProblem(s: string): string | undefined {
+  const p = absolutePathProblem(s);
+  if (p) return p;
+  return Buffer.byteLength(s) > UNIX_SOCKET_PATH_MAX ? `is too long for a Unix socket path (at most ${UNIX_SOCKET_PATH_MAX} bytes)` : undefined;
 }
 
 function encapsulationSection(x: unknown, path: string, errs: Errs): EncapsulationSection | undefined {
@@ -615,16 +648,7 @@ function apiSection(x: unknown, path: string, errs: Errs): ApiSection | undefine
   const o = mapping(x, path, API_KEYS, errs, 'api');
   if (!o) return undefined;
   const sv = optional(o, 'socket');
-  const socket =
-    sv === undefined
-      ? DEFAULT_API_SOCKET
-      : checked(sv, path, 'socket', errs, (s) => {
-          const p = absolutePathProblem(s);
-          if (p) return p;
-          return Buffer.byteLength(s) > UNIX_SOCKET_PATH_MAX
-            ? `is too long for a Unix socket path (at most ${UNIX_SOCKET_PATH_MAX} bytes)`
-            : undefined;
-        });
+  const socket = sv === undefined ? DEFAULT_API_SOCKET : checked(sv, path, 'socket', errs, unixSocketPathProblem);
   return errs.length > n0 ? undefined : { socket: socket! };
 }
 

@@ -27,8 +27,8 @@ const FALLBACK_UNDERLAY_MTU = 1500;
 
 const paKey = (pa: ProviderAddress) => `${pa.interface}|${pa.address}/${pa.prefix_length}`;
 const routeKey = (r: ProviderRoute) => `${r.interface}|${r.destination_prefix}|${r.next_hop}|${r.metric}`;
-/** Adapter fields that live in the TAP device itself: a change recreates it. */
-const tapKey = (a: VmAdapter, mtu: number) => `${a.mac}|${a.netns ?? ''}|${mtu}`;
+/** Adapter fields that live in the device itself: a change makes it again. */
+const deviceKey = (a: VmAdapter, mtu: number | undefined) => `${a.mode ?? 'tap'}|${a.mac}|${a.netns ?? ''}|${mtu ?? ''}|${a.socket ?? ''}|${a.socket_mode ?? ''}`;
 
 /** An undo log: steps run in reverse if the apply fails part way. */
 class Undo {
@@ -78,7 +78,7 @@ export interface PortState {
 
 interface Port extends Omit<PortState, 'up' | 'error'> {
   adapter: VmAdapter;
-  /** The TAP's identity (see tapKey). */
+  /** The device's identity (see deviceKey). */
   key: string;
 }
 
@@ -115,7 +115,7 @@ export class HostDataplane {
     const health = this.started ? new Map(this.core.portStates().map((h) => [h.id, h])) : new Map();
     return [...this.ports.values()].map(({ name, id, ifindex, mtu }) => {
       const h = health.get(id);
-      return { name, id, ifindex, mtu, up: h?.up ?? false, ...(h?.error ? { error: h.error } : {}) };
+      return { name, id, ifindex: h?.ifindex ?? ifindex, mtu, up: h?.up ?? false, ...(h?.error ? { error: h.error } : {}) };
     });
   }
 
@@ -125,10 +125,12 @@ export class HostDataplane {
     return undefined;
   }
 
-  private createPort(a: VmAdapter, mtu: number, id = this.nextPortId++): Port {
-    const ifindex = native(() => this.core.addPort(id, a.name, a.netns ?? null, a.mac, mtu));
-    this.log.info({ adapter: a.name, vsid: a.vsid, netns: a.netns, mtu, ifindex }, 'vm adapter up');
-    return { name: a.name, id, ifindex, mtu, adapter: a, key: tapKey(a, mtu) };
+  private createPort(a: VmAdapter, mtu: number | undefined, id = this.nextPortId++): Port {
+    const mode = a.mode ?? 'tap';
+    if (mode === 'vhost_user') throw nvgreError('NVGRE_ERR_NATIVE', `vm_adapters ${a.name}: mode vhost_user is not supported yet`);
+    const ifindex = native(() => this.core.addPort(id, mode, a.name, a.netns ?? null, a.mac, mtu ?? null));
+    this.log.info({ adapter: a.name, mode, vsid: a.vsid, netns: a.netns, mtu, ifindex }, mode === 'tap' ? 'vm adapter up' : 'vm adapter added');
+    return { name: a.name, id, ifindex, mtu: mtu ?? 0, adapter: a, key: deviceKey(a, mtu) };
   }
 
   /** The MTU a VM adapter gets when its config leaves it out: the underlay's, less NVGRE's overhead. */
@@ -184,8 +186,9 @@ export class HostDataplane {
       // A TAP that failed (deleted under the daemon) is made again.
       const failed = new Set(this.core.portStates().filter((h) => !h.up).map((h) => h.id));
       for (const a of next.vm_adapters) {
-        const portMtu = a.mtu ?? mtu;
-        const key = tapKey(a, portMtu);
+        // A created TAP gets the default MTU; an adopted interface keeps its own unless told.
+        const portMtu = (a.mode ?? 'tap') === 'tap' ? (a.mtu ?? mtu) : a.mtu;
+        const key = deviceKey(a, portMtu);
         const cur = this.ports.get(a.name);
         if (cur?.key === key && !failed.has(cur.id)) {
           nextPorts.set(a.name, cur);
@@ -194,7 +197,7 @@ export class HostDataplane {
         if (cur) {
           // Same name, new device: the old TAP must go first to free the name.
           native(() => core.removePort(cur.id));
-          undo.push(() => this.ports.set(cur.name, this.createPort(cur.adapter, cur.mtu, cur.id)));
+          undo.push(() => this.ports.set(cur.name, this.createPort(cur.adapter, cur.adapter.mtu ?? (cur.mtu || undefined), cur.id)));
         }
         const port = this.createPort(a, portMtu);
         undo.push(() => core.removePort(port.id));

@@ -9,7 +9,7 @@
 // - MACs: lowercase, colon-separated (`60:00:60:00:01:01`).
 // - Routing domains: lowercase GUID in braces
 //   (`{12345678-1000-2000-3000-123456780001}`).
-// Optional fields without a default (`vm_name`, `mac`, `netns`, `mtu`,
+// Optional fields without a default (`vm_name`, `mac`, `netns`, `mtu`, `mode`, `socket`,
 // `host.name`, `state_dir`) are absent, not undefined-valued, when not given.
 
 export const VSID_MIN = 4096;
@@ -56,10 +56,17 @@ export const HOST_NAME_MAX = 64;
 export const LOOKUP_RULES = ['encap', 'none'] as const;
 export const LOOKUP_TYPES = ['static', 'dynamic', 'l2only', 'gateway_wildcard'] as const;
 export const FLOW_ID_MODES = ['hash', 'zero'] as const;
+/** A VM adapter's device: a TAP nvgred creates, an interface it adopts, a vhost-user virtio-net device it serves. */
+export const ADAPTER_MODES = ['tap', 'attach', 'vhost_user'] as const;
+/** vhost-user: nvgred connects to QEMU's socket (and reconnects), or listens on it. */
+export const SOCKET_MODES = ['client', 'server'] as const;
+export const DEFAULT_ADAPTER_MODE: AdapterMode = 'tap';
 
 export type LookupRule = (typeof LOOKUP_RULES)[number];
 export type LookupType = (typeof LOOKUP_TYPES)[number];
 export type FlowIdMode = (typeof FLOW_ID_MODES)[number];
+export type AdapterMode = (typeof ADAPTER_MODES)[number];
+export type SocketMode = (typeof SOCKET_MODES)[number];
 
 export interface HostSection {
   name?: string;
@@ -102,15 +109,22 @@ export interface LookupRecord {
   vm_name?: string;
 }
 
-/** A VM network adapter: the TAP device nvgred creates. */
+/** A VM network adapter: a TAP nvgred creates (mode tap), an interface it adopts (attach), or a vhost-user device it serves. */
 export interface VmAdapter {
   name: string;
+  /** Absent: tap. */
+  mode?: AdapterMode;
   vm_name?: string;
   mac: string;
   vsid: number;
+  /** tap only: the namespace the TAP is moved to. */
   netns?: string;
-  /** Absent: the daemon derives it from the underlay MTU. */
+  /** tap: absent, the daemon derives it from the underlay MTU; attach: absent, the interface keeps its own. */
   mtu?: number;
+  /** vhost_user only: the vhost-user socket's path. */
+  socket?: string;
+  /** vhost_user only; absent: client. */
+  socket_mode?: SocketMode;
 }
 
 export interface EncapsulationSection {

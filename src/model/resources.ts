@@ -96,7 +96,7 @@ export const RESOURCES: readonly Resource[] = [
     noun: 'VM adapter',
     key: ['name'],
     optionalKeys: 0,
-    fields: ['name', 'vm_name', 'mac', 'vsid', 'netns', 'mtu'],
+    fields: ['name', 'mode', 'vm_name', 'mac', 'vsid', 'netns', 'mtu', 'socket', 'socket_mode'],
     validate: validateVmAdapter as RecordValidator<AnyRecord>,
     identity: (r) => [field(r, 'name')],
   },

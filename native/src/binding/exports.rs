@@ -6,7 +6,7 @@
 use super::napi::{napi_callback, napi_callback_info, napi_env, napi_value};
 use super::{export, Args, JsError, JsResult, JsValue};
 use crate::dp::{Counters, DropReason, NextHop, Policy, Reach};
-use crate::io::{netlink, notify, Dataplane, Options, Source, TapSpec};
+use crate::io::{netlink, notify, AttachSpec, Dataplane, Options, PortSpec, Source, TapSpec};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -44,7 +44,6 @@ exports! {
     "deadWorkers" => dead_workers,
     "portStates" => port_states,
     "kernelChanges" => kernel_changes,
-    "drainLinkEvents" => drain_link_events,
     "addAddress" => add_address,
     "delAddress" => del_address,
     "addRoute" => add_route,
@@ -126,15 +125,23 @@ fn set_policy(args: &Args) -> JsResult<JsValue> {
     })
 }
 
-/// `addPort(id, name, netns, mac, mtu)`: create a VM adapter's TAP; returns its ifindex.
+/// `addPort(id, mode, name, netns, mac, mtu)`: add a VM adapter's device
+/// (mode `tap`: create its TAP; `attach`: adopt the interface `name`);
+/// returns its ifindex (0 while an adopted interface is absent).
 fn add_port(args: &Args) -> JsResult<JsValue> {
     let id = args.u32(0)?;
-    let name = args.string(1)?;
-    let netns = args.opt_string(2)?;
-    let mac_text = args.string(3)?;
-    let mac = mac_text.parse().map_err(|_| JsError::arg(format!("argument 3: {mac_text:?} is not a MAC")))?;
-    let mtu = if args.is_nullish(4) { None } else { Some(args.u32(4)?) };
-    let spec = TapSpec { name: &name, netns: netns.as_deref(), mac, mtu };
+    let mode = args.string(1)?;
+    let name = args.string(2)?;
+    let netns = args.opt_string(3)?;
+    let mac_text = args.string(4)?;
+    let mac = mac_text.parse().map_err(|_| JsError::arg(format!("argument 4: {mac_text:?} is not a MAC")))?;
+    let mtu = if args.is_nullish(5) { None } else { Some(args.u32(5)?) };
+    let spec = match mode.as_str() {
+        "tap" => PortSpec::Tap(TapSpec { name: &name, netns: netns.as_deref(), mac, mtu }),
+        // One fanout group per port: its id (groups are per namespace, ids per daemon).
+        "attach" => PortSpec::Attach(AttachSpec { name: &name, mtu, group: id as u16 }),
+        other => return Err(JsError::arg(format!("argument 1: mode {other:?} is not tap or attach"))),
+    };
     with_dataplane(|dp| dp.add_port(id, &spec).map(JsValue::U32).map_err(io_error("NVGRE_ERR_NATIVE_PORT")))
 }
 
@@ -214,8 +221,8 @@ fn dead_workers(_: &Args) -> JsResult<JsValue> {
 /// `portStates()`: each port's device: up, or down and why.
 fn port_states(_: &Args) -> JsResult<JsValue> {
     with_dataplane(|dp| {
-        let ports = dp.port_states().into_iter().map(|(id, up, error)| {
-            let mut fields = vec![("id", JsValue::U32(id)), ("up", JsValue::Bool(up))];
+        let ports = dp.port_states().into_iter().map(|(id, ifindex, up, error)| {
+            let mut fields = vec![("id", JsValue::U32(id)), ("ifindex", JsValue::U32(ifindex)), ("up", JsValue::Bool(up))];
             if let Some(e) = error {
                 fields.push(("error", JsValue::Str(e)));
             }
@@ -228,21 +235,6 @@ fn port_states(_: &Args) -> JsResult<JsValue> {
 /// `kernelChanges()`: a number that changes whenever the kernel's links, addresses or routes did (modulo 2^32).
 fn kernel_changes(_: &Args) -> JsResult<JsValue> {
     with_dataplane(|dp| Ok(JsValue::U32(dp.kernel_changes() as u32)))
-}
-
-/// `drainLinkEvents()`: links that appeared, changed or went since the last call.
-fn drain_link_events(_: &Args) -> JsResult<JsValue> {
-    with_dataplane(|dp| {
-        let links = dp.drain_link_events().into_iter().map(|l| {
-            JsValue::Object(vec![
-                ("ifindex", JsValue::U32(l.ifindex)),
-                ("name", JsValue::Str(l.name)),
-                ("up", JsValue::Bool(l.up)),
-                ("removed", JsValue::Bool(l.removed)),
-            ])
-        });
-        Ok(JsValue::Array(links.collect()))
-    })
 }
 
 fn worker_packets(_: &Args) -> JsResult<JsValue> {

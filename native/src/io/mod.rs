@@ -7,6 +7,7 @@
 //! (table snapshot + port set) as a whole; workers pick it up between
 //! batches, so every packet is decided against exactly one snapshot.
 
+mod attach;
 mod events;
 pub mod netlink;
 pub mod notify;
@@ -28,15 +29,28 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use sys::{EventFd, Epoll};
 pub use events::{DropEvent, PanicEvent, Source};
-pub use tap::{Tap, TapSpec};
+pub use attach::AttachSpec;
+pub use port::Device;
+pub use tap::TapSpec;
+use attach::Attached;
+use port::Registration;
 use steering::Steering;
+use tap::Tap;
 use gso::GsoPort;
 use underlay::Underlay;
 
 /// What the workers read: the tables and the ports they name.
 pub struct State {
     pub snapshot: Arc<Snapshot>,
-    pub taps: FxMap<PortId, Arc<Tap>>,
+    pub ports: FxMap<PortId, Arc<dyn Device>>,
+}
+
+/// A VM adapter's device, by kind (`vm_adapters[].mode`).
+pub enum PortSpec<'a> {
+    /// A TAP nvgred creates.
+    Tap(TapSpec<'a>),
+    /// An interface that exists (or will), adopted.
+    Attach(AttachSpec<'a>),
 }
 
 struct Shared {
@@ -52,8 +66,6 @@ struct Shared {
     panics: events::EventQueue<PanicEvent>,
     /// Advanced on every change of the kernel's links, addresses and routes (see `netlink::Monitor`).
     kernel_changes: AtomicU64,
-    /// Links that appeared, changed state or went, for the control plane.
-    links: events::EventQueue<netlink::LinkEvent>,
 }
 
 struct Worker {
@@ -105,7 +117,7 @@ pub struct Dataplane {
     vsid_slots: Mutex<VsidSlots>,
     vsid_capacity: u32,
     /// With several workers: keeps each flow from the VMs on one TAP queue.
-    steering: Option<Steering>,
+    steering: Option<Arc<Steering>>,
     segmentation: String,
 }
 
@@ -114,18 +126,17 @@ impl Dataplane {
     pub fn start(opts: &Options) -> io::Result<Dataplane> {
         let Options { workers, vsid_capacity, kernel_segmentation, poll } = *opts;
         let shared = Arc::new(Shared {
-            state: Mutex::new(Arc::new(State { snapshot: Arc::new(Snapshot::default()), taps: FxMap::default() })),
+            state: Mutex::new(Arc::new(State { snapshot: Arc::new(Snapshot::default()), ports: FxMap::default() })),
             generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             drops: events::EventQueue::default(),
             learned: events::EventQueue::default(),
             panics: events::EventQueue::default(),
             kernel_changes: AtomicU64::new(0),
-            links: events::EventQueue::default(),
         });
         panics::install_hook();
         let monitor = Self::watch_kernel(&shared)?;
-        let steering = if workers > 1 { Some(Steering::load()?) } else { None };
+        let steering = if workers > 1 { Some(Arc::new(Steering::load()?)) } else { None };
         let (gso, segmentation) = match kernel_segmentation.then(GsoPort::open) {
             Some(Ok(port)) => {
                 let how = format!("kernel (through {})", port.name);
@@ -223,55 +234,45 @@ impl Dataplane {
         let mut snapshot = Snapshot::build(policy);
         snapshot.assign_counter_slots(&mut self.vsid_slots.lock().unwrap());
         let snapshot = Arc::new(snapshot);
-        let _ = self.update(|cur| Ok((State { snapshot, taps: cur.taps.clone() }, ())));
+        let _ = self.update(|cur| Ok((State { snapshot, ports: cur.ports.clone() }, ())));
     }
 
-    /// Create the TAP of a VM adapter and have every worker wait on its
-    /// queue; returns its ifindex.
-    pub fn add_port(&self, id: PortId, spec: &TapSpec) -> io::Result<u32> {
+    /// Add a VM adapter's device (a TAP is created; an interface is
+    /// adopted, now or when it appears) and have the workers wait on it;
+    /// returns its ifindex (0 while an adopted interface is absent).
+    pub fn add_port(&self, id: PortId, spec: &PortSpec) -> io::Result<u32> {
         self.update(|cur| {
-            if cur.taps.contains_key(&id) {
+            if cur.ports.contains_key(&id) {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("port {id} exists")));
             }
-            let tap = Arc::new(Tap::create(spec, self.workers.len(), self.steering.as_ref())?);
-            for (i, w) in self.workers.iter().enumerate() {
-                if let Err(e) = w.epoll.add(tap.fd(i), port_token(id)) {
-                    self.forget(&tap);
-                    return Err(tap::annotate(e, &format!("waiting on TAP {}", spec.name)));
-                }
-            }
-            let ifindex = tap.ifindex;
-            let mut taps = cur.taps.clone();
-            taps.insert(id, tap);
-            Ok((State { snapshot: cur.snapshot.clone(), taps }, ifindex))
+            let reg = Registration::new(port_token(id), self.workers.iter().map(|w| w.epoll.clone()).collect());
+            let dev: Arc<dyn Device> = match spec {
+                PortSpec::Tap(t) => Arc::new(Tap::create(t, reg, self.steering.as_deref())?),
+                PortSpec::Attach(a) => Arc::new(Attached::new(a, reg, self.steering.clone())),
+            };
+            let ifindex = dev.ifindex();
+            let mut ports = cur.ports.clone();
+            ports.insert(id, dev);
+            Ok((State { snapshot: cur.snapshot.clone(), ports }, ifindex))
         })
     }
 
-    /// Remove a port; its TAP disappears once no worker holds it.
+    /// Remove a port: no worker waits on it or decides against a state
+    /// that has it once this returns; a created TAP disappears.
     pub fn remove_port(&self, id: PortId) -> io::Result<()> {
-        let tap = self.update(|cur| {
-            let mut taps = cur.taps.clone();
-            let Some(tap) = taps.remove(&id) else {
+        self.update(|cur| {
+            let mut ports = cur.ports.clone();
+            if ports.remove(&id).is_none() {
                 return Err(io::Error::new(io::ErrorKind::NotFound, format!("port {id} does not exist")));
-            };
-            Ok((State { snapshot: cur.snapshot.clone(), taps }, tap))
-        })?;
-        // No worker decides against a state that has it any more.
-        self.forget(&tap);
-        Ok(())
+            }
+            Ok((State { snapshot: cur.snapshot.clone(), ports }, ()))
+        })
     }
 
-    /// Stop every worker waiting on the TAP's queues.
-    fn forget(&self, tap: &Tap) {
-        for (i, w) in self.workers.iter().enumerate() {
-            w.epoll.delete(tap.fd(i));
-        }
-    }
-
-    /// Each port's health: (id, up, why not).
-    pub fn port_states(&self) -> Vec<(PortId, bool, Option<String>)> {
+    /// Each port's device: (id, ifindex, up, why not).
+    pub fn port_states(&self) -> Vec<(PortId, u32, bool, Option<String>)> {
         let state = self.shared.state.lock().unwrap().clone();
-        let mut out: Vec<_> = state.taps.iter().map(|(id, t)| (*id, t.health.is_up(), t.health.error())).collect();
+        let mut out: Vec<_> = state.ports.iter().map(|(id, d)| (*id, d.ifindex(), d.health().is_up(), d.health().error())).collect();
         out.sort_by_key(|p| p.0);
         out
     }
@@ -366,8 +367,13 @@ impl Dataplane {
                 if monitor.read(&mut links) {
                     shared.kernel_changes.fetch_add(1, Ordering::Release);
                 }
-                for l in links.drain(..) {
-                    shared.links.push(l);
+                if !links.is_empty() {
+                    let state = shared.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    for l in links.drain(..) {
+                        for dev in state.ports.values() {
+                            dev.link_changed(&l);
+                        }
+                    }
                 }
             }
         })?;
@@ -379,10 +385,6 @@ impl Dataplane {
         self.shared.kernel_changes.load(Ordering::Acquire)
     }
 
-    /// Links that appeared, changed or went since the last call.
-    pub fn drain_link_events(&self) -> Vec<netlink::LinkEvent> {
-        self.shared.links.drain()
-    }
 
     fn stop_workers(shared: &Shared, workers: &mut [Worker]) {
         shared.stop.store(true, Ordering::Release);

@@ -90,6 +90,17 @@ pub fn set_link_quiet_up(ifindex: u32) -> io::Result<()> {
     request(&m.finish())
 }
 
+/// Set a link's MTU.
+pub fn set_mtu(ifindex: u32, mtu: u32) -> io::Result<()> {
+    const IFLA_MTU: u16 = 4;
+    let mut body = vec![0u8; 4];
+    body.extend_from_slice(&ifindex.to_ne_bytes());
+    body.extend_from_slice(&[0; 8]);
+    let mut m = Msg::new(RTM_NEWLINK, 0, &body);
+    m.attr(IFLA_MTU, &mtu.to_ne_bytes());
+    request(&m.finish())
+}
+
 /// One attribute (header and padded data) as bytes, to nest in another.
 fn nested(ty: u16, data: &[u8]) -> Vec<u8> {
     let mut m = Msg(Vec::new());
@@ -208,8 +219,10 @@ fn request(msg: &[u8]) -> io::Result<()> {
 pub struct LinkEvent {
     pub ifindex: u32,
     pub name: String,
-    /// Administratively up with a carrier (IFF_UP and IFF_LOWER_UP).
-    pub up: bool,
+    /// Administratively up (IFF_UP).
+    pub admin_up: bool,
+    /// With a carrier (IFF_LOWER_UP): for a tap, a process (the VM) holds it.
+    pub carrier: bool,
     /// The link was deleted.
     pub removed: bool,
 }
@@ -290,7 +303,7 @@ fn parse_links(mut data: &[u8], out: &mut Vec<LinkEvent>) {
                 .map(|(_, v)| String::from_utf8_lossy(v.split(|&b| b == 0).next().unwrap_or(&[])).into_owned());
             if let Some(name) = name {
                 let removed = ty == RTM_DELLINK;
-                out.push(LinkEvent { ifindex, name, up: !removed && flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0, removed });
+                out.push(LinkEvent { ifindex, name, admin_up: flags & IFF_UP != 0, carrier: flags & IFF_LOWER_UP != 0, removed });
             }
         }
         data = &data[len.next_multiple_of(4).min(data.len())..];
@@ -331,7 +344,7 @@ mod monitor_test {
         msg[..4].copy_from_slice(&len.to_ne_bytes());
         let mut out = Vec::new();
         parse_links(&msg, &mut out);
-        assert_eq!(out, [LinkEvent { ifindex: 7, name: "vm1".into(), up: true, removed: false }]);
+        assert_eq!(out, [LinkEvent { ifindex: 7, name: "vm1".into(), admin_up: true, carrier: true, removed: false }]);
         for cut in 0..msg.len() {
             parse_links(&msg[..cut], &mut Vec::new());
         }

@@ -81,6 +81,11 @@ impl Steering {
         bpf::load(BPF_PROG_TYPE_SOCKET_FILTER, &program(), "the TAP flow-steering program (several workers need it)").map(Steering)
     }
 
+    /// The program's descriptor (a packet socket fanout group takes it too).
+    pub fn fd(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
+
     /// Steer every queue of the TAP whose queue descriptor is `tap` (the program is the device's).
     pub fn attach(&self, tap: &OwnedFd) -> io::Result<()> {
         let fd: i32 = self.0.as_raw_fd();

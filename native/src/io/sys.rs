@@ -39,6 +39,7 @@ pub const AF_UNIX: c_int = 1;
 pub const AF_INET: c_int = 2;
 pub const AF_INET6: c_int = 10;
 pub const AF_NETLINK: c_int = 16;
+pub const AF_PACKET: c_int = 17;
 pub const SOCK_DGRAM: c_int = 2;
 pub const SOCK_RAW: c_int = 3;
 pub const SOCK_NONBLOCK: c_int = 0o4000;
@@ -192,6 +193,35 @@ pub struct mmsghdr {
     pub len: c_uint,
 }
 
+/// One message of one buffer, to `to` (or from anyone), for `sendmmsg`/`recvmmsg`.
+pub fn mmsg(iov: &mut iovec, to: Option<&SockAddr>) -> mmsghdr {
+    let (name, namelen) = match to {
+        Some(a) => {
+            let (p, l) = a.as_ptr();
+            (p as *mut _, l)
+        }
+        None => (std::ptr::null_mut(), 0),
+    };
+    mmsghdr {
+        hdr: msghdr { name, namelen, iov: iov as *mut iovec, iovlen: 1, control: std::ptr::null_mut(), controllen: 0, flags: 0 },
+        len: 0,
+    }
+}
+
+/// `struct sockaddr_ll`: a packet socket's link-layer address.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sockaddr_ll {
+    pub family: u16,
+    /// An EtherType, big-endian.
+    pub protocol: u16,
+    pub ifindex: i32,
+    pub hatype: u16,
+    pub pkttype: u8,
+    pub halen: u8,
+    pub addr: [u8; 8],
+}
+
 /// A classic BPF instruction (`struct sock_filter`).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -331,4 +361,18 @@ impl EventFd {
         // SAFETY: reads at most 8 bytes into a live u64; empty (EAGAIN) is fine.
         unsafe { read(self.0.as_raw_fd(), &mut v as *mut u64 as *mut c_void, 8) };
     }
+}
+
+/// Socket buffers large enough to ride out a burst between two wake-ups.
+const SOCKET_BUFFER: c_int = 4 << 20;
+
+/// Give a socket [`SOCKET_BUFFER`] bytes each way: FORCE (needs
+/// CAP_NET_ADMIN) overrides rmem_max/wmem_max; without it, as much as they allow.
+pub fn set_socket_buffers(fd: &OwnedFd) -> io::Result<()> {
+    let set = |name: c_int| {
+        // SAFETY: `SOCKET_BUFFER` is a live c_int of the length given.
+        cvt(unsafe { setsockopt(fd.as_raw_fd(), SOL_SOCKET, name, &SOCKET_BUFFER as *const c_int as *const c_void, 4) }).map(drop)
+    };
+    set(SO_RCVBUFFORCE).or_else(|_| set(SO_RCVBUF))?;
+    set(SO_SNDBUFFORCE).or_else(|_| set(SO_SNDBUF))
 }

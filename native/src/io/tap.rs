@@ -1,4 +1,5 @@
-//! TAP devices: one per VM network adapter (`IFF_TAP | IFF_NO_PI`).
+//! TAP devices nvgred creates: one per VM network adapter of mode `tap`
+//! (`IFF_TAP | IFF_NO_PI`).
 //!
 //! The TAP is the VM's NIC: its MAC is the adapter's, and with `netns` it is
 //! created directly inside that namespace (a thread enters it, opens
@@ -10,10 +11,10 @@
 //! over TCP segments of up to 64 KB with checksums left to finish (see
 //! `dp::offload`), and takes large segments back the same way.
 
-use super::port::Health;
+use super::port::{vnet_frame, Device, Health, Registration};
 use super::steering::Steering;
 use super::sys::*;
-use crate::dp::offload::{Offload, VNET_HDR_LEN};
+use crate::dp::offload::VNET_HDR_LEN;
 use crate::dp::PacketBuf;
 use crate::wire::MacAddr;
 use std::ffi::CString;
@@ -27,7 +28,9 @@ pub struct Tap {
     queues: Vec<OwnedFd>,
     pub name: String,
     pub ifindex: u32,
-    pub health: Health,
+    health: Health,
+    /// Worker `i` waits on queue `i`.
+    reg: Registration,
 }
 
 pub struct TapSpec<'a> {
@@ -38,9 +41,10 @@ pub struct TapSpec<'a> {
 }
 
 impl Tap {
-    /// Create the TAP with `queues` queues (one per worker), steered by `steering`.
-    pub fn create(spec: &TapSpec, queues: usize, steering: Option<&Steering>) -> io::Result<Tap> {
-        in_netns(spec.netns, || {
+    /// Create the TAP with a queue per worker of `reg`, steered by `steering`, and wait on them.
+    pub fn create(spec: &TapSpec, reg: Registration, steering: Option<&Steering>) -> io::Result<Tap> {
+        let tap = in_netns(spec.netns, || {
+            let queues = reg.queues();
             let mut flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
             if queues > 1 {
                 flags |= IFF_MULTI_QUEUE;
@@ -63,48 +67,76 @@ impl Tap {
             }
             let name = spec.name.to_string();
             let ifindex = configure(&name, spec.mac, spec.mtu)?;
-            Ok(Tap { queues, name, ifindex, health: Health::default() })
-        })
+            Ok(Tap { queues, name, ifindex, health: Health::new(None), reg })
+        })?;
+        for q in 0..tap.reg.queues() {
+            tap.reg.set(q, Some(tap.fd(q))).map_err(|e| annotate(e, &format!("waiting on TAP {}", tap.name)))?;
+        }
+        Ok(tap)
     }
 
     /// Worker `queue`'s descriptor.
     #[inline]
-    pub fn fd(&self, queue: usize) -> RawFd {
+    fn fd(&self, queue: usize) -> RawFd {
         self.queues[queue % self.queues.len()].as_raw_fd()
     }
+}
 
-    /// Read one frame into `buf` (its virtio-net header into `buf.offload`);
-    /// false when the queue is empty. An error is the device's: detached
-    /// (deleted under us) or broken, it will not read again.
-    #[inline]
-    pub fn recv(&self, queue: usize, buf: &mut PacketBuf) -> io::Result<bool> {
-        buf.reset();
-        let spare = buf.spare_mut();
-        // SAFETY: the kernel writes at most `spare.len()` bytes into `spare`.
-        match cvt_size(unsafe { read(self.fd(queue), spare.as_mut_ptr().cast(), spare.len()) }) {
-            Ok(n) if n >= VNET_HDR_LEN => {
-                buf.set_len(n);
-                buf.offload = Offload::parse(&buf.frame()[..VNET_HDR_LEN]);
-                buf.narrow(VNET_HDR_LEN, n - VNET_HDR_LEN);
-                Ok(true)
+impl Device for Tap {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// One read per frame (a TAP has no batch read); stops at an empty queue.
+    fn recv(&self, queue: usize, bufs: &mut [PacketBuf]) -> io::Result<usize> {
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            buf.reset();
+            let spare = buf.spare_mut();
+            // SAFETY: the kernel writes at most `spare.len()` bytes into `spare`.
+            match cvt_size(unsafe { read(self.fd(queue), spare.as_mut_ptr().cast(), spare.len()) }) {
+                Ok(n) => vnet_frame(buf, n),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return Ok(i),
+                // Detached (deleted under us) or broken: it will not read again.
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => return Ok(i),
             }
-            // Shorter than its header: an empty frame, dropped as truncated.
-            Ok(_) => Ok(true),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(false),
-            Err(e) => Err(e),
         }
+        Ok(bufs.len())
     }
 
     /// Write one frame, preceded by the virtio-net header of its offload.
-    #[inline]
-    pub fn send(&self, queue: usize, buf: &PacketBuf) -> io::Result<()> {
-        let mut hdr = [0u8; VNET_HDR_LEN];
-        buf.offload.emit(&mut hdr);
-        let frame = buf.frame();
-        let iov = [iovec { base: hdr.as_mut_ptr().cast(), len: hdr.len() }, iovec { base: frame.as_ptr() as *mut _, len: frame.len() }];
-        // SAFETY: both iovecs point at live buffers of their lengths, which the kernel only reads.
-        cvt_size(unsafe { writev(self.fd(queue), iov.as_ptr(), 2) }).map(|_| ())
+    fn send(&self, queue: usize, buf: &PacketBuf) -> io::Result<()> {
+        write_vnet_frame(self.fd(queue), buf)
     }
+
+    fn failed(&self, queue: usize, e: io::Error) -> bool {
+        let _ = self.reg.set(queue, None);
+        self.health.down(format!("reading from {}: {e}", self.name))
+    }
+
+    fn health(&self) -> &Health {
+        &self.health
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.reg.clear();
+    }
+}
+
+/// Write `buf`'s frame to `fd` in one call, preceded by the virtio-net header of its offload.
+pub fn write_vnet_frame(fd: RawFd, buf: &PacketBuf) -> io::Result<()> {
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    buf.offload.emit(&mut hdr);
+    let frame = buf.frame();
+    let iov = [iovec { base: hdr.as_mut_ptr().cast(), len: hdr.len() }, iovec { base: frame.as_ptr() as *mut _, len: frame.len() }];
+    // SAFETY: both iovecs point at live buffers of their lengths, which the kernel only reads.
+    cvt_size(unsafe { writev(fd, iov.as_ptr(), 2) }).map(|_| ())
 }
 
 /// Set the MAC and MTU, bring the link up, return its ifindex. Runs in the

@@ -27,8 +27,6 @@ pub struct Underlay {
     gso: Option<Arc<GsoPort>>,
 }
 
-/// Socket buffers large enough to ride out a burst between two wake-ups.
-const SOCKET_BUFFER: i32 = 4 << 20;
 /// Room for one IPV6_PKTINFO control message (CMSG_SPACE(20) is 40).
 const CONTROL_LEN: usize = 64;
 
@@ -36,13 +34,7 @@ fn raw_gre_socket(family: i32, hdrincl: (i32, i32)) -> io::Result<OwnedFd> {
     let fd = owned(unsafe { socket(family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_GRE) })
         .map_err(|e| annotate(e, "opening a raw GRE socket (needs CAP_NET_RAW)"))?;
     set_opt(&fd, hdrincl.0, hdrincl.1, 1)?;
-    // FORCE needs CAP_NET_ADMIN and overrides rmem_max; fall back quietly.
-    if set_opt(&fd, SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
-        set_opt(&fd, SOL_SOCKET, SO_RCVBUF, SOCKET_BUFFER)?;
-    }
-    if set_opt(&fd, SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
-        set_opt(&fd, SOL_SOCKET, SO_SNDBUF, SOCKET_BUFFER)?;
-    }
+    set_socket_buffers(&fd)?;
     Ok(fd)
 }
 
@@ -246,28 +238,6 @@ fn pktinfo_destination(hdr: &msghdr) -> Option<Ipv6Addr> {
         off += (len + 7) & !7;
     }
     None
-}
-
-fn mmsg(iov: &mut iovec, to: Option<&SockAddr>) -> mmsghdr {
-    let (name, namelen) = match to {
-        Some(a) => {
-            let (p, l) = a.as_ptr();
-            (p as *mut _, l)
-        }
-        None => (ptr::null_mut(), 0),
-    };
-    mmsghdr {
-        hdr: msghdr {
-            name,
-            namelen,
-            iov: iov as *mut iovec,
-            iovlen: 1,
-            control: ptr::null_mut(),
-            controllen: 0,
-            flags: 0,
-        },
-        len: 0,
-    }
 }
 
 fn set_opt(fd: &OwnedFd, level: i32, name: i32, value: i32) -> io::Result<()> {

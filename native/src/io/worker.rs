@@ -20,7 +20,7 @@ use super::events::{drop_event, Limiter, Pace, PanicEvent, Source, DROP_PACE, LE
 use super::panics;
 use super::sys::{epoll_event, EventFd, Epoll};
 use super::underlay::Underlay;
-use super::{Shared, State, Tap};
+use super::{Device, Shared, State};
 use crate::dp::{self, Action, Batch, Counter, Counters, Direction, DropReason, Effects, Learned, Outgoing, PacketBuf, Pipeline, PortId};
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -182,18 +182,14 @@ impl Worker {
     }
 
     fn from_vm(&mut self, port: PortId) {
-        let Some(tap) = self.state.taps.get(&port).cloned() else { return };
-        let mut n = 0;
-        while n < BATCH {
-            match tap.recv(self.ctx.index, &mut self.bufs[n]) {
-                Ok(true) => n += 1,
-                Ok(false) => break,
-                Err(e) => {
-                    self.port_failed(&tap, e);
-                    break;
-                }
+        let Some(dev) = self.state.ports.get(&port).cloned() else { return };
+        let n = match dev.recv(self.ctx.index, &mut self.bufs) {
+            Ok(n) => n,
+            Err(e) => {
+                self.port_failed(dev.as_ref(), e);
+                0
             }
-        }
+        };
         self.in_flight = n;
         self.ctx.counters.inc(Counter::VmRxPackets, n as u64);
         match panics::failpoints::hit(self.bufs[..n].iter().map(|b| b.frame())) {
@@ -210,11 +206,11 @@ impl Worker {
         self.carry_out(Direction::FromVm, n);
     }
 
-    /// The port's device failed (deleted under us, typically): stop waiting
-    /// on it (an error reading is reported again and again), and say so once.
-    fn port_failed(&mut self, tap: &Tap, e: std::io::Error) {
-        self.ctx.epoll.delete(tap.fd(self.ctx.index));
-        if tap.health.fail(|| format!("reading from {}: {e}", tap.name)) {
+    /// The port's device failed (deleted under us, typically): it stops
+    /// being waited on (an error reading is reported again and again) and
+    /// is down; counted once.
+    fn port_failed(&mut self, dev: &dyn Device, e: std::io::Error) {
+        if dev.failed(self.ctx.index, e) {
             self.ctx.counters.inc(Counter::VmAdapterErrors, 1);
         }
     }
@@ -271,11 +267,11 @@ struct WorkerIo<'a> {
 
 impl Effects for WorkerIo<'_> {
     fn to_port(&mut self, port: PortId, buf: &PacketBuf) -> Result<(), DropReason> {
-        let tap = self.state.taps.get(&port).ok_or(DropReason::PortGone)?;
-        if !tap.health.is_up() {
+        let dev = self.state.ports.get(&port).ok_or(DropReason::PortGone)?;
+        if !dev.health().is_up() {
             return Err(DropReason::AdapterDown);
         }
-        tap.send(self.ctx.index, buf).map_err(|_| DropReason::TxError)
+        dev.send(self.ctx.index, buf).map_err(|_| DropReason::TxError)
     }
 
     fn to_underlay(&mut self, pkts: &[Outgoing], done: &mut dyn FnMut(usize, bool)) {

@@ -1,0 +1,259 @@
+//! VM adapters of mode `attach`: an interface that exists already (the tap
+//! QEMU or libvirt made for a VM, a veth end), adopted by name. nvgred reads
+//! and writes its kernel side through packet sockets, as Open vSwitch's
+//! userspace datapath does with "system" ports:
+//! - `PACKET_VNET_HDR`: every frame crosses with a virtio-net header, so the
+//!   guest's TSO and checksum offload keep working both ways;
+//! - `recvmmsg`: a batch of frames per system call;
+//! - `PACKET_QDISC_BYPASS`: frames to the VM skip the qdisc layer;
+//! - `PACKET_IGNORE_OUTGOING`: the frames nvgred writes are not read back;
+//! - with several workers, one socket per worker in a fanout group steered
+//!   by the TAPs' steering program (`io::steering`): a flow stays on one
+//!   worker both ways, as for a created TAP.
+//!
+//! The interface comes and goes with its VM: absent, the adapter is down
+//! ("waiting for the interface"); when it appears nvgred sets it up (quietly:
+//! no ARP answers, no IPv6 link-local address, so the VM cannot reach the
+//! host's own stack through it) and opens its sockets; when it goes (the VM
+//! stopped) the adapter is down again. nvgred never deletes it.
+
+use super::netlink::{self, LinkEvent};
+use super::port::{vnet_frame, Device, Health, Registration};
+use super::steering::Steering;
+use super::sys::*;
+use super::tap::{annotate, write_vnet_frame};
+use crate::dp::PacketBuf;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+pub struct AttachSpec<'a> {
+    pub name: &'a str,
+    pub mtu: Option<u32>,
+    /// The fanout group of the port's sockets (unique per port in the namespace).
+    pub group: u16,
+}
+
+/// The interface while it is there: its index and one socket per worker.
+struct Link {
+    ifindex: u32,
+    sockets: Vec<Arc<OwnedFd>>,
+}
+
+pub struct Attached {
+    name: String,
+    mtu: Option<u32>,
+    group: u16,
+    steering: Option<Arc<Steering>>,
+    health: Health,
+    reg: Registration,
+    link: Mutex<Option<Link>>,
+}
+
+impl Attached {
+    /// Adopt `spec.name` now if it exists and is up, else wait for it.
+    pub fn new(spec: &AttachSpec, reg: Registration, steering: Option<Arc<Steering>>) -> Attached {
+        let a = Attached {
+            name: spec.name.to_string(),
+            mtu: spec.mtu,
+            group: spec.group,
+            steering,
+            health: Health::new(Some(waiting(spec.name))),
+            reg,
+            link: Mutex::new(None),
+        };
+        if let Ok(ifindex) = netlink::ifindex(&a.name) {
+            a.adopt(ifindex, None);
+        }
+        a
+    }
+
+    /// The kernel announced a change of some link: if it is ours, follow it.
+    fn follow(&self, ev: &LinkEvent) {
+        if ev.name != self.name {
+            // Renamed away from our name: it is not ours any more.
+            if self.current() == Some(ev.ifindex) {
+                self.detach(format!("{} was renamed {}", self.name, ev.name));
+            }
+            return;
+        }
+        if ev.removed {
+            self.detach(waiting(&self.name));
+        } else {
+            self.adopt(ev.ifindex, Some(ev));
+        }
+    }
+
+    fn current(&self) -> Option<u32> {
+        self.link.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| l.ifindex)
+    }
+
+    /// Set the interface up if it is not, and open its sockets once it
+    /// has a carrier (a tap whose VM holds it).
+    fn adopt(&self, ifindex: u32, ev: Option<&LinkEvent>) {
+        if let Some(ev) = ev {
+            if !ev.admin_up {
+                if let Err(e) = self.bring_up(ifindex) {
+                    self.detach(format!("setting {} up: {e}", self.name));
+                }
+                return; // its carrier comes with the next announcement
+            }
+            if !ev.carrier {
+                self.detach(format!("{} has no carrier (its VM is not running)", self.name));
+                return;
+            }
+        }
+        if self.current() == Some(ifindex) {
+            return;
+        }
+        match self.open(ifindex) {
+            Ok(()) => self.health.up(),
+            Err(e) => self.detach(format!("attaching to {}: {e}", self.name)),
+        }
+    }
+
+    fn bring_up(&self, ifindex: u32) -> io::Result<()> {
+        if let Some(mtu) = self.mtu {
+            netlink::set_mtu(ifindex, mtu)?;
+        }
+        netlink::set_link_quiet_up(ifindex)
+    }
+
+    /// Open one socket per worker on `ifindex` and wait on them.
+    fn open(&self, ifindex: u32) -> io::Result<()> {
+        let queues = self.reg.queues();
+        let sockets = (0..queues).map(|_| packet_socket(ifindex)).collect::<io::Result<Vec<_>>>()?;
+        if queues > 1 {
+            for s in &sockets {
+                join_fanout(s, self.group, self.steering.as_deref())?;
+            }
+        }
+        let sockets: Vec<Arc<OwnedFd>> = sockets.into_iter().map(Arc::new).collect();
+        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        for (q, s) in sockets.iter().enumerate() {
+            self.reg.set(q, Some(s.as_raw_fd()))?;
+        }
+        *link = Some(Link { ifindex, sockets });
+        Ok(())
+    }
+
+    /// Stop reading the interface (gone, down, or failing): the adapter is down.
+    fn detach(&self, why: String) {
+        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        self.reg.clear();
+        *link = None; // workers in a batch hold their own reference to its socket
+        self.health.down(why);
+    }
+
+    fn socket(&self, queue: usize) -> Option<Arc<OwnedFd>> {
+        let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        link.as_ref().and_then(|l| l.sockets.get(queue % l.sockets.len()).cloned())
+    }
+}
+
+fn waiting(name: &str) -> String {
+    format!("waiting for the interface {name} (its VM is not running)")
+}
+
+impl Device for Attached {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn ifindex(&self) -> u32 {
+        self.current().unwrap_or(0)
+    }
+
+    fn recv(&self, queue: usize, bufs: &mut [PacketBuf]) -> io::Result<usize> {
+        let Some(sock) = self.socket(queue) else { return Ok(0) };
+        let mut iovs: Vec<iovec> = bufs
+            .iter_mut()
+            .map(|b| {
+                b.reset();
+                let spare = b.spare_mut();
+                iovec { base: spare.as_mut_ptr().cast(), len: spare.len() }
+            })
+            .collect();
+        let mut msgs: Vec<mmsghdr> = iovs.iter_mut().map(|iov| mmsg(iov, None)).collect();
+        // SAFETY: every message's iovec points at its buffer's spare room, which outlives the call.
+        let got = unsafe { recvmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, MSG_DONTWAIT, std::ptr::null_mut()) };
+        match cvt(got) {
+            Ok(n) => {
+                for (b, m) in bufs.iter_mut().zip(&msgs).take(n as usize) {
+                    vnet_frame(b, m.len as usize);
+                }
+                Ok(n as usize)
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send(&self, queue: usize, buf: &PacketBuf) -> io::Result<()> {
+        let sock = self.socket(queue).ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        write_vnet_frame(sock.as_raw_fd(), buf)
+    }
+
+    fn failed(&self, _queue: usize, e: io::Error) -> bool {
+        let up = self.health.is_up();
+        self.detach(format!("reading from {}: {e}", self.name));
+        up
+    }
+
+    fn health(&self) -> &Health {
+        &self.health
+    }
+
+    fn link_changed(&self, ev: &LinkEvent) {
+        self.follow(ev)
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.reg.clear();
+    }
+}
+
+const SOL_PACKET: i32 = 263;
+const ETH_P_ALL: u16 = 0x0003;
+const PACKET_FANOUT: i32 = 18;
+const PACKET_VNET_HDR: i32 = 15;
+const PACKET_QDISC_BYPASS: i32 = 20;
+const PACKET_FANOUT_DATA: i32 = 22;
+const PACKET_IGNORE_OUTGOING: i32 = 23;
+const PACKET_FANOUT_HASH: u32 = 0;
+const PACKET_FANOUT_EBPF: u32 = 7;
+
+fn set(fd: &OwnedFd, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` is a live i32 of the length given.
+    cvt(unsafe { setsockopt(fd.as_raw_fd(), SOL_PACKET, name, &value as *const i32 as *const _, 4) }).map(drop)
+}
+
+/// A packet socket for every frame of `ifindex`, with virtio-net headers.
+fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; a new descriptor or -1.
+    let fd = owned(unsafe { socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL.to_be() as i32) })
+        .map_err(|e| annotate(e, "opening a packet socket (needs CAP_NET_RAW)"))?;
+    set(&fd, PACKET_VNET_HDR, 1)?;
+    set(&fd, PACKET_QDISC_BYPASS, 1)?;
+    set(&fd, PACKET_IGNORE_OUTGOING, 1).map_err(|e| annotate(e, "PACKET_IGNORE_OUTGOING (Linux 4.20)"))?;
+    // Room for a burst of 64 KB segments between two wake-ups (FORCE needs CAP_NET_ADMIN).
+    set_socket_buffers(&fd)?;
+    let addr = sockaddr_ll { family: AF_PACKET as u16, protocol: ETH_P_ALL.to_be(), ifindex: ifindex as i32, hatype: 0, pkttype: 0, halen: 0, addr: [0; 8] };
+    // SAFETY: `addr` is a valid sockaddr_ll of the length given.
+    cvt(unsafe { bind(fd.as_raw_fd(), &addr as *const _ as *const _, std::mem::size_of::<sockaddr_ll>() as u32) })?;
+    Ok(fd)
+}
+
+/// Join the port's fanout group: frames spread over its sockets by the
+/// steering program (a flow's FlowID picks the worker), or by the kernel's
+/// flow hash without it.
+fn join_fanout(fd: &OwnedFd, group: u16, steering: Option<&Steering>) -> io::Result<()> {
+    let mode = if steering.is_some() { PACKET_FANOUT_EBPF } else { PACKET_FANOUT_HASH };
+    set(fd, PACKET_FANOUT, (group as u32 | mode << 16) as i32).map_err(|e| annotate(e, "joining a fanout group"))?;
+    if let Some(s) = steering {
+        set(fd, PACKET_FANOUT_DATA, s.fd()).map_err(|e| annotate(e, "steering a fanout group"))?;
+    }
+    Ok(())
+}
