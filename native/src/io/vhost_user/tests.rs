@@ -10,10 +10,10 @@ use super::net::*;
 use super::*;
 use crate::dp::offload::{Gso, Offload};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ fn readable(fd: RawFd) -> bool {
 }
 
 /// Wait (up to 5 s) for `f` to hold.
-fn eventually(what: &str, f: impl Fn() -> bool) {
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
@@ -373,14 +373,14 @@ impl Frontend {
         out
     }
 
-    /// Offer `n` receive buffers of `len` bytes; their addresses.
-    fn rx_buffers(&mut self, n: usize, len: u32) -> Vec<u64> {
+    /// Offer `n` receive buffers of `len` bytes: (head, address) each.
+    fn rx_buffers(&mut self, n: usize, len: u32) -> Vec<(u32, u64)> {
         (0..n)
             .map(|_| {
                 let addr = self.alloc(len as usize);
                 let head = self.chain(RX, &[(addr, len, 2)]);
                 self.make_avail(RX, head);
-                addr
+                (head as u32, addr)
             })
             .collect()
     }
@@ -447,3 +447,498 @@ fn frames_from_the_guest_arrive_with_their_offload() {
     assert_eq!(port.stats(), Stats { connections: 1, ..Stats::default() });
 }
 
+
+/// The header the guest should find in front of a frame sent to it.
+fn rx_hdr(off: &Offload, num_buffers: u16) -> [u8; 12] {
+    let mut h = hdr12(off);
+    h[10..].copy_from_slice(&num_buffers.to_le_bytes());
+    h
+}
+
+fn with_offload(f: &[u8], off: Offload) -> PacketBuf {
+    let mut b = PacketBuf::from_frame(f);
+    b.offload = off;
+    b
+}
+
+#[test]
+fn frames_to_the_guest_take_one_buffer_each_without_mergeable_buffers() {
+    let (_lab, port, _ready, mut fe) = running(FEATURES & !F_MRG_RXBUF);
+    let rx = fe.rx_buffers(3, 2048);
+    let off = Offload { csum: Some((34, 16)), ..Offload::default() };
+    let f = frame(1000, 3);
+    port.send(&with_offload(&f, off)).unwrap();
+    assert_eq!(take_events(&fe.call[RX]), 0, "no interrupt before the flush");
+    port.flush();
+    assert_eq!(take_events(&fe.call[RX]), 1, "one interrupt for the batch");
+    assert_eq!(fe.used(RX), vec![(rx[0].0, 1012)]);
+    assert_eq!(fe.read(rx[0].1, 12), rx_hdr(&off, 1), "VERSION_1: a 12-byte header, num_buffers 1");
+    assert_eq!(fe.read(rx[0].1 + 12, 1000), f);
+
+    // Larger than a buffer: refused, and the buffer it tried stays the guest's.
+    assert_eq!(port.send(&PacketBuf::from_frame(&frame(3000, 4))), Err(SendError::TooLarge));
+    assert!(fe.used(RX).is_empty());
+    let g = frame(60, 5);
+    port.send(&PacketBuf::from_frame(&g)).unwrap();
+    assert_eq!(fe.used(RX), vec![(rx[1].0, 72)]);
+    assert_eq!(fe.read(rx[1].1 + 12, 60), g);
+    assert_eq!(port.stats().rx_too_large, 1);
+}
+
+#[test]
+fn a_frame_spans_mergeable_buffers() {
+    let (_lab, port, _ready, mut fe) = running(FEATURES);
+    let rx = fe.rx_buffers(4, 1024);
+    let tso = Offload { gso: Gso::Tcp6, gso_size: 1200, hdr_len: 86, csum: Some((54, 16)) };
+    let f = frame(2500, 6);
+    port.send(&with_offload(&f, tso)).unwrap();
+    let used = fe.used(RX);
+    assert_eq!(used, vec![(rx[0].0, 1024), (rx[1].0, 1024), (rx[2].0, 12 + 2500 - 2048)]);
+    let mut got = Vec::new();
+    for ((_, len), (_, addr)) in used.iter().zip(&rx) {
+        got.extend(fe.read(*addr, *len as usize));
+    }
+    assert_eq!(got[..12], rx_hdr(&tso, 3), "num_buffers counts the buffers");
+    assert_eq!(&got[12..], &f[..]);
+
+    // One buffer left: a frame needing two takes none of it.
+    assert_eq!(port.send(&PacketBuf::from_frame(&frame(1500, 7))), Err(SendError::NoBuffers));
+    assert!(fe.used(RX).is_empty());
+    port.send(&PacketBuf::from_frame(&frame(100, 8))).unwrap();
+    assert_eq!(fe.used(RX), vec![(rx[3].0, 112)]);
+    assert_eq!(port.stats().rx_no_buffers, 1);
+    fe.rx_buffers(2, 1024);
+    port.send(&PacketBuf::from_frame(&frame(1500, 7))).unwrap();
+    assert_eq!(fe.used(RX).len(), 2);
+}
+
+#[test]
+fn without_version_1_the_header_is_10_bytes() {
+    let features = FEATURES & !(F_VERSION_1 | F_MRG_RXBUF);
+    let (_lab, port, _ready, mut fe) = running(features);
+    let off = Offload { csum: Some((34, 16)), ..Offload::default() };
+    let f = frame(200, 9);
+    fe.tx(&hdr12(&off)[..10], &f);
+    let mut bs = bufs(2);
+    assert_eq!(port.recv(&mut bs), 1);
+    assert_eq!((bs[0].frame(), bs[0].offload), (&f[..], off));
+    let rx = fe.rx_buffers(1, 2048);
+    port.send(&with_offload(&f, off)).unwrap();
+    assert_eq!(fe.used(RX), vec![(rx[0].0, 210)]);
+    assert_eq!(fe.read(rx[0].1, 10), hdr12(&off)[..10]);
+}
+
+#[test]
+fn offloads_the_guest_did_not_negotiate_are_not_sent_to_it() {
+    let (_lab, port, _ready, mut fe) = running(FEATURES & !(F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6));
+    assert_eq!(port.guest_offloads(), GuestOffloads::default());
+    let rx = fe.rx_buffers(2, 4096);
+    let tso = Offload { gso: Gso::Tcp4, gso_size: 1448, hdr_len: 54, csum: Some((34, 16)) };
+    assert_eq!(port.send(&with_offload(&frame(3000, 1), tso)), Err(SendError::Offload));
+    assert_eq!(port.stats().rx_offload, 1);
+    // A checksum left to finish is finished on the way in.
+    let mut f = frame(100, 2);
+    f[50..52].copy_from_slice(&[0x12, 0x34]); // the pseudo-header sum, say
+    port.send(&with_offload(&f, Offload { csum: Some((34, 16)), ..Offload::default() })).unwrap();
+    assert_eq!(fe.used(RX), vec![(rx[0].0, 112)]);
+    assert_eq!(fe.read(rx[0].1, 12), rx_hdr(&Offload::default(), 1), "no NEEDS_CSUM for this guest");
+    let got = fe.read(rx[0].1 + 12, 100);
+    assert_eq!(crate::wire::checksum::combine(&[0x1234, crate::wire::checksum::data(&got[34..])]), 0xffff);
+    assert_eq!((&got[..50], &got[52..]), (&f[..50], &f[52..]), "only the checksum changed");
+}
+
+#[test]
+fn bad_chains_from_the_guest_are_dropped_and_counted() {
+    let (_lab, port, _ready, mut fe) = running(FEATURES);
+    let h = hdr12(&Offload::default());
+    let good = frame(100, 1);
+    let ok = fe.alloc(112);
+    assert!(fe.mem.write(ok, &h) && fe.mem.write(ok + 12, &good));
+    let bad = |fe: &mut Frontend, segs: &[(u64, u32, u16)]| {
+        let head = fe.chain(TX, segs);
+        fe.make_avail(TX, head);
+    };
+    // Outside guest memory; running past its end; pointing the wrong way.
+    bad(&mut fe, &[(GPA - 0x1000, 112, 0)]);
+    bad(&mut fe, &[(ok, 12, 0), (GPA + MEM_LEN - 50, 100, 0)]);
+    bad(&mut fe, &[(ok, 112, 2)]);
+    // `next` beyond the table.
+    let i = fe.next_desc[TX];
+    fe.write_desc(TX, i, ok, 112, 1, QSIZE + 7);
+    fe.next_desc[TX] += 1;
+    fe.make_avail(TX, i);
+    // A loop: two descriptors naming each other.
+    let (a, b) = (fe.next_desc[TX], fe.next_desc[TX] + 1);
+    fe.write_desc(TX, a, ok, 12, 1, b);
+    fe.write_desc(TX, b, ok, 12, 1, a);
+    fe.next_desc[TX] += 2;
+    fe.make_avail(TX, a);
+    // Indirect tables: outside memory, a length not of whole descriptors,
+    // one nesting another, one with a loop.
+    bad(&mut fe, &[(GPA + MEM_LEN, 32, 4)]);
+    let table = fe.alloc(64);
+    bad(&mut fe, &[(table, 20, 4)]);
+    let write_table = |fe: &Frontend, at: u64, descs: &[(u64, u32, u16, u16)]| {
+        for (k, &(addr, len, flags, next)) in descs.iter().enumerate() {
+            let mut d = [0u8; 16];
+            d[..8].copy_from_slice(&addr.to_le_bytes());
+            d[8..12].copy_from_slice(&len.to_le_bytes());
+            d[12..14].copy_from_slice(&flags.to_le_bytes());
+            d[14..].copy_from_slice(&next.to_le_bytes());
+            assert!(fe.mem.write(at + 16 * k as u64, &d));
+        }
+    };
+    let nested = fe.alloc(32);
+    write_table(&fe, nested, &[(table, 32, 4, 0)]);
+    bad(&mut fe, &[(nested, 16, 4)]);
+    let looping = fe.alloc(32);
+    write_table(&fe, looping, &[(ok, 12, 1, 1), (ok, 12, 1, 0)]);
+    bad(&mut fe, &[(looping, 32, 4)]);
+    // Headers that lie: gso_size 0; hdr_len beyond the frame; a chain shorter than a header.
+    let liar = |off: Offload| hdr12(&off);
+    fe.tx(&liar(Offload { gso: Gso::Tcp4, gso_size: 0, hdr_len: 54, csum: Some((34, 16)) }), &good);
+    fe.tx(&liar(Offload { gso: Gso::Tcp4, gso_size: 1448, hdr_len: 500, csum: Some((34, 16)) }), &good);
+    bad(&mut fe, &[(ok, 8, 0)]);
+    // Larger than the worker's buffer.
+    fe.tx(&h, &frame(5000, 3));
+    // And a good one, through an indirect table: header and frame apart.
+    let ind = fe.alloc(32);
+    write_table(&fe, ind, &[(ok, 12, 1, 1), (ok + 12, 100, 0, 0)]);
+    bad(&mut fe, &[(ind, 32, 4)]);
+    fe.kick(TX);
+
+    let mut bs: Vec<PacketBuf> = (0..32).map(|_| PacketBuf::new(4096)).collect();
+    assert_eq!(port.recv(&mut bs), 1, "only the good frame");
+    assert_eq!(bs[0].frame(), &good[..]);
+    assert_eq!(fe.used(TX).len(), 14, "every chain is handed back");
+    let s = port.stats();
+    assert_eq!((s.bad_descriptors, s.looping_chains, s.bad_headers, s.oversized), (7, 2, 3, 1), "{s:?}");
+    assert!(port.is_up(), "bad chains are bad frames, not a bad ring");
+}
+
+#[test]
+fn indirect_chains_need_the_feature() {
+    let (_lab, port, _ready, mut fe) = running(FEATURES & !F_INDIRECT_DESC);
+    let ok = fe.alloc(112);
+    assert!(fe.mem.write(ok, &hdr12(&Offload::default())));
+    let table = fe.alloc(16);
+    let mut d = [0u8; 16];
+    d[..8].copy_from_slice(&ok.to_le_bytes());
+    d[8..12].copy_from_slice(&112u32.to_le_bytes());
+    assert!(fe.mem.write(table, &d));
+    let head = fe.chain(TX, &[(table, 16, 4)]);
+    fe.make_avail(TX, head);
+    assert_eq!(port.recv(&mut bufs(1)), 0);
+    assert_eq!(port.stats().bad_descriptors, 1);
+}
+
+#[test]
+fn a_ring_whose_indices_lie_is_stopped_until_restarted() {
+    let (_lab, port, ready, mut fe) = running(FEATURES);
+    let (_, avail, _) = ring_gpa(TX);
+    fe.set_u16(avail + 2, 1000); // 1000 entries "available" in a ring of 256
+    fe.kick(TX);
+    let mut bs = bufs(4);
+    assert_eq!(port.recv(&mut bs), 0);
+    assert_eq!(port.stats().broken_rings, 1);
+    assert!(!port.is_up());
+    assert_eq!(take_events(&fe.err[TX]), 1, "the front-end hears of it");
+    assert!(!readable(ready.current().unwrap()), "and the worker is not woken again for it");
+    fe.kick(TX);
+    assert_eq!(port.recv(&mut bs), 0);
+    assert_eq!(port.stats().broken_rings, 1);
+
+    // A head beyond the table, on the receive side.
+    let (_, rx_avail, _) = ring_gpa(RX);
+    assert!(fe.mem.write(rx_avail + 4, &999u16.to_le_bytes()));
+    fe.set_u16(rx_avail + 2, 1);
+    assert_eq!(port.send(&PacketBuf::from_frame(&frame(60, 1))), Err(SendError::Down));
+    assert_eq!(port.stats().broken_rings, 2);
+
+    // The front-end stops and restarts the ring (as on a guest driver reset).
+    fe.send(req::GET_VRING_BASE, &state(TX as u32, 0), &[]);
+    assert_eq!(fe.reply(req::GET_VRING_BASE), state(TX as u32, 0));
+    fe.set_u16(avail + 2, 0);
+    fe.set_u16(ring_gpa(TX).2 + 2, 0);
+    fe.start_ring(TX, 0);
+    fe.tx(&hdr12(&Offload::default()), &frame(60, 2));
+    assert_eq!(port.recv(&mut bs), 1);
+}
+
+#[test]
+fn bad_receive_buffers_are_handed_back_empty() {
+    let (_lab, port, _ready, mut fe) = running(FEATURES);
+    // Read-only, then outside memory.
+    let a = fe.alloc(2048);
+    let h = fe.chain(RX, &[(a, 2048, 0)]);
+    fe.make_avail(RX, h);
+    assert_eq!(port.send(&PacketBuf::from_frame(&frame(100, 1))), Err(SendError::GuestFault));
+    let h2 = fe.chain(RX, &[(GPA + MEM_LEN - 100, 2048, 2)]);
+    fe.make_avail(RX, h2);
+    assert_eq!(port.send(&PacketBuf::from_frame(&frame(500, 1))), Err(SendError::GuestFault));
+    assert_eq!(fe.used(RX), vec![(h as u32, 0), (h2 as u32, 0)]);
+    // A frame across a good and a bad buffer: neither carries any of it.
+    let rx = fe.rx_buffers(1, 1024);
+    let h3 = fe.chain(RX, &[(GPA - 4096, 1024, 2)]);
+    fe.make_avail(RX, h3);
+    assert_eq!(port.send(&PacketBuf::from_frame(&frame(1500, 1))), Err(SendError::GuestFault));
+    assert_eq!(fe.used(RX), vec![(rx[0].0, 0), (h3 as u32, 0)]);
+    assert_eq!(port.stats().bad_descriptors, 3);
+    assert!(port.is_up());
+}
+
+#[test]
+fn the_guest_is_kicked_and_interrupted_only_as_it_asks() {
+    let (_lab, port, ready, mut fe) = running(FEATURES);
+    let waits_on = ready.current().unwrap();
+    let (_, _, tx_used) = ring_gpa(TX);
+    let avail_event = tx_used + 4 + 8 * QSIZE as u64;
+    let h = hdr12(&Offload::default());
+    for i in 0..3 {
+        fe.tx(&h, &frame(60, i));
+    }
+    fe.kick(TX);
+    let mut two = bufs(2);
+    assert_eq!(port.recv(&mut two), 2);
+    assert!(readable(waits_on), "frames left over: the worker comes back");
+    assert_eq!(port.recv(&mut two), 1);
+    assert!(!readable(waits_on));
+    assert_eq!(u16::from_le(fe.idx(avail_event).load(Ordering::SeqCst)), 3, "kick me after entry 3");
+
+    // EVENT_IDX on the receive side: the guest wants an interrupt only once
+    // the used index passes 4.
+    let (_, rx_avail, _) = ring_gpa(RX);
+    let used_event = rx_avail + 4 + 2 * QSIZE as u64;
+    fe.set_u16(used_event, 4);
+    fe.rx_buffers(8, 2048);
+    for i in 0..8 {
+        port.send(&PacketBuf::from_frame(&frame(60, i))).unwrap();
+        port.flush();
+        let expected = u64::from(i == 4);
+        assert_eq!(take_events(&fe.call[RX]), expected, "after frame {i}");
+    }
+}
+
+#[test]
+fn without_event_idx_the_flags_say_it() {
+    let (_lab, port, _ready, mut fe) = running(FEATURES & !F_EVENT_IDX);
+    let (_, rx_avail, _) = ring_gpa(RX);
+    let (_, _, tx_used) = ring_gpa(TX);
+    assert_eq!(fe.idx(ring_gpa(RX).2).load(Ordering::SeqCst), 1, "we never wait for receive buffers: no kicks");
+    assert_eq!(fe.idx(tx_used).load(Ordering::SeqCst), 0, "kicks wanted for frames from the guest");
+    fe.rx_buffers(2, 2048);
+    fe.set_u16(rx_avail, 1); // VRING_AVAIL_F_NO_INTERRUPT
+    port.send(&PacketBuf::from_frame(&frame(60, 1))).unwrap();
+    port.flush();
+    assert_eq!(take_events(&fe.call[RX]), 0);
+    fe.set_u16(rx_avail, 0);
+    port.send(&PacketBuf::from_frame(&frame(60, 2))).unwrap();
+    port.flush();
+    assert_eq!(take_events(&fe.call[RX]), 1);
+}
+
+impl Frontend {
+    /// Whether the port closed this connection (within 5 s). Closed with
+    /// our bytes unread, it is reset rather than ended.
+    fn closed_by_port(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        match self.conn.read(&mut b) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+#[test]
+fn a_bad_message_closes_the_connection_and_the_port_reconnects() {
+    let lab = Lab::new();
+    let (port, _ready, fe) = lab.start();
+    let junk = memfd(4096);
+    let (mem, ev) = (memfd(MEM_LEN), new_eventfd());
+    let mut mem_table_beyond_file = fe.mem_table();
+    mem_table_beyond_file[16..24].copy_from_slice(&(MEM_LEN * 2).to_ne_bytes());
+    let mut truncated = message(req::SET_VRING_ADDR, 1, &Frontend::ring_addr(0));
+    truncated.truncate(HDR_LEN + 10);
+    let cases: Vec<(&str, Vec<u8>, Vec<RawFd>)> = vec![
+        ("bad version", message(req::GET_FEATURES, 2, &[]), vec![]),
+        ("reply flag from the front-end", message(req::GET_FEATURES, 0x5, &[]), vec![]),
+        ("payload too large", message(req::SET_FEATURES, 1, &[0; 5000]), vec![]),
+        ("payload too short", message(req::SET_FEATURES, 1, &[1, 2, 3]), vec![]),
+        ("descriptors where none belong", message(req::GET_FEATURES, 1, &[]), vec![junk.as_raw_fd()]),
+        ("features not offered", message(req::SET_FEATURES, 1, &(1u64 << 26).to_ne_bytes()), vec![]),
+        ("region beyond its file", message(req::SET_MEM_TABLE, 1, &mem_table_beyond_file), vec![mem.as_raw_fd()]),
+        ("fewer descriptors than regions", message(req::SET_MEM_TABLE, 1, &fe.mem_table()), vec![]),
+        ("a kick that is no eventfd", message(req::SET_VRING_KICK, 1, &1u64.to_ne_bytes()), vec![junk.as_raw_fd()]),
+        ("a kick without a descriptor", message(req::SET_VRING_KICK, 1, &(1u64 | 1 << 8).to_ne_bytes()), vec![]),
+        ("a kick before the ring exists", message(req::SET_VRING_KICK, 1, &1u64.to_ne_bytes()), vec![ev.as_raw_fd()]),
+        ("queue 5", message(req::SET_VRING_NUM, 1, &state(5, 256)), vec![]),
+        ("queue size not a power of 2", message(req::SET_VRING_NUM, 1, &state(0, 100)), vec![]),
+        ("an unknown request", message(99, 1, &[]), vec![]),
+        ("truncated (stalls)", truncated, vec![]),
+    ];
+    let mut fe = fe;
+    for (i, (what, bytes, fds)) in cases.iter().enumerate() {
+        send_raw(fe.conn.as_raw_fd(), bytes, fds);
+        assert!(fe.closed_by_port(), "{what}: closed");
+        assert_eq!(port.stats().protocol_errors, i as u64 + 1, "{what}: counted");
+        assert!(port.last_error().is_some());
+        fe = lab.accept();
+        assert_eq!(port.stats().connections, i as u64 + 2, "{what}: reconnected");
+    }
+    // After all that, a well-behaved front-end gets a working device.
+    fe.setup(FEATURES);
+    eventually("the port is up", || port.is_up());
+}
+
+#[test]
+fn when_the_front_end_goes_the_device_goes_down_at_once_and_comes_back() {
+    let lab = Lab::new();
+    let (port, ready, mut fe) = lab.start();
+    fe.setup(FEATURES);
+    eventually("up", || port.is_up());
+    assert!(ready.current().is_some());
+    drop(fe);
+    eventually("down", || !port.is_up());
+    eventually("the worker stops waiting on the kick", || ready.current().is_none());
+    assert_eq!(port.recv(&mut bufs(4)), 0);
+    assert_eq!(port.send(&PacketBuf::from_frame(&frame(60, 1))), Err(SendError::Down));
+    assert!(port.shared.device().memory.is_none(), "guest memory unmapped");
+
+    // QEMU restarts: a new connection, the whole setup again.
+    let mut fe = lab.accept();
+    fe.setup(FEATURES);
+    eventually("up again", || port.is_up());
+    fe.tx(&hdr12(&Offload::default()), &frame(60, 2));
+    assert_eq!(port.recv(&mut bufs(4)), 1);
+    assert_eq!(port.stats().connections, 2);
+    assert_eq!(port.stats().protocol_errors, 0);
+}
+
+#[test]
+fn the_client_keeps_trying_until_the_front_end_listens() {
+    let lab = Lab::new();
+    let path = lab.dir.join("later.sock");
+    let spec = VhostUserSpec { name: "test1".into(), socket: path.clone(), mode: SocketMode::Client };
+    let port = VhostUserPort::start(&spec, Arc::new(Ready::default())).unwrap();
+    eventually("a failed attempt", || port.last_error().is_some());
+    let l = UnixListener::bind(&path).unwrap();
+    let (conn, _) = l.accept().unwrap(); // within the retry interval
+    let mut fe = Frontend::new(conn);
+    fe.setup(FEATURES);
+    eventually("up", || port.is_up());
+}
+
+#[test]
+fn as_a_server_it_serves_one_front_end_at_a_time_and_removes_its_socket() {
+    let lab = Lab::new();
+    let path = lab.dir.join("nvgred.sock");
+    let spec = VhostUserSpec { name: "test2".into(), socket: path.clone(), mode: SocketMode::Server };
+    let port = VhostUserPort::start(&spec, Arc::new(Ready::default())).unwrap();
+    let mut fe = Frontend::new(UnixStream::connect(&path).unwrap());
+    fe.setup(FEATURES);
+    eventually("up", || port.is_up());
+    let mut second = Frontend::new(UnixStream::connect(&path).unwrap());
+    assert!(second.closed_by_port(), "a second front-end is turned away");
+    assert!(port.is_up(), "the first is still served");
+    // A second port cannot take over a live socket.
+    assert!(VhostUserPort::start(&spec, Arc::new(Ready::default())).is_err());
+    drop(fe);
+    eventually("down", || !port.is_up());
+    let mut again = Frontend::new(UnixStream::connect(&path).unwrap());
+    again.setup(FEATURES);
+    eventually("up again", || port.is_up());
+    drop(port);
+    assert!(!path.exists(), "the socket is removed");
+    // A stale socket (nobody listening) is replaced; a file that is not a socket is not.
+    drop(UnixListener::bind(&path).unwrap());
+    drop(VhostUserPort::start(&spec, Arc::new(Ready::default())).unwrap());
+    std::fs::write(&path, b"not a socket").unwrap();
+    assert!(VhostUserPort::start(&spec, Arc::new(Ready::default())).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+}
+
+#[test]
+fn get_vring_base_stops_the_ring_where_it_was() {
+    let (_lab, port, ready, mut fe) = running(FEATURES);
+    let h = hdr12(&Offload::default());
+    for i in 0..3 {
+        fe.tx(&h, &frame(60, i));
+    }
+    assert_eq!(port.recv(&mut bufs(8)), 3);
+    fe.send(req::GET_VRING_BASE, &state(TX as u32, 0), &[]);
+    assert_eq!(fe.reply(req::GET_VRING_BASE), state(TX as u32, 3));
+    assert!(ready.current().is_none(), "nothing to wait on");
+    assert!(!port.is_up());
+    fe.tx(&h, &frame(60, 9));
+    assert_eq!(port.recv(&mut bufs(8)), 0, "a stopped ring is not touched");
+    fe.start_ring(TX, 3);
+    assert!(ready.current().is_some());
+    let mut bs = bufs(8);
+    assert_eq!(port.recv(&mut bs), 1);
+    assert_eq!(bs[0].frame(), &frame(60, 9)[..]);
+}
+
+#[test]
+fn a_new_memory_table_replaces_the_old_one_while_running() {
+    let (_lab, port, _ready, mut fe) = running(FEATURES);
+    let h = hdr12(&Offload::default());
+    fe.tx(&h, &frame(60, 1));
+    // The same memory again, now from a second region layout: the old mapping goes.
+    fe.acked(req::SET_MEM_TABLE, &fe.mem_table(), &[fe.memfd.as_raw_fd()]);
+    assert_eq!(port.recv(&mut bufs(8)), 1);
+    // A table that no longer holds the rings breaks them (counted), no crash.
+    let mut small = fe.mem_table();
+    small[16..24].copy_from_slice(&0x1000u64.to_ne_bytes());
+    fe.acked(req::SET_MEM_TABLE, &small, &[fe.memfd.as_raw_fd()]);
+    fe.tx(&h, &frame(60, 2));
+    assert_eq!(port.recv(&mut bufs(8)), 0);
+    assert_eq!(port.send(&PacketBuf::from_frame(&frame(60, 1))), Err(SendError::Down));
+    assert_eq!(port.stats().broken_rings, 2);
+}
+
+/// Workers hammer the port while the front-end connects, sets up and goes
+/// away over and over: memory is never unmapped under them.
+#[test]
+fn workers_survive_the_front_end_coming_and_going() {
+    let lab = Lab::new();
+    let ready = Arc::new(Ready::default());
+    let port = Arc::new(VhostUserPort::start(&lab.spec(), ready).unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let (port, done) = (port.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut bs = bufs(16);
+                let f = PacketBuf::from_frame(&frame(1500, 1));
+                let mut got = 0;
+                while !done.load(Relaxed) {
+                    if w == 0 {
+                        got += port.recv(&mut bs);
+                    }
+                    let _ = port.send(&f);
+                    port.flush();
+                }
+                got
+            })
+        })
+        .collect();
+    let h = hdr12(&Offload::default());
+    for round in 0..20u8 {
+        let mut fe = lab.accept();
+        fe.setup(FEATURES);
+        fe.rx_buffers(64, 2048);
+        for i in 0..64 {
+            fe.tx(&h, &frame(100, i));
+        }
+        fe.kick(TX);
+        let mut taken = 0;
+        eventually("frames taken", || {
+            taken += fe.used(TX).len();
+            taken == 64 || round % 2 == 1
+        });
+        drop(fe); // sometimes mid-traffic
+    }
+    done.store(true, Relaxed);
+    let received: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(received >= 640, "the even rounds' frames arrived ({received})");
+}
