@@ -7,7 +7,7 @@
 
 use super::memory::GuestMemory;
 use super::msg::{self, req, Message, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK};
-use super::net::{F_PROTOCOL_FEATURES, OFFERED};
+use super::net::OFFERED;
 use super::virtq::{valid_size, Cursor};
 use super::{lock, Device, Queue, Readiness, Shared, TX};
 use crate::io::sys::*;
@@ -89,6 +89,11 @@ impl Control {
             };
             if let Some(c) = conn {
                 if !self.serve(c) {
+                    break;
+                }
+                // A client tries again a while later, not at once: a
+                // front-end that refuses us is not hammered.
+                if self.listener.is_none() && msg::wait_readable(&[self.stop_fd()], Some(RECONNECT)).is_some() {
                     break;
                 }
             }
@@ -196,7 +201,7 @@ impl Control {
         };
         self.finish(after);
         let reply = reply?;
-        let acked = self.shared.device().protocol_features & PROTOCOL_F_REPLY_ACK != 0;
+        let acked = self.shared.device().protocol_features.unwrap_or(0) & PROTOCOL_F_REPLY_ACK != 0;
         match reply {
             Some(payload) => msg::send_message(fd, &msg::reply(m.request, &payload)),
             None if m.need_reply() && acked => msg::send_message(fd, &msg::reply(m.request, &0u64.to_ne_bytes())),
@@ -235,7 +240,7 @@ fn apply(
             if f & !PROTOCOL_OFFERED != 0 {
                 return Err(format!("protocol features {f:#x} include ones not offered"));
             }
-            dev.protocol_features = f;
+            dev.protocol_features = Some(f);
             Ok(None)
         }
         req::GET_QUEUE_NUM => u64_reply(1),
@@ -289,7 +294,7 @@ fn apply(
             let v = vring_fd.ok_or("no descriptor")?;
             let Some(fd) = v.fd else { return Err(format!("queue {}: polling instead of kicks is not supported", v.index)) };
             let tx = v.index as usize == TX;
-            let enable = dev.features & F_PROTOCOL_FEATURES == 0;
+            let enable = !dev.protocol_negotiated();
             let Device { memory, queues, features, .. } = dev;
             let q = queue(queues, v.index)?;
             if !q.started {
@@ -310,7 +315,7 @@ fn apply(
         }
         req::SET_VRING_ENABLE => {
             let (i, n) = m.state()?;
-            if dev.features & F_PROTOCOL_FEATURES == 0 || n > 1 {
+            if !dev.protocol_negotiated() || n > 1 {
                 return Err(format!("queue {i}: enable {n} without protocol features"));
             }
             queue(&mut dev.queues, i)?.enabled = n == 1;

@@ -165,12 +165,20 @@ impl Queue {
 struct Device {
     /// Acknowledged by the front-end (`SET_FEATURES`).
     features: u64,
-    protocol_features: u64,
+    /// Set by `SET_PROTOCOL_FEATURES`.
+    protocol_features: Option<u64>,
     memory: Option<GuestMemory>,
     queues: [Queue; 2],
 }
 
 impl Device {
+    /// Protocol features in use: rings then start disabled until
+    /// `SET_VRING_ENABLE`. QEMU sets protocol features without always
+    /// acknowledging the feature bit that announced them.
+    fn protocol_negotiated(&self) -> bool {
+        self.protocol_features.is_some() || self.features & net::F_PROTOCOL_FEATURES != 0
+    }
+
     fn up(&self) -> bool {
         self.memory.is_some() && self.queues.iter().all(Queue::running)
     }
