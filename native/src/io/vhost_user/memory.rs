@@ -32,6 +32,19 @@ struct Region {
     map_len: usize,
 }
 
+impl Region {
+    /// `len` bytes from offset `off` of the region, if they are in it.
+    fn slice(&self, off: u64, len: usize) -> Option<GuestSlice<'_>> {
+        if off > self.desc.size || len as u64 > self.desc.size - off {
+            return None;
+        }
+        let at = (self.desc.mmap_offset + off) as usize;
+        // SAFETY: `at + len` ≤ mmap_offset + size = map_len: inside the mapping.
+        let ptr = unsafe { NonNull::new_unchecked(self.map.as_ptr().add(at)) };
+        Some(GuestSlice { ptr, len, _mem: PhantomData })
+    }
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: `map`/`map_len` are exactly what mmap returned; every
@@ -120,13 +133,7 @@ impl GuestMemory {
 
     fn slice_in(&self, space: Space, addr: u64, len: usize) -> Option<GuestSlice<'_>> {
         let (r, off) = self.find(space, addr)?;
-        if len as u64 > r.desc.size - off {
-            return None;
-        }
-        let at = (r.desc.mmap_offset + off) as usize;
-        // SAFETY: `at + len` ≤ mmap_offset + size = map_len: inside the mapping.
-        let ptr = unsafe { NonNull::new_unchecked(r.map.as_ptr().add(at)) };
-        Some(GuestSlice { ptr, len, _mem: PhantomData })
+        r.slice(off, len)
     }
 
     /// `len` bytes at guest physical address `gpa`, if they lie in one region.
@@ -142,8 +149,7 @@ impl GuestMemory {
     /// The largest piece of `[gpa, gpa + want)` that starts at `gpa` and lies in one region.
     fn piece(&self, gpa: u64, want: usize) -> Option<GuestSlice<'_>> {
         let (r, off) = self.find(Space::Guest, gpa)?;
-        let len = want.min((r.desc.size - off).min(usize::MAX as u64) as usize);
-        self.slice(gpa, len)
+        r.slice(off, want.min((r.desc.size - off).min(usize::MAX as u64) as usize))
     }
 
     /// Copy guest memory at `gpa` into `dst`, across regions if it spans

@@ -313,7 +313,7 @@ impl VhostUserPort {
         };
         let mut cur = lock(&q.cursor);
         let mut n = 0;
-        let r = self.take_frames(&dev, q, &ring, &mut cur, bufs, &mut n, kick);
+        let r = self.take_frames(&dev, &ring, &mut cur, bufs, &mut n, kick);
         cur.publish(&ring);
         if r.is_err() {
             self.shared.break_queue(q);
@@ -327,11 +327,11 @@ impl VhostUserPort {
         n
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The body of `recv`: frames into `bufs[*n..]` until the ring is empty
+    /// (then asking for kicks) or `bufs` full.
     fn take_frames(
         &self,
         dev: &Device,
-        q: &Queue,
         ring: &Ring,
         cur: &mut Cursor,
         bufs: &mut [PacketBuf],
@@ -361,7 +361,7 @@ impl VhostUserPort {
                     self.shared.counters.bad_headers.fetch_add(1, Relaxed);
                     continue;
                 };
-                if !q.enabled {
+                if !dev.queues[TX].enabled {
                     self.shared.counters.discarded.fetch_add(1, Relaxed);
                     continue;
                 }
@@ -418,18 +418,14 @@ impl VhostUserPort {
         };
         let frame = buf.frame();
         let takes = GuestOffloads::from_features(dev.features);
-        let (h, patch) = net::guest_header(frame, &buf.offload, takes).ok_or(SendError::Offload)?;
+        let g = net::to_guest(frame, &buf.offload, takes).ok_or(SendError::Offload)?;
         let mut hdr = [0u8; HDR_LEN_MRG];
-        hdr[..VNET_HDR_LEN].copy_from_slice(&h);
+        hdr[..VNET_HDR_LEN].copy_from_slice(&g.header);
         hdr[VNET_HDR_LEN..].copy_from_slice(&1u16.to_le_bytes()); // num_buffers
         let hdr = &hdr[..header_len(dev.features)];
-        let sum;
-        let parts: [&[u8]; 4] = match patch {
+        let parts: [&[u8]; 4] = match &g.finished {
             None => [hdr, frame, &[], &[]],
-            Some((at, s)) => {
-                sum = s;
-                [hdr, &frame[..at], &sum, &frame[at + 2..]]
-            }
+            Some((at, sum)) => [hdr, &frame[..*at], sum, &frame[at + 2..]],
         };
         let mut src = Stream::new(parts, VNET_HDR_LEN);
         let mut cur = lock(&q.cursor);

@@ -108,16 +108,24 @@ pub fn parse_guest_header(h: &[u8; VNET_HDR_LEN], frame_len: usize, features: u6
     Some(off)
 }
 
-/// The header for `frame` going to a guest that takes `takes`, and, when
-/// the guest cannot finish a checksum the frame leaves open, the finished
-/// checksum and where it goes in the frame. None if the frame is a large
-/// segment the guest does not take (it must be segmented first), or its
-/// checksum offsets lie outside it.
-pub fn guest_header(frame: &[u8], off: &Offload, takes: GuestOffloads) -> Option<([u8; VNET_HDR_LEN], Option<(usize, [u8; 2])>)> {
+/// What goes to the guest in front of a frame, and into it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ToGuest {
+    pub header: [u8; VNET_HDR_LEN],
+    /// A checksum finished for a guest that cannot: where in the frame it
+    /// goes, and its bytes.
+    pub finished: Option<(usize, [u8; 2])>,
+}
+
+/// The header for `frame` going to a guest that takes `takes` (finishing
+/// the checksum the frame leaves open if the guest cannot). None if the
+/// frame is a large segment the guest does not take (it must be segmented
+/// first), or its checksum offsets lie outside it.
+pub fn to_guest(frame: &[u8], off: &Offload, takes: GuestOffloads) -> Option<ToGuest> {
     if !takes.takes(off.gso) {
         return None;
     }
-    let mut h = [0u8; VNET_HDR_LEN];
+    let mut header = [0u8; VNET_HDR_LEN];
     match off.csum {
         Some((start, offset)) if !takes.csum => {
             let (start, field) = (start as usize, start as usize + offset as usize);
@@ -127,12 +135,12 @@ pub fn guest_header(frame: &[u8], off: &Offload, takes: GuestOffloads) -> Option
             // As dp::offload::complete_checksum: the field holds the
             // pseudo-header sum, so the sum from `start` covers it.
             let sum = checksum::data(&frame[start..]);
-            Offload { csum: None, ..*off }.emit(&mut h);
-            Some((h, Some((field, (!sum).to_be_bytes()))))
+            Offload { csum: None, ..*off }.emit(&mut header);
+            Some(ToGuest { header, finished: Some((field, (!sum).to_be_bytes())) })
         }
         _ => {
-            off.emit(&mut h);
-            Some((h, None))
+            off.emit(&mut header);
+            Some(ToGuest { header, finished: None })
         }
     }
 }
@@ -175,17 +183,17 @@ mod test {
         let frame = [0xaa, 0xbb, 0xcc, 0xdd, 0x12, 0x34, 0x00, 0x05, 0xff, 0x00];
         let off = Offload { csum: Some((4, 2)), ..Offload::default() };
         let with_csum = GuestOffloads { csum: true, ..GuestOffloads::default() };
-        let (h, patch) = guest_header(&frame, &off, with_csum).unwrap();
-        assert_eq!((h[0], patch), (1, None), "left to the guest");
-        let (h, patch) = guest_header(&frame, &off, GuestOffloads::default()).unwrap();
-        assert_eq!(h, [0; VNET_HDR_LEN]);
-        let (at, sum) = patch.unwrap();
+        let g = to_guest(&frame, &off, with_csum).unwrap();
+        assert_eq!((g.header[0], g.finished), (1, None), "left to the guest");
+        let g = to_guest(&frame, &off, GuestOffloads::default()).unwrap();
+        assert_eq!(g.header, [0; VNET_HDR_LEN]);
+        let (at, sum) = g.finished.unwrap();
         let mut done = frame;
         done[at..at + 2].copy_from_slice(&sum);
         let pseudo = 0x0005; // what the field held
         assert_eq!(checksum::combine(&[pseudo, checksum::data(&done[4..])]), 0xffff, "the finished sum verifies");
-        assert!(guest_header(&frame[..7], &off, GuestOffloads::default()).is_none(), "field beyond the frame");
+        assert!(to_guest(&frame[..7], &off, GuestOffloads::default()).is_none(), "field beyond the frame");
         let tso6 = Offload { gso: Gso::Tcp6, gso_size: 1000, hdr_len: 74, csum: Some((54, 16)) };
-        assert!(guest_header(&[0; 100], &tso6, GuestOffloads { csum: true, tso4: true, tso6: false }).is_none());
+        assert!(to_guest(&[0; 100], &tso6, GuestOffloads { csum: true, tso4: true, tso6: false }).is_none());
     }
 }

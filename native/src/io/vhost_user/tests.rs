@@ -1127,3 +1127,58 @@ fn qemu_drives_the_device_and_either_side_may_restart() {
     assert_eq!(s, Stats { connections: 1, ..Stats::default() });
     drop(qemu);
 }
+
+/// ns per frame through `recv` and `send` against the fake front-end, in
+/// batches of 32 as a worker would take them: each `recv` batch ends on an
+/// empty ring (so drains the kick and asks for the next), each `send` batch
+/// ends with a `flush` that interrupts the guest (it asks for one every batch).
+#[test]
+#[ignore = "a measurement: cargo test --release vhost_user::tests::bench -- --ignored --nocapture"]
+fn bench_recv_and_send_per_frame() {
+    const BATCH: usize = 32;
+    const ROUNDS: usize = 20_000;
+    let (_lab, port, _ready, mut fe) = running(FEATURES);
+    for len in [64usize, 1500] {
+        let h = hdr12(&Offload::default());
+        let f = frame(len, 1);
+        let tx: Vec<u16> = (0..BATCH)
+            .map(|_| {
+                let a = fe.alloc(12 + len);
+                assert!(fe.mem.write(a, &h) && fe.mem.write(a + 12, &f));
+                fe.chain(TX, &[(a, (12 + len) as u32, 0)])
+            })
+            .collect();
+        let rx: Vec<u16> = (0..BATCH)
+            .map(|_| {
+                let a = fe.alloc(2048);
+                fe.chain(RX, &[(a, 2048, 2)])
+            })
+            .collect();
+        let mut bs = bufs(2 * BATCH);
+        let out = PacketBuf::from_frame(&f);
+        let (_, rx_avail, _) = ring_gpa(RX);
+        let used_event = rx_avail + 4 + 2 * QSIZE as u64;
+        let (mut t_recv, mut t_send) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..ROUNDS {
+            tx.iter().for_each(|&h| fe.make_avail(TX, h));
+            let t = Instant::now();
+            let n = port.recv(&mut bs);
+            t_recv += t.elapsed();
+            assert_eq!(n, BATCH);
+            assert_eq!(fe.used(TX).len(), BATCH);
+
+            rx.iter().for_each(|&h| fe.make_avail(RX, h));
+            fe.set_u16(used_event, fe.used_seen[RX]);
+            let t = Instant::now();
+            for _ in 0..BATCH {
+                port.send(&out).unwrap();
+            }
+            port.flush();
+            t_send += t.elapsed();
+            assert_eq!(fe.used(RX).len(), BATCH);
+            assert_eq!(take_events(&fe.call[RX]), 1);
+        }
+        let per = |t: Duration| t.as_nanos() as f64 / (ROUNDS * BATCH) as f64;
+        eprintln!("{len:>5}-byte frames: recv {:6.1} ns/frame, send {:6.1} ns/frame", per(t_recv), per(t_send));
+    }
+}

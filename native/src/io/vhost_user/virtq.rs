@@ -161,14 +161,14 @@ impl<'m> Ring<'m> {
     fn chain(&self, head: u16) -> Result<Chain<'m>, Fault> {
         let d = read_desc(&self.desc, head).ok_or(Fault::BadDescriptor)?;
         if d.flags & DESC_F_INDIRECT == 0 {
-            return Ok(Chain { table: self.desc, entries: self.size as u32, next: Some(head), seen: 0 });
+            return Ok(Chain { table: self.desc, entries: self.size as u32, next: Some(head), seen: 0, head: Some(d) });
         }
         let entries = d.len as usize / DESC_LEN;
         if !self.indirect || d.flags & DESC_F_NEXT != 0 || d.len as usize % DESC_LEN != 0 || entries == 0 || entries > self.size as usize {
             return Err(Fault::BadDescriptor);
         }
         let table = self.mem.slice(d.addr, d.len as usize).ok_or(Fault::BadDescriptor)?;
-        Ok(Chain { table, entries: entries as u32, next: Some(0), seen: 0 })
+        Ok(Chain { table, entries: entries as u32, next: Some(0), seen: 0, head: None })
     }
 
     /// Read the chain at `head` (device-readable buffers only) as one byte
@@ -250,6 +250,8 @@ struct Chain<'m> {
     entries: u32,
     next: Option<u16>,
     seen: u32,
+    /// The first descriptor, when already read.
+    head: Option<Desc>,
 }
 
 impl Chain<'_> {
@@ -262,7 +264,10 @@ impl Chain<'_> {
         if self.seen > self.entries {
             return Err(Fault::Loop);
         }
-        let d = read_desc(&self.table, i).ok_or(Fault::BadDescriptor)?;
+        let d = match self.head.take() {
+            Some(d) => d,
+            None => read_desc(&self.table, i).ok_or(Fault::BadDescriptor)?,
+        };
         if d.flags & DESC_F_INDIRECT != 0 {
             return Err(Fault::BadDescriptor); // nested, or inside a chain
         }
