@@ -28,6 +28,7 @@ extern "C" {
     pub fn if_nametoindex(name: *const c_char) -> c_uint;
     pub fn sched_yield() -> c_int;
     pub fn syscall(num: c_long, ...) -> c_long;
+    pub fn connect(fd: c_int, addr: *const c_void, len: socklen_t) -> c_int;
     pub fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> isize;
     #[cfg(test)]
     pub fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> isize;
@@ -50,6 +51,7 @@ pub const AF_UNIX: c_int = 1;
 pub const AF_INET: c_int = 2;
 pub const AF_INET6: c_int = 10;
 pub const AF_NETLINK: c_int = 16;
+pub const SOCK_STREAM: c_int = 1;
 pub const SOCK_DGRAM: c_int = 2;
 pub const SOCK_RAW: c_int = 3;
 pub const SOCK_NONBLOCK: c_int = 0o4000;

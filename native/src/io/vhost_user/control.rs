@@ -42,6 +42,24 @@ pub fn listen(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
+/// Connect without waiting: a front-end whose listen queue is full is
+/// tried again later, rather than blocking the control thread (and so the
+/// port's removal).
+fn connect_now(path: &Path) -> io::Result<UnixStream> {
+    let mut addr = sockaddr_un { family: AF_UNIX as u16, path: [0; 108] };
+    let p = path.as_os_str().as_encoded_bytes();
+    if p.is_empty() || p.len() >= addr.path.len() || p.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad socket path"));
+    }
+    addr.path[..p.len()].copy_from_slice(p);
+    // SAFETY: plain syscall; the result is checked by `owned`.
+    let fd = owned(unsafe { socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) })?;
+    let len = (2 + p.len() + 1) as socklen_t;
+    // SAFETY: `addr` is a live sockaddr_un of at least `len` bytes.
+    cvt(unsafe { connect(fd.as_raw_fd(), (&addr as *const sockaddr_un).cast(), len) })?;
+    Ok(UnixStream::from(fd))
+}
+
 /// What a change leaves for after the device's lock is released: the
 /// worker told about the kick descriptor first, then old memory and
 /// descriptors dropped (no worker can reach them any more).
@@ -76,7 +94,7 @@ impl Control {
                     Some(_) => l.accept().ok().map(|(s, _)| s),
                     None => None,
                 },
-                None => match UnixStream::connect(&self.socket) {
+                None => match connect_now(&self.socket) {
                     Ok(s) => Some(s),
                     Err(e) => {
                         self.shared.note_error(format!("connecting to {}: {e}", self.socket.display()));
@@ -103,16 +121,18 @@ impl Control {
     /// Serve one connection until it ends; false if the port is stopping.
     fn serve(&self, conn: UnixStream) -> bool {
         self.shared.counters.connections.fetch_add(1, Relaxed);
+        if let Err(e) = conn.set_nonblocking(true) {
+            self.shared.note_error(format!("connection: {e}"));
+            return true;
+        }
         let fd = conn.as_raw_fd();
-        let mut waits = vec![fd, self.stop_fd()];
+        // Stopping first: a chatty front-end does not hold the port up.
+        let mut waits = vec![self.stop_fd(), fd];
         waits.extend(self.listener.as_ref().map(|l| l.as_raw_fd()));
         let stopping = loop {
-            if conn.set_nonblocking(true).is_err() {
-                break false;
-            }
             match msg::wait_readable(&waits, None) {
-                Some(0) => {}
-                Some(1) => break true,
+                Some(0) => break true,
+                Some(1) => {}
                 Some(_) => {
                     // One front-end at a time: another is turned away.
                     if let Some(l) = &self.listener {
