@@ -55,9 +55,11 @@ pub enum SocketMode {
     Server,
 }
 
+/// A vhost-user port. (No MAC: the guest's comes from QEMU's `-device
+/// virtio-net-pci,mac=`, and QEMU answers the driver's questions about it.)
 #[derive(Debug, Clone)]
 pub struct VhostUserSpec {
-    /// The adapter's name (thread name, messages).
+    /// The adapter's name (names the control thread).
     pub name: String,
     pub socket: PathBuf,
     pub mode: SocketMode,
@@ -80,7 +82,8 @@ pub enum SendError {
 
 macro_rules! stats {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
-        /// What the port dropped or refused, and why (counts since start).
+        /// What the port dropped or refused and why, and connections made
+        /// (counts since the port started).
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         pub struct Stats {
             $($(#[doc = $doc])* pub $name: u64,)*
@@ -472,7 +475,7 @@ impl VhostUserPort {
         self.shared.counters.snapshot()
     }
 
-    /// Why the last connection failed or was closed, if one did.
+    /// Why the last connection attempt failed or the last connection ended.
     pub fn last_error(&self) -> Option<String> {
         lock(&self.shared.last_error).clone()
     }
