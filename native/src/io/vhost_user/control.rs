@@ -6,7 +6,7 @@
 //! closed. A new connection sets everything up again.
 
 use super::memory::GuestMemory;
-use super::msg::{self, req, Message, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK};
+use super::msg::{self, req, Message, PROTOCOL_F_MQ, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK};
 use super::net::OFFERED;
 use super::virtq::{valid_size, Cursor};
 use super::{lock, Device, Queue, Readiness, Shared, TX};
@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Protocol features offered: MQ only to answer `GET_QUEUE_NUM` (one
-/// queue pair), REPLY_ACK so the front-end learns that a message failed.
-const PROTOCOL_OFFERED: u64 = PROTOCOL_F_MQ | PROTOCOL_F_REPLY_ACK;
+/// queue pair), REPLY_ACK so the front-end learns that a message failed,
+/// NET_MTU to hear the MTU announced to the guest.
+const PROTOCOL_OFFERED: u64 = PROTOCOL_F_MQ | PROTOCOL_F_REPLY_ACK | PROTOCOL_F_NET_MTU;
 /// A client retries this often while the front-end is away.
 const RECONNECT: Duration = Duration::from_secs(1);
 
@@ -264,6 +265,14 @@ fn apply(
             Ok(None)
         }
         req::GET_QUEUE_NUM => u64_reply(1),
+        req::NET_SET_MTU => {
+            let mtu = m.u64()?;
+            if !(68..=65535).contains(&mtu) {
+                return Err(format!("MTU {mtu} (68..=65535)"));
+            }
+            dev.mtu = Some(mtu as u16);
+            Ok(None)
+        }
         req::SET_OWNER => Ok(None),
         // Deprecated; the spec suggests disabling the rings.
         req::RESET_OWNER => {

@@ -170,6 +170,8 @@ struct Device {
     features: u64,
     /// Set by `SET_PROTOCOL_FEATURES`.
     protocol_features: Option<u64>,
+    /// The MTU announced to the guest (`NET_SET_MTU`).
+    mtu: Option<u16>,
     memory: Option<GuestMemory>,
     queues: [Queue; 2],
 }
@@ -469,6 +471,11 @@ impl VhostUserPort {
     /// is finished by `send`.
     pub fn guest_offloads(&self) -> GuestOffloads {
         GuestOffloads::from_features(self.shared.device().features)
+    }
+
+    /// The MTU QEMU announces to the guest (`-device virtio-net-pci,host_mtu=`), if any.
+    pub fn guest_mtu(&self) -> Option<u16> {
+        self.shared.device().mtu
     }
 
     pub fn stats(&self) -> Stats {

@@ -27,11 +27,13 @@ pub mod req {
     pub const SET_PROTOCOL_FEATURES: u32 = 16;
     pub const GET_QUEUE_NUM: u32 = 17;
     pub const SET_VRING_ENABLE: u32 = 18;
+    pub const NET_SET_MTU: u32 = 20;
 }
 
 /// Protocol features (`VHOST_USER_PROTOCOL_F_*`).
 pub const PROTOCOL_F_MQ: u64 = 1 << 0;
 pub const PROTOCOL_F_REPLY_ACK: u64 = 1 << 3;
+pub const PROTOCOL_F_NET_MTU: u64 = 1 << 4;
 
 pub const HDR_LEN: usize = 12;
 const VERSION: u32 = 0x1;

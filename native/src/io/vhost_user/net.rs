@@ -7,6 +7,8 @@ use crate::wire::checksum;
 
 pub const F_CSUM: u64 = 1 << 0;
 pub const F_GUEST_CSUM: u64 = 1 << 1;
+/// The device announces an MTU to the guest (QEMU's `host_mtu=`).
+pub const F_MTU: u64 = 1 << 3;
 pub const F_GUEST_TSO4: u64 = 1 << 7;
 pub const F_GUEST_TSO6: u64 = 1 << 8;
 pub const F_HOST_TSO4: u64 = 1 << 11;
@@ -20,11 +22,13 @@ pub const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 pub const F_VERSION_1: u64 = 1 << 32;
 
 /// Everything offered. Headers may sit anywhere in a chain (ANY_LAYOUT: we
-/// read and write chains as byte streams). Not offered: ECN and UFO
+/// read and write chains as byte streams). MTU lets QEMU announce its
+/// `host_mtu` to the guest (room for the NVGRE header). Not offered: ECN and UFO
 /// segmentation, packed rings, an IOMMU, dirty logging (so no migration),
 /// multiqueue.
 pub const OFFERED: u64 = F_CSUM
     | F_GUEST_CSUM
+    | F_MTU
     | F_GUEST_TSO4
     | F_GUEST_TSO6
     | F_HOST_TSO4

@@ -5,7 +5,7 @@
 //! guest that lie.
 
 use super::memory::{GuestMemory, RegionDesc};
-use super::msg::{req, HDR_LEN, PROTOCOL_F_MQ, PROTOCOL_F_REPLY_ACK};
+use super::msg::{req, HDR_LEN, PROTOCOL_F_MQ, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK};
 use super::net::*;
 use super::*;
 use crate::dp::offload::{Gso, Offload};
@@ -292,11 +292,14 @@ impl Frontend {
         self.features = features;
         assert_eq!(self.get_u64(req::GET_FEATURES), OFFERED);
         let pf = self.get_u64(req::GET_PROTOCOL_FEATURES);
-        assert_eq!(pf, PROTOCOL_F_MQ | PROTOCOL_F_REPLY_ACK);
+        assert_eq!(pf, PROTOCOL_F_MQ | PROTOCOL_F_REPLY_ACK | PROTOCOL_F_NET_MTU);
         self.send(req::SET_PROTOCOL_FEATURES, &pf.to_ne_bytes(), &[]);
         assert_eq!(self.get_u64(req::GET_QUEUE_NUM), 1);
         self.send(req::SET_OWNER, &[], &[]);
         self.send(req::SET_FEATURES, &features.to_ne_bytes(), &[]);
+        if features & F_MTU != 0 {
+            self.acked(req::NET_SET_MTU, &1458u64.to_ne_bytes(), &[]);
+        }
         self.acked(req::SET_MEM_TABLE, &self.mem_table(), &[self.memfd.as_raw_fd()]);
         for q in 0..2 {
             self.start_ring(q, 0);
@@ -437,6 +440,7 @@ fn running(features: u64) -> (Lab, VhostUserPort, Arc<Ready>, Frontend) {
 #[test]
 fn frames_from_the_guest_arrive_with_their_offload() {
     let (_lab, port, ready, mut fe) = running(FEATURES);
+    assert_eq!(port.guest_mtu(), Some(1458), "what QEMU announces to the guest");
     let waits_on = ready.current().expect("the worker is told what to wait on");
     let small = frame(64, 1);
     let tso = Offload { gso: Gso::Tcp4, gso_size: 1448, hdr_len: 66, csum: Some((34, 16)) };
@@ -789,6 +793,7 @@ fn a_bad_message_closes_the_connection() {
         ("queue 5", message(req::SET_VRING_NUM, 1, &state(5, 256)), vec![]),
         ("queue size not a power of 2", message(req::SET_VRING_NUM, 1, &state(0, 100)), vec![]),
         ("an unknown request", message(99, 1, &[]), vec![]),
+        ("an MTU of 20", message(req::NET_SET_MTU, 1, &20u64.to_ne_bytes()), vec![]),
         ("truncated (stalls)", truncated, vec![]),
     ];
     let mut fe = fe;
@@ -1014,7 +1019,7 @@ impl Qemu {
             .args(["-machine", "pc,accel=tcg,memory-backend=mem", "-m", "256M", "-nodefaults", "-display", "none"])
             .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
             .args(["-chardev", &chardev, "-netdev", "vhost-user,id=n0,chardev=vu"])
-            .args(["-device", "virtio-net-pci,netdev=n0,vectors=0,mac=52:54:00:00:09:01"])
+            .args(["-device", "virtio-net-pci,netdev=n0,vectors=0,mac=52:54:00:00:09:01,host_mtu=1458"])
             .args(["-boot", "n"])
             .stdin(std::process::Stdio::null())
             .stdout(File::create(log).unwrap())
@@ -1104,6 +1109,7 @@ fn qemu_drives_the_device_and_either_side_may_restart() {
     const REQUEST: u8 = 3;
     let xid = dhcp(&port, DISCOVER);
     assert!(port.is_up());
+    assert_eq!(port.guest_mtu(), Some(1458), "QEMU's host_mtu");
     // Frames go the other way too: the guest takes our offer and requests it.
     port.send(&PacketBuf::from_frame(&dhcp_offer(xid))).unwrap();
     port.flush();
