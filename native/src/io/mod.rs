@@ -19,6 +19,7 @@ mod steering;
 mod sys;
 pub mod tap;
 mod underlay;
+pub mod vhost_user;
 mod worker;
 
 use crate::dp::{Counter, Counters, FxMap, Learned, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};

@@ -28,18 +28,31 @@ extern "C" {
     pub fn setns(fd: c_int, nstype: c_int) -> c_int;
     pub fn if_nametoindex(name: *const c_char) -> c_uint;
     pub fn syscall(num: c_long, ...) -> c_long;
+    pub fn connect(fd: c_int, addr: *const c_void, len: socklen_t) -> c_int;
+    pub fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> isize;
+    #[cfg(test)]
+    pub fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> isize;
+    pub fn poll(fds: *mut pollfd, nfds: c_ulong, timeout: c_int) -> c_int;
+    pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, offset: i64) -> *mut c_void;
+    pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
+    #[cfg(test)]
+    pub fn memfd_create(name: *const c_char, flags: c_uint) -> c_int;
+    pub fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
 }
 
 pub const O_RDWR: c_int = 0o2;
 pub const O_RDONLY: c_int = 0;
 pub const O_NONBLOCK: c_int = 0o4000;
 pub const O_CLOEXEC: c_int = 0o2000000;
+pub const F_GETFL: c_int = 3;
+pub const F_SETFL: c_int = 4;
 
 pub const AF_UNIX: c_int = 1;
 pub const AF_INET: c_int = 2;
 pub const AF_INET6: c_int = 10;
 pub const AF_NETLINK: c_int = 16;
 pub const AF_PACKET: c_int = 17;
+pub const SOCK_STREAM: c_int = 1;
 pub const SOCK_DGRAM: c_int = 2;
 pub const SOCK_RAW: c_int = 3;
 pub const SOCK_NONBLOCK: c_int = 0o4000;
@@ -59,6 +72,23 @@ pub const IPV6_HDRINCL: c_int = 36;
 pub const IPV6_RECVPKTINFO: c_int = 49;
 pub const IPV6_PKTINFO: c_int = 50;
 pub const MSG_DONTWAIT: c_int = 0x40;
+pub const MSG_CTRUNC: c_int = 0x8;
+pub const MSG_NOSIGNAL: c_int = 0x4000;
+pub const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
+/// `cmsg_type` of a control message carrying file descriptors.
+pub const SCM_RIGHTS: c_int = 1;
+
+pub const POLLIN: i16 = 0x001;
+pub const POLLERR: i16 = 0x008;
+pub const POLLHUP: i16 = 0x010;
+
+pub const PROT_READ: c_int = 0x1;
+pub const PROT_WRITE: c_int = 0x2;
+pub const MAP_SHARED: c_int = 0x01;
+pub const MAP_NORESERVE: c_int = 0x4000;
+pub const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
+#[cfg(test)]
+pub const MFD_CLOEXEC: c_uint = 0x1;
 
 pub const EPOLL_CLOEXEC: c_int = 0o2000000;
 pub const EPOLL_CTL_ADD: c_int = 1;
@@ -237,6 +267,34 @@ pub struct sock_filter {
 pub struct sock_fprog {
     pub len: u16,
     pub filter: *const sock_filter,
+}
+
+/// `struct cmsghdr`: the header of one control message; its data follows,
+/// aligned like the header (`CMSG_DATA`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct cmsghdr {
+    pub len: usize,
+    pub level: c_int,
+    pub ty: c_int,
+}
+
+/// `CMSG_ALIGN`: control messages and their data are aligned to `size_t`.
+pub const fn cmsg_align(len: usize) -> usize {
+    (len + std::mem::size_of::<usize>() - 1) & !(std::mem::size_of::<usize>() - 1)
+}
+
+/// `CMSG_SPACE(n)`: room for one control message with `n` bytes of data.
+pub const fn cmsg_space(n: usize) -> usize {
+    cmsg_align(std::mem::size_of::<cmsghdr>()) + cmsg_align(n)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct pollfd {
+    pub fd: c_int,
+    pub events: i16,
+    pub revents: i16,
 }
 
 /// Packed on x86_64 (the kernel's `EPOLL_PACKED`), natural elsewhere.
