@@ -13,6 +13,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { EXIT, EXIT_CODE_TABLE, exitCodeForHttpStatus, run, splitLine } from '../src/cli/index.js';
+import { readablePackage } from './helpers/readable-package.js';
 import { scratchDir } from './helpers/scratch.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -828,9 +829,10 @@ describe('unreachable daemon: exit 3, the cause and the socket path', () => {
       expect(r.err).toBe(expected);
     });
 
+    // A copy the user nobody can read, wherever the repository is cloned.
+    const pkg = readablePackage();
     it('the compiled nvgrectl, run as nobody with setpriv (exit status of the process)', async () => {
-      const main = join(ROOT, 'dist', 'src', 'cli', 'main.js');
-      expect(existsSync(main), 'make test builds dist/ first').toBe(true);
+      const main = join(pkg, 'dist', 'src', 'cli', 'main.js');
       const res = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, main, '-s', locked, 'status'], {
         encoding: 'utf8',
         cwd: '/',
