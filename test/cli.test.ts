@@ -415,12 +415,19 @@ describe('route', () => {
 
 describe('pa', () => {
   it('add: ADDR/LEN split into address and prefix_length', async () => {
-    await ok(['pa', 'add', '192.168.0.22/24', 'dev', 'eth1', 'vlan', '10', 'mac', '02:00:00:00:00:22']);
+    await ok(['pa', 'add', '192.168.0.22/24', 'dev', 'eth1', 'vlan', '10']);
     expect(only()).toEqual({
       method: 'POST',
       url: '/v1/provider-addresses',
-      body: { address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 10, mac: '02:00:00:00:00:22' },
+      body: { address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 10 },
     });
+  });
+
+  it('add with a MAC is a usage error: a provider address has its interface\'s MAC', async () => {
+    const r = await cli(['pa', 'add', '192.168.0.22/24', 'dev', 'eth1', 'mac', '02:00:00:00:00:22']);
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(r.err).toContain('mac');
+    expect(requests).toHaveLength(0);
   });
 
   it('add without /LEN or with a non-numeric one is a usage error', async () => {
