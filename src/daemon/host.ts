@@ -118,7 +118,7 @@ export class HostDataplane {
 
   private createPort(a: VmAdapter, mtu: number, id = this.nextPortId++): Port {
     const ifindex = native(() => this.core.addPort(id, a.name, a.netns ?? null, a.mac, mtu));
-    this.log.info({ adapter: a.name, vsid: a.vsid, netns: a.netns, mtu, ifindex }, 'vm adapter up');
+    this.log.info({ adapter: a.name, vm: a.vm_name, vsid: a.vsid, netns: a.netns, mtu, ifindex }, 'vm adapter up');
     return { name: a.name, id, ifindex, mtu, adapter: a, key: tapKey(a, mtu) };
   }
 
