@@ -6,7 +6,19 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 
 APT_PACKAGES := iproute2 iputils-ping tshark iperf3 sockperf libpcap-dev python3 make g++ ethtool systemd util-linux curl
+# Rust: the cargo on PATH (rustup's ~/.cargo/bin included) when it is at least
+# the crate's rust-version; otherwise Debian 12's cargo-web and rustc-web
+# (its rustc is 1.63, too old), installed with the packages below. These are
+# /usr/bin/cargo, rustc and rustdoc; RUSTC and RUSTDOC keep an older toolchain
+# earlier on PATH out. ($(shell) does not see the exported PATH: it is given.)
+RUST_MIN := $(shell sed -n 's/^rust-version = "\(.*\)"$$/\1/p' native/Cargo.toml)
+RUST_FOUND := $(shell PATH='$(PATH)' cargo --version 2>/dev/null | cut -d' ' -f2)
+ifeq ($(shell [ -n "$(RUST_FOUND)" ] && printf '%s\n' $(RUST_MIN) $(RUST_FOUND) | sort -V -C && echo ok),ok)
 CARGO := cargo
+else
+APT_PACKAGES += cargo-web rustc-web
+CARGO := RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc /usr/bin/cargo
+endif
 ADDON := native/build/nvgred.node
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml
 TS_SRC := $(shell find src lab bench -name '*.ts' 2>/dev/null) native/index.d.ts tsconfig.json
@@ -33,7 +45,7 @@ all: build
 	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
 	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
 	fi
-	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust >= 1.77 (rustup) or Debian's cargo"; exit 1; }
+	@$(CARGO) --version
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json | .deps-apt

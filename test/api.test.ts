@@ -192,12 +192,13 @@ describe('/v1/provider-addresses', () => {
   });
 
   it('replaces: 201 when created, 200 when replaced, 400 when the body key is not the path key', async () => {
-    const created = await changeOnce(() => api.put(keyPath('provider-addresses', '192.168.51.1'), { address: '192.168.51.1', prefix_length: 28, interface: 'eth1' }));
+    const created = await changeOnce(() => api.put(keyPath('provider-addresses', '192.168.51.1'), { address: '192.168.51.1', prefix_length: 27, interface: 'eth1' }));
     expect(created.status).toBe(201);
-    expect(await ipv4Addrs(env.host, 'eth1')).toContain('192.168.51.1/28');
-    const replaced = await changeOnce(() => api.put(keyPath('provider-addresses', '192.168.51.1'), { address: '192.168.51.1', prefix_length: 28, interface: 'eth1', vlan_id: 7 }));
+    expect(await ipv4Addrs(env.host, 'eth1')).toContain('192.168.51.1/27');
+    const replaced = await changeOnce(() => api.put(keyPath('provider-addresses', '192.168.51.1'), { address: '192.168.51.1', prefix_length: 28, interface: 'eth1' }));
     expect(replaced.status).toBe(200);
-    expect(replaced.body.vlan_id).toBe(7);
+    expect(replaced.body).toEqual({ address: '192.168.51.1', prefix_length: 28, interface: 'eth1', vlan_id: 0 });
+    expect(await ipv4Addrs(env.host, 'eth1')).toContain('192.168.51.1/28');
     expectError(
       await noChange(() => api.put(keyPath('provider-addresses', '192.168.51.1'), { address: '192.168.51.2', prefix_length: 28, interface: 'eth1' })),
       400,
@@ -205,6 +206,21 @@ describe('/v1/provider-addresses', () => {
       '192.168.51.2',
       '192.168.51.1',
     );
+  });
+
+  it('refuses a VLAN tag and a MAC (not supported yet) on create, replace and change; nothing changes', async () => {
+    const tagged = { ...pa, address: '192.168.52.1', vlan_id: 100 };
+    const msg = 'vlan_id: 100 is refused: VLAN-tagged provider addresses are not supported yet';
+    expectError(await noChange(() => api.post('/v1/provider-addresses', tagged)), 400, 'NVGRE_ERR_CONFIG', msg);
+    expectError(await noChange(() => api.put(keyPath('provider-addresses', '192.168.52.1'), tagged)), 400, 'NVGRE_ERR_CONFIG', msg);
+    expectError(await noChange(() => api.patch(keyPath('provider-addresses', '192.168.50.1'), { vlan_id: 100 })), 400, 'NVGRE_ERR_CONFIG', msg);
+    const withMac = { ...pa, address: '192.168.52.1', mac: '02:00:00:00:00:22' };
+    const macMsg = `mac: "02:00:00:00:00:22" is refused: a provider address's own MAC is not supported`;
+    expectError(await noChange(() => api.post('/v1/provider-addresses', withMac)), 400, 'NVGRE_ERR_CONFIG', macMsg);
+    expectError(await noChange(() => api.patch(keyPath('provider-addresses', '192.168.50.1'), { mac: '02:00:00:00:00:22' })), 400, 'NVGRE_ERR_CONFIG', macMsg);
+    const whole = await noChange(() => api.put('/v1/policy', { ...base, provider_addresses: [{ ...base.provider_addresses[0], vlan_id: 100 }] }));
+    expectError(whole, 400, 'NVGRE_ERR_CONFIG', `provider_addresses[0].${msg}`);
+    expect(await ipv4Addrs(env.host, 'eth1')).not.toContain('192.168.52.1/24');
   });
 
   it('flushes by filter (count) and deletes one (200, gone from eth1; then 404)', async () => {

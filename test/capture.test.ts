@@ -23,6 +23,7 @@ import { adapterFilter, GRE_FILTER, underlayFilter } from '../src/capture/filter
 import { DEFAULT_SNAPLEN, LINKTYPE, PCAP_MAGIC } from '../src/capture/pcap.js';
 import { EXIT } from '../src/cli/exit.js';
 import { packageRoot } from '../src/native.js';
+import { readablePackage } from './helpers/readable-package.js';
 import { scratchDir } from './helpers/scratch.js';
 
 const ROOT = packageRoot();
@@ -535,9 +536,12 @@ describe('usage and open errors', () => {
     expect(r.stderr).toMatch(/cannot write .*x\.pcap: no such file or directory/);
   });
 
+  // A copy the user nobody can read, wherever the repository is cloned.
+  const pkg = readablePackage();
   it('without the privileges to capture: exit 4, permission denied', async () => {
+    const cli = join(pkg, 'dist', 'src', 'cli', 'main.js');
     const r = await run(
-      ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'capture', 'underlay', 'dev', 'lo', 'count', '1', 'write', '/nonexistent/x.pcap'],
+      ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cli, 'capture', 'underlay', 'dev', 'lo', 'count', '1', 'write', '/nonexistent/x.pcap'],
       { timeoutMs: 30_000 },
     );
     expect(r.code, r.stderr).toBe(EXIT.INVALID);

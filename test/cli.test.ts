@@ -13,6 +13,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { EXIT, EXIT_CODE_TABLE, exitCodeForHttpStatus, run, splitLine } from '../src/cli/index.js';
+import { readablePackage } from './helpers/readable-package.js';
 import { scratchDir } from './helpers/scratch.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -414,12 +415,19 @@ describe('route', () => {
 
 describe('pa', () => {
   it('add: ADDR/LEN split into address and prefix_length', async () => {
-    await ok(['pa', 'add', '192.168.0.22/24', 'dev', 'eth1', 'vlan', '10', 'mac', '02:00:00:00:00:22']);
+    await ok(['pa', 'add', '192.168.0.22/24', 'dev', 'eth1', 'vlan', '10']);
     expect(only()).toEqual({
       method: 'POST',
       url: '/v1/provider-addresses',
-      body: { address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 10, mac: '02:00:00:00:00:22' },
+      body: { address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 10 },
     });
+  });
+
+  it('add with a MAC is a usage error: a provider address has its interface\'s MAC', async () => {
+    const r = await cli(['pa', 'add', '192.168.0.22/24', 'dev', 'eth1', 'mac', '02:00:00:00:00:22']);
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(r.err).toContain('mac');
+    expect(requests).toHaveLength(0);
   });
 
   it('add without /LEN or with a non-numeric one is a usage error', async () => {
@@ -828,9 +836,10 @@ describe('unreachable daemon: exit 3, the cause and the socket path', () => {
       expect(r.err).toBe(expected);
     });
 
+    // A copy the user nobody can read, wherever the repository is cloned.
+    const pkg = readablePackage();
     it('the compiled nvgrectl, run as nobody with setpriv (exit status of the process)', async () => {
-      const main = join(ROOT, 'dist', 'src', 'cli', 'main.js');
-      expect(existsSync(main), 'make test builds dist/ first').toBe(true);
+      const main = join(pkg, 'dist', 'src', 'cli', 'main.js');
       const res = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, main, '-s', locked, 'status'], {
         encoding: 'utf8',
         cwd: '/',

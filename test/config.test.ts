@@ -18,6 +18,7 @@ import {
   validateLearning,
   validateLookupRecord,
   validatePolicy,
+  validateProviderAddress,
   validateVmAdapter,
 } from '../src/config/index.js';
 import {
@@ -698,7 +699,7 @@ describe('keys and types', () => {
       { address: '192.168.0.23', prefix_length: '24', interface: 'eth1' },
       { address: '192.168.0.24', prefix_length: 24, interface: 'eth1', vlan_id: 4095 },
       { address: '192.168.0.25', prefix_length: 24, interface: 'this-is-too-long0' },
-      { address: '2001:db8::22', prefix_length: 64, interface: 'eth1.100', vlan_id: 100, mac: '02:00:00:00:00:22' },
+      { address: '2001:db8::22', prefix_length: 64, interface: 'eth1.100', vlan_id: 0 },
     ];
     const errs = errorsOf(doc);
     expect(errs.map((e) => [e.code, e.path])).toEqual([
@@ -709,6 +710,38 @@ describe('keys and types', () => {
     ]);
     expect(errs[0]!.message).toContain('33');
     expect(errs[2]!.message).toContain('4095');
+  });
+
+  // Contract keys that would be parsed and ignored are refused instead.
+  it('refuses a VLAN-tagged provider address and a provider address MAC: not supported yet', () => {
+    const doc = base();
+    doc.provider_addresses = [
+      { address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 100 },
+      { address: '192.168.0.23', prefix_length: 24, interface: 'eth1', vlan_id: 4094 },
+      { address: '192.168.0.24', prefix_length: 24, interface: 'eth1', mac: '02-00-00-00-00-24' },
+      { address: '192.168.0.25', prefix_length: 24, interface: 'eth1', vlan_id: 0 },
+    ];
+    const errs = errorsOf(doc);
+    expect(errs.map((e) => [e.code, e.path, e.value])).toEqual([
+      ['NVGRE_ERR_VALUE', 'provider_addresses[0].vlan_id', 100],
+      ['NVGRE_ERR_VALUE', 'provider_addresses[1].vlan_id', 4094],
+      ['NVGRE_ERR_VALUE', 'provider_addresses[2].mac', '02-00-00-00-00-24'],
+    ]);
+    expect(errs[0]!.message).toBe('provider_addresses[0].vlan_id: 100 is refused: VLAN-tagged provider addresses are not supported yet (0: untagged)');
+    expect(errs[2]!.message).toBe(
+      'provider_addresses[2].mac: "02-00-00-00-00-24" is refused: a provider address\'s own MAC is not supported (NVGRE packets leave with the MAC of its interface)',
+    );
+    // one record alone (the API's path) is refused the same way
+    expect(() => validateProviderAddress({ address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 7 }, 'provider_address')).toThrow(
+      'provider_address.vlan_id: 7 is refused: VLAN-tagged provider addresses are not supported yet',
+    );
+    // untagged, without a MAC, is accepted
+    expect(validateProviderAddress({ address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 0 })).toEqual({
+      address: '192.168.0.22',
+      prefix_length: 24,
+      interface: 'eth1',
+      vlan_id: 0,
+    });
   });
 
   it('checks VM adapter names, netns and mtu', () => {

@@ -406,7 +406,6 @@ const ROUTE: ObjectDef = {
 const PA_KW: Keywords = {
   dev: str('interface', 'IFNAME'),
   vlan: int('vlan_id', 'N'),
-  mac: str('mac', 'MAC'),
 };
 const PA_FILTER_KW: Keywords = { dev: PA_KW.dev! };
 const PA_RES = 'provider-addresses';
@@ -425,20 +424,20 @@ function paSet(method: 'POST' | 'PUT'): Command['run'] {
 const PA: ObjectDef = {
   about: 'provider addresses of this host (…-NetVirtualizationProviderAddress)',
   defaultCommand: 'show',
-  notes: ['"vlan 0" is untagged (the default).'],
+  notes: ['"vlan 0" is untagged (the default; the daemon refuses VLAN-tagged provider addresses for now).'],
   commands: {
     add: {
-      args: 'ADDR/LEN dev IFNAME [ vlan N ] [ mac MAC ]',
+      args: 'ADDR/LEN dev IFNAME [ vlan N ]',
       about: 'create a provider address (fails if it exists)',
       run: paSet('POST'),
     },
     replace: {
-      args: 'ADDR/LEN dev IFNAME [ vlan N ] [ mac MAC ]',
+      args: 'ADDR/LEN dev IFNAME [ vlan N ]',
       about: 'create or overwrite a provider address',
       run: paSet('PUT'),
     },
     change: {
-      args: 'ADDR[/LEN] [ dev IFNAME ] [ vlan N ] [ mac MAC ]',
+      args: 'ADDR[/LEN] [ dev IFNAME ] [ vlan N ]',
       about: 'change an existing provider address (a /LEN changes its prefix length)',
       run: async (ctx, words, hint) => {
         const p = parse(words, { positional: 'ADDR', keywords: PA_KW }, hint);

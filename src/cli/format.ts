@@ -33,10 +33,10 @@ export function formatCustomerRoute(r: Rec): string {
   return `${s(r.destination_prefix)} vsid ${s(r.vsid)} rdid ${s(r.routing_domain)} via ${s(r.next_hop)}` + opt(r, 'metric', 'metric');
 }
 
-/** `192.168.0.22/24 dev eth1 vlan 0 [mac …]` */
+/** `192.168.0.22/24 dev eth1 vlan 0` */
 export function formatProviderAddress(r: Rec): string {
   const len = has(r, 'prefix_length') ? `/${s(r.prefix_length)}` : '';
-  return `${s(r.address)}${len} dev ${s(r.interface)}` + opt(r, 'vlan_id', 'vlan') + opt(r, 'mac', 'mac');
+  return `${s(r.address)}${len} dev ${s(r.interface)}` + opt(r, 'vlan_id', 'vlan');
 }
 
 /** `192.168.1.0/24 via 192.168.0.1 dev eth1 metric 0` */

@@ -449,20 +449,21 @@ function providerAddress(x: unknown, path: string, errs: Errs): ProviderAddress 
   }
   const iv = required(o, 'interface', path, errs, 'the underlay interface');
   const iface = iv === undefined ? undefined : checked(iv, path, 'interface', errs, interfaceNameProblem);
+  // Keys of the contract that do not act yet are refused, not ignored: the
+  // daemon sends and receives untagged, with the interface's own MAC.
   const vv = optional(o, 'vlan_id');
   const vlan_id =
     vv === undefined ? DEFAULT_VLAN_ID : intInRange(vv, path, 'vlan_id', errs, 0, VLAN_ID_MAX, 'a VLAN ID');
+  if (vlan_id !== undefined && vlan_id !== DEFAULT_VLAN_ID) {
+    push(errs, 'NVGRE_ERR_VALUE', at(path, 'vlan_id'), vlan_id, 'is refused: VLAN-tagged provider addresses are not supported yet (0: untagged)');
+  }
   const mv = optional(o, 'mac');
   const mac = mv === undefined ? undefined : macValue(mv, path, 'mac', errs);
+  if (mac !== undefined) {
+    push(errs, 'NVGRE_ERR_VALUE', at(path, 'mac'), mv, `is refused: a provider address's own MAC is not supported (NVGRE packets leave with the MAC of its interface)`);
+  }
   if (errs.length > n0) return undefined;
-  const out: ProviderAddress = {
-    address: address!.text,
-    prefix_length: prefix_length!,
-    interface: iface!,
-    vlan_id: vlan_id!,
-  };
-  if (mac !== undefined) out.mac = mac;
-  return out;
+  return { address: address!.text, prefix_length: prefix_length!, interface: iface!, vlan_id: vlan_id! };
 }
 
 function providerRoute(x: unknown, path: string, errs: Errs): ProviderRoute | undefined {

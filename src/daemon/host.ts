@@ -129,7 +129,7 @@ export class HostDataplane {
     const mode = a.mode ?? 'tap';
     if (mode === 'vhost_user') throw nvgreError('NVGRE_ERR_NATIVE', `vm_adapters ${a.name}: mode vhost_user is not supported yet`);
     const ifindex = native(() => this.core.addPort(id, mode, a.name, a.netns ?? null, a.mac, mtu ?? null));
-    this.log.info({ adapter: a.name, mode, vsid: a.vsid, netns: a.netns, mtu, ifindex }, mode === 'tap' ? 'vm adapter up' : 'vm adapter added');
+    this.log.info({ adapter: a.name, mode, vm: a.vm_name, vsid: a.vsid, netns: a.netns, mtu, ifindex }, mode === 'tap' ? 'vm adapter up' : 'vm adapter added');
     return { name: a.name, id, ifindex, mtu: mtu ?? 0, adapter: a, key: deviceKey(a, mtu) };
   }
 

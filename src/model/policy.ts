@@ -9,8 +9,9 @@
 // - MACs: lowercase, colon-separated (`60:00:60:00:01:01`).
 // - Routing domains: lowercase GUID in braces
 //   (`{12345678-1000-2000-3000-123456780001}`).
-// Optional fields without a default (`vm_name`, `mac`, `netns`, `mtu`, `mode`, `socket`,
-// `host.name`, `state_dir`) are absent, not undefined-valued, when not given.
+// Optional fields without a default (`vm_name`, `netns`, `mtu`, `mode`,
+// `socket`, `socket_mode`, `host.name`, `state_dir`) are absent, not
+// undefined-valued, when not given.
 
 export const VSID_MIN = 4096;
 export const VSID_MAX = 16777214;
@@ -77,8 +78,8 @@ export interface ProviderAddress {
   address: string;
   prefix_length: number;
   interface: string;
+  /** 0 (untagged) only, for now: the config refuses others. */
   vlan_id: number;
-  mac?: string;
 }
 
 /** New-NetVirtualizationProviderRoute. `next_hop` 0.0.0.0 / :: = on-link. */

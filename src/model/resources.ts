@@ -48,7 +48,7 @@ export const RESOURCES: readonly Resource[] = [
     noun: 'provider address',
     key: ['address'],
     optionalKeys: 0,
-    fields: ['address', 'prefix_length', 'interface', 'vlan_id', 'mac'],
+    fields: ['address', 'prefix_length', 'interface', 'vlan_id'],
     validate: validateProviderAddress as RecordValidator<AnyRecord>,
     identity: (r) => [field(r, 'address')],
   },

@@ -168,6 +168,27 @@ fn flow6_routed_to_the_gateway_vm_by_next_hop() {
     assert_eq!(a, Action::Encap { pa: ip(GW_PA), vsid: 6001, routed: true });
 }
 
+// Two routes of one prefix length cover the destination (another VSID's
+// default route): the lower metric wins, whatever their order.
+#[test]
+fn the_lower_metric_wins_among_routes_of_one_length() {
+    let to = |default_6001: u32, default_6000: u32| {
+        let mut p = host1();
+        p.customer_routes.iter_mut().find(|r| r.vsid == 6001 && r.prefix_len == 0).unwrap().metric = default_6001;
+        p.customer_routes.push(CustomerRoute {
+            routing_domain: CONTOSO,
+            vsid: 6000,
+            prefix: ip("0.0.0.0"),
+            prefix_len: 0,
+            next_hop: Some(ip(CONTOSO3.0)),
+            metric: default_6000,
+        });
+        from_vm(&Snapshot::build(&p), PORT_CONTOSO1, &ping(CONTOSO1, mac(HOST1_GW_MAC), "10.1.3.100", 64)).0
+    };
+    assert_eq!(to(0, 10), Action::Encap { pa: ip(GW_PA), vsid: 6001, routed: true });
+    assert_eq!(to(20, 10), Action::Encap { pa: ip(HOST2_PA), vsid: 6000, routed: true });
+}
+
 // Flow 2: different VSIDs, same host: routed and delivered locally.
 #[test]
 fn flow2_routed_between_vsids_on_one_host() {
