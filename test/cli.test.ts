@@ -61,6 +61,7 @@ const STATUS = {
   uptime_seconds: 12.5,
   config_file: '/etc/nvgred/nvgred.yaml',
   state_dir: '/var/lib/nvgred',
+  state_error: null,
   generation: 17,
   counts: { provider_addresses: 1, provider_routes: 0, customer_routes: 4, lookup_records: 8, vm_adapters: 4 },
   ports: [{ name: 'contoso1', vsid: 6000, mac: '60:00:60:00:01:01', netns: 'nvlab-contoso1', ifindex: 2, mtu: 1458, up: true }],
@@ -541,9 +542,17 @@ describe('status, reload, config', () => {
     expect(r.out).toContain('records: provider_addresses 1, provider_routes 0, customer_routes 4, lookup_records 8, vm_adapters 4');
     expect(r.out).toContain('last reload: ok at 2026-11-21T12:00:00.000Z');
     expect(r.out).toContain('  contoso1 vsid 6000 mac 60:00:60:00:01:01 netns nvlab-contoso1 ifindex 2 mtu 1458 up');
+    expect(r.out).not.toContain('NOT SAVED');
     const j = await ok(['-j', 'status']);
     expect(JSON.parse(j.out)).toEqual(STATUS);
     expect(j.out.trimEnd()).not.toContain('\n');
+  });
+
+  it('status: a state_dir that cannot be written is said plainly', async () => {
+    const error = 'cannot save the policy to /var/lib/nvgred/policy.json: ENOSPC: no space left on device, write';
+    queue.push({ body: { ...STATUS, state_error: error } });
+    const r = await ok(['status']);
+    expect(r.out).toContain(`config /etc/nvgred/nvgred.yaml state_dir /var/lib/nvgred\nstate NOT SAVED (changes are refused): ${error}\n`);
   });
 
   it('reload: prints what changed and what needs a restart', async () => {

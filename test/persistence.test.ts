@@ -3,9 +3,12 @@
 // applies the config file instead; a SIGKILL in the middle of a burst of
 // acknowledged changes loses none of them, leaves a state_dir the daemon
 // starts from, and the restart copes with what the killed daemon left
-// behind (its PA on eth1; its TAPs die with their fds).
+// behind (its PA on eth1; its TAPs die with their fds). What a start runs:
+// an edited config file, an unchanged one, a saved state of an older
+// nvgred, a damaged one.
 
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ipIn, ipv4Addrs, waitFor } from '../lab/netns.js';
@@ -239,4 +242,146 @@ describe('SIGKILL during a burst of changes', () => {
     expectStatus(await api.delete(keyPath('provider-addresses', '192.168.50.7')), 200);
     expect(await ipv4Addrs(env.host, 'eth1')).not.toContain('192.168.50.7/24');
   });
+});
+
+// What a start runs (config.md): the config file, unless the saved running
+// policy grew from this very file; a saved state that cannot be used is set
+// aside and the file runs.
+describe('what a start runs', () => {
+  const statePath = () => join(env.stateDir, 'policy.json');
+  const saved = () => JSON.parse(readFileSync(statePath(), 'utf8'));
+  const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+  const logged = (prefix: string) => d.logLines().find((l) => String(l.msg).startsWith(prefix));
+  const fileText = () => readFileSync(d.configPath, 'utf8');
+  const addRecord = async (ca: string) => {
+    const last = Number(ca.split('.').pop());
+    const r = await api.post('/v1/lookup-records', { customer_address: ca, vsid: 6000, mac: `60:00:60:00:05:${last.toString(16).padStart(2, '0')}`, provider_address: '192.168.0.33' });
+    expectStatus(r, 201);
+  };
+  const has = async (ca: string) => (await api.get(keyPath('lookup-records', 6000, ca))).status === 200;
+  async function restart(): Promise<void> {
+    expect((await d.stop()).code).toBe(0);
+    await d.start();
+  }
+
+  it('after the config file was edited: runs the file (the runtime changes are replaced), and says why', async () => {
+    await addRecord('10.0.1.170');
+    const running = (await api.get('/v1/policy')).body.lookup_records as Array<{ vsid: number; customer_address: string }>;
+    expect((await d.stop()).code).toBe(0);
+    writeFileSync(d.configPath, fileText().replace('vm_name: Contoso3', 'vm_name: Contoso3-edited'));
+    await d.start();
+    const file = await loadConfigFile(d.configPath);
+    expect((await api.get('/v1/policy')).body).toEqual(file);
+    const line = logged('running the config file: it changed since the saved running policy grew from it');
+    expect(line, 'the log line').toBeDefined();
+    expect(line!.level).toBe('info');
+    // what was replaced: the runtime records (10.0.1.170 among them), and the record the edit changed
+    const inFile = new Set(file.lookup_records.map((r) => `${r.vsid}|${r.customer_address}`));
+    const runtimeOnly = running.filter((r) => !inFile.has(`${r.vsid}|${r.customer_address}`));
+    expect(runtimeOnly.map((r) => r.customer_address)).toContain('10.0.1.170');
+    expect((line!.replaced as Record<string, unknown>).lookup_records).toEqual({ added: 0, removed: runtimeOnly.length, changed: 1 });
+    expect(saved().config_sha256).toBe(sha256(d.configPath));
+  });
+
+  it('with the config file unchanged: restores the saved runtime changes, and says why', async () => {
+    await addRecord('10.0.1.171');
+    await restart();
+    expect(await has('10.0.1.171')).toBe(true);
+    expect(logged('restored the saved running policy: the config file is unchanged since it grew from it')?.level).toBe('info');
+  });
+
+  it('a reload makes the reloaded file the one the saved policy grew from', async () => {
+    writeFileSync(d.configPath, fileText().replace('vm_name: Contoso3-edited', 'vm_name: Contoso3-reloaded'));
+    expectStatus(await api.post('/v1/reload'), 200);
+    expect(saved().config_sha256).toBe(sha256(d.configPath));
+    await addRecord('10.0.1.172');
+    await restart();
+    expect(await has('10.0.1.172')).toBe(true);
+    expect(logged('restored the saved running policy: the config file is unchanged')).toBeDefined();
+  });
+
+  it('a saved state of an older nvgred (no config_sha256): restored, and from then on grown from the present file', async () => {
+    expect((await d.stop()).code).toBe(0);
+    const { config_sha256: _, ...old } = saved();
+    writeFileSync(statePath(), JSON.stringify(old));
+    // even an edited file: the runtime changes are not lost on the upgrade (nvgrectl reload applies the file)
+    writeFileSync(d.configPath, fileText().replace('vm_name: Contoso3-reloaded', 'vm_name: Contoso3-upgraded'));
+    await d.start();
+    expect(await has('10.0.1.172')).toBe(true);
+    expect(logged('restored the saved running policy: it does not record which config file it grew from')?.level).toBe('warn');
+    expect(saved().config_sha256).toBe(sha256(d.configPath));
+    await restart();
+    expect(await has('10.0.1.172')).toBe(true);
+    expect(logged('restored the saved running policy: the config file is unchanged')).toBeDefined();
+  });
+
+  it('an edited file keeps the learned records it does not contradict, as a reload does', async () => {
+    expect((await d.stop()).code).toBe(0);
+    const s = saved();
+    const now = new Date().toISOString();
+    const dyn = (vsid: number, ca: string, mac: string) => ({ customer_address: ca, vsid, mac, provider_address: '192.168.0.33', rule: 'encap', type: 'dynamic' });
+    const learned = [dyn(6000, '10.0.1.180', '60:00:60:00:06:80'), dyn(6200, '10.20.0.5', '60:00:60:00:06:81'), dyn(6000, '10.0.1.181', '60:00:60:00:06:82')];
+    s.policy.customer_routes.push({ routing_domain: RD1, vsid: 6200, destination_prefix: '10.20.0.0/16', next_hop: '0.0.0.0', metric: 0 });
+    s.policy.lookup_records.push(...learned);
+    s.learned = learned.map((r) => ({ vsid: r.vsid, customer_address: r.customer_address, mac: r.mac, provider_address: r.provider_address, last_seen: now }));
+    writeFileSync(statePath(), JSON.stringify(s));
+    // the edit: the file now has its own record for 10.0.1.181; VSID 6200 (a runtime change) is gone
+    writeFileSync(
+      d.configPath,
+      fileText().replace('lookup_records:\n', 'lookup_records:\n  - { customer_address: 10.0.1.181, vsid: 6000, mac: "60:00:60:00:07:81", provider_address: 192.168.0.11 }\n'),
+    );
+    await d.start();
+    const file = await loadConfigFile(d.configPath);
+    expect((await api.get('/v1/policy')).body).toEqual({ ...file, lookup_records: [...file.lookup_records, learned[0]] });
+    expect((await api.get('/v1/learned')).body.learned.map((l: { record: unknown }) => l.record)).toEqual([learned[0]]);
+    expect(d.logLines().filter((l) => String(l.msg).startsWith('learned lookup record dropped')).map((l) => l.lookup_record)).toEqual([[6200, '10.20.0.5']]);
+  });
+
+  const damaged: Array<[string, (good: string) => string | null]> = [
+    ['garbage', () => 'garbage\u0000\u00ff not a state'],
+    ['truncated', (good) => good.slice(0, Math.floor(good.length / 2))],
+    ['empty', () => ''],
+    ['of another format', (good) => JSON.stringify({ ...JSON.parse(good), format: 'nvgred-state/9' })],
+    [
+      'whose policy no longer validates',
+      (good) => {
+        const s = JSON.parse(good);
+        s.policy.lookup_records.push({ customer_address: '10.9.9.9', vsid: 6999, mac: '60:00:60:00:09:09', provider_address: '192.168.0.33', rule: 'encap', type: 'static' });
+        return JSON.stringify(s);
+      },
+    ],
+    [
+      'whose record of placed kernel objects is malformed',
+      (good) => JSON.stringify({ ...JSON.parse(good), owned: { provider_addresses: [{ address: 'nowhere' }], provider_routes: [] } }),
+    ],
+    ['that is a directory', () => null],
+  ];
+  for (const [what, damage] of damaged) {
+    it(`a saved state ${what}: set aside (renamed, logged) and the config file runs`, async () => {
+      await addRecord('10.0.1.190');
+      expect((await d.stop()).code).toBe(0);
+      const bad = damage(readFileSync(statePath(), 'utf8'));
+      rmSync(statePath());
+      if (bad === null) mkdirSync(statePath());
+      else writeFileSync(statePath(), bad);
+      await d.start();
+      expect((await api.get('/v1/policy')).body).toEqual(await loadConfigFile(d.configPath));
+      const line = logged('the saved running policy cannot be used: set aside, running the config file');
+      expect(line, 'the log line').toBeDefined();
+      expect(line!.level).toBe('error');
+      expect(String(line!.reason)).toContain(statePath());
+      const aside = String(line!.set_aside_as);
+      expect(aside.startsWith(`${statePath()}.bad-`)).toBe(true);
+      if (bad === null) expect(readdirSync(aside)).toEqual([]);
+      else expect(readFileSync(aside, 'utf8')).toBe(bad);
+      rmSync(aside, { recursive: true });
+      // a new state, grown from the file
+      expect(saved().config_sha256).toBe(sha256(d.configPath));
+      // and changes are saved again
+      await addRecord('10.0.1.191');
+      await restart();
+      expect(await has('10.0.1.191')).toBe(true);
+      expectStatus(await api.delete(keyPath('lookup-records', 6000, '10.0.1.191')), 200);
+    });
+  }
 });

@@ -22,6 +22,8 @@ export function statusOf(src: StatusSource) {
     uptime_seconds: (Date.now() - src.startedAt) / 1000,
     config_file: src.store.configFile,
     state_dir: src.stateDir ?? null,
+    // Why the running policy could not be saved in state_dir (changes are refused until it can); null: saved.
+    state_error: src.store.stateError,
     generation: src.store.generation,
     counts: {
       provider_addresses: p.provider_addresses.length,

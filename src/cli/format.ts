@@ -123,6 +123,7 @@ export function formatStatus(st: Rec): string {
   if (has(st, 'config_file')) files.push(`config ${s(st.config_file)}`);
   if (has(st, 'state_dir')) files.push(`state_dir ${s(st.state_dir)}`);
   if (files.length) lines.push(files.join(' '));
+  if (typeof st.state_error === 'string') lines.push(`state NOT SAVED (changes are refused): ${st.state_error}`);
   const counts = st.counts as Rec | undefined;
   if (counts && typeof counts === 'object') {
     lines.push(`records: ${Object.entries(counts).map(([k, v]) => `${k} ${s(v)}`).join(', ')}`);

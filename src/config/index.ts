@@ -26,6 +26,7 @@ export {
 export { checkPolicyInvariants, type PolicyRecords, type InvariantOptions } from './invariants.js';
 export {
   loadConfigFile,
+  readConfigFile,
   JSON_ONLY_ABOVE_CHARS,
   loadConfigText,
   decodeUtf8,
@@ -33,6 +34,7 @@ export {
   DEFAULT_CONFIG_PATH,
   DEFAULT_MAX_CONFIG_BYTES,
   type LoadOptions,
+  type LoadedConfig,
 } from './load.js';
 export {
   parseIp,

@@ -2,6 +2,7 @@
 // Validation errors get the line/column of the field in the file.
 
 import { isUtf8 } from 'node:buffer';
+import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { configError, isNvgreError, nvgreError, type FieldError } from '../errors.js';
 import type { Policy } from '../model/policy.js';
@@ -115,8 +116,19 @@ export function loadConfigText(text: string, source?: string): Policy {
   throw configError(addPositions(errors, parsed.doc, parsed.lineCounter), source !== undefined ? { source } : {});
 }
 
+/** A config file as read: its policy, and the SHA-256 of its bytes (hex), which tells whether it changed. */
+export interface LoadedConfig {
+  policy: Policy;
+  sha256: string;
+}
+
 /** Read, decode, parse and validate a config file. Every failure is an NvgreError. */
 export async function loadConfigFile(path: string, opts: LoadOptions = {}): Promise<Policy> {
+  return (await readConfigFile(path, opts)).policy;
+}
+
+/** loadConfigFile, with the digest of the very bytes the policy came from. */
+export async function readConfigFile(path: string, opts: LoadOptions = {}): Promise<LoadedConfig> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_CONFIG_BYTES;
   let buf: Buffer;
   try {
@@ -142,5 +154,5 @@ export async function loadConfigFile(path: string, opts: LoadOptions = {}): Prom
   if (buf.length > maxBytes) {
     throw nvgreError('NVGRE_ERR_TOO_LARGE', `config file ${path} is more than ${maxBytes} bytes`);
   }
-  return loadConfigText(decodeUtf8(buf, path), path);
+  return { policy: loadConfigText(decodeUtf8(buf, path), path), sha256: createHash('sha256').update(buf).digest('hex') };
 }

@@ -3,23 +3,24 @@
 // restores runtime changes saved in state_dir, creates the host's provider
 // addresses, routes and VM adapters, hands the packet core one table
 // snapshot, serves the control API and metrics, reloads on SIGHUP, and on
-// SIGTERM/SIGINT removes everything it placed.
+// SIGTERM/SIGINT removes everything it placed. A state_dir it cannot write
+// does not stop it: it forwards, and refuses changes it cannot save.
 
 import type { Server } from 'node:http';
 import { parseArgs } from 'node:util';
 import { EventBus } from '../api/events.js';
 import { serveApi } from '../api/server.js';
-import { loadConfigFile, validatePolicy } from '../config/index.js';
-import { isNvgreError } from '../errors.js';
+import { readConfigFile, validatePolicy, type LoadedConfig } from '../config/index.js';
+import { isNvgreError, type NvgreError } from '../errors.js';
 import { Metrics, serveMetrics } from '../metrics/index.js';
 import type { Policy } from '../model/policy.js';
 import { native } from '../native.js';
-import { HostDataplane } from './host.js';
+import { HostDataplane, type OwnedKernelObjects } from './host.js';
 import { isLogLevel, LOG_LEVELS, Logs, type Logger } from './log.js';
 import { logPacketEvents } from './events.js';
 import { Learning } from './learning.js';
-import { StateFile, type SavedState } from './state.js';
-import { PolicyStore } from './store.js';
+import { StateFile, type LearnedState, type SavedState } from './state.js';
+import { diff, keepLearned, learnedEntries, learnedStates, PolicyStore } from './store.js';
 import { supervise } from './supervisor.js';
 import { Systemd } from './systemd.js';
 
@@ -99,19 +100,70 @@ function parseCommandLine(): CommandLine | number {
   return { config: args.config, workers, segmentation, pollMicros, level };
 }
 
+/** What a start runs: the policy, and what it takes over from the saved state. */
+interface Start {
+  policy: Policy;
+  /** Kernel objects an earlier run placed (see HostDataplane.adopt). */
+  owned?: OwnedKernelObjects;
+  learned: LearnedState[];
+}
+
 /**
- * The policy to start with: the one saved in state_dir (runtime changes
- * included) if there is one, else the config file's. Settings that are read
- * only at start always come from the config file.
+ * The policy to start with (config.md): the config file's, unless the
+ * saved running policy in state_dir grew from this very file (same
+ * SHA-256), then the saved one with its runtime changes. A saved state that
+ * cannot be read or no longer validates is set aside and the file runs; one
+ * saved before nvgred recorded the file's digest is restored (as it was
+ * then) and counts as grown from the present file. Settings read only at
+ * start always come from the config file.
  */
-function initialPolicy(file: Policy, saved: SavedState | undefined, state: StateFile | undefined, log: Logger): Policy {
-  if (saved === undefined) {
-    if (!state) log.warn('no state_dir (nor $STATE_DIRECTORY): runtime policy changes will not survive a restart');
-    return file;
+function initialPolicy(configPath: string, config: LoadedConfig, state: StateFile | undefined, log: Logger, learnLog: Logger): Start {
+  const file = config.policy;
+  const ofFile: Start = { policy: file, learned: [] };
+  if (!state) {
+    log.warn('no state_dir (nor $STATE_DIRECTORY): runtime policy changes will not survive a restart');
+    return ofFile;
   }
-  const policy = validatePolicy({ ...(saved.policy as object), api: file.api, metrics: file.metrics, state_dir: file.state_dir }, { source: state!.path });
-  log.info({ state: state!.path }, 'restored the saved running policy (nvgrectl reload applies the config file instead)');
-  return policy;
+  let saved: SavedState | undefined;
+  let policy: Policy;
+  try {
+    saved = state.load();
+    if (!saved) {
+      log.info({ config: configPath, state: state.path }, 'no saved running policy yet: running the config file');
+      return ofFile;
+    }
+    policy = validatePolicy({ ...(saved.policy as object), api: file.api, metrics: file.metrics, state_dir: file.state_dir }, { source: state.path });
+  } catch (err) {
+    if (!isNvgreError(err)) throw err;
+    setAside(state, err, log);
+    return ofFile;
+  }
+  const where = { config: configPath, state: state.path };
+  if (saved.configSha256 === config.sha256) {
+    log.info(where, 'restored the saved running policy: the config file is unchanged since it grew from it (nvgrectl reload applies the file)');
+    return { policy, owned: saved.owned, learned: saved.learned };
+  }
+  if (saved.configSha256 === undefined) {
+    log.warn(where, 'restored the saved running policy: it does not record which config file it grew from (saved by an older nvgred), so it counts as grown from this one (nvgrectl reload applies the file)');
+    return { policy, owned: saved.owned, learned: saved.learned };
+  }
+  const next = keepLearned(policy, learnedEntries(saved.learned, Date.now()), file, learnLog, 'start');
+  log.info(
+    { ...where, replaced: diff(policy, next.doc) },
+    'running the config file: it changed since the saved running policy grew from it (the saved runtime changes are replaced, as by nvgrectl reload)',
+  );
+  return { policy: next.doc, owned: saved.owned, learned: learnedStates(next.learned) };
+}
+
+/** Rename a saved state that cannot be used out of the way (kept for the operator), saying why. */
+function setAside(state: StateFile, why: NvgreError, log: Logger): void {
+  const reason = { state: state.path, code: why.code, reason: why.message, errors: why.details };
+  try {
+    const to = state.setAside();
+    log.error({ ...reason, set_aside_as: to }, 'the saved running policy cannot be used: set aside, running the config file');
+  } catch (err) {
+    log.error({ ...reason, err }, 'the saved running policy cannot be used, nor set aside: running the config file');
+  }
 }
 
 async function main(): Promise<number> {
@@ -120,23 +172,21 @@ async function main(): Promise<number> {
 
   let logs = new Logs(cl.level as never);
   let log: Logger = logs.root;
-  let file: Policy;
-  let state: StateFile | undefined;
-  let policy: Policy;
-  let saved: SavedState | undefined;
+  let config: LoadedConfig;
   try {
-    file = await loadConfigFile(cl.config);
-    logs = new Logs(cl.level as never, file.host.name);
-    log = logs.root;
-    const stateDir = file.state_dir ?? process.env.STATE_DIRECTORY;
-    state = stateDir ? new StateFile(stateDir) : undefined;
-    saved = state?.load();
-    policy = initialPolicy(file, saved, state, log);
+    config = await readConfigFile(cl.config);
   } catch (err) {
     if (!isNvgreError(err)) throw err;
     log.fatal({ code: err.code, errors: err.details, config: cl.config }, err.message);
     return EXIT_CONFIG;
   }
+  const file = config.policy;
+  logs = new Logs(cl.level as never, file.host.name);
+  log = logs.root;
+  const stateDir = file.state_dir ?? process.env.STATE_DIRECTORY;
+  const state = stateDir ? new StateFile(stateDir) : undefined;
+  const start = initialPolicy(cl.config, config, state, log, logs.component('learning'));
+  const policy = start.policy;
 
   const core = native();
   const startedAt = Date.now();
@@ -178,7 +228,7 @@ async function main(): Promise<number> {
       kernelSegmentation: cl.segmentation === 'auto',
       pollMicros: cl.pollMicros,
     });
-    if (saved) host.adopt(saved.owned);
+    if (start.owned) host.adopt(start.owned);
     host.apply(policy);
     store = new PolicyStore(
       host,
@@ -190,9 +240,14 @@ async function main(): Promise<number> {
         start: () => systemd.reloading(),
         end: () => systemd.ready(`${store!.policy.lookup_records.length} lookup records, ${host.portStates().length} VM adapters`),
       },
-      { events, learned: saved?.learned ?? [], learningLog: logs.component('learning') },
+      { events, learned: start.learned, learningLog: logs.component('learning'), configSha256: config.sha256 },
     );
-    store.saveState();
+    try {
+      store.saveState();
+    } catch (err) {
+      // Forwarding matters more: run, and refuse the changes that cannot be saved (NVGRE_ERR_IO) until a write succeeds.
+      log.error({ err, state_dir: state?.dir }, 'cannot save the running policy in state_dir: forwarding goes on; policy changes are refused until it can be saved');
+    }
     const metrics = new Metrics({
       core,
       version: core.version(),

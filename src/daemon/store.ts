@@ -5,7 +5,7 @@
 // leaves the running policy, the dataplane and the state as they were.
 
 import type { DeleteCause, EventBus, NewEvent, RefusalReason } from '../api/events.js';
-import { checkPolicy, loadConfigFile, validatePolicy } from '../config/index.js';
+import { checkPolicy, readConfigFile, validatePolicy } from '../config/index.js';
 import { nvgreError, type FieldError } from '../errors.js';
 import type { LookupRecord, Policy } from '../model/policy.js';
 import {
@@ -86,6 +86,18 @@ export interface StoreOptions {
   now?: () => number;
   /** Where learning's own lines go (default: the store's logger). */
   learningLog?: Logger;
+  /** SHA-256 of the config file the running policy grew from (saved with it: which policy a start runs). */
+  configSha256?: string;
+}
+
+/** How a commit is told what else changes with the policy. */
+interface CommitOptions {
+  /** The learned set after the change (default: the current one, as far as the next policy holds it). */
+  learned?: ReadonlyMap<string, LearnedEntry>;
+  /** Learned keys whose loss is not announced as `deleted` (expiry announces its own). */
+  quiet?: ReadonlySet<string>;
+  /** SHA-256 of the config file the next policy grew from (a reload); default: unchanged. */
+  origin?: string;
 }
 
 const hasCa = (r: LookupRecord) => r.type === 'static' || r.type === 'dynamic';
@@ -109,6 +121,10 @@ export class PolicyStore {
   private readonly now: () => number;
   private readonly learnLog: Logger;
   private readonly refusalLogged = new Map<string, { at: number; suppressed: number }>();
+  /** SHA-256 of the config file the running policy grew from. */
+  private origin: string | undefined;
+  /** Why the last write of the state file failed; null once one succeeds. */
+  private saveError: string | null = null;
 
   constructor(
     private readonly host: HostDataplane,
@@ -125,6 +141,7 @@ export class PolicyStore {
     this.events = opts.events;
     this.now = opts.now ?? Date.now;
     this.learnLog = opts.learningLog ?? log;
+    this.origin = opts.configSha256;
     const now = new Date();
     this.lastReload = { successful: true, timestamp: now, error: null, lastSuccess: now };
     this.learned = this.restoreLearned(opts.learned ?? []);
@@ -132,6 +149,15 @@ export class PolicyStore {
 
   get policy(): Policy {
     return this.running;
+  }
+
+  /**
+   * Why the running policy could not be written to state_dir the last time
+   * it was tried (changes are refused meanwhile); null if it was, or there
+   * is no state_dir.
+   */
+  get stateError(): string | null {
+    return this.saveError;
   }
 
   /** Learned records held (nvgre_learned_records). */
@@ -152,31 +178,20 @@ export class PolicyStore {
 
   /** The saved learned records that the (restored) running policy still holds as learned. */
   private restoreLearned(saved: readonly LearnedState[]): Map<string, LearnedEntry> {
-    const m = new Map<string, LearnedEntry>();
-    if (!saved.length) return m;
-    const now = this.now();
-    for (const s of saved) {
-      if (!s || typeof s !== 'object' || typeof s.vsid !== 'number' || typeof s.customer_address !== 'string') continue;
-      const t = Date.parse(String(s.last_seen));
-      m.set(learnedKey(s.vsid, s.customer_address), {
-        vsid: s.vsid,
-        customer_address: s.customer_address,
-        mac: String(s.mac),
-        provider_address: String(s.provider_address),
-        lastSeen: Number.isFinite(t) ? Math.min(t, now) : now,
-      });
-    }
-    return this.reconcile(this.running, m).kept;
+    if (!saved.length) return new Map();
+    return this.reconcile(this.running, learnedEntries(saved, this.now())).kept;
   }
 
-  private learnedState(m: ReadonlyMap<string, LearnedEntry> = this.learned): LearnedState[] {
-    return [...m.values()].map((e) => ({
-      vsid: e.vsid,
-      customer_address: e.customer_address,
-      mac: e.mac,
-      provider_address: e.provider_address,
-      last_seen: new Date(e.lastSeen).toISOString(),
-    }));
+  /** Write the state file: `policy` with the learned set `learned`, grown from the config file `origin`. */
+  private save(policy: Policy, learned: ReadonlyMap<string, LearnedEntry>, origin = this.origin): void {
+    if (!this.state) return;
+    try {
+      this.state.save({ policy, owned: this.host.ownedKernelObjects(), learned: learnedStates(learned), configSha256: origin });
+    } catch (err) {
+      this.saveError = `cannot save the policy to ${this.state.path}: ${(err as Error).message}`;
+      throw err;
+    }
+    this.saveError = null;
   }
 
   /**
@@ -225,22 +240,24 @@ export class PolicyStore {
    * kept as far as `next` still holds it. Learned records whose mapping the
    * change removes are announced as `deleted` (not those in `quiet`).
    */
-  private commit(nextDoc: unknown, cause: Cause = 'api', learnedNext?: ReadonlyMap<string, LearnedEntry>, quiet?: ReadonlySet<string>): Policy {
+  private commit(nextDoc: unknown, cause: Cause = 'api', o: CommitOptions = {}): Policy {
     const next = validatePolicy(nextDoc);
     const prev = this.running;
-    const { kept, lost } = this.reconcile(next, learnedNext ?? this.learned, quiet);
+    const { kept, lost } = this.reconcile(next, o.learned ?? this.learned, o.quiet);
+    const origin = o.origin ?? this.origin;
     const samePolicy = JSON.stringify(next) === JSON.stringify(prev);
     const sameLearned = kept.size === this.learned.size && [...kept].every(([k, e]) => this.learned.get(k) === e);
-    if (samePolicy && sameLearned) return prev; // nothing to do, nothing to count
+    if (samePolicy && sameLearned && origin === this.origin) return prev; // nothing to do, nothing to count
     if (!samePolicy) this.host.apply(next);
     try {
-      this.state?.save(next, this.host.ownedKernelObjects(), this.learnedState(kept));
+      this.save(next, kept, origin);
     } catch (err) {
       if (!samePolicy) this.host.apply(prev);
-      throw nvgreError('NVGRE_ERR_IO', `cannot save the policy to ${this.state!.path}: ${(err as Error).message}; the change was not applied`);
+      throw nvgreError('NVGRE_ERR_IO', `${this.saveError}; the change was not applied`);
     }
     this.running = next;
     this.learned = kept;
+    this.origin = origin;
     this.clocksDirty = false;
     if (!samePolicy) this.generation++;
     if (lost.length) this.announceLost(prev, lost, cause);
@@ -387,13 +404,13 @@ export class PolicyStore {
       if (upserts.length) {
         try {
           // The common case: the whole batch fits (validated once, by the commit).
-          this.commit(this.withUpserts(upserts), 'learning', learnedWith(upserts));
+          this.commit(this.withUpserts(upserts), 'learning', { learned: learnedWith(upserts) });
         } catch (err) {
           if ((err as { code?: string }).code !== 'NVGRE_ERR_CONFIG') throw err;
-          const { fits, invalid } = this.fitting(upserts, (some) => this.withUpserts(some));
+          const { fits, invalid } = fitting(upserts, (some) => this.withUpserts(some));
           for (const [u, detail] of invalid) refused.push({ record: u.record, reason: 'invalid', detail });
           upserts = fits;
-          if (upserts.length) this.commit(this.withUpserts(upserts), 'learning', learnedWith(upserts));
+          if (upserts.length) this.commit(this.withUpserts(upserts), 'learning', { learned: learnedWith(upserts) });
         }
       }
       const out: LearnOutcome = { learned: [], changed: [], refreshed: d.refreshed.length, refused };
@@ -437,31 +454,6 @@ export class PolicyStore {
     return { ...this.running, lookup_records: add.length ? [...records, ...add] : records };
   }
 
-  /**
-   * Split `items` into those that together make a valid policy (`build`
-   * makes the document) and those that cannot be part of one, with the
-   * validator's reason.
-   */
-  private fitting<T>(items: readonly T[], build: (some: readonly T[]) => Policy): { fits: T[]; invalid: Array<[T, string]> } {
-    const invalid: Array<[T, string]> = [];
-    let fits = [...items];
-    for (;;) {
-      if (!fits.length) return { fits, invalid };
-      const { errors } = checkPolicy(build(fits));
-      if (!errors.length) return { fits, invalid };
-      // Whatever fails on its own is out; if each fits alone, the last of a conflicting set goes.
-      const alone = fits.map((it) => [it, checkPolicy(build([it])).errors] as const);
-      const bad = alone.filter(([, errs]) => errs.length > 0);
-      if (bad.length) {
-        for (const [it, errs] of bad) invalid.push([it, summary(errs)]);
-        fits = fits.filter((it) => !bad.some(([b]) => b === it));
-      } else {
-        invalid.push([fits[fits.length - 1]!, summary(errors)]);
-        fits = fits.slice(0, -1);
-      }
-    }
-  }
-
   private logRefusal(f: Refusal, now: number): void {
     const r = f.record;
     const key = `${r.vsid}|${f.reason}`;
@@ -499,7 +491,7 @@ export class PolicyStore {
       });
       const learnedNext = new Map(this.learned);
       for (const k of gone.keys()) learnedNext.delete(k);
-      this.commit({ ...this.running, lookup_records: keep }, 'expiry', learnedNext, new Set(gone.keys()));
+      this.commit({ ...this.running, lookup_records: keep }, 'expiry', { learned: learnedNext, quiet: new Set(gone.keys()) });
       for (const r of expired) {
         const e = gone.get(learnedKey(r.vsid, r.customer_address))!;
         const last_seen = new Date(e.lastSeen).toISOString();
@@ -514,7 +506,7 @@ export class PolicyStore {
   /** Save the learned records' last-seen times if they moved since the last write (the daemon is stopping). */
   saveLearnedClocks(): void {
     if (!this.clocksDirty || !this.state) return;
-    this.state.save(this.running, this.host.ownedKernelObjects(), this.learnedState());
+    this.save(this.running, this.learned);
     this.clocksDirty = false;
   }
 
@@ -525,42 +517,13 @@ export class PolicyStore {
 
   /** Write the state file now (at start: the policy the daemon runs, with what it learned before). */
   saveState(): void {
-    this.state?.save(this.running, this.host.ownedKernelObjects(), this.learnedState());
+    this.save(this.running, this.learned);
     this.clocksDirty = false;
   }
 
-  /**
-   * A reload applies the config file, keeping the learned records it does
-   * not contradict: a record the file has at the same (vsid, CA) wins (the
-   * file owns it from then on); a learned record that no longer fits the
-   * file's policy (its VSID gone, its MAC now elsewhere) is dropped.
-   */
-  private keepLearned(file: Policy): { doc: Policy; learned: Map<string, LearnedEntry> } {
-    const learned = new Map<string, LearnedEntry>();
-    if (!this.learned.size) return { doc: file, learned };
-    const inFile = new Set<string>();
-    for (const r of file.lookup_records) if (hasCa(r)) inFile.add(learnedKey(r.vsid, r.customer_address));
-    const extra: LookupRecord[] = [];
-    for (const r of this.running.lookup_records) {
-      if (r.type !== 'dynamic') continue;
-      const k = learnedKey(r.vsid, r.customer_address);
-      if (!this.learned.has(k) || inFile.has(k)) continue;
-      extra.push(r);
-    }
-    const build = (some: readonly LookupRecord[]): Policy => ({ ...file, lookup_records: [...file.lookup_records, ...some] });
-    const { fits, invalid } = this.fitting(extra, build);
-    for (const [r, why] of invalid) this.learnLog.info({ lookup_record: [r.vsid, r.customer_address], reason: why }, 'learned lookup record dropped by the reload');
-    for (const r of fits) {
-      const k = learnedKey(r.vsid, r.customer_address);
-      learned.set(k, this.learned.get(k)!);
-    }
-    return { doc: build(fits), learned };
-  }
-
-
-  private applyNow(doc: unknown, cause: DeleteCause = 'policy', learnedNext?: ReadonlyMap<string, LearnedEntry>): ApplyResult {
+  private applyNow(doc: unknown, cause: DeleteCause = 'policy', o: CommitOptions = {}): ApplyResult {
     const prev = this.running;
-    const next = this.commit(doc, cause, learnedNext);
+    const next = this.commit(doc, cause, o);
     const restart = RESTART_SETTINGS.filter((s) => setting(next, s) !== setting(this.started, s));
     if (restart.length) this.log.warn({ settings: restart }, 'changed settings take effect at the next start');
     const result: ApplyResult = { applied: true, changes: diff(prev, next), restart_required: [...restart] };
@@ -573,9 +536,9 @@ export class PolicyStore {
     return this.exclusive(async () => {
       this.reloadHooks.start();
       try {
-        const file = await loadConfigFile(this.configFile);
-        const { doc, learned } = this.keepLearned(file);
-        const result = this.applyNow(doc, 'reload', learned);
+        const file = await readConfigFile(this.configFile);
+        const { doc, learned } = keepLearned(this.running, this.learned, file.policy, this.learnLog, 'reload');
+        const result = this.applyNow(doc, 'reload', { learned, origin: file.sha256 });
         this.host.repair(); // VM adapters whose device failed are made again, even if nothing changed
         const now = new Date();
         this.lastReload = { successful: true, timestamp: now, error: null, lastSuccess: now };
@@ -591,13 +554,106 @@ export class PolicyStore {
   }
 }
 
+/**
+ * Split `items` into those that together make a valid policy (`build`
+ * makes the document) and those that cannot be part of one, with the
+ * validator's reason.
+ */
+function fitting<T>(items: readonly T[], build: (some: readonly T[]) => Policy): { fits: T[]; invalid: Array<[T, string]> } {
+  const invalid: Array<[T, string]> = [];
+  let fits = [...items];
+  for (;;) {
+    if (!fits.length) return { fits, invalid };
+    const { errors } = checkPolicy(build(fits));
+    if (!errors.length) return { fits, invalid };
+    // Whatever fails on its own is out; if each fits alone, the last of a conflicting set goes.
+    const alone = fits.map((it) => [it, checkPolicy(build([it])).errors] as const);
+    const bad = alone.filter(([, errs]) => errs.length > 0);
+    if (bad.length) {
+      for (const [it, errs] of bad) invalid.push([it, summary(errs)]);
+      fits = fits.filter((it) => !bad.some(([b]) => b === it));
+    } else {
+      invalid.push([fits[fits.length - 1]!, summary(errors)]);
+      fits = fits.slice(0, -1);
+    }
+  }
+}
+
+/**
+ * The learned entries of saved LearnedStates, by key (malformed ones are
+ * skipped; a last-seen time in the future, or none, is `now`).
+ */
+export function learnedEntries(saved: readonly LearnedState[], now: number): Map<string, LearnedEntry> {
+  const m = new Map<string, LearnedEntry>();
+  for (const s of saved) {
+    if (!s || typeof s !== 'object' || typeof s.vsid !== 'number' || typeof s.customer_address !== 'string') continue;
+    const t = Date.parse(String(s.last_seen));
+    m.set(learnedKey(s.vsid, s.customer_address), {
+      vsid: s.vsid,
+      customer_address: s.customer_address,
+      mac: String(s.mac),
+      provider_address: String(s.provider_address),
+      lastSeen: Number.isFinite(t) ? Math.min(t, now) : now,
+    });
+  }
+  return m;
+}
+
+/** Learned entries as saved in the state file. */
+export function learnedStates(m: ReadonlyMap<string, LearnedEntry>): LearnedState[] {
+  return [...m.values()].map((e) => ({
+    vsid: e.vsid,
+    customer_address: e.customer_address,
+    mac: e.mac,
+    provider_address: e.provider_address,
+    last_seen: new Date(e.lastSeen).toISOString(),
+  }));
+}
+
+/**
+ * The config file's policy with the learned records of `running` it does
+ * not contradict, for a reload (or a start that runs a changed file): a
+ * record the file has at the same (vsid, CA) wins (the file owns it from
+ * then on); a learned record that no longer fits the file's policy (its
+ * VSID gone, its MAC now elsewhere) is dropped, and logged.
+ */
+export function keepLearned(
+  running: Policy,
+  learned: ReadonlyMap<string, LearnedEntry>,
+  file: Policy,
+  log: Logger,
+  by: 'reload' | 'start',
+): { doc: Policy; learned: Map<string, LearnedEntry> } {
+  const kept = new Map<string, LearnedEntry>();
+  if (!learned.size) return { doc: file, learned: kept };
+  const inFile = new Set<string>();
+  for (const r of file.lookup_records) if (hasCa(r)) inFile.add(learnedKey(r.vsid, r.customer_address));
+  const extra: LookupRecord[] = [];
+  for (const r of running.lookup_records) {
+    if (r.type !== 'dynamic') continue;
+    const k = learnedKey(r.vsid, r.customer_address);
+    const e = learned.get(k);
+    if (!e || !sameMapping(r, e) || inFile.has(k)) continue;
+    extra.push(r);
+  }
+  const build = (some: readonly LookupRecord[]): Policy => ({ ...file, lookup_records: [...file.lookup_records, ...some] });
+  const { fits, invalid } = fitting(extra, build);
+  const msg = by === 'reload' ? 'learned lookup record dropped by the reload' : 'learned lookup record dropped: the changed config file does not fit it';
+  for (const [r, why] of invalid) log.info({ lookup_record: [r.vsid, r.customer_address], reason: why }, msg);
+  for (const r of fits) {
+    const k = learnedKey(r.vsid, r.customer_address);
+    kept.set(k, learned.get(k)!);
+  }
+  return { doc: build(fits), learned: kept };
+}
+
 /** The first problems of a failed validation, for a refusal's `detail`. */
 function summary(errors: FieldError[]): string {
   return errors.slice(0, 3).map((x) => x.message).join('; ') + (errors.length > 3 ? `; and ${errors.length - 3} more` : '');
 }
 
 /** What changed between two policies, per section, by record identity. */
-function diff(prev: Policy, next: Policy): Record<Section, Counts> {
+export function diff(prev: Policy, next: Policy): Record<Section, Counts> {
   const out = {} as Record<Section, Counts>;
   for (const res of RESOURCES) {
     const before = new Map((prev[res.section] as AnyRecord[]).map((r) => [idOf(res, r), JSON.stringify(r)]));

@@ -195,6 +195,7 @@ export interface Status {
   uptime_seconds: number;
   config_file: string;
   state_dir: string | null;
+  state_error: string | null;
   generation: number;
   counts: Record<'provider_addresses' | 'provider_routes' | 'customer_routes' | 'lookup_records' | 'vm_adapters', number>;
   ports: Array<{ name: string; vsid: number; mac: string; netns: string | null; ifindex: number | null; mtu: number | null; up: boolean }>;
