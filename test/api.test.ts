@@ -123,7 +123,7 @@ describe('GET /v1/status', () => {
     expect(s.generation).toBe(0);
     expect(s.counts).toEqual({ provider_addresses: 1, provider_routes: 0, customer_routes: 4, lookup_records: 5, vm_adapters: 1 });
     expect(s.ports).toEqual([
-      { name: 'vm1', vsid: 6000, mac: '60:00:60:00:01:01', netns: env.vm, ifindex: vm1!.ifindex, mtu: 1458, up: true },
+      { name: 'vm1', mode: 'tap', vsid: 6000, mac: '60:00:60:00:01:01', netns: env.vm, ifindex: vm1!.ifindex, mtu: 1458, up: true, error: null },
     ]);
     expect(vm1!.mtu).toBe(1458); // eth1's 1500 less NVGRE's 42
     expect(s.last_reload.successful).toBe(true);

@@ -36,6 +36,7 @@ export function statusOf(src: StatusSource) {
       const s = ports.get(a.name);
       return {
         name: a.name,
+        mode: a.mode ?? 'tap',
         vsid: a.vsid,
         mac: a.mac,
         netns: a.netns ?? null,
