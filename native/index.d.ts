@@ -37,9 +37,21 @@ export function setPolicy(encoded: Buffer): void;
  * IFF_NO_PI), inside `netns` when given, with the adapter's MAC and MTU, and
  * bring it up. Mode `attach`: adopt the interface `name` of the daemon's
  * namespace (set it up, its MTU if given) now if it exists, else when it
- * appears; down while it is absent. Returns the ifindex (0 while absent).
+ * appears; down while it is absent. Mode `vhost_user`: serve the VM's
+ * virtio-net device on `socket` (`client`: connect to QEMU and reconnect;
+ * `server`: listen); up once the guest's driver started its rings. Returns
+ * the ifindex (0 without an interface).
  */
-export function addPort(id: number, mode: 'tap' | 'attach', name: string, netns: string | null, mac: string, mtu: number | null): number;
+export function addPort(
+  id: number,
+  mode: 'tap' | 'attach' | 'vhost_user',
+  name: string,
+  netns: string | null,
+  mac: string,
+  mtu: number | null,
+  socket?: string,
+  socketMode?: 'client' | 'server',
+): number;
 
 /** Remove a port: its TAP disappears. */
 export function removePort(id: number): void;
@@ -137,7 +149,7 @@ export function drainPanics(): WorkerPanic[];
 export function deadWorkers(): Array<{ worker: number; message: string }>;
 
 /** Each port's device: up, or down and why (e.g. its TAP was deleted under the daemon). */
-export function portStates(): Array<{ id: number; ifindex: number; up: boolean; error?: string }>;
+export function portStates(): Array<{ id: number; ifindex: number; mtu?: number; up: boolean; error?: string }>;
 
 /** A number that changes whenever the kernel's links, addresses or routes (of the daemon's namespace) did. */
 export function kernelChanges(): number;

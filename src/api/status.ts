@@ -41,7 +41,7 @@ export function statusOf(src: StatusSource) {
         mac: a.mac,
         netns: a.netns ?? null,
         ifindex: s?.ifindex ?? null,
-        mtu: s?.mtu ?? null,
+        mtu: s?.mtu || null,
         up: s?.up ?? false,
         error: s?.error ?? null,
       };

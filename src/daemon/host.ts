@@ -115,7 +115,7 @@ export class HostDataplane {
     const health = this.started ? new Map(this.core.portStates().map((h) => [h.id, h])) : new Map();
     return [...this.ports.values()].map(({ name, id, ifindex, mtu }) => {
       const h = health.get(id);
-      return { name, id, ifindex: h?.ifindex ?? ifindex, mtu, up: h?.up ?? false, ...(h?.error ? { error: h.error } : {}) };
+      return { name, id, ifindex: h?.ifindex ?? ifindex, mtu: h?.mtu ?? mtu, up: h?.up ?? false, ...(h?.error ? { error: h.error } : {}) };
     });
   }
 
@@ -127,8 +127,7 @@ export class HostDataplane {
 
   private createPort(a: VmAdapter, mtu: number | undefined, id = this.nextPortId++): Port {
     const mode = a.mode ?? 'tap';
-    if (mode === 'vhost_user') throw nvgreError('NVGRE_ERR_NATIVE', `vm_adapters ${a.name}: mode vhost_user is not supported yet`);
-    const ifindex = native(() => this.core.addPort(id, mode, a.name, a.netns ?? null, a.mac, mtu ?? null));
+    const ifindex = native(() => this.core.addPort(id, mode, a.name, a.netns ?? null, a.mac, mtu ?? null, a.socket, a.socket_mode ?? 'client'));
     this.log.info({ adapter: a.name, mode, vm: a.vm_name, vsid: a.vsid, netns: a.netns, mtu, ifindex }, mode === 'tap' ? 'vm adapter up' : 'vm adapter added');
     return { name: a.name, id, ifindex, mtu: mtu ?? 0, adapter: a, key: deviceKey(a, mtu) };
   }

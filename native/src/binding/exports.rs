@@ -6,7 +6,7 @@
 use super::napi::{napi_callback, napi_callback_info, napi_env, napi_value};
 use super::{export, Args, JsError, JsResult, JsValue};
 use crate::dp::{Counters, DropReason, NextHop, Policy, Reach};
-use crate::io::{netlink, notify, AttachSpec, Dataplane, Options, PortSpec, Source, TapSpec};
+use crate::io::{netlink, notify, AttachSpec, Dataplane, Options, PortSpec, SocketMode, Source, TapSpec, VhostUserSpec};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -125,9 +125,10 @@ fn set_policy(args: &Args) -> JsResult<JsValue> {
     })
 }
 
-/// `addPort(id, mode, name, netns, mac, mtu)`: add a VM adapter's device
-/// (mode `tap`: create its TAP; `attach`: adopt the interface `name`);
-/// returns its ifindex (0 while an adopted interface is absent).
+/// `addPort(id, mode, name, netns, mac, mtu, socket, socketMode)`: add a
+/// VM adapter's device (mode `tap`: create its TAP; `attach`: adopt the
+/// interface `name`; `vhost_user`: serve `socket`, as a `client` or
+/// `server`); returns its ifindex (0 without an interface).
 fn add_port(args: &Args) -> JsResult<JsValue> {
     let id = args.u32(0)?;
     let mode = args.string(1)?;
@@ -140,7 +141,16 @@ fn add_port(args: &Args) -> JsResult<JsValue> {
         "tap" => PortSpec::Tap(TapSpec { name: &name, netns: netns.as_deref(), mac, mtu }),
         // One fanout group per port: its id (groups are per namespace, ids per daemon).
         "attach" => PortSpec::Attach(AttachSpec { name: &name, mtu, group: id as u16 }),
-        other => return Err(JsError::arg(format!("argument 1: mode {other:?} is not tap or attach"))),
+        "vhost_user" => {
+            let socket = args.string(6)?;
+            let mode = match args.string(7)?.as_str() {
+                "client" => SocketMode::Client,
+                "server" => SocketMode::Server,
+                other => return Err(JsError::arg(format!("argument 7: socket mode {other:?} is not client or server"))),
+            };
+            PortSpec::VhostUser(VhostUserSpec { name: name.clone(), socket: socket.into(), mode })
+        }
+        other => return Err(JsError::arg(format!("argument 1: mode {other:?} is not tap, attach or vhost_user"))),
     };
     with_dataplane(|dp| dp.add_port(id, &spec).map(JsValue::U32).map_err(io_error("NVGRE_ERR_NATIVE_PORT")))
 }
@@ -221,9 +231,12 @@ fn dead_workers(_: &Args) -> JsResult<JsValue> {
 /// `portStates()`: each port's device: up, or down and why.
 fn port_states(_: &Args) -> JsResult<JsValue> {
     with_dataplane(|dp| {
-        let ports = dp.port_states().into_iter().map(|(id, ifindex, up, error)| {
-            let mut fields = vec![("id", JsValue::U32(id)), ("ifindex", JsValue::U32(ifindex)), ("up", JsValue::Bool(up))];
-            if let Some(e) = error {
+        let ports = dp.port_states().into_iter().map(|p| {
+            let mut fields = vec![("id", JsValue::U32(p.id)), ("ifindex", JsValue::U32(p.ifindex)), ("up", JsValue::Bool(p.up))];
+            if let Some(mtu) = p.mtu {
+                fields.push(("mtu", JsValue::U32(mtu)));
+            }
+            if let Some(e) = p.why_down {
                 fields.push(("error", JsValue::Str(e)));
             }
             JsValue::Object(fields)

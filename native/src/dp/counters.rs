@@ -127,9 +127,14 @@ impl Counters {
         self.count_drops(dir, reason, 1)
     }
 
+    /// Where the drop counter of (`dir`, `reason`) is in the layout.
+    pub const fn drop_slot(dir: Direction, reason: DropReason) -> usize {
+        Counter::ALL.len() + dir as usize * DropReason::COUNT + reason as usize
+    }
+
     /// `n` drops at once (a batch lost whole).
     pub fn count_drops(&self, dir: Direction, reason: DropReason, n: u64) {
-        add(&self.values[Counter::ALL.len() + dir as usize * DropReason::COUNT + reason as usize], n);
+        add(&self.values[Self::drop_slot(dir, reason)], n);
     }
 
     #[inline]

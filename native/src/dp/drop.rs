@@ -94,6 +94,9 @@ drop_reasons! {
     TxError => "tx_error",
     /// The VM adapter's device is down (gone from under the daemon, or its VM is not running).
     AdapterDown => "adapter_down",
+    /// A vhost-user guest's ring lied (a descriptor outside its memory, a loop, indices beyond
+    /// the ring): the frame was dropped, or the ring stopped until the guest restarts it.
+    GuestRing => "guest_ring",
     /// A bug in nvgred met by this packet: the worker dropped the batch that carried it
     /// and went on (each such batch also counts `nvgre_worker_panics_total`).
     InternalError => "internal_error",

@@ -214,7 +214,8 @@ pub fn segment_count(inner_len: usize, off: &Offload) -> usize {
 }
 
 /// Cut segments `first..first + out.len()` of `pkt` — an outer header of
-/// `outer_len` bytes (IP + GRE, as the underlay socket sends it) and a large
+/// `outer_len` bytes (IP + GRE, as the underlay socket sends it; none for a
+/// frame going to a VM that does not take large segments) and a large
 /// TCP segment described by `off` (validated: see [`Offload::validated`]) —
 /// into `out`, each encapsulated with complete headers and checksums. A
 /// caller with a bounded pool of buffers cuts a segment in several calls.
@@ -246,7 +247,9 @@ pub fn segment(pkt: &[u8], outer_len: usize, off: &Offload, first: usize, out: &
         dst[outer_len + hdr_len..].copy_from_slice(chunk);
         seg.set_len(total_len);
         let (outer, frame) = seg.frame_mut().split_at_mut(outer_len);
-        set_outer_len(outer, frame.len());
+        if outer_len > 0 {
+            set_outer_len(outer, frame.len());
+        }
         set_ip_len(frame, &l, Some(id.wrapping_add(k as u16)));
         let mut t = TcpPacket::new_unchecked(&mut frame[l.tcp..]);
         t.set_seq_number(seq.wrapping_add((k * mss) as u32));

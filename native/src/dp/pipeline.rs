@@ -39,6 +39,10 @@ pub struct Outgoing<'a> {
 pub trait Effects {
     /// Write a frame to a local VM port now.
     fn to_port(&mut self, port: PortId, buf: &PacketBuf) -> Result<(), DropReason>;
+    /// Whether the VM behind `port` takes large TCP segments of this kind (else they are cut first).
+    fn port_takes(&self, port: PortId, gso: Gso) -> bool;
+    /// The batch's writes to ports are done.
+    fn flush_ports(&mut self);
     /// Send encapsulated packets, in this order; `done(k, sent)` once for each.
     fn to_underlay(&mut self, pkts: &[Outgoing], done: &mut dyn FnMut(usize, bool));
     /// Whether a large TCP segment may leave whole for the kernel to cut.
@@ -140,7 +144,16 @@ impl Pipeline {
             let action = actions[i];
             // Consecutive TCP segments of one flow for one VM go up as one
             // (a segment the kernel already merged goes up as it is).
-            if let (Action::Deliver { port, vsid, via: Via::Decapsulated }, Gso::None) = (action, bufs[i].offload.gso) {
+            // (To a VM that takes large segments, or they would only be cut again.)
+            let mergeable = match (action, bufs[i].offload.gso) {
+                (Action::Deliver { port, vsid, via: Via::Decapsulated }, Gso::None)
+                    if fx.port_takes(port, Gso::Tcp4) && fx.port_takes(port, Gso::Tcp6) =>
+                {
+                    Some((port, vsid))
+                }
+                _ => None,
+            };
+            if let Some((port, vsid)) = mergeable {
                 let frame = &bufs[i];
                 if self.merging == Some((port, vsid)) && self.coalescer.append(&mut self.merge, frame.frame(), frame.offload) {
                     self.merged.push((i, frame.len()));
@@ -154,11 +167,14 @@ impl Pipeline {
                 }
             } else {
                 self.flush_merge(snap, dir, counters, fx);
-                if matches!(action, Action::Deliver { via: Via::Decapsulated, .. }) {
+                if matches!(action, Action::Deliver { via: Via::Decapsulated, .. }) && bufs[i].offload.gso != Gso::None {
                     counters.inc(Counter::AggregatedPackets, 1);
                 }
             }
             match action {
+                Action::Deliver { port, .. } if bufs[i].offload.gso != Gso::None && !fx.port_takes(port, bufs[i].offload.gso) => {
+                    self.deliver_cut(snap, dir, counters, fx, bufs, i, action, port);
+                }
                 Action::Deliver { port, vsid, via } => match fx.to_port(port, &bufs[i]) {
                     Ok(()) => {
                         counters.account(snap, dir, &action, bufs[i].len());
@@ -189,6 +205,38 @@ impl Pipeline {
         }
         self.flush_merge(snap, dir, counters, fx);
         self.send(snap, dir, bufs, counters, fx);
+        fx.flush_ports();
+    }
+
+    /// A large TCP segment for a VM that does not take them: cut into
+    /// segments (through the pool, in rounds) and written one by one;
+    /// counted once, as the frame it was.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_cut(&mut self, snap: &Snapshot, dir: Direction, counters: &Counters, fx: &mut dyn Effects, bufs: &[PacketBuf], i: usize, action: Action, port: PortId) {
+        let off = bufs[i].offload;
+        let count = offload::segment_count(bufs[i].len(), &off);
+        if count == 0 {
+            return drop(counters, dir, fx, i, DropReason::Malformed);
+        }
+        // The pool's buffers are free: whatever is queued is sent first.
+        self.send(snap, dir, bufs, counters, fx);
+        let mut first = 0;
+        while first < count {
+            let n = (count - first).min(EXTRA_POOL);
+            while self.extra.len() < n {
+                self.extra.push(PacketBuf::new(EXTRA_CAPACITY));
+            }
+            if !offload::segment(bufs[i].frame(), 0, &off, first, &mut self.extra[..n]) {
+                return drop(counters, dir, fx, i, DropReason::Malformed);
+            }
+            for seg in &self.extra[..n] {
+                if let Err(reason) = fx.to_port(port, seg) {
+                    return drop(counters, dir, fx, i, reason);
+                }
+            }
+            first += n;
+        }
+        counters.account(snap, dir, &action, bufs[i].len());
     }
 
     /// Flow 4: a copy of the ARP request, encapsulated to each PA holding an L2Only record of the VSID.

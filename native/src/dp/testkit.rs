@@ -287,6 +287,10 @@ pub struct Recorder {
     pub kernel_segments: bool,
     /// The most packets handed over in one `to_underlay` call.
     pub largest_send: usize,
+    /// Ports whose VM takes no large segments.
+    pub no_gso_ports: Vec<PortId>,
+    /// Batches whose port writes were flushed.
+    pub flushes: usize,
 }
 
 impl super::Effects for Recorder {
@@ -305,6 +309,14 @@ impl super::Effects for Recorder {
 
     fn kernel_segments(&self) -> bool {
         self.kernel_segments
+    }
+
+    fn port_takes(&self, port: PortId, _gso: super::offload::Gso) -> bool {
+        !self.no_gso_ports.contains(&port)
+    }
+
+    fn flush_ports(&mut self) {
+        self.flushes += 1;
     }
 
     fn dropped(&mut self, frame: usize, reason: super::DropReason) {

@@ -220,3 +220,33 @@ fn decapsulated_segments_of_one_flow_go_up_merged() {
     assert_eq!(counters.get(Counter::DecapPackets), 4);
     assert_eq!(counters.get(Counter::CoalescedPackets), 3);
 }
+
+#[test]
+fn a_large_segment_for_a_vm_that_takes_none_is_cut_and_nothing_is_merged_for_it() {
+    let s = Snapshot::build(&host1());
+    // A segment GRO merged on the underlay (longer than one wire packet), then two plain ones.
+    let big = tcp_segment(CONTOSO3, mac(CONTOSO1.1), CONTOSO1.0, 0, 20_000);
+    let small = |seq| tcp_segment(CONTOSO3, mac(CONTOSO1.1), CONTOSO1.0, seq, 1000);
+    let mut bufs: Vec<PacketBuf> = [big, small(20_000), small(21_000)]
+        .iter()
+        .map(|inner| {
+            let mut b = PacketBuf::new(MAX_FRAME);
+            let pkt = nvgre(HOST2_PA, HOST1_PA, 6000, 0, inner);
+            b.spare_mut()[..pkt.len()].copy_from_slice(&pkt);
+            b.set_len(pkt.len());
+            b
+        })
+        .collect();
+    let mut actions = Vec::new();
+    on_underlay_packets(&s, &mut bufs, &mut actions);
+    assert_eq!(bufs[0].offload.gso, Gso::Tcp4, "the long one goes up as a large segment");
+    let mut rec = Recorder { no_gso_ports: vec![PORT_CONTOSO1], ..Recorder::default() };
+    let counters = Counters::default();
+    let outer_src = vec![Some(ip(HOST2_PA)); 3];
+    Pipeline::new(MAX_FRAME).carry_out(Batch { snap: &s, dir: Direction::FromUnderlay, bufs: &mut bufs, actions: &actions, outer_src: &outer_src, counters: &counters }, &mut rec);
+    assert!(rec.to_ports.iter().all(|(p, f, off)| *p == PORT_CONTOSO1 && off.gso == Gso::None && f.len() <= 1500), "cut to wire size, none merged");
+    let payload: usize = rec.to_ports.iter().map(|(_, f, _)| f.len() - 54).sum();
+    assert_eq!(payload, 22_000);
+    assert_eq!(counters.get(Counter::DecapPackets), 3, "counted as the frames they were");
+    assert_eq!(rec.flushes, 1, "one flush for the batch");
+}

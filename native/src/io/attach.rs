@@ -22,7 +22,7 @@ use super::port::{vnet_frame, Device, Health, Registration};
 use super::steering::Steering;
 use super::sys::*;
 use super::tap::{annotate, write_vnet_frame};
-use crate::dp::PacketBuf;
+use crate::dp::{DropReason, PacketBuf};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -189,9 +189,9 @@ impl Device for Attached {
         }
     }
 
-    fn send(&self, queue: usize, buf: &PacketBuf) -> io::Result<()> {
-        let sock = self.socket(queue).ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-        write_vnet_frame(sock.as_raw_fd(), buf)
+    fn send(&self, queue: usize, buf: &PacketBuf) -> Result<(), DropReason> {
+        let sock = self.socket(queue).ok_or(DropReason::AdapterDown)?;
+        write_vnet_frame(sock.as_raw_fd(), buf).map_err(|_| DropReason::TxError)
     }
 
     fn failed(&self, _queue: usize, e: io::Error) -> bool {
@@ -200,8 +200,12 @@ impl Device for Attached {
         up
     }
 
-    fn health(&self) -> &Health {
-        &self.health
+    fn is_up(&self) -> bool {
+        self.health.is_up()
+    }
+
+    fn why_down(&self) -> Option<String> {
+        self.health.error()
     }
 
     fn link_changed(&self, ev: &LinkEvent) {

@@ -19,10 +19,10 @@ mod steering;
 mod sys;
 pub mod tap;
 mod underlay;
-pub mod vhost_user;
+mod vhost_user;
 mod worker;
 
-use crate::dp::{Counter, Counters, FxMap, Learned, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};
+use crate::dp::{Counter, Counters, Direction, FxMap, Learned, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,8 @@ use attach::Attached;
 use port::Registration;
 use steering::Steering;
 use tap::Tap;
+pub use vhost_user::{SocketMode, VhostUserSpec};
+use vhost_user::VhostUserDevice;
 use gso::GsoPort;
 use underlay::Underlay;
 
@@ -46,12 +48,25 @@ pub struct State {
     pub ports: FxMap<PortId, Arc<dyn Device>>,
 }
 
+/// A port's device as it is now.
+pub struct PortState {
+    pub id: PortId,
+    /// 0 without an interface (vhost-user, an adopted one that is absent).
+    pub ifindex: u32,
+    /// The MTU the VM was told, when the device tells it one.
+    pub mtu: Option<u32>,
+    pub up: bool,
+    pub why_down: Option<String>,
+}
+
 /// A VM adapter's device, by kind (`vm_adapters[].mode`).
 pub enum PortSpec<'a> {
     /// A TAP nvgred creates.
     Tap(TapSpec<'a>),
     /// An interface that exists (or will), adopted.
     Attach(AttachSpec<'a>),
+    /// A vhost-user virtio-net device served on a socket.
+    VhostUser(VhostUserSpec),
 }
 
 struct Shared {
@@ -120,6 +135,8 @@ pub struct Dataplane {
     /// With several workers: keeps each flow from the VMs on one TAP queue.
     steering: Option<Arc<Steering>>,
     segmentation: String,
+    /// What removed ports' devices had dropped themselves (see `Device::drops`), in `Counters` layout: counters never go back.
+    retired: Mutex<Vec<u64>>,
 }
 
 impl Dataplane {
@@ -191,6 +208,7 @@ impl Dataplane {
             vsid_capacity,
             steering,
             segmentation,
+            retired: Mutex::new(vec![0; Counters::LEN]),
         })
     }
 
@@ -250,6 +268,8 @@ impl Dataplane {
             let dev: Arc<dyn Device> = match spec {
                 PortSpec::Tap(t) => Arc::new(Tap::create(t, reg, self.steering.as_deref())?),
                 PortSpec::Attach(a) => Arc::new(Attached::new(a, reg, self.steering.clone())),
+                // Ports spread over the workers; one reads the guest's frames.
+                PortSpec::VhostUser(v) => Arc::new(VhostUserDevice::start(v, reg, id as usize % self.workers.len())?),
             };
             let ifindex = dev.ifindex();
             let mut ports = cur.ports.clone();
@@ -263,18 +283,23 @@ impl Dataplane {
     pub fn remove_port(&self, id: PortId) -> io::Result<()> {
         self.update(|cur| {
             let mut ports = cur.ports.clone();
-            if ports.remove(&id).is_none() {
+            let Some(dev) = ports.remove(&id) else {
                 return Err(io::Error::new(io::ErrorKind::NotFound, format!("port {id} does not exist")));
-            }
+            };
+            add_device_drops(dev.as_ref(), &mut self.retired.lock().unwrap_or_else(|p| p.into_inner()));
             Ok((State { snapshot: cur.snapshot.clone(), ports }, ()))
         })
     }
 
-    /// Each port's device: (id, ifindex, up, why not).
-    pub fn port_states(&self) -> Vec<(PortId, u32, bool, Option<String>)> {
+    /// Each port's device as it is now.
+    pub fn port_states(&self) -> Vec<PortState> {
         let state = self.shared.state.lock().unwrap().clone();
-        let mut out: Vec<_> = state.ports.iter().map(|(id, d)| (*id, d.ifindex(), d.health().is_up(), d.health().error())).collect();
-        out.sort_by_key(|p| p.0);
+        let mut out: Vec<_> = state
+            .ports
+            .iter()
+            .map(|(id, d)| PortState { id: *id, ifindex: d.ifindex(), mtu: d.mtu(), up: d.is_up(), why_down: d.why_down() })
+            .collect();
+        out.sort_by_key(|p| p.id);
         out
     }
 
@@ -285,9 +310,12 @@ impl Dataplane {
 
     /// All workers' counters summed, in [`Counters::names`] order.
     pub fn counters(&self) -> Vec<u64> {
-        let mut out = vec![0u64; Counters::LEN];
+        let mut out = self.retired.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for w in &self.workers {
             w.counters.sum_into(&mut out);
+        }
+        for dev in self.shared.state.lock().unwrap().ports.values() {
+            add_device_drops(dev.as_ref(), &mut out);
         }
         out
     }
@@ -398,4 +426,9 @@ impl Dataplane {
             }
         }
     }
+}
+
+/// Add what a device dropped itself (frames from its VM) into counters of the `Counters` layout.
+fn add_device_drops(dev: &dyn Device, out: &mut [u64]) {
+    dev.drops(&mut |reason, n| out[Counters::drop_slot(Direction::FromVm, reason)] += n);
 }

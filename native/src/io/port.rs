@@ -11,8 +11,8 @@
 //! with its driver.
 
 use super::sys::Epoll;
-use crate::dp::offload::{Offload, VNET_HDR_LEN};
-use crate::dp::PacketBuf;
+use crate::dp::offload::{Gso, Offload, VNET_HDR_LEN};
+use crate::dp::{DropReason, PacketBuf};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,13 +31,29 @@ pub trait Device: Send + Sync {
     /// the device's: the worker reports it with [`Device::failed`].
     fn recv(&self, queue: usize, bufs: &mut [PacketBuf]) -> io::Result<usize>;
     /// Write one frame to the VM.
-    fn send(&self, queue: usize, buf: &PacketBuf) -> io::Result<()>;
+    fn send(&self, queue: usize, buf: &PacketBuf) -> Result<(), DropReason>;
+    /// The writes of a batch are done (vhost-user: one interrupt for all).
+    fn flush(&self, _queue: usize) {}
+    /// Whether the VM takes large TCP segments of this kind (else they are cut first).
+    fn takes(&self, _gso: Gso) -> bool {
+        true
+    }
     /// The worker of `queue` could not read: stop waiting on it, and say
     /// why; true if this took the device down.
     fn failed(&self, queue: usize, e: io::Error) -> bool;
-    fn health(&self) -> &Health;
+    /// The device works: frames can go to the VM.
+    fn is_up(&self) -> bool;
+    /// Why it does not (None while it does).
+    fn why_down(&self) -> Option<String>;
     /// The kernel announced a change of some link (devices that follow their interface act on it).
     fn link_changed(&self, _ev: &super::netlink::LinkEvent) {}
+    /// The MTU the VM was told, when the device tells it one (vhost-user's host_mtu).
+    fn mtu(&self) -> Option<u32> {
+        None
+    }
+    /// Frames from the VM the device itself dropped since it was added (a
+    /// guest that broke its rings), by reason.
+    fn drops(&self, _add: &mut dyn FnMut(DropReason, u64)) {}
 }
 
 /// Whether a device works, and if not, why.

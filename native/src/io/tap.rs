@@ -15,7 +15,7 @@ use super::port::{vnet_frame, Device, Health, Registration};
 use super::steering::Steering;
 use super::sys::*;
 use crate::dp::offload::VNET_HDR_LEN;
-use crate::dp::PacketBuf;
+use crate::dp::{DropReason, PacketBuf};
 use crate::wire::MacAddr;
 use std::ffi::CString;
 use std::io;
@@ -109,8 +109,8 @@ impl Device for Tap {
     }
 
     /// Write one frame, preceded by the virtio-net header of its offload.
-    fn send(&self, queue: usize, buf: &PacketBuf) -> io::Result<()> {
-        write_vnet_frame(self.fd(queue), buf)
+    fn send(&self, queue: usize, buf: &PacketBuf) -> Result<(), DropReason> {
+        write_vnet_frame(self.fd(queue), buf).map_err(|_| DropReason::TxError)
     }
 
     fn failed(&self, queue: usize, e: io::Error) -> bool {
@@ -118,8 +118,12 @@ impl Device for Tap {
         self.health.down(format!("reading from {}: {e}", self.name))
     }
 
-    fn health(&self) -> &Health {
-        &self.health
+    fn is_up(&self) -> bool {
+        self.health.is_up()
+    }
+
+    fn why_down(&self) -> Option<String> {
+        self.health.error()
     }
 }
 

@@ -21,6 +21,7 @@ use super::panics;
 use super::sys::{epoll_event, EventFd, Epoll};
 use super::underlay::Underlay;
 use super::{Device, Shared, State};
+use crate::dp::offload::Gso;
 use crate::dp::{self, Action, Batch, Counter, Counters, Direction, DropReason, Effects, Learned, Outgoing, PacketBuf, Pipeline, PortId};
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -74,6 +75,8 @@ struct Worker {
     in_flight: usize,
     /// Failpoint: end the thread with a panic outside the per-batch guard.
     die: bool,
+    /// Ports written to in the batch being carried out.
+    written: Vec<PortId>,
     drops: Limiter<(Direction, DropReason, Source)>,
     learning: Limiter<Learned>,
     panics: Limiter<String>,
@@ -112,6 +115,7 @@ impl Context {
             pipeline: Pipeline::new(MAX_PACKET),
             in_flight: 0,
             die: false,
+            written: Vec::new(),
             drops: Limiter::new(DROP_PACE),
             learning: Limiter::new(LEARN_PACE),
             panics: Limiter::new(PANIC_PACE),
@@ -247,8 +251,8 @@ impl Worker {
 
     /// Steps 3 to 5 of the pipeline for the batch's `n` packets.
     fn carry_out(&mut self, dir: Direction, n: usize) {
-        let Worker { ctx, state, bufs, actions, sources, outer_src, pipeline, drops, learning, now, .. } = self;
-        let mut io = WorkerIo { ctx, state, dir, sources, drops, learning, now: *now };
+        let Worker { ctx, state, bufs, actions, sources, outer_src, pipeline, drops, learning, now, written, .. } = self;
+        let mut io = WorkerIo { ctx, state, dir, sources, drops, learning, now: *now, written };
         let batch = Batch { snap: &state.snapshot, dir, bufs: &mut bufs[..n], actions, outer_src, counters: &ctx.counters };
         pipeline.carry_out(batch, &mut io);
     }
@@ -263,15 +267,32 @@ struct WorkerIo<'a> {
     drops: &'a mut Limiter<(Direction, DropReason, Source)>,
     learning: &'a mut Limiter<Learned>,
     now: Instant,
+    /// Ports written to in this batch (to flush at its end).
+    written: &'a mut Vec<PortId>,
 }
 
 impl Effects for WorkerIo<'_> {
     fn to_port(&mut self, port: PortId, buf: &PacketBuf) -> Result<(), DropReason> {
         let dev = self.state.ports.get(&port).ok_or(DropReason::PortGone)?;
-        if !dev.health().is_up() {
+        if !dev.is_up() {
             return Err(DropReason::AdapterDown);
         }
-        dev.send(self.ctx.index, buf).map_err(|_| DropReason::TxError)
+        if !self.written.contains(&port) {
+            self.written.push(port);
+        }
+        dev.send(self.ctx.index, buf)
+    }
+
+    fn port_takes(&self, port: PortId, gso: Gso) -> bool {
+        self.state.ports.get(&port).is_some_and(|d| d.takes(gso))
+    }
+
+    fn flush_ports(&mut self) {
+        for port in self.written.drain(..) {
+            if let Some(dev) = self.state.ports.get(&port) {
+                dev.flush(self.ctx.index);
+            }
+        }
     }
 
     fn to_underlay(&mut self, pkts: &[Outgoing], done: &mut dyn FnMut(usize, bool)) {

@@ -504,3 +504,102 @@ impl Drop for VhostUserPort {
         }
     }
 }
+
+/// A vhost-user port as the workers drive it (`io::port::Device`): one
+/// worker, the port's owner, reads the guest's transmit ring (its kick
+/// descriptor registered with that worker's epoll as the ring starts); any
+/// worker writes into its receive ring, and interrupts the guest once per
+/// batch.
+pub struct VhostUserDevice {
+    port: VhostUserPort,
+    reg: Arc<super::port::Registration>,
+    owner: usize,
+    socket: PathBuf,
+}
+
+/// The owner worker waits on the kick descriptor the control thread hands over.
+struct OwnerReadiness {
+    reg: Arc<super::port::Registration>,
+    owner: usize,
+}
+
+impl Readiness for OwnerReadiness {
+    fn set(&self, fd: Option<RawFd>) {
+        // An epoll set that refuses an eventfd is out of memory: the port then stays unread (and down).
+        let _ = self.reg.set(self.owner, fd);
+    }
+}
+
+impl VhostUserDevice {
+    /// Serve `spec` with worker `owner` reading the guest's frames.
+    pub fn start(spec: &VhostUserSpec, reg: super::port::Registration, owner: usize) -> io::Result<VhostUserDevice> {
+        let reg = Arc::new(reg);
+        let readiness = Arc::new(OwnerReadiness { reg: reg.clone(), owner });
+        let port = VhostUserPort::start(spec, readiness)?;
+        Ok(VhostUserDevice { port, reg, owner, socket: spec.socket.clone() })
+    }
+}
+
+impl super::port::Device for VhostUserDevice {
+    fn name(&self) -> &str {
+        self.port.name()
+    }
+
+    fn ifindex(&self) -> u32 {
+        0
+    }
+
+    fn recv(&self, queue: usize, bufs: &mut [PacketBuf]) -> io::Result<usize> {
+        Ok(if queue == self.owner { self.port.recv(bufs) } else { 0 })
+    }
+
+    fn send(&self, _queue: usize, buf: &PacketBuf) -> Result<(), crate::dp::DropReason> {
+        use crate::dp::DropReason;
+        self.port.send(buf).map_err(|e| match e {
+            SendError::Down => DropReason::AdapterDown,
+            SendError::GuestFault => DropReason::GuestRing,
+            // The guest's receive ring is full, or its buffers too small: as a full TAP queue.
+            SendError::NoBuffers | SendError::TooLarge | SendError::Offload => DropReason::TxError,
+        })
+    }
+
+    fn flush(&self, _queue: usize) {
+        self.port.flush();
+    }
+
+    fn takes(&self, gso: crate::dp::offload::Gso) -> bool {
+        self.port.guest_offloads().takes(gso)
+    }
+
+    fn failed(&self, _queue: usize, _e: io::Error) -> bool {
+        false // recv reports no errors: a broken ring is counted and stopped inside
+    }
+
+    fn is_up(&self) -> bool {
+        self.port.is_up()
+    }
+
+    fn mtu(&self) -> Option<u32> {
+        self.port.guest_mtu().map(u32::from)
+    }
+
+    fn why_down(&self) -> Option<String> {
+        (!self.port.is_up()).then(|| {
+            self.port.last_error().unwrap_or_else(|| format!("waiting for the VM on {} (its virtio-net driver starts the device)", self.socket.display()))
+        })
+    }
+
+    fn drops(&self, add: &mut dyn FnMut(crate::dp::DropReason, u64)) {
+        use crate::dp::DropReason;
+        let s = self.port.stats();
+        add(DropReason::GuestRing, s.bad_descriptors + s.looping_chains + s.broken_rings);
+        add(DropReason::Malformed, s.bad_headers + s.oversized);
+        add(DropReason::AdapterDown, s.discarded);
+    }
+}
+
+impl Drop for VhostUserDevice {
+    fn drop(&mut self) {
+        self.reg.clear();
+    }
+}
