@@ -34,6 +34,7 @@ import {
   repoRoot,
   waitFor,
 } from './netns.js';
+import { native } from '../src/native.js';
 
 // ---------------------------------------------------------------------------
 // The plan
@@ -192,6 +193,12 @@ export interface LabVariant {
   underlay?: 'ipv4' | 'ipv6';
   /** `mtu` of every VM adapter (default: the daemon's, the underlay's less NVGRE's overhead). */
   vmMtu?: number;
+  /**
+   * This host's PA on this VLAN (`vlan_id`): the underlay switch's port to
+   * it becomes a trunk port of the VLAN, the others' stay access ports
+   * (untagged), so the tag is on that host's frames only.
+   */
+  vlan?: { host: HostName; id: number };
 }
 
 /** A host's PA in a variant. */
@@ -242,6 +249,8 @@ export async function buildTopology(lab: Lab, variant: LabVariant = {}): Promise
     await lab.up(h, UNDERLAY_IF);
   }
   await lab.bridge(UNDERLAY_NS, UNDERLAY_BRIDGE, HOSTS.map(underlayPort));
+  // A Linux bridge with VLAN filtering would do this; these kernels have none.
+  if (variant.vlan) native().trunkPort(lab.ns(UNDERLAY_NS), underlayPort(variant.vlan.host), variant.vlan.id);
   for (const v of VMS) await lab.addNamespace(v.role);
   await lab.addNamespace(SERVER.role);
 
@@ -404,6 +413,9 @@ export function variantConfig(host: HostName, cfg: Obj, variant: LabVariant): Ob
     }
     const gw = GATEWAY_RECORDS_V6[host];
     if (gw) records.push({ customer_address: gw.ip, vsid: gw.vsid, mac: gw.mac, provider_address: paOf(host, variant), rule: 'encap', type: 'static' });
+  }
+  if (variant.vlan?.host === host) {
+    for (const pa of out['provider_addresses'] as Obj[]) pa['vlan_id'] = variant.vlan.id;
   }
   if (variant.vmMtu !== undefined) {
     for (const a of (out['vm_adapters'] ?? []) as Obj[]) a['mtu'] = variant.vmMtu;

@@ -79,6 +79,24 @@ export function delAddress(ifname: string, address: string, prefixLength: number
 /** Add a route (nextHop null = on-link); returns 1 if added, 0 if it was already there. */
 export function addRoute(prefix: string, prefixLength: number, nextHop: string | null, ifname: string, metric: number): number;
 
+/**
+ * The VLAN interface `name` for provider addresses on VLAN `vlanId` of
+ * `parent` (a TAP nvgred serves: tagged on the parent, untagged through it),
+ * made if it is not there (again if it failed); returns its ifindex.
+ */
+export function addVlan(parent: string, name: string, vlanId: number): number;
+
+/** Remove a VLAN interface (its TAP disappears). */
+export function delVlan(name: string): void;
+
+/**
+ * For the lab's underlay switch (not the daemon): frames leaving `ifname` of
+ * network namespace `netns` get VLAN `vlanId`'s tag, frames arriving with it
+ * lose it, for as long as this process lives: a trunk port among access
+ * ports of the VLAN.
+ */
+export function trunkPort(netns: string, ifname: string, vlanId: number): void;
+
 export function delRoute(prefix: string, prefixLength: number, nextHop: string | null, ifname: string, metric: number): void;
 
 /** What the router does with a packet from VSID `vsid` to CA `destination`, on the running snapshot. */

@@ -712,8 +712,8 @@ describe('keys and types', () => {
     expect(errs[2]!.message).toContain('4095');
   });
 
-  // Contract keys that would be parsed and ignored are refused instead.
-  it('refuses a VLAN-tagged provider address and a provider address MAC: not supported yet', () => {
+  // A contract key that would be parsed and ignored is refused instead.
+  it('takes a provider address on a VLAN (1..4094) and refuses a provider address MAC: not supported', () => {
     const doc = base();
     doc.provider_addresses = [
       { address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 100 },
@@ -722,25 +722,15 @@ describe('keys and types', () => {
       { address: '192.168.0.25', prefix_length: 24, interface: 'eth1', vlan_id: 0 },
     ];
     const errs = errorsOf(doc);
-    expect(errs.map((e) => [e.code, e.path, e.value])).toEqual([
-      ['NVGRE_ERR_VALUE', 'provider_addresses[0].vlan_id', 100],
-      ['NVGRE_ERR_VALUE', 'provider_addresses[1].vlan_id', 4094],
-      ['NVGRE_ERR_VALUE', 'provider_addresses[2].mac', '02-00-00-00-00-24'],
-    ]);
-    expect(errs[0]!.message).toBe('provider_addresses[0].vlan_id: 100 is refused: VLAN-tagged provider addresses are not supported yet (0: untagged)');
-    expect(errs[2]!.message).toBe(
+    expect(errs.map((e) => [e.code, e.path, e.value])).toEqual([['NVGRE_ERR_VALUE', 'provider_addresses[2].mac', '02-00-00-00-00-24']]);
+    expect(errs[0]!.message).toBe(
       'provider_addresses[2].mac: "02-00-00-00-00-24" is refused: a provider address\'s own MAC is not supported (NVGRE packets leave with the MAC of its interface)',
     );
-    // one record alone (the API's path) is refused the same way
-    expect(() => validateProviderAddress({ address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 7 }, 'provider_address')).toThrow(
-      'provider_address.vlan_id: 7 is refused: VLAN-tagged provider addresses are not supported yet',
-    );
-    // untagged, without a MAC, is accepted
-    expect(validateProviderAddress({ address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 0 })).toEqual({
+    expect(validateProviderAddress({ address: '192.168.0.22', prefix_length: 24, interface: 'eth1', vlan_id: 7 })).toEqual({
       address: '192.168.0.22',
       prefix_length: 24,
       interface: 'eth1',
-      vlan_id: 0,
+      vlan_id: 7,
     });
   });
 

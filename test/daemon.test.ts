@@ -71,7 +71,7 @@ describe('nvgred --config', () => {
     ['reserved VSID', good().replace('vsid: 6000, destination', 'vsid: 4095, destination'), 'customer_routes[0].vsid', '4095'],
     ['multicast MAC', good().replace('mac: "60:00:60:00:01:01", vsid', 'mac: "61:00:60:00:01:01", vsid'), 'vm_adapters[0].mac', '61:00:60:00:01:01'],
     ['host bits in a prefix', good().replace('10.0.1.0/24', '10.0.1.7/24'), 'customer_routes[0].destination_prefix', '10.0.1.7/24'],
-    ['VLAN-tagged provider address', good().replace('interface: eth1 }', 'interface: eth1, vlan_id: 100 }'), 'provider_addresses[0].vlan_id', '100 is refused: VLAN-tagged provider addresses are not supported yet'],
+    ['provider address VLAN out of range', good().replace('interface: eth1 }', 'interface: eth1, vlan_id: 4095 }'), 'provider_addresses[0].vlan_id', '4095'],
     ['unknown key', good().replace('host: { name: t }', 'host: { name: t, colour: blue }'), 'host.colour', 'colour'],
     ['VSID without a routing domain', good().replace('provider_address: 192.168.0.22 }', 'provider_address: 192.168.0.22 }\n  - { customer_address: 10.0.1.9, vsid: 6009, mac: "60:00:60:00:01:09", provider_address: 192.168.0.33 }'), 'lookup_records[1].vsid', '6009'],
   ];

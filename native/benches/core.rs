@@ -135,7 +135,7 @@ fn workloads(snap: &Snapshot, n: u32) -> Vec<Workload<'_>> {
         let mut b = PacketBuf::from_frame(&frames[0]);
         let a = match port {
             Some(p) => on_vm_frame(snap, p, &mut b),
-            None => on_underlay_packet(snap, &mut b),
+            None => on_underlay_packet(snap, 0, &mut b),
         };
         assert!(ok(&a), "{what}: {a:?}");
     };
@@ -147,7 +147,7 @@ fn workloads(snap: &Snapshot, n: u32) -> Vec<Workload<'_>> {
     let from_vm = move |b: &mut [PacketBuf], out: &mut Vec<Action>| on_vm_frames(snap, PORT_CONTOSO1, b, out);
     vec![
         (encap, Box::new(from_vm)),
-        (decap, Box::new(move |b: &mut [PacketBuf], out: &mut Vec<Action>| on_underlay_packets(snap, b, out))),
+        (decap, Box::new(move |b: &mut [PacketBuf], out: &mut Vec<Action>| on_underlay_packets(snap, b, &[], out))),
         (switch, Box::new(from_vm)),
         (route, Box::new(from_vm)),
     ]

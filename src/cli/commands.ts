@@ -424,7 +424,7 @@ function paSet(method: 'POST' | 'PUT'): Command['run'] {
 const PA: ObjectDef = {
   about: 'provider addresses of this host (…-NetVirtualizationProviderAddress)',
   defaultCommand: 'show',
-  notes: ['"vlan 0" is untagged (the default; the daemon refuses VLAN-tagged provider addresses for now).'],
+  notes: ['"vlan 0" is untagged (the default); "vlan N" (1..4094) puts the PA on that VLAN of the interface: its NVGRE leaves tagged, and is taken only from that VLAN.'],
   commands: {
     add: {
       args: 'ADDR/LEN dev IFNAME [ vlan N ]',

@@ -267,6 +267,16 @@ export function parsePrefix(s: string): { ok: true; value: IpPrefix } | { ok: fa
   return { ok: true, value: { family: addr.family, addr: net, len, text: `${net.text}/${len}` } };
 }
 
+/** Whether `address` (of any family) is in the subnet of `host`/`len` (an interface address and its prefix length). */
+export function inSubnet(host: string, len: number, address: string): boolean {
+  const h = parseIp(host);
+  const a = parseIp(address);
+  if (!h.ok || !a.ok || h.value.family !== a.value.family) return false;
+  if (h.value.family === 4 && a.value.family === 4) return ((h.value.n ^ a.value.n) & maskV4(len)) === 0;
+  if (h.value.family === 6 && a.value.family === 6) return v6(networkV6(h.value.g, len)).text === v6(networkV6(a.value.g, len)).text;
+  return false;
+}
+
 /**
  * The default gateway (the "`.1` address") of an on-link customer subnet:
  * the network address + 1. Undefined for prefixes too small to hold a

@@ -449,14 +449,12 @@ function providerAddress(x: unknown, path: string, errs: Errs): ProviderAddress 
   }
   const iv = required(o, 'interface', path, errs, 'the underlay interface');
   const iface = iv === undefined ? undefined : checked(iv, path, 'interface', errs, interfaceNameProblem);
-  // Keys of the contract that do not act yet are refused, not ignored: the
-  // daemon sends and receives untagged, with the interface's own MAC.
+  // 0: untagged; else the PA lives on that VLAN of `interface`. A key of the
+  // contract that does not act is refused, not ignored: NVGRE leaves with
+  // the interface's own MAC.
   const vv = optional(o, 'vlan_id');
   const vlan_id =
     vv === undefined ? DEFAULT_VLAN_ID : intInRange(vv, path, 'vlan_id', errs, 0, VLAN_ID_MAX, 'a VLAN ID');
-  if (vlan_id !== undefined && vlan_id !== DEFAULT_VLAN_ID) {
-    push(errs, 'NVGRE_ERR_VALUE', at(path, 'vlan_id'), vlan_id, 'is refused: VLAN-tagged provider addresses are not supported yet (0: untagged)');
-  }
   const mv = optional(o, 'mac');
   const mac = mv === undefined ? undefined : macValue(mv, path, 'mac', errs);
   if (mac !== undefined) {

@@ -1,5 +1,6 @@
 // The host's dataplane as the control plane sees it: the running policy and
-// the kernel objects it owns (provider addresses, provider routes, TAPs).
+// the kernel objects it owns (provider addresses, the VLAN interfaces of
+// those on a VLAN, provider routes, TAPs).
 // `apply(next)` moves from the running policy to `next` by difference, and
 // undoes its own steps if one fails: nothing is ever half applied.
 
@@ -17,6 +18,7 @@ import {
   type VmAdapter,
 } from '../model/policy.js';
 import { encodePolicy, type UnderlayInterface } from '../model/snapshot.js';
+import { inSubnet } from '../config/net.js';
 import { nvgreError } from '../errors.js';
 
 /** Outer IPv4 (20) + GRE (8) + inner Ethernet (14): what NVGRE adds to a VM's IP packet. */
@@ -25,8 +27,16 @@ const NVGRE_OVERHEAD_V4 = 42;
 const NVGRE_OVERHEAD_V6 = 62;
 const FALLBACK_UNDERLAY_MTU = 1500;
 
-const paKey = (pa: ProviderAddress) => `${pa.interface}|${pa.address}/${pa.prefix_length}`;
-const routeKey = (r: ProviderRoute) => `${r.interface}|${r.destination_prefix}|${r.next_hop}|${r.metric}`;
+const paKey = (pa: ProviderAddress) => `${pa.interface}|${pa.vlan_id}|${pa.address}/${pa.prefix_length}`;
+/** A provider route as placed: on `device` (its interface, or the VLAN interface of the PA it reaches through). */
+type PlacedRoute = ProviderRoute & { device: string };
+const routeKey = (r: PlacedRoute) => `${r.device}|${r.destination_prefix}|${r.next_hop}|${r.metric}`;
+/** The interface nvgred serves for provider addresses on a VLAN (native io/vlan.rs). */
+interface VlanInterface {
+  name: string;
+  parent: string;
+  vlan_id: number;
+}
 /** Adapter fields that live in the device itself: a change makes it again. */
 const deviceKey = (a: VmAdapter, mtu: number | undefined) => `${a.mode ?? 'tap'}|${a.mac}|${a.netns ?? ''}|${mtu ?? ''}|${a.socket ?? ''}|${a.socket_mode ?? ''}`;
 
@@ -49,7 +59,31 @@ class Undo {
 
 export interface OwnedKernelObjects {
   provider_addresses: ProviderAddress[];
-  provider_routes: ProviderRoute[];
+  /** Each with the device it was placed on (absent in states saved before VLANs: its interface). */
+  provider_routes: Array<ProviderRoute & { device?: string }>;
+}
+
+/**
+ * The interface a provider address lives on: its `interface`, or for a
+ * VLAN the VLAN interface `<interface>.<vlan>` (when that fits a name,
+ * else `nv<ifindex>.<vlan>`) nvgred makes for it.
+ */
+export function paDevice(pa: ProviderAddress): string {
+  if (!pa.vlan_id) return pa.interface;
+  const name = `${pa.interface}.${pa.vlan_id}`;
+  return Buffer.byteLength(name) <= 15 ? name : `nv${underlayInterface(pa.interface).ifindex}.${pa.vlan_id}`;
+}
+
+/**
+ * The device a provider route goes on: its interface, unless it reaches its
+ * next hop (or, on-link, only) through provider addresses on one VLAN of
+ * that interface: then that VLAN's interface. Routes follow their PA's VLAN.
+ */
+function routeDevice(r: ProviderRoute, pas: readonly ProviderAddress[]): string {
+  const mine = pas.filter((pa) => pa.interface === r.interface);
+  const through = isOnLink(r.next_hop) ? mine : mine.filter((pa) => inSubnet(pa.address, pa.prefix_length, r.next_hop));
+  const devices = new Set(through.map(paDevice));
+  return devices.size === 1 ? [...devices][0]! : r.interface;
 }
 
 /**
@@ -87,9 +121,10 @@ export class HostDataplane {
   private ports = new Map<string, Port>();
   private nextPortId = 1;
   /** Kernel objects this daemon placed (and so removes); pre-existing ones are left alone. */
-  private owned: { addresses: Map<string, ProviderAddress>; routes: Map<string, ProviderRoute> } = {
+  private owned: { addresses: Map<string, ProviderAddress>; routes: Map<string, PlacedRoute>; vlans: Map<string, VlanInterface> } = {
     addresses: new Map(),
     routes: new Map(),
+    vlans: new Map(),
   };
   private started = false;
   /** The underlay interfaces' index/MTU the running snapshot was encoded with. */
@@ -136,7 +171,7 @@ export class HostDataplane {
   defaultMtu(policy: Policy): number {
     const mtus = policy.provider_addresses.map((pa) => {
       const overhead = isIPv4(pa.address) ? NVGRE_OVERHEAD_V4 : NVGRE_OVERHEAD_V6;
-      return underlayInterface(pa.interface).mtu - overhead;
+      return underlayInterface(paDevice(pa)).mtu - overhead;
     });
     return mtus.length ? Math.min(...mtus) : FALLBACK_UNDERLAY_MTU - NVGRE_OVERHEAD_V4;
   }
@@ -147,35 +182,37 @@ export class HostDataplane {
     const undo = new Undo();
     const core = this.core;
     try {
-      // 1. New provider addresses and routes first: traffic to new PAs needs them.
+      // 1. New provider addresses (on their VLAN's interface, made first) and
+      //    routes first: traffic to new PAs needs them.
       const prevPas = new Set(prev.provider_addresses.map(paKey));
       for (const pa of next.provider_addresses) {
         const key = paKey(pa);
         if (prevPas.has(key)) continue;
-        const added = native(() => core.addAddress(pa.interface, pa.address, pa.prefix_length));
+        const device = this.vlanFor(pa, undo);
+        const added = native(() => core.addAddress(device, pa.address, pa.prefix_length));
         if (added) {
           this.owned.addresses.set(key, pa);
           undo.push(() => {
-            core.delAddress(pa.interface, pa.address, pa.prefix_length);
+            core.delAddress(device, pa.address, pa.prefix_length);
             this.owned.addresses.delete(key);
           });
         }
-        this.log.info({ pa: pa.address, interface: pa.interface, preexisting: !added && !this.owned.addresses.has(key) }, 'provider address up');
+        this.log.info({ pa: pa.address, interface: device, vlan: pa.vlan_id || undefined, preexisting: !added && !this.owned.addresses.has(key) }, 'provider address up');
       }
-      const prevRoutes = new Set(prev.provider_routes.map(routeKey));
-      for (const r of next.provider_routes) {
+      const prevRoutes = new Set(placedRoutes(prev).map(routeKey));
+      for (const r of placedRoutes(next)) {
         const key = routeKey(r);
         if (prevRoutes.has(key)) continue;
         const [prefix, len] = splitPrefix(r.destination_prefix);
         const via = isOnLink(r.next_hop) ? null : r.next_hop;
-        if (native(() => core.addRoute(prefix, len, via, r.interface, r.metric))) {
+        if (native(() => core.addRoute(prefix, len, via, r.device, r.metric))) {
           this.owned.routes.set(key, r);
           undo.push(() => {
-            core.delRoute(prefix, len, via, r.interface, r.metric);
+            core.delRoute(prefix, len, via, r.device, r.metric);
             this.owned.routes.delete(key);
           });
         }
-        this.log.info({ route: r.destination_prefix, via: r.next_hop, interface: r.interface }, 'provider route up');
+        this.log.info({ route: r.destination_prefix, via: r.next_hop, interface: r.device }, 'provider route up');
       }
 
       // 2. VM adapters: create new TAPs (and recreate changed ones) before the
@@ -221,6 +258,20 @@ export class HostDataplane {
     }
   }
 
+  /** The interface `pa` lives on, its VLAN interface made first if it is on a VLAN and that is new. */
+  private vlanFor(pa: ProviderAddress, undo?: Undo): string {
+    const device = paDevice(pa);
+    if (!pa.vlan_id || this.owned.vlans.has(device)) return device;
+    native(() => this.core.addVlan(pa.interface, device, pa.vlan_id));
+    this.owned.vlans.set(device, { name: device, parent: pa.interface, vlan_id: pa.vlan_id });
+    this.log.info({ interface: device, parent: pa.interface, vlan: pa.vlan_id }, 'VLAN interface made for provider addresses');
+    undo?.push(() => {
+      this.core.delVlan(device);
+      this.owned.vlans.delete(device);
+    });
+    return device;
+  }
+
   /** Make again the VM adapters whose device failed (deleted under the daemon); the rest is left alone. */
   repair(): void {
     if (this.started && this.core.portStates().some((h) => !h.up)) this.apply(this.running);
@@ -237,21 +288,23 @@ export class HostDataplane {
   reconcile(): void {
     if (!this.started) return;
     for (const pa of this.running.provider_addresses) {
+      const device = paDevice(pa);
       try {
-        if (this.core.addAddress(pa.interface, pa.address, pa.prefix_length)) {
+        if (pa.vlan_id) this.core.addVlan(pa.interface, device, pa.vlan_id); // made again if it failed (deleted under us)
+        if (this.core.addAddress(device, pa.address, pa.prefix_length)) {
           this.owned.addresses.set(paKey(pa), pa);
-          this.log.warn({ pa: pa.address, interface: pa.interface }, 'provider address was removed by someone else: restored');
+          this.log.warn({ pa: pa.address, interface: device }, 'provider address was removed by someone else: restored');
         }
       } catch (err) {
-        this.log.debug({ pa: pa.address, interface: pa.interface, err: (err as Error).message }, 'provider address cannot be restored yet');
+        this.log.debug({ pa: pa.address, interface: device, err: (err as Error).message }, 'provider address cannot be restored yet');
       }
     }
-    for (const r of this.running.provider_routes) {
+    for (const r of placedRoutes(this.running)) {
       const [prefix, len] = splitPrefix(r.destination_prefix);
       try {
-        if (this.core.addRoute(prefix, len, isOnLink(r.next_hop) ? null : r.next_hop, r.interface, r.metric)) {
+        if (this.core.addRoute(prefix, len, isOnLink(r.next_hop) ? null : r.next_hop, r.device, r.metric)) {
           this.owned.routes.set(routeKey(r), r);
-          this.log.warn({ route: r.destination_prefix, via: r.next_hop, interface: r.interface }, 'provider route was removed: restored');
+          this.log.warn({ route: r.destination_prefix, via: r.next_hop, interface: r.device }, 'provider route was removed: restored');
         }
       } catch (err) {
         this.log.debug({ route: r.destination_prefix, err: (err as Error).message }, 'provider route cannot be restored yet');
@@ -265,24 +318,31 @@ export class HostDataplane {
 
   /** Hand the packet core the snapshot of `policy` with these ports. */
   private publish(policy: Policy, ports: ReadonlyMap<string, Port>): void {
-    native(() => this.core.setPolicy(encodePolicy(policy, new Map([...ports].map(([n, p]) => [n, p.id])), underlayInterface)));
+    native(() => this.core.setPolicy(encodePolicy(policy, new Map([...ports].map(([n, p]) => [n, p.id])), (pa) => underlayInterface(paDevice(pa)))));
     this.underlaySeen = underlayKey(policy);
   }
 
-  /** Remove the provider addresses and routes this daemon placed that `next` does not have. */
+  /** Remove the provider addresses, routes and VLAN interfaces this daemon placed that `next` does not have. */
   private removeStale(next: Policy): void {
-    const keepRoutes = new Set(next.provider_routes.map(routeKey));
+    const keepRoutes = new Set(placedRoutes(next).map(routeKey));
     for (const [key, r] of this.owned.routes) {
       if (keepRoutes.has(key)) continue;
       const [prefix, len] = splitPrefix(r.destination_prefix);
-      this.bestEffort(() => this.core.delRoute(prefix, len, isOnLink(r.next_hop) ? null : r.next_hop, r.interface, r.metric));
+      this.bestEffort(() => this.core.delRoute(prefix, len, isOnLink(r.next_hop) ? null : r.next_hop, r.device, r.metric));
       this.owned.routes.delete(key);
     }
     const keepPas = new Set(next.provider_addresses.map(paKey));
     for (const [key, pa] of this.owned.addresses) {
       if (keepPas.has(key)) continue;
-      this.bestEffort(() => this.core.delAddress(pa.interface, pa.address, pa.prefix_length));
+      this.bestEffort(() => this.core.delAddress(paDevice(pa), pa.address, pa.prefix_length));
       this.owned.addresses.delete(key);
+    }
+    const keepVlans = new Set(next.provider_addresses.filter((pa) => pa.vlan_id).map(paDevice));
+    for (const [name, v] of this.owned.vlans) {
+      if (keepVlans.has(name)) continue;
+      this.bestEffort(() => this.core.delVlan(name));
+      this.owned.vlans.delete(name);
+      this.log.info({ interface: name, parent: v.parent, vlan: v.vlan_id }, 'VLAN interface removed');
     }
   }
 
@@ -297,8 +357,11 @@ export class HostDataplane {
    * removes the rest.
    */
   adopt(saved: OwnedKernelObjects): void {
-    for (const pa of saved.provider_addresses) this.owned.addresses.set(paKey(pa), pa);
-    for (const r of saved.provider_routes) this.owned.routes.set(routeKey(r), r);
+    for (const pa of saved.provider_addresses) this.owned.addresses.set(paKey({ ...pa, vlan_id: pa.vlan_id ?? 0 }), pa);
+    for (const r of saved.provider_routes) {
+      const placed = { ...r, device: r.device ?? r.interface };
+      this.owned.routes.set(routeKey(placed), placed);
+    }
   }
 
   private bestEffort(f: () => void): void {
@@ -312,17 +375,23 @@ export class HostDataplane {
   /** Stop the workers, remove every TAP, and the addresses and routes this daemon placed. */
   stop(): void {
     if (!this.started) return;
+    // What it placed goes first, VLAN interfaces last; then the workers and every TAP.
+    this.removeStale(emptyPolicy());
     this.started = false;
     this.core.stop();
     this.ports.clear();
-    this.removeStale(emptyPolicy());
     this.running = emptyPolicy();
   }
 }
 
 /** The underlay interfaces' index and MTU, as a snapshot encodes them. */
 function underlayKey(p: Policy): string {
-  return p.provider_addresses.map((pa) => underlayInterface(pa.interface)).map((u) => `${u.ifindex}/${u.mtu}`).join(',');
+  return p.provider_addresses.map((pa) => underlayInterface(paDevice(pa))).map((u) => `${u.ifindex}/${u.mtu}`).join(',');
+}
+
+/** The policy's provider routes with the device each goes on. */
+function placedRoutes(p: Policy): PlacedRoute[] {
+  return p.provider_routes.map((r) => ({ ...r, device: routeDevice(r, p.provider_addresses) }));
 }
 
 function underlayInterface(ifname: string): UnderlayInterface {

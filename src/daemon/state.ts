@@ -118,7 +118,11 @@ export class StateFile {
     const owned = doc.owned ?? { provider_addresses: [], provider_routes: [] };
     const errors: FieldError[] = [];
     const pas = owned.provider_addresses.map((pa, i) => validateProviderAddress(pa, `owned.provider_addresses[${i}]`, errors)!);
-    const routes = owned.provider_routes.map((r, i) => validateProviderRoute(r, `owned.provider_routes[${i}]`, errors)!);
+    // A route is saved with the device it was placed on (its PA's VLAN interface, or its own).
+    const routes = owned.provider_routes.map(({ device, ...r }, i) => {
+      const route = validateProviderRoute(r, `owned.provider_routes[${i}]`, errors)!;
+      return typeof device === 'string' ? { ...route, device } : route;
+    });
     if (errors.length) throw configError(errors, { source: this.path, what: 'the saved state' });
     return {
       policy: doc.policy,

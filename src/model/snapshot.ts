@@ -3,12 +3,12 @@
 // One crossing per policy change, whatever the number of records.
 
 import { parseIp, type Family } from '../config/net.js';
-import { isOnLink, splitPrefix, type FlowIdMode, type LookupRule, type LookupType, type Policy } from './policy.js';
+import { isOnLink, splitPrefix, type FlowIdMode, type LookupRule, type LookupType, type Policy, type ProviderAddress } from './policy.js';
 
 const MAGIC = 'NVGP';
-const VERSION = 3;
+const VERSION = 4;
 const HEADER_LEN = 32;
-const PA_LEN = 24;
+const PA_LEN = 28;
 const ROUTE_LEN = 48;
 const RECORD_LEN = 48;
 const PORT_LEN = 16;
@@ -62,8 +62,8 @@ export interface UnderlayInterface {
   ifindex: number;
 }
 
-/** `ports`: the core's id of each VM adapter that has a TAP; `underlay`: a PA's interface. */
-export function encodePolicy(policy: Policy, ports: PortIds, underlay: (ifname: string) => UnderlayInterface): Buffer {
+/** `ports`: the core's id of each VM adapter that has a device; `underlay`: the interface a PA lives on (its VLAN's, on a VLAN). */
+export function encodePolicy(policy: Policy, ports: PortIds, underlay: (pa: ProviderAddress) => UnderlayInterface): Buffer {
   const rd = routingDomainIndex(policy);
   const adapters = policy.vm_adapters.filter((a) => ports.has(a.name));
   const buf = Buffer.alloc(
@@ -86,9 +86,10 @@ export function encodePolicy(policy: Policy, ports: PortIds, underlay: (ifname: 
   for (const pa of policy.provider_addresses) {
     buf[off] = putIp(buf, off + 4, pa.address);
     buf[off + 1] = pa.prefix_length;
-    const { mtu, ifindex } = underlay(pa.interface);
+    const { mtu, ifindex } = underlay(pa);
     buf.writeUInt16LE(Math.min(mtu, 0xffff), off + 2);
     buf.writeUInt32LE(ifindex, off + 20);
+    buf.writeUInt16LE(pa.vlan_id, off + 24);
     off += PA_LEN;
   }
   for (const r of policy.customer_routes) {

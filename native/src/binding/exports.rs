@@ -47,6 +47,9 @@ exports! {
     "addAddress" => add_address,
     "delAddress" => del_address,
     "addRoute" => add_route,
+    "addVlan" => add_vlan,
+    "delVlan" => del_vlan,
+    "trunkPort" => trunk_port,
     "delRoute" => del_route,
     "nextHop" => next_hop,
     "sdNotify" => sd_notify,
@@ -288,6 +291,36 @@ fn del_route(args: &Args) -> JsResult<JsValue> {
     netlink::del_route(ip(args, 0)?, prefix_len(args, 1)?, via, &args.string(3)?, args.u32(4)?)
         .map(|_| JsValue::Undefined)
         .map_err(io_error("NVGRE_ERR_NATIVE_NETLINK"))
+}
+
+/// `addVlan(parent, name, vlanId)`: the VLAN interface for provider
+/// addresses on VLAN `vlanId` of `parent`, made if it is not there; returns its ifindex.
+fn add_vlan(args: &Args) -> JsResult<JsValue> {
+    let vid = u16::try_from(args.u32(2)?).ok().filter(|v| (1..=4094).contains(v)).ok_or_else(|| JsError::arg("argument 2: VLAN ID out of 1..4094"))?;
+    let (parent, name) = (args.string(0)?, args.string(1)?);
+    with_dataplane(|dp| dp.add_vlan(&parent, &name, vid).map(JsValue::U32).map_err(io_error("NVGRE_ERR_NATIVE_VLAN")))
+}
+
+/// `delVlan(name)`: remove a VLAN interface.
+fn del_vlan(args: &Args) -> JsResult<JsValue> {
+    let name = args.string(0)?;
+    with_dataplane(|dp| dp.remove_vlan(&name).map(|_| JsValue::Undefined).map_err(io_error("NVGRE_ERR_NATIVE_VLAN")))
+}
+
+/// The trunk ports made by `trunkPort`: they stay while the process lives.
+static TRUNKS: Mutex<Vec<[std::os::fd::OwnedFd; 2]>> = Mutex::new(Vec::new());
+
+/// `trunkPort(netns, ifname, vlanId)`: for the lab's underlay switch:
+/// `ifname` of network namespace `netns` becomes a trunk port of the VLAN
+/// (see io::trunk), for this process's life.
+fn trunk_port(args: &Args) -> JsResult<JsValue> {
+    let netns = args.string(0)?;
+    let ifname = args.string(1)?;
+    let vid = u16::try_from(args.u32(2)?).ok().filter(|v| (1..=4094).contains(v)).ok_or_else(|| JsError::arg("argument 2: VLAN ID out of 1..4094"))?;
+    let links = crate::io::tap::in_netns(Some(&netns), || crate::io::trunk::trunk_port(netlink::ifindex(&ifname)?, vid))
+        .map_err(io_error("NVGRE_ERR_NATIVE_VLAN"))?;
+    TRUNKS.lock().unwrap_or_else(|p| p.into_inner()).push(links);
+    Ok(JsValue::Undefined)
 }
 
 /// `sdNotify(socketPath, message)`: one sd_notify(3) datagram.

@@ -80,6 +80,9 @@ drop_reasons! {
     NoProviderAddress => "no_provider_address",
     /// The outer destination is not one of this host's provider addresses.
     NotProviderAddress => "not_provider_address",
+    /// For a PA on a VLAN, it came in on another VLAN or untagged; for an
+    /// untagged PA, on a PA's VLAN.
+    WrongVlan => "wrong_vlan",
     /// GRE C or S bit set, K bit clear or reserved bits set (RFC 7637 §3.2).
     GreFlags => "gre_flags",
     /// GRE version is not 0.

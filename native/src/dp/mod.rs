@@ -59,9 +59,10 @@ pub fn on_vm_frames(snap: &Snapshot, port: PortId, bufs: &mut [PacketBuf], out: 
     out.extend(bufs.iter_mut().map(|b| vm::decide(snap, port, b, &last)));
 }
 
-/// Decide a batch of packets from the IPv4 underlay, prefetching the lookup
-/// of each inner source (the anti-spoofing check) first.
-pub fn on_underlay_packets(snap: &Snapshot, bufs: &mut [PacketBuf], out: &mut Vec<Action>) {
+/// Decide a batch of packets from the IPv4 underlay (packet `i` came in on
+/// interface `arrived[i]`, 0: not known), prefetching the lookup of each
+/// inner source (the anti-spoofing check) first.
+pub fn on_underlay_packets(snap: &Snapshot, bufs: &mut [PacketBuf], arrived: &[u32], out: &mut Vec<Action>) {
     for b in bufs.iter() {
         let f = b.frame();
         let ihl = (f.first().copied().unwrap_or(0) & 0x0f) as usize * 4;
@@ -72,7 +73,7 @@ pub fn on_underlay_packets(snap: &Snapshot, bufs: &mut [PacketBuf], out: &mut Ve
             snap.prefetch_mac(subnet.routing_domain, crate::wire::MacAddr::from_bytes(src));
         }
     }
-    out.extend(bufs.iter_mut().map(|b| on_underlay_packet(snap, b)));
+    out.extend(bufs.iter_mut().enumerate().map(|(i, b)| on_underlay_packet(snap, arrived.get(i).copied().unwrap_or(0), b)));
 }
 
 /// A header that failed to parse, as the drop reason it is counted under.

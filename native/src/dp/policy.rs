@@ -6,14 +6,15 @@
 //! policy change, whatever the number of records.
 //!
 //! Encoding (little endian). Header, 32 bytes:
-//! `magic "NVGP"`, `version u32 = 3`, `flow_id u8` (0 hash, 1 zero), 1 byte pad,
+//! `magic "NVGP"`, `version u32 = 4`, `flow_id u8` (0 hash, 1 zero), 1 byte pad,
 //! `default_gateway_mac [6]`, then the counts `u32` of provider addresses,
 //! customer routes, lookup records and ports. Then the sections, in that order,
 //! of fixed-size entries. An IP address is `family u8` (4 or 6) elsewhere in
 //! the entry plus 16 bytes (IPv4 in the first 4).
-//! - provider address (24): family u8, prefix_len u8, mtu u16 (of its
+//! - provider address (28): family u8, prefix_len u8, mtu u16 (of its
 //!   interface: the largest outer packet), address 16, ifindex u32 (of its
-//!   interface, 0 if unknown)
+//!   interface, its VLAN's for a PA on a VLAN; 0 if unknown), vlan_id u16
+//!   (0: untagged), pad 2
 //! - customer route (48): routing_domain u32, vsid u32, family u8, prefix_len u8,
 //!   on_link u8, pad 1, metric u32, prefix 16, next_hop 16
 //! - lookup record (48): vsid u32, ca_family u8, pa_family u8, rule u8, type u8,
@@ -57,8 +58,12 @@ pub struct ProviderAddress {
     pub prefix_len: u8,
     /// The MTU of its interface: the largest outer packet sent from it.
     pub mtu: u16,
-    /// Its interface (0: unknown): where large packets are handed to the kernel to segment.
+    /// Its interface (0: unknown), its VLAN's for a PA on a VLAN: where
+    /// large packets are handed to the kernel to segment, and where NVGRE
+    /// for a PA on a VLAN must arrive.
     pub ifindex: u32,
+    /// Its VLAN (0: untagged).
+    pub vlan_id: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,9 +113,9 @@ pub struct DecodeError(pub String);
 const MAGIC: &[u8; 4] = b"NVGP";
 /// Routing domains are numbered from 0; the MAC index packs the number in 16 bits.
 pub const MAX_ROUTING_DOMAIN: RoutingDomain = 0xfffe;
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 const HEADER_LEN: usize = 32;
-const PA_LEN: usize = 24;
+const PA_LEN: usize = 28;
 const ROUTE_LEN: usize = 48;
 const RECORD_LEN: usize = 48;
 const PORT_LEN: usize = 16;
@@ -196,7 +201,10 @@ impl Policy {
             let prefix_len = c.u8();
             let mtu = u16::from_le_bytes(c.take(2).try_into().unwrap());
             let address = c.ip(fam)?;
-            provider_addresses.push(ProviderAddress { address, prefix_len, mtu, ifindex: c.u32() });
+            let ifindex = c.u32();
+            let vlan_id = u16::from_le_bytes(c.take(2).try_into().unwrap());
+            c.take(2);
+            provider_addresses.push(ProviderAddress { address, prefix_len, mtu, ifindex, vlan_id });
         }
         let mut customer_routes = Vec::with_capacity(counts[1]);
         for _ in 0..counts[1] {
@@ -286,6 +294,8 @@ impl Policy {
             out.extend_from_slice(&pa.mtu.to_le_bytes());
             put_ip(&mut out, &pa.address);
             out.extend_from_slice(&pa.ifindex.to_le_bytes());
+            out.extend_from_slice(&pa.vlan_id.to_le_bytes());
+            out.extend_from_slice(&[0, 0]);
         }
         for r in &self.customer_routes {
             out.extend_from_slice(&r.routing_domain.to_le_bytes());

@@ -221,6 +221,8 @@ pub struct Snapshot {
     pub flow_id: FlowIdMode,
     pub local_pas: Vec<IpAddr>,
     provider_addresses: Vec<super::policy::ProviderAddress>,
+    /// Some PA is on a VLAN (then where NVGRE arrives is checked).
+    has_vlans: bool,
     pub tunnels: Vec<Tunnel>,
     subnets: FxMap<Vsid, Subnet>,
     ports: FxMap<PortId, PortInfo>,
@@ -249,6 +251,7 @@ impl Snapshot {
             by_mac: IndexTable::with_capacity(records),
             flow_id: policy.flow_id,
             local_pas: policy.provider_addresses.iter().map(|p| p.address).collect(),
+            has_vlans: policy.provider_addresses.iter().any(|p| p.vlan_id != 0),
             provider_addresses: policy.provider_addresses.clone(),
             ..Default::default()
         };
@@ -470,6 +473,23 @@ impl Snapshot {
     #[inline]
     pub fn is_local_pa(&self, a: IpAddr) -> bool {
         self.local_pas.contains(&a)
+    }
+
+    /// Whether an NVGRE packet for local PA `dst` arrived where that PA
+    /// lives: one on a VLAN takes only what came in on its VLAN interface,
+    /// an untagged one nothing that came in on a PA's VLAN. (`ifindex` 0:
+    /// not known, as in tests.)
+    #[inline]
+    pub fn arrived_on_its_vlan(&self, dst: IpAddr, ifindex: u32) -> bool {
+        if !self.has_vlans || ifindex == 0 {
+            return true;
+        }
+        let on_a_vlan = |i: u32| self.provider_addresses.iter().any(|p| p.vlan_id != 0 && p.ifindex == i);
+        match self.provider_addresses.iter().find(|p| p.address == dst) {
+            Some(pa) if pa.vlan_id != 0 => ifindex == pa.ifindex,
+            Some(_) => !on_a_vlan(ifindex),
+            None => false,
+        }
     }
 
     #[inline]

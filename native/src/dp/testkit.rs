@@ -58,7 +58,7 @@ pub fn host1() -> Policy {
     Policy {
         flow_id: FlowIdMode::Hash,
         default_gateway_mac: mac(DEFAULT_GW_MAC),
-        provider_addresses: vec![ProviderAddress { address: ip(HOST1_PA), prefix_len: 24, mtu: 1500, ifindex: 0 }],
+        provider_addresses: vec![ProviderAddress { address: ip(HOST1_PA), prefix_len: 24, mtu: 1500, ifindex: 0, vlan_id: 0 }],
         customer_routes: vec![
             route(CONTOSO, 6000, "10.0.1.0", 24, None),
             route(CONTOSO, 6001, "10.0.2.0", 24, None),

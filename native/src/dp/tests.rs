@@ -17,7 +17,7 @@ fn from_vm(s: &Snapshot, port: PortId, frame: &[u8]) -> (Action, PacketBuf) {
 
 fn from_underlay(s: &Snapshot, pkt: &[u8]) -> (Action, PacketBuf) {
     let mut b = PacketBuf::from_frame(pkt);
-    let a = on_underlay_packet(s, &mut b);
+    let a = on_underlay_packet(s, 0, &mut b);
     (a, b)
 }
 
@@ -418,4 +418,26 @@ fn counters_account_each_outcome_once() {
     later.assign_counter_slots(&mut slots);
     assert_eq!(later.subnet(6000).unwrap().counter_slot, Some(assigned[&6000]));
     assert_eq!(later.subnet(7000).unwrap().counter_slot, None);
+}
+
+#[test]
+fn nvgre_for_a_pa_on_a_vlan_is_taken_only_from_that_vlan() {
+    // PA 192.168.0.22 on VLAN 100 (its VLAN interface is ifindex 7, on eth1 = 2); 192.168.5.22 untagged on eth1.
+    let mut p = host1();
+    p.provider_addresses[0].ifindex = 7;
+    p.provider_addresses[0].vlan_id = 100;
+    p.provider_addresses.push(ProviderAddress { address: ip("192.168.5.22"), prefix_len: 24, mtu: 1500, ifindex: 2, vlan_id: 0 });
+    let s = Snapshot::build(&p);
+    let pkt = |dst: &str| nvgre(HOST2_PA, dst, 6000, 0, &ping(CONTOSO3, mac(CONTOSO1.1), CONTOSO1.0, 64));
+    let from = |dst: &str, ifindex: u32| {
+        let mut b = PacketBuf::from_frame(&pkt(dst));
+        on_underlay_packet(&s, ifindex, &mut b)
+    };
+    assert!(matches!(from(HOST1_PA, 7), Action::Deliver { .. }), "on its VLAN");
+    assert_eq!(from(HOST1_PA, 2), Action::Drop(DropReason::WrongVlan), "untagged on the parent");
+    assert_eq!(from(HOST1_PA, 9), Action::Drop(DropReason::WrongVlan), "another VLAN");
+    assert!(matches!(from("192.168.5.22", 2), Action::Drop(DropReason::SpoofedSource) | Action::Deliver { .. }), "the untagged PA takes untagged");
+    assert_eq!(from("192.168.5.22", 7), Action::Drop(DropReason::WrongVlan), "the untagged PA takes nothing from a PA's VLAN");
+    // The encoding carries the VLAN.
+    assert_eq!(Policy::decode(&p.encode()).unwrap(), p);
 }

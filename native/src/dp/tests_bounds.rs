@@ -209,7 +209,7 @@ fn decapsulated_segments_of_one_flow_go_up_merged() {
         })
         .collect();
     let mut actions = Vec::new();
-    on_underlay_packets(&s, &mut bufs, &mut actions);
+    on_underlay_packets(&s, &mut bufs, &[], &mut actions);
     let mut rec = Recorder::default();
     let counters = Counters::default();
     let outer_src = vec![Some(ip(HOST2_PA)); 4];
@@ -238,7 +238,7 @@ fn a_large_segment_for_a_vm_that_takes_none_is_cut_and_nothing_is_merged_for_it(
         })
         .collect();
     let mut actions = Vec::new();
-    on_underlay_packets(&s, &mut bufs, &mut actions);
+    on_underlay_packets(&s, &mut bufs, &[], &mut actions);
     assert_eq!(bufs[0].offload.gso, Gso::Tcp4, "the long one goes up as a large segment");
     let mut rec = Recorder { no_gso_ports: vec![PORT_CONTOSO1], ..Recorder::default() };
     let counters = Counters::default();

@@ -13,7 +13,7 @@ fn from_vm(s: &Snapshot, port: PortId, frame: &[u8]) -> (Action, PacketBuf) {
 
 fn from_underlay(s: &Snapshot, pkt: &[u8]) -> (Action, PacketBuf) {
     let mut b = PacketBuf::from_frame(pkt);
-    let a = on_underlay_packet(s, &mut b);
+    let a = on_underlay_packet(s, 0, &mut b);
     (a, b)
 }
 
@@ -129,7 +129,7 @@ fn ipv6_underlay(mut p: Policy) -> Policy {
         GW_PA => ip("fd00:192:168::11"),
         _ => a,
     };
-    p.provider_addresses = vec![ProviderAddress { address: ip("fd00:192:168::22"), prefix_len: 64, mtu: 1500, ifindex: 0 }];
+    p.provider_addresses = vec![ProviderAddress { address: ip("fd00:192:168::22"), prefix_len: 64, mtu: 1500, ifindex: 0, vlan_id: 0 }];
     for r in &mut p.lookup_records {
         r.provider_address = map(r.provider_address);
     }
@@ -157,11 +157,11 @@ fn an_ipv6_underlay_carries_ipv4_and_ipv6_customer_addresses() {
     let inner = ping(CONTOSO3, mac(CONTOSO1.1), CONTOSO1.0, 64);
     let gre_only = nvgre(HOST2_PA, HOST1_PA, 6000, 9, &inner)[20..].to_vec();
     let mut b = PacketBuf::from_frame(&gre_only);
-    let a = on_underlay_gre(&s, ip("fd00:192:168::33"), ip("fd00:192:168::22"), &mut b);
+    let a = on_underlay_gre(&s, ip("fd00:192:168::33"), ip("fd00:192:168::22"), 0, &mut b);
     assert_eq!(a, Action::Deliver { port: PORT_CONTOSO1, vsid: 6000, via: Via::Decapsulated });
     assert_eq!(b.frame(), &inner[..]);
     let mut b = PacketBuf::from_frame(&gre_only);
-    let a = on_underlay_gre(&s, ip("fd00:192:168::11"), ip("fd00:192:168::22"), &mut b);
+    let a = on_underlay_gre(&s, ip("fd00:192:168::11"), ip("fd00:192:168::22"), 0, &mut b);
     assert_eq!(drop_of(a), DropReason::SpoofedSource);
 }
 
@@ -290,11 +290,11 @@ fn flow4_the_receiving_host_floods_the_request_and_learns_only_from_the_right_pa
     // Host 2's VM asks (it is behind Host 2 by its L2Only record): the request reaches the VSID's VMs.
     let req = arp_request(mac(CONTOSO3.1), CONTOSO3.0, CONTOSO1.0, MacAddr::BROADCAST);
     let mut b = PacketBuf::from_frame(&nvgre(HOST2_PA, HOST1_PA, 6000, 0, &req));
-    assert_eq!(on_underlay_packet(&s, &mut b), Action::Flood { vsid: 6000, except: None });
+    assert_eq!(on_underlay_packet(&s, 0, &mut b), Action::Flood { vsid: 6000, except: None });
     assert_eq!(b.frame(), &req[..]);
     // Other broadcasts never cross.
     let mut b = PacketBuf::from_frame(&nvgre(HOST2_PA, HOST1_PA, 6000, 0, &udp(CONTOSO3, MacAddr::BROADCAST, "10.0.1.255", 1, 2, 0)));
-    assert_eq!(drop_of(on_underlay_packet(&s, &mut b)), DropReason::UnknownDestination);
+    assert_eq!(drop_of(on_underlay_packet(&s, 0, &mut b)), DropReason::UnknownDestination);
 
     // The reply from the L2Only MAC's PA is learned; from another PA it is not.
     let reply = arp_reply(mac(CONTOSO3.1), CONTOSO3.0, mac(CONTOSO1.1), CONTOSO1.0);

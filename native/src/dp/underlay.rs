@@ -1,5 +1,6 @@
 //! NVGRE packets from the underlay: strict RFC 7637 parsing, then the checks
-//! that keep a tenant's network closed to the underlay (the VSID has local
+//! that keep a tenant's network closed to the underlay (it came in on the
+//! destination PA's VLAN, the VSID has local
 //! VMs, the inner source belongs to the sending PA, the inner destination is a
 //! local VM of that VSID), then delivery.
 
@@ -12,8 +13,9 @@ use std::net::IpAddr;
 use std::ops::Range;
 
 /// Decide what to do with a packet from the IPv4 underlay socket: the
-/// buffer holds the outer IPv4 header onwards.
-pub fn on_underlay_packet(snap: &Snapshot, buf: &mut PacketBuf) -> Action {
+/// buffer holds the outer IPv4 header onwards; it came in on interface
+/// `ifindex` (0: not known).
+pub fn on_underlay_packet(snap: &Snapshot, ifindex: u32, buf: &mut PacketBuf) -> Action {
     let ip = match Ipv4Packet::new_checked(buf.frame()) {
         Ok(ip) => ip,
         Err(e) => return Action::Drop(malformed(e)),
@@ -26,22 +28,25 @@ pub fn on_underlay_packet(snap: &Snapshot, buf: &mut PacketBuf) -> Action {
     }
     let (src, dst) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
     let gre = ip.header_len() as usize..ip.header_len() as usize + ip.payload().len();
-    nvgre(snap, src, dst, buf, gre)
+    nvgre(snap, src, dst, ifindex, buf, gre)
 }
 
 /// Decide what to do with a GRE packet from the IPv6 underlay socket (which
-/// reads the payload only; the addresses come with it): the buffer holds the
-/// GRE header onwards.
-pub fn on_underlay_gre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, buf: &mut PacketBuf) -> Action {
+/// reads the payload only; the addresses and the interface it came in on
+/// come with it): the buffer holds the GRE header onwards.
+pub fn on_underlay_gre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, ifindex: u32, buf: &mut PacketBuf) -> Action {
     let all = 0..buf.len();
-    nvgre(snap, outer_src, outer_dst, buf, all)
+    nvgre(snap, outer_src, outer_dst, ifindex, buf, all)
 }
 
 /// The NVGRE checks and delivery, for the GRE packet at `gre` in the buffer.
 /// The buffer is narrowed to the inner frame only when it is delivered.
-fn nvgre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, buf: &mut PacketBuf, gre: Range<usize>) -> Action {
+fn nvgre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, ifindex: u32, buf: &mut PacketBuf, gre: Range<usize>) -> Action {
     if !snap.is_local_pa(outer_dst) {
         return Action::Drop(DropReason::NotProviderAddress);
+    }
+    if !snap.arrived_on_its_vlan(outer_dst, ifindex) {
+        return Action::Drop(DropReason::WrongVlan);
     }
     let packet = GrePacket::new_unchecked(&buf.frame()[gre.clone()]);
     let nvgre = match NvgreRepr::parse(&packet) {

@@ -135,6 +135,7 @@ pub const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 /// `enum bpf_attach_type`: tcx, Linux 6.6 and later.
 const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
 
 /// The leading fields of `union bpf_attr` for `BPF_PROG_LOAD`.
 #[repr(C)]
@@ -201,8 +202,16 @@ pub fn load(prog_type: u32, insns: &[Insn], what: &str) -> io::Result<OwnedFd> {
 /// stack sees it (tc ingress, by a tcx link). The link is the returned
 /// descriptor: closing it detaches the program.
 pub fn attach_ingress(prog: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
-    let mut attr =
-        LinkCreate { prog_fd: prog.as_raw_fd() as u32, target_ifindex: ifindex, attach_type: BPF_TCX_INGRESS, ..Default::default() };
+    attach(prog, ifindex, BPF_TCX_INGRESS)
+}
+
+/// Run `prog` on every packet the device `ifindex` sends (tc egress, by a tcx link).
+pub fn attach_egress(prog: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
+    attach(prog, ifindex, BPF_TCX_EGRESS)
+}
+
+fn attach(prog: &OwnedFd, ifindex: u32, attach_type: u32) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreate { prog_fd: prog.as_raw_fd() as u32, target_ifindex: ifindex, attach_type, ..Default::default() };
     let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
     owned(fd as i32)
 }

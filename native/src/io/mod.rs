@@ -20,6 +20,8 @@ mod sys;
 pub mod tap;
 mod underlay;
 mod vhost_user;
+mod vlan;
+pub mod trunk;
 mod worker;
 
 use crate::dp::{Counter, Counters, Direction, FxMap, Learned, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};
@@ -137,6 +139,8 @@ pub struct Dataplane {
     segmentation: String,
     /// What removed ports' devices had dropped themselves (see `Device::drops`), in `Counters` layout: counters never go back.
     retired: Mutex<Vec<u64>>,
+    /// The VLAN interfaces of provider addresses on a VLAN.
+    vlans: vlan::VlanShims,
 }
 
 impl Dataplane {
@@ -209,6 +213,7 @@ impl Dataplane {
             steering,
             segmentation,
             retired: Mutex::new(vec![0; Counters::LEN]),
+            vlans: vlan::VlanShims::start()?,
         })
     }
 
@@ -289,6 +294,17 @@ impl Dataplane {
             add_device_drops(dev.as_ref(), &mut self.retired.lock().unwrap_or_else(|p| p.into_inner()));
             Ok((State { snapshot: cur.snapshot.clone(), ports }, ()))
         })
+    }
+
+    /// The VLAN interface `name` (VLAN `vid` of `parent`) for provider
+    /// addresses on that VLAN, made if it is not there; its ifindex.
+    pub fn add_vlan(&self, parent: &str, name: &str, vid: u16) -> io::Result<u32> {
+        self.vlans.add(parent, name, vid)
+    }
+
+    /// Remove a VLAN interface no provider address uses any more.
+    pub fn remove_vlan(&self, name: &str) -> io::Result<()> {
+        self.vlans.remove(name)
     }
 
     /// Each port's device as it is now.

@@ -190,28 +190,11 @@ fn route_msg(ty: u16, flags: u16, dst: IpAddr, prefix_len: u8, via: Option<IpAdd
 
 /// Send one request on a fresh socket and wait for its acknowledgement.
 fn request(msg: &[u8]) -> io::Result<()> {
-    const NETLINK_ROUTE: i32 = 0;
-    let fd = owned(unsafe { socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE) })?;
-    let kernel = sockaddr_nl { family: AF_NETLINK as u16, pad: 0, pid: 0, groups: 0 };
-    cvt_size(unsafe {
-        sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            &kernel as *const _ as *const _,
-            std::mem::size_of::<sockaddr_nl>() as u32,
-        )
-    })?;
-    let mut reply = [0u8; 4096];
-    let n = cvt_size(unsafe { recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) })?;
-    if n < NLMSG_HDRLEN + 4 || u16::from_ne_bytes([reply[4], reply[5]]) != NLMSG_ERROR {
+    let reply = query(msg)?;
+    if reply.len() < NLMSG_HDRLEN + 4 || u16::from_ne_bytes([reply[4], reply[5]]) != NLMSG_ERROR {
         return Err(io::Error::other("unexpected netlink reply"));
     }
-    match i32::from_ne_bytes(reply[NLMSG_HDRLEN..NLMSG_HDRLEN + 4].try_into().unwrap()) {
-        0 => Ok(()),
-        e => Err(io::Error::from_raw_os_error(-e)),
-    }
+    Ok(()) // an acknowledgement with error 0 (query returns the others as errors)
 }
 
 /// A link as the kernel announced it.
@@ -352,4 +335,26 @@ mod monitor_test {
         lying[NLMSG_HDRLEN + IFINFOMSG_LEN] = 0xff; // attribute length beyond the message
         parse_links(&lying, &mut Vec::new());
     }
+}
+
+/// Send one request on a fresh socket and return the kernel's first reply
+/// message (an error reply is the error).
+fn query(msg: &[u8]) -> io::Result<Vec<u8>> {
+    const NETLINK_ROUTE: i32 = 0;
+    // SAFETY: no pointers; a new descriptor or -1.
+    let fd = owned(unsafe { socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE) })?;
+    let kernel = sockaddr_nl { family: AF_NETLINK as u16, pad: 0, pid: 0, groups: 0 };
+    // SAFETY: `msg` and `kernel` are live for the call, of the lengths given.
+    cvt_size(unsafe { sendto(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0, &kernel as *const _ as *const _, std::mem::size_of::<sockaddr_nl>() as u32) })?;
+    let mut reply = vec![0u8; 16 * 1024];
+    // SAFETY: the kernel writes at most `reply.len()` bytes into it.
+    let n = cvt_size(unsafe { recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) })?;
+    reply.truncate(n);
+    if n >= NLMSG_HDRLEN + 4 && u16::from_ne_bytes([reply[4], reply[5]]) == NLMSG_ERROR {
+        let e = i32::from_ne_bytes(reply[NLMSG_HDRLEN..NLMSG_HDRLEN + 4].try_into().unwrap());
+        if e != 0 {
+            return Err(io::Error::from_raw_os_error(-e));
+        }
+    }
+    Ok(reply)
 }

@@ -67,6 +67,7 @@ pub const SO_ATTACH_FILTER: c_int = 26;
 pub const IPPROTO_IP: c_int = 0;
 pub const IPPROTO_GRE: c_int = 47;
 pub const IP_HDRINCL: c_int = 3;
+pub const IP_PKTINFO: c_int = 8;
 pub const IPPROTO_IPV6: c_int = 41;
 pub const IPV6_HDRINCL: c_int = 36;
 pub const IPV6_RECVPKTINFO: c_int = 49;
@@ -434,3 +435,38 @@ pub fn set_socket_buffers(fd: &OwnedFd) -> io::Result<()> {
     set(SO_RCVBUFFORCE).or_else(|_| set(SO_RCVBUF))?;
     set(SO_SNDBUFFORCE).or_else(|_| set(SO_SNDBUF))
 }
+
+/// Room for one control message (IP_PKTINFO, IPV6_PKTINFO: CMSG_SPACE(20) is 40; PACKET_AUXDATA 40).
+pub const CONTROL_LEN: usize = 64;
+
+/// A message that takes its control messages into `ctl`.
+pub fn with_control(mut m: mmsghdr, ctl: &mut [u64; CONTROL_LEN / 8]) -> mmsghdr {
+    m.hdr.control = ctl.as_mut_ptr().cast();
+    m.hdr.controllen = CONTROL_LEN;
+    m
+}
+
+/// The data of the control message (`level`, `ty`) among the first `len`
+/// bytes of `ctl` (what the kernel wrote).
+pub fn control_data(ctl: &[u64; CONTROL_LEN / 8], len: usize, level: i32, ty: i32) -> Option<&[u8]> {
+    // struct cmsghdr { size_t len; int level; int type; } then the data, 8-aligned.
+    const CMSG_HDR: usize = 16;
+    // SAFETY: a [u64; N] is N * 8 initialised bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(ctl.as_ptr() as *const u8, CONTROL_LEN) };
+    let control = &bytes[..len.min(CONTROL_LEN)];
+    let mut off = 0;
+    while off + CMSG_HDR <= control.len() {
+        let clen = usize::from_ne_bytes(control[off..off + 8].try_into().ok()?);
+        let l = i32::from_ne_bytes(control[off + 8..off + 12].try_into().ok()?);
+        let t = i32::from_ne_bytes(control[off + 12..off + 16].try_into().ok()?);
+        if clen < CMSG_HDR || off + clen > control.len() {
+            return None;
+        }
+        if l == level && t == ty {
+            return Some(&control[off + CMSG_HDR..off + clen]);
+        }
+        off += (clen + 7) & !7;
+    }
+    None
+}
+

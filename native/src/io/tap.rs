@@ -49,19 +49,7 @@ impl Tap {
             if queues > 1 {
                 flags |= IFF_MULTI_QUEUE;
             }
-            let queues = (0..queues.max(1))
-                .map(|_| {
-                    let fd = owned(unsafe { open(c"/dev/net/tun".as_ptr(), O_RDWR | O_NONBLOCK | O_CLOEXEC) })?;
-                    let mut ifr = ifreq::new(spec.name)?;
-                    ifr.set_i16(flags);
-                    cvt(unsafe { ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) })
-                        .map_err(|e| annotate(e, &format!("creating TAP {}", spec.name)))?;
-                    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
-                    cvt(unsafe { ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads) })
-                        .map_err(|e| annotate(e, &format!("enabling offloads on TAP {}", spec.name)))?;
-                    Ok(fd)
-                })
-                .collect::<io::Result<Vec<OwnedFd>>>()?;
+            let queues = (0..queues.max(1)).map(|_| open_tap(spec.name, flags)).collect::<io::Result<Vec<OwnedFd>>>()?;
             if let Some(s) = steering {
                 s.attach(&queues[0]).map_err(|e| annotate(e, &format!("steering the queues of TAP {}", spec.name)))?;
             }
@@ -143,9 +131,24 @@ pub fn write_vnet_frame(fd: RawFd, buf: &PacketBuf) -> io::Result<()> {
     cvt_size(unsafe { writev(fd, iov.as_ptr(), 2) }).map(|_| ())
 }
 
+/// Open a queue of the TAP `name` (`flags`: IFF_TAP ...), with checksum and
+/// TSO offloads: large TCP segments cross it whole, each way.
+pub fn open_tap(name: &str, flags: i16) -> io::Result<OwnedFd> {
+    // SAFETY: a NUL-terminated path; a new descriptor or -1.
+    let fd = owned(unsafe { open(c"/dev/net/tun".as_ptr(), O_RDWR | O_NONBLOCK | O_CLOEXEC) })?;
+    let mut ifr = ifreq::new(name)?;
+    ifr.set_i16(flags);
+    // SAFETY: `ifr` is a live ifreq, as TUNSETIFF takes.
+    cvt(unsafe { ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) }).map_err(|e| annotate(e, &format!("creating TAP {name}")))?;
+    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value.
+    cvt(unsafe { ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads) }).map_err(|e| annotate(e, &format!("enabling offloads on TAP {name}")))?;
+    Ok(fd)
+}
+
 /// Set the MAC and MTU, bring the link up, return its ifindex. Runs in the
 /// namespace where the device lives (the ioctl socket's namespace counts).
-fn configure(name: &str, mac: MacAddr, mtu: Option<u32>) -> io::Result<u32> {
+pub fn configure(name: &str, mac: MacAddr, mtu: Option<u32>) -> io::Result<u32> {
     let ctl = owned(unsafe { socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) })?;
     let ioc = |req, ifr: &mut ifreq, what: &str| {
         cvt(unsafe { ioctl(ctl.as_raw_fd(), req, ifr as *mut ifreq) })

@@ -27,8 +27,6 @@ pub struct Underlay {
     gso: Option<Arc<GsoPort>>,
 }
 
-/// Room for one IPV6_PKTINFO control message (CMSG_SPACE(20) is 40).
-const CONTROL_LEN: usize = 64;
 
 fn raw_gre_socket(family: i32, hdrincl: (i32, i32)) -> io::Result<OwnedFd> {
     let fd = owned(unsafe { socket(family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_GRE) })
@@ -65,9 +63,11 @@ impl Underlay {
     /// share, by the FlowID in the GRE key: one flow, one worker, in order.
     pub fn open(worker: u32, workers: u32, gso: Option<Arc<GsoPort>>) -> io::Result<Underlay> {
         let v4 = raw_gre_socket(AF_INET, (IPPROTO_IP, IP_HDRINCL))?;
+        // The interface each packet came in on (a PA on a VLAN takes only its VLAN's).
+        set_opt(&v4, IPPROTO_IP, IP_PKTINFO, 1)?;
         let v6 = match raw_gre_socket(AF_INET6, (IPPROTO_IPV6, IPV6_HDRINCL)) {
             Ok(fd) => {
-                // The IPv6 socket reads payloads only: ask for the destination too.
+                // The IPv6 socket reads payloads only: ask for the destination too (and the interface).
                 set_opt(&fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)?;
                 Some(fd)
             }
@@ -102,22 +102,30 @@ impl Underlay {
     }
 
     /// Receive up to `bufs.len()` IPv4 packets (outer header onwards) without
-    /// blocking; returns how many buffers were filled.
-    pub fn recv_v4(&self, bufs: &mut [PacketBuf]) -> io::Result<usize> {
-        let mut iovs = spare_iovecs(bufs);
-        let mut msgs: Vec<mmsghdr> = iovs.iter_mut().map(|iov| mmsg(iov, None)).collect();
+    /// blocking, with the interface each came in on; returns how many
+    /// buffers were filled.
+    pub fn recv_v4(&self, bufs: &mut [PacketBuf], arrived: &mut [u32]) -> io::Result<usize> {
+        let n = bufs.len().min(arrived.len());
+        let mut iovs = spare_iovecs(&mut bufs[..n]);
+        let mut control = vec![[0u64; CONTROL_LEN / 8]; n];
+        let mut msgs: Vec<mmsghdr> = iovs.iter_mut().zip(control.iter_mut()).map(|(iov, ctl)| with_control(mmsg(iov, None), ctl)).collect();
         let got = recv(self.v4.as_raw_fd(), &mut msgs)?;
-        for (b, m) in bufs.iter_mut().zip(&msgs).take(got) {
-            b.set_len(m.len as usize);
+        for i in 0..got {
+            bufs[i].set_len(msgs[i].len as usize);
+            // struct in_pktinfo { int ifindex; struct in_addr spec_dst, addr; }
+            arrived[i] = control_data(&control[i], msgs[i].hdr.controllen, IPPROTO_IP, IP_PKTINFO)
+                .and_then(|d| d.get(..4))
+                .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap()));
         }
         Ok(got)
     }
 
     /// Receive up to `bufs.len()` IPv6 GRE packets (GRE header onwards: the
-    /// socket strips the IPv6 header) with their outer (source, destination).
-    pub fn recv_v6(&self, bufs: &mut [PacketBuf], addrs: &mut [(IpAddr, IpAddr)]) -> io::Result<usize> {
+    /// socket strips the IPv6 header) with their outer (source, destination)
+    /// and the interface each came in on.
+    pub fn recv_v6(&self, bufs: &mut [PacketBuf], addrs: &mut [(IpAddr, IpAddr)], arrived: &mut [u32]) -> io::Result<usize> {
         let Some(fd) = &self.v6 else { return Ok(0) };
-        let n = bufs.len().min(addrs.len());
+        let n = bufs.len().min(addrs.len()).min(arrived.len());
         let mut iovs = spare_iovecs(&mut bufs[..n]);
         let mut names = vec![sockaddr_in6 { family: 0, port: 0, flowinfo: 0, addr: [0; 16], scope_id: 0 }; n];
         let mut control = vec![[0u64; CONTROL_LEN / 8]; n];
@@ -125,18 +133,19 @@ impl Underlay {
             .iter_mut()
             .zip(names.iter_mut().zip(control.iter_mut()))
             .map(|(iov, (name, ctl))| {
-                let mut m = mmsg(iov, None);
+                let mut m = with_control(mmsg(iov, None), ctl);
                 m.hdr.name = name as *mut sockaddr_in6 as *mut _;
                 m.hdr.namelen = std::mem::size_of::<sockaddr_in6>() as socklen_t;
-                m.hdr.control = ctl.as_mut_ptr().cast();
-                m.hdr.controllen = CONTROL_LEN;
                 m
             })
             .collect();
         let got = recv(fd.as_raw_fd(), &mut msgs)?;
         for i in 0..got {
             bufs[i].set_len(msgs[i].len as usize);
-            let dst = pktinfo_destination(&msgs[i].hdr).unwrap_or(Ipv6Addr::UNSPECIFIED);
+            // struct in6_pktinfo { struct in6_addr addr; unsigned int ifindex; }
+            let info = control_data(&control[i], msgs[i].hdr.controllen, IPPROTO_IPV6, IPV6_PKTINFO).filter(|d| d.len() >= 20);
+            let dst = info.map_or(Ipv6Addr::UNSPECIFIED, |d| Ipv6Addr::from(<[u8; 16]>::try_from(&d[..16]).unwrap()));
+            arrived[i] = info.map_or(0, |d| u32::from_ne_bytes(d[16..20].try_into().unwrap()));
             addrs[i] = (IpAddr::V6(Ipv6Addr::from(names[i].addr)), IpAddr::V6(dst));
         }
         Ok(got)
@@ -217,27 +226,6 @@ fn recv(fd: RawFd, msgs: &mut [mmsghdr]) -> io::Result<usize> {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
         Err(e) => Err(e),
     }
-}
-
-/// The destination address from an IPV6_PKTINFO control message.
-fn pktinfo_destination(hdr: &msghdr) -> Option<Ipv6Addr> {
-    // struct cmsghdr { size_t len; int level; int type; } then the data, 8-aligned.
-    const CMSG_HDR: usize = 16;
-    let control = unsafe { std::slice::from_raw_parts(hdr.control as *const u8, hdr.controllen) };
-    let mut off = 0;
-    while off + CMSG_HDR <= control.len() {
-        let len = usize::from_ne_bytes(control[off..off + 8].try_into().ok()?);
-        let level = i32::from_ne_bytes(control[off + 8..off + 12].try_into().ok()?);
-        let ty = i32::from_ne_bytes(control[off + 12..off + 16].try_into().ok()?);
-        if len < CMSG_HDR || off + len > control.len() {
-            return None;
-        }
-        if level == IPPROTO_IPV6 && ty == IPV6_PKTINFO && len >= CMSG_HDR + 16 {
-            return Some(Ipv6Addr::from(<[u8; 16]>::try_from(&control[off + CMSG_HDR..off + CMSG_HDR + 16]).ok()?));
-        }
-        off += (len + 7) & !7;
-    }
-    None
 }
 
 fn set_opt(fd: &OwnedFd, level: i32, name: i32, value: i32) -> io::Result<()> {

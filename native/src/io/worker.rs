@@ -70,6 +70,8 @@ struct Worker {
     outer_src: Vec<Option<IpAddr>>,
     /// Outer (source, destination) of each IPv6 underlay packet of the batch.
     addrs: Vec<(IpAddr, IpAddr)>,
+    /// The interface each underlay packet of the batch came in on.
+    arrived: Vec<u32>,
     pipeline: Pipeline,
     /// Packets of the batch being handled (a panic drops them).
     in_flight: usize,
@@ -112,6 +114,7 @@ impl Context {
             sources: Vec::with_capacity(BATCH),
             outer_src: Vec::with_capacity(BATCH),
             addrs: vec![(IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4])); BATCH],
+            arrived: vec![0; BATCH],
             pipeline: Pipeline::new(MAX_PACKET),
             in_flight: 0,
             die: false,
@@ -220,7 +223,7 @@ impl Worker {
     }
 
     fn from_underlay_v4(&mut self) {
-        let n = self.ctx.underlay.recv_v4(&mut self.bufs).unwrap_or(0);
+        let n = self.ctx.underlay.recv_v4(&mut self.bufs, &mut self.arrived).unwrap_or(0);
         self.in_flight = n;
         self.ctx.counters.inc(Counter::UnderlayRxPackets, n as u64);
         self.outer_src.clear();
@@ -229,12 +232,12 @@ impl Worker {
         self.sources.extend(self.outer_src.iter().map(|a| a.map(Source::Underlay)));
         let snap = self.state.snapshot.clone();
         self.actions.clear();
-        dp::on_underlay_packets(&snap, &mut self.bufs[..n], &mut self.actions);
+        dp::on_underlay_packets(&snap, &mut self.bufs[..n], &self.arrived[..n], &mut self.actions);
         self.carry_out(Direction::FromUnderlay, n);
     }
 
     fn from_underlay_v6(&mut self) {
-        let n = self.ctx.underlay.recv_v6(&mut self.bufs, &mut self.addrs).unwrap_or(0);
+        let n = self.ctx.underlay.recv_v6(&mut self.bufs, &mut self.addrs, &mut self.arrived).unwrap_or(0);
         self.in_flight = n;
         self.ctx.counters.inc(Counter::UnderlayRxPackets, n as u64);
         self.outer_src.clear();
@@ -243,8 +246,8 @@ impl Worker {
         self.sources.extend(self.outer_src.iter().map(|a| a.map(Source::Underlay)));
         let snap = self.state.snapshot.clone();
         self.actions.clear();
-        for (b, &(src, dst)) in self.bufs[..n].iter_mut().zip(&self.addrs) {
-            self.actions.push(dp::on_underlay_gre(&snap, src, dst, b));
+        for ((b, &(src, dst)), &ifindex) in self.bufs[..n].iter_mut().zip(&self.addrs).zip(&self.arrived) {
+            self.actions.push(dp::on_underlay_gre(&snap, src, dst, ifindex, b));
         }
         self.carry_out(Direction::FromUnderlay, n);
     }
