@@ -32,7 +32,9 @@ export interface GuestStream {
 /**
  * Send `bytes` random bytes from the guest to dst:port over one TCP
  * connection (busybox nc, which half-closes at the end of its input); what
- * was sent, hashed in the guest. The listener must be up.
+ * was sent, hashed in the guest. The listener must be up. The bytes are
+ * made first, in the guest's tmpfs (half its RAM: keep `bytes` well under
+ * that), so that making them does not slow the transfer.
  */
 export async function guestTcpSend(vm: Vm, dst: string, port: number, bytes: number, opts: { timeoutMs?: number } = {}): Promise<GuestStream> {
   const f = `/tmp/tx.${port}`;
@@ -88,6 +90,6 @@ function parseStream(vm: Vm, out: string): GuestStream {
 }
 
 /** Quote for the guest's sh. */
-export function shq(s: string): string {
+function shq(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }

@@ -156,13 +156,13 @@ async function resolveSources(flavor: KernelFlavor, cacheDir: string, log: (msg:
   const hostFiles: Record<string, string> = {};
   for (const [tool, pkg] of Object.entries(GUEST_TOOLS)) {
     packages[pkg] = (await runOk(['dpkg-query', '-W', '-f', '${Version}', pkg])).stdout.trim();
-    const bin = await which(tool);
+    const bin = which(tool);
     for (const f of [bin, ...(await sharedLibraries(bin))]) hostFiles[f] = sha256(readFileSync(f));
   }
   return { kernelPackage: dep[1]!, packages, hostFiles };
 }
 
-async function which(prog: string): Promise<string> {
+function which(prog: string): string {
   for (const d of (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
     const p = join(d, prog);
     if (existsSync(p) && statSync(p).isFile()) return p;

@@ -15,7 +15,7 @@
 
 import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, createWriteStream, type WriteStream } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Lab, TimeoutError, fmtExit, waitFor, withTimeout, type LabProcess, type StopResult } from '../netns.js';
 import { ensureDebianPackages, type VmImage } from './image.js';
 
@@ -60,8 +60,10 @@ export interface ExecResult {
 export interface ExecOptions {
   /** Kill the script in the guest after this long (rounded up to seconds). Default 30 s. */
   timeoutMs?: number;
-  /** Send the command line again while the guest has not acknowledged it after this long. Default 3 s. */
+  /** Send the command line again while the guest has not acknowledged it after this long (then twice as long...). Default 3 s. */
   resendAfterMs?: number;
+  /** Give up waiting for the report (TimeoutError) after this long. Default: timeoutMs + 10 s. */
+  replyWithinMs?: number;
 }
 
 /** The QEMU command line for a VM (console socket `console`), as an argv. Exported for docs and tests. */
@@ -134,6 +136,7 @@ export class Vm {
     const dir = vmRunDir(lab);
     this.console = join(dir, `${spec.name}.console`);
     this.consoleLog = join(opts.logDir ?? dir, `${spec.name}.console.log`);
+    mkdirSync(dirname(this.consoleLog), { recursive: true });
   }
 
   get argv(): string[] {
@@ -202,7 +205,7 @@ export class Vm {
   }
 
   /** Run `script` with the guest's sh; never rejects for a non-zero status (execOk does). */
-  exec(script: string, opts: ExecOptions & { replyWithinMs?: number } = {}): Promise<ExecResult> {
+  exec(script: string, opts: ExecOptions = {}): Promise<ExecResult> {
     const run = async (): Promise<ExecResult> => {
       if (this.#closed || !this.#sock) throw this.#closed ?? new Error(`VM ${this.spec.name} is not started`);
       const timeoutMs = opts.timeoutMs ?? 30_000;
@@ -214,21 +217,26 @@ export class Vm {
       const sock = this.#sock;
       sock.write(line);
       // A line the guest never saw (it happens, rarely, after heavy network
-      // traffic; cause unknown) would hang the channel: send it again until
-      // "begin" comes back. The guest runs an id once.
-      const resendMs = opts.resendAfterMs ?? 3000;
-      const resend = setInterval(() => {
+      // traffic; cause unknown) would hang the channel: send it again, at
+      // doubling intervals (a long line takes a while to cross the serial
+      // port), until "begin" comes back. The guest runs an id once.
+      let resendMs = opts.resendAfterMs ?? 3000;
+      let resend: NodeJS.Timeout;
+      const again = (): void => {
         if (this.#waiter?.id !== id || this.#waiter.begun || sock.destroyed) return;
         this.resent++;
         this.#log?.write(`\n==== ${new Date().toISOString()} no begin for ${id} after ${resendMs} ms: sent again\n`);
         sock.write(line);
-      }, resendMs);
+        resendMs *= 2;
+        resend = setTimeout(again, resendMs);
+      };
+      resend = setTimeout(again, resendMs);
       this.#scan();
       try {
         // The guest kills the script at its timeout: wait a little longer for the report.
         return await withTimeout(result, opts.replyWithinMs ?? timeoutMs + 10_000, `VM ${this.spec.name}: ${script.slice(0, 60)}`);
       } finally {
-        clearInterval(resend);
+        clearTimeout(resend);
         if (this.#waiter?.id === id) this.#waiter = undefined;
       }
     };
