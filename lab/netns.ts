@@ -684,6 +684,65 @@ export interface TcpTransferResult {
   mbitPerS: number;
 }
 
+function probePath(what: string): string {
+  const probe = join(repoRoot(), 'dist', 'lab', 'probe.js');
+  if (!existsSync(probe)) throw new Error(`${what}: ${probe} is missing: run make build`);
+  return probe;
+}
+
+export interface TcpReceiver {
+  /** What the receiver counted and hashed once its one connection ended; throws if it failed or timed out. */
+  result(): Promise<TcpEnd & { peer: string }>;
+  /** Stop the receiver if it still runs. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A receiver of one TCP stream (`probe.js tcp-recv`, a lab process) on
+ * `dst:port` in namespace `to`, listening when this resolves. It gives up
+ * after `timeoutMs` (default 120 s).
+ */
+export async function tcpReceiver(lab: Lab, to: string, dst: string, opts: TcpTransferOptions = {}): Promise<TcpReceiver> {
+  const port = opts.port ?? 5201;
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const what = `tcp receiver in ${lab.ns(to)} [${dst}]:${port}`;
+  const recv = await lab.spawn(to, [process.execPath, probePath(what), 'tcp-recv', dst, '--port', String(port), '--wait', String(timeoutMs)]);
+  const stop = async (): Promise<void> => {
+    if (recv.running) await lab.stop(recv, { timeoutMs: 1000 });
+  };
+  try {
+    await recv.waitForLine((l) => l.includes('"listening"'), 10_000, { what: `${what}: listening` });
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return {
+    stop,
+    async result() {
+      await withTimeout(recv.exited, timeoutMs + 15_000, `${what}: exit`);
+      const line = recv
+        .tail(5)
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .pop();
+      const received = line ? (JSON.parse(line) as ProbeOutput) : { fatal: 'no result line' };
+      if (received.fatal !== undefined) throw new Error(`${what}: ${received.fatal}`);
+      return received as unknown as TcpEnd & { peer: string };
+    },
+  };
+}
+
+/** Send `bytes` random bytes over one TCP connection from namespace `ns` to dst:port (`probe.js tcp-send`). */
+export async function tcpSend(ns: string, dst: string, bytes: number, opts: TcpTransferOptions = {}): Promise<TcpEnd & { local: string }> {
+  const port = opts.port ?? 5201;
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const what = `tcp sender in ${ns} -> [${dst}]:${port}`;
+  probePath(what);
+  const sender = await runProbe(ns, ['tcp-send', dst, '--port', String(port), '--bytes', String(bytes), '--wait', String(timeoutMs)], timeoutMs + 10_000, what);
+  if (sender.fatal !== undefined) throw new Error(`${what}: ${sender.fatal}`);
+  return sender as unknown as TcpEnd & { local: string };
+}
+
 /**
  * Send `bytes` random bytes over one TCP connection from namespace `from` to
  * `dst` (an address of namespace `to`) and return what each end counted and
@@ -691,28 +750,13 @@ export interface TcpTransferResult {
  * Throws when either end fails or times out.
  */
 export async function tcpTransfer(lab: Lab, from: string, to: string, dst: string, bytes: number, opts: TcpTransferOptions = {}): Promise<TcpTransferResult> {
-  const probe = join(repoRoot(), 'dist', 'lab', 'probe.js');
-  if (!existsSync(probe)) throw new Error(`tcp transfer: ${probe} is missing: run make build`);
-  const port = opts.port ?? 5201;
-  const timeoutMs = opts.timeoutMs ?? 120_000;
-  const what = `tcp ${lab.ns(from)} -> ${lab.ns(to)} [${dst}]:${port}`;
-  const recv = await lab.spawn(to, [process.execPath, probe, 'tcp-recv', dst, '--port', String(port), '--wait', String(timeoutMs)]);
+  const recv = await tcpReceiver(lab, to, dst, opts);
   try {
-    await recv.waitForLine((l) => l.includes('"listening"'), 10_000, { what: `${what}: receiver listening` });
-    const sender = await runProbe(lab.ns(from), ['tcp-send', dst, '--port', String(port), '--bytes', String(bytes), '--wait', String(timeoutMs)], timeoutMs + 10_000, what);
-    if (sender.fatal !== undefined) throw new Error(`${what}: sender: ${sender.fatal}`);
-    await withTimeout(recv.exited, 15_000, `${what}: receiver exit`);
-    const line = recv
-      .tail(5)
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .pop();
-    const received = line ? (JSON.parse(line) as ProbeOutput) : { fatal: 'no result line' };
-    if (received.fatal !== undefined) throw new Error(`${what}: receiver: ${received.fatal}`);
-    const r = received as unknown as TcpEnd & { peer: string };
-    return { sent: sender as unknown as TcpEnd & { local: string }, received: r, mbitPerS: r.ms > 0 ? (r.bytes * 8) / (r.ms * 1000) : 0 };
+    const sent = await tcpSend(lab.ns(from), dst, bytes, opts);
+    const r = await recv.result();
+    return { sent, received: r, mbitPerS: r.ms > 0 ? (r.bytes * 8) / (r.ms * 1000) : 0 };
   } finally {
-    if (recv.running) await lab.stop(recv, { timeoutMs: 1000 });
+    await recv.stop();
   }
 }
 
