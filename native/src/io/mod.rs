@@ -27,6 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use sys::*;
 pub use events::{DropEvent, Source};
+pub use sys::peer_credentials;
 pub use tap::{Tap, TapSpec};
 use steering::Steering;
 use gso::GsoPort;
