@@ -110,6 +110,8 @@ export class TestDaemon {
     readonly env: HostEnv,
     public configPath: string,
     readonly args: string[] = [],
+    /** Run the daemon through this command line (each must exec the next: the PID stays the daemon's), e.g. ['env', 'X=1', 'prlimit', '--nofile=256']. */
+    readonly wrapper: string[] = [],
   ) {
     this.api = new ApiClient(env.socket);
   }
@@ -123,7 +125,7 @@ export class TestDaemon {
   async start(timeoutMs = 20_000): Promise<LabProcess> {
     if (this.proc?.running) throw new Error(`daemon already running (pid ${this.proc.pid})`);
     const n = this.history.length;
-    const proc = await this.env.lab.spawn(this.env.host, [process.execPath, DAEMON, '--config', this.configPath, ...this.args], {
+    const proc = await this.env.lab.spawn(this.env.host, [...this.wrapper, process.execPath, DAEMON, '--config', this.configPath, ...this.args], {
       logFile: join(this.env.dir, `daemon-${n}.log`),
     });
     this.proc = proc;
