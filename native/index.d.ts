@@ -125,6 +125,20 @@ export function nextHop(vsid: number, destination: string): NativeNextHop;
  */
 export function sdNotify(socketPath: string, message: string): void;
 
+/** Who is at the other end of a connected Unix socket, as the kernel recorded it at connect(). */
+export interface PeerCredentials {
+  /** 0 when the peer is in a PID namespace this process cannot see into. */
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * The credentials (getsockopt SO_PEERCRED) of the peer of the connected Unix
+ * socket `fd`. Throws NVGRE_ERR_NATIVE_SOCKET when `fd` is not one.
+ */
+export function peerCredentials(fd: number): PeerCredentials;
+
 /** A rate-limited report of dropped packets: the first of a kind per source, then at most once a minute. */
 export interface DropEvent {
   direction: 'from_vm' | 'from_underlay';

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify as toYaml } from 'yaml';
 import { Lab } from '../lab/netns.js';
 import { keyPath, rawRequest, type ApiClient, type ApiResponse } from './helpers/api.js';
 import { RD1, RD2, TestDaemon, baseConfig, createHostEnv, type HostEnv } from './helpers/daemon.js';
@@ -286,6 +287,43 @@ describe('a 100 MB body', () => {
     const ok = await api.post('/v1/lookup-records', rec());
     expect(ok.status).toBe(201);
     expect((await api.delete(keyPath('lookup-records', 6000, '10.0.1.150'))).status).toBe(200);
+  });
+});
+
+describe('YAML bodies: at most 128 KiB (the parser needs far more time and heap per byte than JSON)', () => {
+  const LIMIT = 128 * 1024;
+  /** The running policy as a YAML document of exactly `size` bytes (a comment pads it). */
+  const yamlOf = (size: number): Buffer => {
+    const text = toYaml(base);
+    const pad = size - Buffer.byteLength(text) - 2;
+    expect(pad).toBeGreaterThan(0);
+    return Buffer.from(`${text}#${'x'.repeat(pad)}\n`);
+  };
+
+  it('one byte over, with a declared length: 413 NVGRE_ERR_TOO_LARGE from the head, pointing to JSON', async () => {
+    const before = await snapshot();
+    const r = await rawRequest(env.socket, 'PUT', '/v1/policy', { 'content-type': 'application/yaml', 'content-length': LIMIT + 1 }, [yamlOf(LIMIT + 1)]);
+    expect(r.status, r.raw.toString()).toBe(413);
+    expect(r.body.error.code).toBe('NVGRE_ERR_TOO_LARGE');
+    expect(r.body.error.message).toContain(`larger than ${LIMIT} bytes, the limit for YAML: send larger documents as JSON`);
+    expectSame(before, await snapshot());
+  });
+
+  it('chunked (no length): 413 once the limit is passed', async () => {
+    const before = await snapshot();
+    const r = await rawRequest(env.socket, 'PUT', '/v1/policy', { 'content-type': 'application/yaml', 'transfer-encoding': 'chunked' }, [yamlOf(LIMIT + 1)], { chunked: true });
+    expect(r.status, r.raw.toString()).toBe(413);
+    expect(r.body.error.code).toBe('NVGRE_ERR_TOO_LARGE');
+    expectSame(before, await snapshot());
+  });
+
+  it('exactly at the limit: parsed and applied; JSON of the same size is not limited by it', async () => {
+    const y = await api.put('/v1/policy', yamlOf(LIMIT), { 'content-type': 'application/yaml' });
+    expect(y.status, y.raw.toString()).toBe(200);
+    const json = JSON.stringify(base);
+    const j = await api.put('/v1/policy', json + ' '.repeat(2 * LIMIT - json.length), { 'content-type': 'application/json' });
+    expect(j.status, j.raw.toString()).toBe(200);
+    expect((await api.get('/v1/policy')).body).toEqual(base);
   });
 });
 

@@ -4,7 +4,7 @@
 // and status, and the kernel-side effects that can be observed (PA on eth1,
 // provider routes, TAPs in the VM namespace).
 
-import { readFileSync, existsSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
@@ -12,6 +12,7 @@ import { Lab, ipIn, ipv4Addrs, nsExec, waitFor } from '../lab/netns.js';
 import { loadConfigFile } from '../src/config/index.js';
 import { keyPath, query, type ApiClient, type ApiResponse } from './helpers/api.js';
 import { RD1, RD2, TestDaemon, baseConfig, createHostEnv, type HostEnv } from './helpers/daemon.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const lab = new Lab(`nvapi${process.pid % 10000}-`);
 let env: HostEnv;
@@ -958,6 +959,56 @@ describe('POST /v1/config/save', () => {
     expectError(r, 400, 'NVGRE_ERR_BAD_REQUEST', 'relative.yaml');
     expect(existsSync(join(env.dir, 'relative.yaml'))).toBe(false);
     await reset();
+  });
+
+  describe('writes only into the config file\'s directory', () => {
+    const elsewhere = scratchDir('api-save');
+
+    it('refuses any other directory (400, naming the path and the directory) and writes nothing there', async () => {
+      const state = readFileSync(join(env.stateDir, 'policy.json'));
+      for (const path of [join(elsewhere, 'x.yaml'), join(env.stateDir, 'policy.json'), join(env.dir, '..', 'x.yaml'), '/x.yaml', `${env.dir}/`]) {
+        const r = await noChange(() => api.post('/v1/config/save', { path }));
+        expectError(r, 400, 'NVGRE_ERR_BAD_REQUEST', JSON.stringify(path), `config file's directory ${env.dir}`);
+      }
+      expect(readdirSync(elsewhere)).toEqual([]);
+      expect(readFileSync(join(env.stateDir, 'policy.json')).equals(state)).toBe(true);
+      expect(existsSync(join(env.dir, '..', 'x.yaml'))).toBe(false);
+    });
+
+    it('does not follow a symbolic link out of it: neither a linked directory nor a linked file', async () => {
+      symlinkSync(elsewhere, join(env.dir, 'out'));
+      writeFileSync(join(elsewhere, 'target.yaml'), 'kept\n');
+      symlinkSync(join(elsewhere, 'target.yaml'), join(env.dir, 'link.yaml'));
+      try {
+        const viaDir = await noChange(() => api.post('/v1/config/save', { path: join(env.dir, 'out', 'x.yaml') }));
+        expectError(viaDir, 400, 'NVGRE_ERR_BAD_REQUEST', "config file's directory");
+        const viaFile = await noChange(() => api.post('/v1/config/save', { path: join(env.dir, 'link.yaml') }));
+        expectError(viaFile, 400, 'NVGRE_ERR_BAD_REQUEST', 'link.yaml', 'is a symbolic link');
+        expect(readdirSync(elsewhere)).toEqual(['target.yaml']);
+        expect(readFileSync(join(elsewhere, 'target.yaml'), 'utf8')).toBe('kept\n');
+        expect(lstatSync(join(env.dir, 'link.yaml')).isSymbolicLink()).toBe(true);
+      } finally {
+        rmSync(join(env.dir, 'out'));
+        rmSync(join(env.dir, 'link.yaml'));
+        rmSync(join(elsewhere, 'target.yaml'));
+      }
+    });
+
+    it('replaces only a regular file: not the API socket, not a directory', async () => {
+      const sock = await noChange(() => api.post('/v1/config/save', { path: env.socket }));
+      expectError(sock, 400, 'NVGRE_ERR_BAD_REQUEST', 'is a socket');
+      expect(lstatSync(env.socket).isSocket()).toBe(true);
+      const dir = await noChange(() => api.post('/v1/config/save', { path: env.stateDir }));
+      expectError(dir, 400, 'NVGRE_ERR_BAD_REQUEST', 'is a directory');
+      expect(lstatSync(env.stateDir).isDirectory()).toBe(true);
+    });
+
+    it('a path that leads back into it is fine', async () => {
+      const path = join(env.stateDir, '..', 'again.yaml');
+      const r = await noChange(() => api.post('/v1/config/save', { path }));
+      expect(r.status, r.raw.toString()).toBe(200);
+      expect(await loadConfigFile(join(env.dir, 'again.yaml'))).toEqual((await api.get('/v1/policy')).body);
+    });
   });
 });
 

@@ -692,7 +692,7 @@ describe('status, reload, config', () => {
 describe('exit statuses', () => {
   const cases: [number, string, number][] = [
     [400, 'NVGRE_ERR_VSID_RANGE', EXIT.INVALID],
-    [403, 'NVGRE_ERR_PERMISSION', EXIT.INVALID],
+    [403, 'NVGRE_ERR_PERMISSION', EXIT.FORBIDDEN],
     [404, 'NVGRE_ERR_NOT_FOUND', EXIT.NOT_FOUND],
     [405, 'NVGRE_ERR_METHOD', EXIT.INTERNAL],
     [409, 'NVGRE_ERR_EXISTS', EXIT.CONFLICT],
@@ -750,6 +750,7 @@ describe('exit statuses', () => {
     expect(exitCodeForHttpStatus(409)).toBe(6);
     expect(exitCodeForHttpStatus(413)).toBe(7);
     expect(exitCodeForHttpStatus(415)).toBe(7);
+    expect(exitCodeForHttpStatus(403)).toBe(8);
     expect(exitCodeForHttpStatus(500)).toBe(1);
     expect(exitCodeForHttpStatus(504)).toBe(1);
     expect(new Set(EXIT_CODE_TABLE.map(([c]) => c)).size).toBe(EXIT_CODE_TABLE.length);

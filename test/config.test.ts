@@ -782,6 +782,27 @@ describe('YAML', () => {
     expect(e.message).toContain('unique');
   });
 
+  it('finds every duplicate key, in block and flow mappings at any depth, each with its position', () => {
+    const e = thrown(() => parseConfigText('host: {name: a}\nlookup_records:\n  - {vsid: 1, mac: x, vsid: 2}\n  - mac: x\n    mac: y\nhost: {}\n', 'p.yaml'));
+    expect(e.code).toBe('NVGRE_ERR_YAML');
+    expect(e.details!.map((d) => [d.line, d.column])).toEqual([
+      [3, 23],
+      [5, 5],
+      [6, 1],
+    ]);
+    expect(e.message).toBe('p.yaml:3:23: YAML error: Map keys must be unique (and 2 more YAML errors)');
+    // the same key in different mappings, and keys equal only as text, are not duplicates
+    expect(parseConfigText('a: {x: 1}\nb: {x: 1}\nc: {1: a, "1": b}\n')).toEqual({ a: { x: 1 }, b: { x: 1 }, c: { 1: 'b' } });
+  });
+
+  it('reports each of thousands of duplicate keys on one long line, at its own column', () => {
+    const n = 5000;
+    const text = `{${Array.from({ length: n }, (_, i) => `k${i % 2500}: 0`).join(', ')}}`;
+    const e = thrown(() => parseConfigText(text));
+    expect(e.details).toHaveLength(n - 2500);
+    expect(e.details![0]).toMatchObject({ line: 1, column: text.indexOf('k0', 1 + 1) + 1 });
+  });
+
   it('a JSON document of normal size goes through the YAML parser: duplicate keys are still refused', () => {
     const e = thrown(() => loadConfigText('{"host": {"name": "a", "name": "b"}}', 'nvgred.json'));
     expect(e.code).toBe('NVGRE_ERR_YAML');

@@ -3,12 +3,12 @@
 // speaks systemd's notify protocol: READY once up, WATCHDOG while its
 // workers live, RELOADING/READY around a reload, STOPPING at stop.
 
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, run } from '../lab/netns.js';
 import { packageRoot } from '../src/native.js';
+import { NotifyReceiver } from './helpers/notify.js';
 import { scratchDir } from './helpers/scratch.js';
 
 const root = packageRoot();
@@ -71,43 +71,18 @@ describe('make install', () => {
 describe('sd_notify protocol', () => {
   const lab = new Lab(`nvs${process.pid % 10000}-`);
   const socketPath = join(dir, 'notify.sock');
-  const received: Array<{ t: number; msg: string }> = [];
-  let receiver: ReturnType<typeof spawn>;
+  let receiver: NotifyReceiver;
 
   beforeAll(async () => {
     await Lab.cleanStale(lab.prefix);
     await lab.addNamespace('host');
     await lab.veth('host', 'eth1', 'host', 'eth1peer');
     await lab.up('host', 'eth1');
-    // A stand-in for systemd: a datagram socket printing what it receives.
-    receiver = spawn('python3', [
-      '-u',
-      '-c',
-      'import socket,sys,json,time\n' +
-        's=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\n' +
-        `s.bind(${JSON.stringify(socketPath)})\n` +
-        'print("bound")\n' +
-        'while True:\n' +
-        '  d=s.recv(4096)\n' +
-        '  print(json.dumps({"t":time.time(),"msg":d.decode()}))\n',
-    ]);
-    let buf = '';
-    await new Promise<void>((resolve) => {
-      receiver.stdout!.on('data', (chunk: Buffer) => {
-        buf += chunk.toString();
-        let nl;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (line === 'bound') resolve();
-          else received.push(JSON.parse(line));
-        }
-      });
-    });
+    receiver = await NotifyReceiver.start(socketPath);
   });
 
   afterAll(async () => {
-    receiver?.kill('SIGKILL');
+    receiver?.stop();
     expect((await lab.teardown()).errors).toEqual([]);
   });
 
@@ -126,10 +101,11 @@ describe('sd_notify protocol', () => {
     expect(stopped.code).toBe(0);
     await new Promise((r) => setTimeout(r, 200));
 
+    const received = receiver.received;
     const kinds = received.map((r) => r.msg.split('\n')[0]!.split('=')[0]);
     expect(kinds[0]).toBe('READY');
     expect(received[0]!.msg).toMatch(/^READY=1\nSTATUS=/);
-    const watchdogs = received.filter((r) => r.msg === 'WATCHDOG=1');
+    const watchdogs = receiver.watchdogs();
     expect(watchdogs.length).toBeGreaterThanOrEqual(3); // every 500 ms for ~2.4 s
     const reloading = kinds.indexOf('RELOADING');
     expect(reloading).toBeGreaterThan(kinds.indexOf('WATCHDOG'));

@@ -1,24 +1,50 @@
 // The control API: JSON over HTTP on a Unix socket (docs/api.md). Routing,
-// body limits and error mapping live here; every change goes through the
-// PolicyStore, which validates, applies and persists it.
+// authority, body limits, timeouts and error mapping live here; every
+// change goes through the PolicyStore, which validates, applies and
+// persists it. Who may do what, and which connection gives way when there
+// are too many, is connections.ts.
 
-import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { chmodSync, existsSync, lstatSync, mkdirSync, realpathSync, rmSync } from 'node:fs';
+import { createConnection, type Socket } from 'node:net';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { dirname, isAbsolute } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { decodeUtf8, parseConfigText } from '../config/index.js';
 import { isNvgreError, nvgreError, statusOf, type NvgreError } from '../errors.js';
 import { parseFilter, parseKey, resourceByPath, type Resource } from '../model/resources.js';
 import type { NativeCore } from '../native.js';
-import type { Logger, Logs } from '../daemon/log.js';
+import { LogThrottle, type Logger, type Logs } from '../daemon/log.js';
 import type { PolicyStore } from '../daemon/store.js';
 import { writeFileAtomic } from '../daemon/state.js';
+import { Connections, isRead, mayChange, type Caller } from './connections.js';
 import { streamEvents, type EventBus, type StreamOptions } from './events.js';
 import { resolveNextHop } from './nexthop.js';
 import { statusOf as daemonStatus, type StatusSource } from './status.js';
 
 export const MAX_BODY_BYTES = 64 * 1024 * 1024;
+/**
+ * YAML bodies are parsed on the event loop, and the yaml package needs far
+ * more time and memory per byte than JSON.parse: the worst 128 KiB measured
+ * (a syntax error on every line) took 1.4 s of CPU and 105 MiB, 1 MiB of
+ * them 10 s and 800 MiB (docs/api.md). Larger documents are sent as JSON.
+ */
+export const MAX_YAML_BODY_BYTES = 128 * 1024;
+/** Open connections, event streams included (connections.ts: what gives way beyond). */
+export const MAX_CONNECTIONS = 64;
+/** Open event streams per class of caller (those that may change; those that may only read). */
+export const MAX_EVENT_STREAMS = 16;
+/** A request's headers must be in this long after the connection opened or its last response. */
+export const HEADERS_TIMEOUT_MS = 10_000;
+/** The whole request, body included (64 MiB over a Unix socket takes well under a second). */
+export const REQUEST_TIMEOUT_MS = 30_000;
+/** A kept-alive connection with no request is closed after this (Node's default). */
+export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/**
+ * A response the client takes nothing of for this long is abandoned: it
+ * stopped reading. (Node lets the first timeout after a write pass when that
+ * write made progress: such a client is dropped 15 to 30 s after it stopped.)
+ */
+export const SEND_TIMEOUT_MS = 15_000;
 
 export interface ApiContext extends StatusSource {
   store: PolicyStore;
@@ -33,22 +59,25 @@ export interface ApiContext extends StatusSource {
 
 type Reply = { status: number; body: unknown; yaml?: boolean };
 
-/** Read the whole body within the size limit, as UTF-8 text. */
-async function readBody(req: IncomingMessage): Promise<string> {
+/** Read the whole body within `limit` bytes, as UTF-8 text. */
+async function readBody(req: IncomingMessage, limit: number, what: string): Promise<string> {
+  const tooLarge = () => nvgreError('NVGRE_ERR_TOO_LARGE', `the request body is larger than ${limit} bytes${what}`);
   const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_BODY_BYTES) throw tooLarge();
+  if (declared > limit) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) throw tooLarge();
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw tooLarge();
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (isNvgreError(err)) throw err;
+    // The client went away, or took longer than REQUEST_TIMEOUT_MS: its fault, not ours.
+    throw nvgreError('NVGRE_ERR_BAD_REQUEST', `the request body was cut short after ${size} bytes: ${(err as Error).message}`);
   }
   return decodeUtf8(Buffer.concat(chunks), 'the request body');
-}
-
-function tooLarge(): NvgreError {
-  return nvgreError('NVGRE_ERR_TOO_LARGE', `the request body is larger than ${MAX_BODY_BYTES} bytes`);
 }
 
 function mediaType(req: IncomingMessage): string {
@@ -62,8 +91,11 @@ async function body(req: IncomingMessage, yamlAllowed = false): Promise<unknown>
   if (type !== 'application/json' && !isYaml) {
     throw nvgreError('NVGRE_ERR_MEDIA_TYPE', `content type ${type} is not accepted here: send application/json${yamlAllowed ? ' or application/yaml' : ''}`);
   }
-  const text = await readBody(req);
-  if (isYaml) return parseConfigText(text, 'the request body');
+  if (isYaml) {
+    const text = await readBody(req, MAX_YAML_BODY_BYTES, `, the limit for YAML: send larger documents as JSON (up to ${MAX_BODY_BYTES} bytes)`);
+    return parseConfigText(text, 'the request body');
+  }
+  const text = await readBody(req, MAX_BODY_BYTES, '');
   try {
     return JSON.parse(text);
   } catch (err) {
@@ -182,13 +214,45 @@ async function one(res: Resource, method: string, segments: string[], ctx: ApiCo
   throw methodNotAllowed(method, `/v1/${res.path}/…`, 'GET, PUT, PATCH, DELETE');
 }
 
+/**
+ * POST /v1/config/save: the running policy as a config file, over the
+ * daemon's config file or as another file in its directory, and nowhere
+ * else: the daemon may run as root. The file is written by its directory's
+ * real path, so a symbolic link on the way cannot lead out of it, and an
+ * existing file is replaced only if it is a regular file (not a link, a
+ * socket, a directory).
+ */
 function saveConfig(store: PolicyStore, request: unknown): { path: string } {
   const path = (request as { path?: unknown } | null)?.path ?? store.configFile;
   if (typeof path !== 'string' || !isAbsolute(path)) {
     throw nvgreError('NVGRE_ERR_BAD_REQUEST', `path: ${JSON.stringify(path)} must be an absolute file path`);
   }
+  const configDir = dirname(resolve(store.configFile));
+  const outside = () =>
+    nvgreError('NVGRE_ERR_BAD_REQUEST', `path: ${JSON.stringify(path)} is not a file in the config file's directory ${configDir}: the daemon saves nowhere else (nvgrectl config save FILE writes elsewhere as you)`);
+  const name = basename(path);
+  if (path.endsWith('/') || name === '.' || name === '..') throw outside();
+  let dir: string;
   try {
-    writeFileAtomic(path, renderConfig(store.policy), 0o640);
+    dir = realpathSync(dirname(path));
+    if (dir !== realpathSync(configDir)) throw outside();
+  } catch (err) {
+    if (isNvgreError(err)) throw err;
+    throw outside();
+  }
+  const target = join(dir, name);
+  let existing: ReturnType<typeof lstatSync> | undefined;
+  try {
+    existing = lstatSync(target);
+  } catch {
+    // a new file
+  }
+  if (existing && !existing.isFile()) {
+    const kind = existing.isSymbolicLink() ? 'a symbolic link' : existing.isDirectory() ? 'a directory' : existing.isSocket() ? 'a socket' : 'not a regular file';
+    throw nvgreError('NVGRE_ERR_BAD_REQUEST', `path: ${JSON.stringify(path)} is ${kind}: config save replaces only a regular file`);
+  }
+  try {
+    writeFileAtomic(target, renderConfig(store.policy), 0o640);
   } catch (err) {
     throw nvgreError('NVGRE_ERR_IO', `cannot write ${path}: ${(err as Error).message}`);
   }
@@ -238,39 +302,103 @@ async function clearStaleSocket(path: string): Promise<void> {
   rmSync(path, { force: true });
 }
 
+/**
+ * The caller on `socket`, from the kernel (SO_PEERCRED). Node has no API for
+ * a Unix socket peer's credentials; the accepted socket's descriptor is its
+ * libuv handle's `fd` (internal, but present on Linux since Node's early
+ * versions and in Node 20; test/api-permissions.test.ts would catch its
+ * loss). It is read once, at accept, while the socket is certainly open.
+ * Without it the caller is unknown, and may only read.
+ */
+function peerOf(core: NativeCore, socket: Socket, log: Logger): Caller | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  try {
+    if (typeof fd !== 'number' || fd < 0) throw new Error(`no file descriptor (${String(fd)})`);
+    return core.peerCredentials(fd);
+  } catch (err) {
+    log.error({ err }, "cannot read an API caller's credentials: the connection may only read");
+    return undefined;
+  }
+}
+
+function forbidden(caller: Caller | undefined, method: string, path: string): NvgreError {
+  const who = caller ? `uid ${caller.uid} (pid ${caller.pid})` : 'a caller whose credentials could not be read';
+  const daemonUid = process.geteuid?.() ?? 0;
+  const allowed = daemonUid === 0 ? 'root (uid 0)' : `root (uid 0) or the daemon's user (uid ${daemonUid})`;
+  return nvgreError('NVGRE_ERR_PERMISSION', `${method} ${path}: ${who} may only read; changes need ${allowed}`);
+}
+
+/** Answer, then close the connection once the answer is out (a body, if any, is left unread). */
+function sendAndClose(req: IncomingMessage, res: ServerResponse, reply: Reply): void {
+  // The response is written on a later tick: closing at once could lose it.
+  res.setHeader('connection', 'close');
+  res.once('finish', () => req.destroy());
+  send(res, reply);
+}
+
 export async function serveApi(ctx: ApiContext, socketPath: string): Promise<Server> {
   mkdirSync(dirname(socketPath), { recursive: true, mode: 0o750 });
   await clearStaleSocket(socketPath);
-  const server = createServer((req, res) => {
-    if (isEventsPath(req.url) && req.method === 'GET' && ctx.events) {
-      const url = new URL(req.url ?? '/', 'http://nvgred');
-      if ([...url.searchParams.keys()].length) {
-        send(res, errorReply(nvgreError('NVGRE_ERR_BAD_REQUEST', `${url.pathname} takes no query parameters (filter the stream's events yourself)`), ctx.log));
+  // A caller (uid) that keeps being refused or shed gets one log line a minute.
+  const throttle = new LogThrottle(60_000);
+  const connections = new Connections(
+    { maxConnections: MAX_CONNECTIONS, maxStreams: MAX_EVENT_STREAMS },
+    (socket) => peerOf(ctx.core, socket, ctx.log),
+    (caller, busy) => {
+      const suppressed = throttle.take(`shed ${caller?.uid}`);
+      if (suppressed === undefined) return;
+      ctx.log.warn({ uid: caller?.uid ?? null, pid: caller?.pid ?? null, busy, suppressed }, `closed an API connection: ${MAX_CONNECTIONS} are open and this caller holds the most`);
+    },
+  );
+  const server = createServer(
+    { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
+    (req, res) => {
+      connections.begin(req.socket, res);
+      const caller = connections.caller(req.socket);
+      if (!isRead(req.method) && !mayChange(caller)) {
+        const err = forbidden(caller, req.method ?? '?', (req.url ?? '/').split('?')[0]!);
+        if (throttle.take(`refused ${caller?.uid}`) !== undefined) ctx.log.warn({ uid: caller?.uid ?? null, pid: caller?.pid ?? null }, err.message);
+        sendAndClose(req, res, errorReply(err, ctx.log));
         return;
       }
-      streamEvents(ctx.events, req, res, ctx.eventStream);
-      return;
-    }
-    route(ctx, req).then(
-      (reply) => send(res, reply),
-      (err: unknown) => {
-        const reply = errorReply(err, ctx.log);
-        // A body that was refused part way: answer, then stop reading it,
-        // once the answer is out (the response is written on a later tick:
-        // closing the connection at once could lose it).
-        if (reply.status === 413) {
-          res.setHeader('connection', 'close');
-          res.once('finish', () => req.destroy());
+      if (isEventsPath(req.url) && req.method === 'GET' && ctx.events) {
+        const url = new URL(req.url ?? '/', 'http://nvgred');
+        if ([...url.searchParams.keys()].length) {
+          send(res, errorReply(nvgreError('NVGRE_ERR_BAD_REQUEST', `${url.pathname} takes no query parameters (filter the stream's events yourself)`), ctx.log));
+          return;
         }
-        send(res, reply);
-      },
-    );
+        if (!connections.openStream(req.socket, res)) {
+          const cls = mayChange(caller) ? 'root and the daemon\'s user' : 'callers that may only read';
+          send(res, errorReply(nvgreError('NVGRE_ERR_UNAVAILABLE', `too many event streams: ${MAX_EVENT_STREAMS} are open for ${cls}; close one and retry`), ctx.log));
+          return;
+        }
+        streamEvents(ctx.events, req, res, ctx.eventStream);
+        return;
+      }
+      route(ctx, req).then(
+        (reply) => send(res, reply),
+        (err: unknown) => {
+          const reply = errorReply(err, ctx.log);
+          // A body that was refused part way: stop reading it.
+          if (reply.status === 413) sendAndClose(req, res, reply);
+          else send(res, reply);
+        },
+      );
+    },
+  );
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  // Fires after SEND_TIMEOUT_MS without a byte moving either way. Only a
+  // connection with output waiting is closed: a request still being worked
+  // on is not the client's fault, and idle ones have their own timeouts.
+  server.setTimeout(SEND_TIMEOUT_MS, (socket: Socket) => {
+    if (socket.writableLength > 0) socket.destroy();
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+  server.on('connection', (socket: Socket) => connections.add(socket));
+  await new Promise<void>((done, fail) => {
+    server.once('error', fail);
     server.listen(socketPath, () => {
-      server.off('error', reject);
-      resolve();
+      server.off('error', fail);
+      done();
     });
   });
   chmodSync(socketPath, 0o660);

@@ -703,8 +703,9 @@ const CONFIG: ObjectDef = {
   about: 'the policy as a config file: check a file, save or show the running policy',
   notes: [
     '"config check" validates a file locally (no daemon needed) and prints "FILE: ok" or each error.',
-    '"config save" without FILE makes the daemon rewrite its own config file; with FILE the running',
-    'policy is written to FILE atomically; "-" writes it to stdout.',
+    '"config save" without FILE makes the daemon rewrite its own config file (a change: root or the',
+    'daemon\'s user); with FILE nvgrectl writes the running policy to FILE atomically, with your own',
+    'permissions; "-" writes it to stdout.',
   ],
   commands: {
     check: {

@@ -13,7 +13,7 @@ export const EXIT = {
   USAGE: 2,
   /** Cannot reach the daemon: socket missing, connection refused, permission denied. */
   UNREACHABLE: 3,
-  /** Invalid request or policy: HTTP 400/403/other 4xx, `config check` failure, reload of a bad file. */
+  /** Invalid request or policy: HTTP 400/other 4xx, `config check` failure, reload of a bad file. */
   INVALID: 4,
   /** No such entry: HTTP 404. */
   NOT_FOUND: 5,
@@ -21,6 +21,8 @@ export const EXIT = {
   CONFLICT: 6,
   /** Too large or unsupported media type: HTTP 413, 415. */
   TOO_LARGE: 7,
+  /** Not permitted: HTTP 403, a change asked by a caller who may only read (changes need root or the daemon's user). */
+  FORBIDDEN: 8,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -35,6 +37,7 @@ export const EXIT_CODE_TABLE: readonly (readonly [ExitCode, string])[] = [
   [EXIT.NOT_FOUND, 'not found (HTTP 404)'],
   [EXIT.CONFLICT, 'already exists or conflict (HTTP 409)'],
   [EXIT.TOO_LARGE, 'too large or unsupported media type (HTTP 413, 415)'],
+  [EXIT.FORBIDDEN, "not permitted (HTTP 403): changes need root or the daemon's user"],
 ];
 
 /** The exit status for an HTTP response status. */
@@ -43,6 +46,7 @@ export function exitCodeForHttpStatus(status: number): ExitCode {
   if (status === 404) return EXIT.NOT_FOUND;
   if (status === 409) return EXIT.CONFLICT;
   if (status === 413 || status === 415) return EXIT.TOO_LARGE;
+  if (status === 403) return EXIT.FORBIDDEN;
   // 405: the client and the daemon disagree about the API (version skew): unexpected.
   if (status === 405) return EXIT.INTERNAL;
   if (status >= 400 && status < 500) return EXIT.INVALID;

@@ -1,8 +1,9 @@
 // YAML text -> plain JS value, strictly: YAML 1.2 core schema only, duplicate
 // keys are errors, one document per file, unknown tags are errors, and alias
-// expansion is bounded (no "billion laughs").
+// expansion is bounded (no "billion laughs"). Every step is linear in the
+// text: the control API parses YAML bodies on the event loop.
 
-import { Document, LineCounter, isAlias, isMap, isPair, isScalar, isSeq, parseDocument, type Node } from 'yaml';
+import { Document, LineCounter, isAlias, isMap, isPair, isScalar, isSeq, parseDocument, visit, type Node } from 'yaml';
 import { nvgreError, type FieldError } from '../errors.js';
 import type { PathSegment } from './path.js';
 
@@ -21,11 +22,35 @@ function where(source: string | undefined, line: number, col: number): string {
 }
 
 /** Operator hints for YAML traps in this file format, from the offending line. */
-function hintFor(text: string, line: number): string {
-  const src = text.split('\n', line)[line - 1] ?? '';
+function hintFor(text: string, lineCounter: LineCounter, line: number): string {
+  // The line by its start offset: splitting the text for each of many errors would be quadratic.
+  const start = lineCounter.lineStarts[line - 1] ?? text.length;
+  const end = text.indexOf('\n', start);
+  const src = text.slice(start, end < 0 ? text.length : end);
   // `next_hop: ::` or `fd00::` unquoted: a trailing ':' starts a mapping
   if (/:\s+[0-9A-Fa-f:]*::\s*(#.*)?$/.test(src)) return ' (quote IPv6 addresses that end in "::", e.g. next_hop: "::")';
   return '';
+}
+
+/**
+ * Offsets of the keys that repeat an earlier scalar key of their mapping.
+ * The yaml package's own check (`uniqueKeys`) compares each key with every
+ * earlier one: a 128 KiB flow mapping took 7 s, a blocked event loop. This
+ * is one pass with a set per mapping.
+ */
+function duplicateKeys(doc: Document): number[] {
+  const offsets: number[] = [];
+  visit(doc, {
+    Map(_, map) {
+      const seen = new Set<unknown>();
+      for (const pair of map.items) {
+        if (!isScalar(pair.key)) continue;
+        if (seen.has(pair.key.value)) offsets.push(pair.key.range?.[0] ?? 0);
+        else seen.add(pair.key.value);
+      }
+    },
+  });
+  return offsets;
 }
 
 /** Parse YAML text keeping the document, for error positions. Throws NVGRE_ERR_YAML. */
@@ -34,7 +59,7 @@ export function parseConfigDocument(text: string, source?: string): ParsedConfig
   const doc = parseDocument(text, {
     version: '1.2',
     schema: 'core',
-    uniqueKeys: true,
+    uniqueKeys: false, // checked below, in linear time
     merge: false,
     resolveKnownTags: false,
     intAsBigInt: false,
@@ -45,9 +70,16 @@ export function parseConfigDocument(text: string, source?: string): ParsedConfig
   });
 
   const problems: FieldError[] = [];
-  for (const e of [...doc.errors, ...doc.warnings]) {
-    const pos = e.linePos?.[0] ?? lineCounter.linePos(e.pos[0]);
-    const msg = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '') + hintFor(text, pos.line);
+  type Found = { offset: number; message: string; pos?: { line: number; col: number } };
+  const fromYaml = (e: (typeof doc.errors)[number]): Found => ({ offset: e.pos[0], message: e.message, ...(e.linePos ? { pos: e.linePos[0] } : {}) });
+  const errors: Found[] = [...doc.errors.map(fromYaml), ...duplicateKeys(doc).map((offset) => ({ offset, message: 'Map keys must be unique' }))];
+  const found = [...errors.sort((a, b) => a.offset - b.offset), ...doc.warnings.map(fromYaml)];
+  const hints = new Map<number, string>(); // many errors may share one (long) line
+  for (const e of found) {
+    const pos = e.pos ?? lineCounter.linePos(e.offset);
+    let hint = hints.get(pos.line);
+    if (hint === undefined) hints.set(pos.line, (hint = hintFor(text, lineCounter, pos.line)));
+    const msg = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '') + hint;
     problems.push({
       code: 'NVGRE_ERR_YAML',
       path: '',

@@ -54,3 +54,25 @@ export class Logs {
     return { level: this.root.level, components: Object.fromEntries([...this.components].map(([n, l]) => [n, l.level])) };
   }
 }
+
+/**
+ * At most one log line per key and interval: `take(key)` says whether to log
+ * now and, if so, how many were left out since the last line of that key.
+ */
+export class LogThrottle {
+  private readonly seen = new Map<string, { at: number; suppressed: number }>();
+
+  constructor(private readonly intervalMs: number) {}
+
+  /** The number suppressed since the key's last line, or undefined: do not log now. */
+  take(key: string, now = Date.now()): number | undefined {
+    const s = this.seen.get(key);
+    if (s && now - s.at < this.intervalMs) {
+      s.suppressed++;
+      return undefined;
+    }
+    if (this.seen.size > 4096) this.seen.clear(); // keys come from outside: keep the map bounded
+    this.seen.set(key, { at: now, suppressed: 0 });
+    return s?.suppressed ?? 0;
+  }
+}

@@ -110,7 +110,7 @@ export class TestDaemon {
     readonly env: HostEnv,
     public configPath: string,
     readonly args: string[] = [],
-    /** A command that runs the daemon's argv (e.g. nsenter into a mount namespace); it must exec it, so the PID is the daemon's. */
+    /** Run the daemon through this command line (each must exec the next: the PID stays the daemon's), e.g. nsenter into a mount namespace, or ['env', 'X=1', 'prlimit', '--nofile=256']. */
     readonly wrapper: string[] = [],
   ) {
     this.api = new ApiClient(env.socket);

@@ -53,6 +53,7 @@ exports! {
     "delRoute" => del_route,
     "nextHop" => next_hop,
     "sdNotify" => sd_notify,
+    "peerCredentials" => peer_credentials,
 }
 
 static DATAPLANE: Mutex<Option<Dataplane>> = Mutex::new(None);
@@ -328,6 +329,20 @@ fn sd_notify(args: &Args) -> JsResult<JsValue> {
     notify::sd_notify(&args.string(0)?, &args.string(1)?)
         .map(|_| JsValue::Undefined)
         .map_err(io_error("NVGRE_ERR_NATIVE_NOTIFY"))
+}
+
+/// `peerCredentials(fd)`: pid, uid and gid of the peer of a connected Unix
+/// socket (the control API decides what a caller may do by its uid).
+fn peer_credentials(args: &Args) -> JsResult<JsValue> {
+    let fd = args.u32(0)?;
+    let fd = i32::try_from(fd).map_err(|_| JsError::arg(format!("argument 0: {fd} is not a file descriptor")))?;
+    let cred = crate::io::peer_credentials(fd).map_err(io_error("NVGRE_ERR_NATIVE_SOCKET"))?;
+    Ok(JsValue::Object(vec![
+        // 0 when the peer is in a PID namespace this process cannot see into
+        ("pid", JsValue::U32(u32::try_from(cred.pid).unwrap_or(0))),
+        ("uid", JsValue::U32(cred.uid)),
+        ("gid", JsValue::U32(cred.gid)),
+    ]))
 }
 
 /// `nextHop(vsid, destination)`: what the router does with a packet from

@@ -34,6 +34,7 @@ use sys::{EventFd, Epoll};
 pub use events::{DropEvent, PanicEvent, Source};
 pub use attach::AttachSpec;
 pub use port::Device;
+pub use sys::peer_credentials;
 pub use tap::TapSpec;
 use attach::Attached;
 use port::Registration;

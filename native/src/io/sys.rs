@@ -16,6 +16,7 @@ extern "C" {
     pub fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
     pub fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
     pub fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int;
+    pub fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int;
     pub fn sendto(fd: c_int, buf: *const c_void, len: usize, flags: c_int, addr: *const c_void, alen: socklen_t) -> isize;
     pub fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize;
     pub fn bind(fd: c_int, addr: *const c_void, len: socklen_t) -> c_int;
@@ -64,6 +65,7 @@ pub const SO_SNDBUF: c_int = 7;
 pub const SO_RCVBUFFORCE: c_int = 33;
 pub const SO_SNDBUFFORCE: c_int = 32;
 pub const SO_ATTACH_FILTER: c_int = 26;
+pub const SO_PEERCRED: c_int = 17;
 pub const IPPROTO_IP: c_int = 0;
 pub const IPPROTO_GRE: c_int = 47;
 pub const IP_HDRINCL: c_int = 3;
@@ -307,6 +309,30 @@ pub struct epoll_event {
     pub data: u64,
 }
 
+/// `struct ucred`: who is at the other end of a Unix socket (`SO_PEERCRED`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ucred {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The credentials the peer of the connected Unix socket `fd` had when it
+/// called connect() (the kernel records them then; they do not change
+/// after). `fd` is borrowed: the caller keeps it open during the call.
+pub fn peer_credentials(fd: RawFd) -> io::Result<ucred> {
+    let mut cred = ucred::default();
+    let mut len = std::mem::size_of::<ucred>() as socklen_t;
+    // SAFETY: `cred` and `len` are live locals the kernel writes at most
+    // `len` bytes into; a bad `fd` only makes the call fail (EBADF, ENOTSOCK).
+    cvt(unsafe { getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &mut cred as *mut ucred as *mut c_void, &mut len) })?;
+    if len as usize != std::mem::size_of::<ucred>() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("SO_PEERCRED returned {len} bytes")));
+    }
+    Ok(cred)
+}
+
 /// A syscall's `-1` becomes the thread's errno as an `io::Error`.
 pub fn cvt(r: c_int) -> io::Result<c_int> {
     if r < 0 {
@@ -470,3 +496,28 @@ pub fn control_data(ctl: &[u64; CONTROL_LEN / 8], len: usize, level: i32, ty: i3
     None
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn peer_credentials_of_a_socket_pair_are_this_process() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let cred = peer_credentials(a.as_raw_fd()).unwrap();
+        assert_eq!(cred.pid as u32, std::process::id());
+        // /proc/self belongs to this process's effective uid and gid.
+        let me = std::fs::metadata("/proc/self").unwrap();
+        assert_eq!((cred.uid, cred.gid), (me.uid(), me.gid()));
+    }
+
+    #[test]
+    fn peer_credentials_of_a_non_socket_fail() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert!(peer_credentials(f.as_raw_fd()).is_err());
+        assert!(peer_credentials(-1).is_err());
+    }
+}
