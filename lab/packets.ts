@@ -87,6 +87,26 @@ export function ipv4(src: string, dst: string, proto: number, payload: Buffer, o
   return Buffer.concat([h, payload]);
 }
 
+/** An Ethernet/IPv4 ARP request from `srcMac`/`srcIp` for `target`, broadcast; `pad` zero bytes after it. */
+export function arpRequest(srcMac: string, srcIp: string, target: string, pad = 0): Buffer {
+  const a = Buffer.alloc(28 + pad);
+  a.writeUInt16BE(1, 0); // Ethernet
+  a.writeUInt16BE(0x0800, 2); // IPv4
+  a[4] = 6;
+  a[5] = 4;
+  a.writeUInt16BE(1, 6); // request
+  parseMac(srcMac).copy(a, 8);
+  parseIpv4(srcIp).copy(a, 14);
+  parseIpv4(target).copy(a, 24);
+  return ethernet(srcMac, 'ff:ff:ff:ff:ff:ff', 0x0806, a);
+}
+
+/** `frame` with an 802.1Q tag of VLAN `vid` after its MACs. */
+export function tagged(frame: Buffer, vid: number): Buffer {
+  checkUint('vid', vid, 4095);
+  return Buffer.concat([frame.subarray(0, 12), Buffer.from([0x81, 0x00, vid >> 8, vid & 0xff]), frame.subarray(12)]);
+}
+
 /** An ICMP echo request (type 8, code 0) with its checksum. `data` defaults to none. */
 export function icmpEcho(ident: number, seq: number, data: Buffer = Buffer.alloc(0)): Buffer {
   checkUint('ident', ident, 0xffff);

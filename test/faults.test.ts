@@ -12,7 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ipIn, metricDelta, ping, scrapeMetrics, sendFrames, sleep, waitFor, type Scrape } from '../lab/netns.js';
-import { ethernet, ipv4, parseIpv4, parseMac } from '../lab/packets.js';
+import { arpRequest, ethernet, ipv4, parseMac, tagged } from '../lab/packets.js';
 import { configureVms, paOf, setUpLab, vm, type Daemon } from '../lab/topology.js';
 import { ApiClient } from './helpers/api.js';
 import { scratchDir } from './helpers/scratch.js';
@@ -73,23 +73,12 @@ function malformedFrames(): Buffer[] {
   const me = vm('fabrikam1');
   const other = vm('fabrikam2');
   const bytes = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 131 + seed * 17) & 0xff));
-  const arp = (target: string, pad: number) => {
-    const a = Buffer.alloc(28);
-    a.writeUInt16BE(1, 0);
-    a.writeUInt16BE(0x0800, 2);
-    a[4] = 6;
-    a[5] = 4;
-    a.writeUInt16BE(1, 6);
-    parseMac(me.mac).copy(a, 8);
-    parseIpv4(me.ip).copy(a, 14);
-    parseIpv4(target).copy(a, 24);
-    return ethernet(me.mac, 'ff:ff:ff:ff:ff:ff', 0x0806, Buffer.concat([a, Buffer.alloc(pad)]));
-  };
+  const arp = (target: string, pad: number) => arpRequest(me.mac, me.ip, target, pad);
   const udp = ipv4(me.ip, other.ip, 17, bytes(40, 1));
   const badIhl = Buffer.from(udp);
   badIhl[0] = 0x4f;
   const truncatedIp = ethernet(me.mac, other.mac, 0x0800, udp.subarray(0, 12));
-  const vlan = Buffer.concat([parseMac(other.mac), parseMac(me.mac), Buffer.from([0x81, 0x00, 0, 5, 0x08, 0x00]), udp]);
+  const vlan = tagged(ethernet(me.mac, other.mac, 0x0800, udp), 5);
   const badArp = Buffer.concat([arp('10.0.1.150', 0).subarray(0, 14 + 4), Buffer.from([7, 4]), bytes(26, 6)]); // hardware address length 7
   const shortArp = arp('10.0.1.150', 0).subarray(0, 14 + 10);
   return [

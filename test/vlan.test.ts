@@ -12,7 +12,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ipIn, metricDelta, ping, run, scrapeMetrics, sendFrames, sleep, tcpTransfer } from '../lab/netns.js';
-import { ethernet, icmpEcho, ipv4, nvgre, parseIpv4, parseMac } from '../lab/packets.js';
+import { arpRequest, ethernet, icmpEcho, ipv4, nvgre, tagged } from '../lab/packets.js';
 import { UNDERLAY_NS, paOf, setUpLab, underlayPort, vm } from '../lab/topology.js';
 import { keyPath } from './helpers/api.js';
 import { TestDaemon, baseConfig, createHostEnv, type HostEnv } from './helpers/daemon.js';
@@ -50,10 +50,8 @@ describe('one host: the VLAN on the wire', () => {
   function pingFrame(vid: number | undefined, seq: number): Buffer {
     const inner = ethernet('60:00:60:00:02:03', '60:00:60:00:01:01', 0x0800, ipv4('10.0.1.103', '10.0.1.101', 1, icmpEcho(7, seq, Buffer.from('vlan'))));
     const packet = nvgre('192.168.0.33', '192.168.0.22', 6000, 0, inner);
-    const untagged = ethernet(PEER_MAC, eth1Mac, 0x0800, packet);
-    if (vid === undefined) return untagged;
-    const tag = Buffer.from([0x81, 0x00, vid >> 8, vid & 0xff]);
-    return Buffer.concat([untagged.subarray(0, 12), tag, untagged.subarray(12)]);
+    const frame = ethernet(PEER_MAC, eth1Mac, 0x0800, packet);
+    return vid === undefined ? frame : tagged(frame, vid);
   }
 
   const decapsulated = (before: Map<string, number>, after: Map<string, number>) => metricDelta(before, after, 'nvgre_decap_packets_total');
@@ -80,20 +78,10 @@ describe('one host: the VLAN on the wire', () => {
   });
 
   it('answers ARP for the PA on its VLAN, tagged', async () => {
-    const arp = Buffer.alloc(28);
-    arp.writeUInt16BE(1, 0);
-    arp.writeUInt16BE(0x0800, 2);
-    arp[4] = 6;
-    arp[5] = 4;
-    arp.writeUInt16BE(1, 6);
-    parseMac(PEER_MAC).copy(arp, 8);
-    parseIpv4('192.168.0.33').copy(arp, 14);
-    parseIpv4('192.168.0.22').copy(arp, 24);
-    const request = ethernet(PEER_MAC, 'ff:ff:ff:ff:ff:ff', 0x0806, arp);
-    const tagged = Buffer.concat([request.subarray(0, 12), Buffer.from([0x81, 0x00, 0, 100]), request.subarray(12)]);
+    const request = tagged(arpRequest(PEER_MAC, '192.168.0.33', '192.168.0.22'), 100);
     const file = join(env.dir, 'arp.pcap');
     const cap = await lab.capture(env.host, 'eth1peer', file);
-    await sendFrames(env.host, 'eth1peer', [tagged]);
+    await sendFrames(env.host, 'eth1peer', [request]);
     await sleep(500);
     await lab.stop(cap, { signal: 'SIGINT', timeoutMs: 10_000 });
     const answers = await frames(file, 'arp.opcode == 2', ['vlan.id', 'arp.src.proto_ipv4', 'arp.src.hw_mac']);

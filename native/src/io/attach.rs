@@ -18,6 +18,7 @@
 //! stopped) the adapter is down again. nvgred never deletes it.
 
 use super::netlink::{self, LinkEvent};
+use super::packet;
 use super::port::{vnet_frame, Device, Health, Registration};
 use super::steering::Steering;
 use super::sys::*;
@@ -122,7 +123,7 @@ impl Attached {
     /// Open one socket per worker on `ifindex` and wait on them.
     fn open(&self, ifindex: u32) -> io::Result<()> {
         let queues = self.reg.queues();
-        let sockets = (0..queues).map(|_| packet_socket(ifindex)).collect::<io::Result<Vec<_>>>()?;
+        let sockets = (0..queues).map(|_| packet::open(ifindex, |_| Ok(()))).collect::<io::Result<Vec<_>>>()?;
         if queues > 1 {
             for s in &sockets {
                 join_fanout(s, self.group, self.steering.as_deref())?;
@@ -166,14 +167,7 @@ impl Device for Attached {
 
     fn recv(&self, queue: usize, bufs: &mut [PacketBuf]) -> io::Result<usize> {
         let Some(sock) = self.socket(queue) else { return Ok(0) };
-        let mut iovs: Vec<iovec> = bufs
-            .iter_mut()
-            .map(|b| {
-                b.reset();
-                let spare = b.spare_mut();
-                iovec { base: spare.as_mut_ptr().cast(), len: spare.len() }
-            })
-            .collect();
+        let mut iovs = spare_iovecs(bufs);
         let mut msgs: Vec<mmsghdr> = iovs.iter_mut().map(|iov| mmsg(iov, None)).collect();
         // SAFETY: every message's iovec points at its buffer's spare room, which outlives the call.
         let got = unsafe { recvmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, MSG_DONTWAIT, std::ptr::null_mut()) };
@@ -219,45 +213,17 @@ impl Drop for Attached {
     }
 }
 
-const SOL_PACKET: i32 = 263;
-const ETH_P_ALL: u16 = 0x0003;
-const PACKET_FANOUT: i32 = 18;
-const PACKET_VNET_HDR: i32 = 15;
-const PACKET_QDISC_BYPASS: i32 = 20;
-const PACKET_FANOUT_DATA: i32 = 22;
-const PACKET_IGNORE_OUTGOING: i32 = 23;
 const PACKET_FANOUT_HASH: u32 = 0;
 const PACKET_FANOUT_EBPF: u32 = 7;
-
-fn set(fd: &OwnedFd, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: `value` is a live i32 of the length given.
-    cvt(unsafe { setsockopt(fd.as_raw_fd(), SOL_PACKET, name, &value as *const i32 as *const _, 4) }).map(drop)
-}
-
-/// A packet socket for every frame of `ifindex`, with virtio-net headers.
-fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
-    // SAFETY: no pointers; a new descriptor or -1.
-    let fd = owned(unsafe { socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL.to_be() as i32) })
-        .map_err(|e| annotate(e, "opening a packet socket (needs CAP_NET_RAW)"))?;
-    set(&fd, PACKET_VNET_HDR, 1)?;
-    set(&fd, PACKET_QDISC_BYPASS, 1)?;
-    set(&fd, PACKET_IGNORE_OUTGOING, 1).map_err(|e| annotate(e, "PACKET_IGNORE_OUTGOING (Linux 4.20)"))?;
-    // Room for a burst of 64 KB segments between two wake-ups (FORCE needs CAP_NET_ADMIN).
-    set_socket_buffers(&fd)?;
-    let addr = sockaddr_ll { family: AF_PACKET as u16, protocol: ETH_P_ALL.to_be(), ifindex: ifindex as i32, hatype: 0, pkttype: 0, halen: 0, addr: [0; 8] };
-    // SAFETY: `addr` is a valid sockaddr_ll of the length given.
-    cvt(unsafe { bind(fd.as_raw_fd(), &addr as *const _ as *const _, std::mem::size_of::<sockaddr_ll>() as u32) })?;
-    Ok(fd)
-}
 
 /// Join the port's fanout group: frames spread over its sockets by the
 /// steering program (a flow's FlowID picks the worker), or by the kernel's
 /// flow hash without it.
 fn join_fanout(fd: &OwnedFd, group: u16, steering: Option<&Steering>) -> io::Result<()> {
     let mode = if steering.is_some() { PACKET_FANOUT_EBPF } else { PACKET_FANOUT_HASH };
-    set(fd, PACKET_FANOUT, (group as u32 | mode << 16) as i32).map_err(|e| annotate(e, "joining a fanout group"))?;
+    packet::set(fd, packet::PACKET_FANOUT, (group as u32 | mode << 16) as i32).map_err(|e| annotate(e, "joining a fanout group"))?;
     if let Some(s) = steering {
-        set(fd, PACKET_FANOUT_DATA, s.fd()).map_err(|e| annotate(e, "steering a fanout group"))?;
+        packet::set(fd, packet::PACKET_FANOUT_DATA, s.fd()).map_err(|e| annotate(e, "steering a fanout group"))?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod netlink;
 pub mod notify;
 mod bpf;
 mod gso;
+mod packet;
 mod panics;
 mod port;
 mod steering;

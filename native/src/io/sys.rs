@@ -521,3 +521,15 @@ mod tests {
         assert!(peer_credentials(-1).is_err());
     }
 }
+
+/// One iovec per buffer, over its free space after the headroom.
+pub fn spare_iovecs(bufs: &mut [crate::dp::PacketBuf]) -> Vec<iovec> {
+    bufs.iter_mut()
+        .map(|b| {
+            b.reset();
+            let spare = b.spare_mut();
+            iovec { base: spare.as_mut_ptr().cast(), len: spare.len() }
+        })
+        .collect()
+}
+

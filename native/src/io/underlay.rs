@@ -207,17 +207,6 @@ impl Underlay {
     }
 }
 
-/// One iovec per buffer, over its free space after the headroom.
-fn spare_iovecs(bufs: &mut [PacketBuf]) -> Vec<iovec> {
-    bufs.iter_mut()
-        .map(|b| {
-            b.reset();
-            let spare = b.spare_mut();
-            iovec { base: spare.as_mut_ptr().cast(), len: spare.len() }
-        })
-        .collect()
-}
-
 /// recvmmsg without blocking; an empty socket is 0 packets.
 fn recv(fd: RawFd, msgs: &mut [mmsghdr]) -> io::Result<usize> {
     let got = unsafe { recvmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, MSG_DONTWAIT, ptr::null_mut()) };

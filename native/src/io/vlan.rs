@@ -19,6 +19,7 @@
 //! arrives untagged reaches the underlay sockets on the parent, and the core
 //! drops it as `wrong_vlan` (see `Snapshot::arrived_on_its_vlan`).
 
+use super::packet;
 use super::port::vnet_frame;
 use super::sys::*;
 use super::tap::{annotate, configure, open_tap, write_vnet_frame};
@@ -131,48 +132,31 @@ fn make(parent: &str, name: &str, vid: u16) -> io::Result<Shim> {
     Ok(Shim { name: name.to_string(), vid, ifindex, tap, sock, failed: AtomicBool::new(false) })
 }
 
-const SOL_PACKET: i32 = 263;
-const ETH_P_ALL: u16 = 0x0003;
-const PACKET_AUXDATA: i32 = 8;
-const PACKET_VNET_HDR: i32 = 15;
-const PACKET_QDISC_BYPASS: i32 = 20;
-const PACKET_IGNORE_OUTGOING: i32 = 23;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 
 /// A packet socket on `parent` for the frames of VLAN `vid` (a classic BPF
 /// filter on the tag the kernel took off), with virtio-net headers.
 fn vlan_socket(parent: u32, vid: u16) -> io::Result<OwnedFd> {
-    // SAFETY: no pointers; a new descriptor or -1.
-    let fd = owned(unsafe { socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL.to_be() as i32) })?;
-    let set = |level: i32, name: i32, value: i32| {
-        // SAFETY: `value` is a live i32 of the length given.
-        cvt(unsafe { setsockopt(fd.as_raw_fd(), level, name, &value as *const i32 as *const _, 4) }).map(drop)
-    };
-    set(SOL_PACKET, PACKET_VNET_HDR, 1)?;
-    set(SOL_PACKET, PACKET_AUXDATA, 1)?;
-    set(SOL_PACKET, PACKET_QDISC_BYPASS, 1)?;
-    set(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
-    set_socket_buffers(&fd)?;
-    // Ancillary loads (SKF_AD_OFF + n): the tag the kernel took off the frame.
-    const SKF_AD_VLAN_TAG: u32 = 0xffff_f000 + 44;
-    const SKF_AD_VLAN_TAG_PRESENT: u32 = 0xffff_f000 + 48;
-    let ins = |code: u16, jt: u8, jf: u8, k: u32| sock_filter { code, jt, jf, k };
-    let prog = [
-        ins(0x20, 0, 0, SKF_AD_VLAN_TAG_PRESENT), // ld [present]
-        ins(0x15, 0, 3, 1),                       // jeq #1, next, drop
-        ins(0x20, 0, 0, SKF_AD_VLAN_TAG),         // ld [tci]
-        ins(0x54, 0, 0, 0x0fff),                  // and #vid mask
-        ins(0x15, 1, 0, vid as u32),              // jeq #vid, accept, drop
-        ins(0x06, 0, 0, 0),                       // drop: ret #0
-        ins(0x06, 0, 0, u32::MAX),                // accept: ret #-1
-    ];
-    let fprog = sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() };
-    // SAFETY: `fprog` points at `prog`, both live for the call.
-    cvt(unsafe { setsockopt(fd.as_raw_fd(), SOL_SOCKET, SO_ATTACH_FILTER, &fprog as *const _ as *const _, std::mem::size_of::<sock_fprog>() as u32) })?;
-    let addr = sockaddr_ll { family: AF_PACKET as u16, protocol: ETH_P_ALL.to_be(), ifindex: parent as i32, hatype: 0, pkttype: 0, halen: 0, addr: [0; 8] };
-    // SAFETY: `addr` is a valid sockaddr_ll of the length given.
-    cvt(unsafe { bind(fd.as_raw_fd(), &addr as *const _ as *const _, std::mem::size_of::<sockaddr_ll>() as u32) })?;
-    Ok(fd)
+    packet::open(parent, |fd| {
+        packet::set(fd, packet::PACKET_AUXDATA, 1)?;
+        // Ancillary loads (SKF_AD_OFF + n): the tag the kernel took off the frame.
+        const SKF_AD_VLAN_TAG: u32 = 0xffff_f000 + 44;
+        const SKF_AD_VLAN_TAG_PRESENT: u32 = 0xffff_f000 + 48;
+        let ins = |code: u16, jt: u8, jf: u8, k: u32| sock_filter { code, jt, jf, k };
+        let prog = [
+            ins(0x20, 0, 0, SKF_AD_VLAN_TAG_PRESENT), // ld [present]
+            ins(0x15, 0, 3, 1),                       // jeq #1, next, drop
+            ins(0x20, 0, 0, SKF_AD_VLAN_TAG),         // ld [tci]
+            ins(0x54, 0, 0, 0x0fff),                  // and #vid mask
+            ins(0x15, 1, 0, vid as u32),              // jeq #vid, accept, drop
+            ins(0x06, 0, 0, 0),                       // drop: ret #0
+            ins(0x06, 0, 0, u32::MAX),                // accept: ret #-1
+        ];
+        let fprog = sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() };
+        // SAFETY: `fprog` points at `prog`, both live for the call.
+        cvt(unsafe { setsockopt(fd.as_raw_fd(), SOL_SOCKET, SO_ATTACH_FILTER, &fprog as *const _ as *const _, std::mem::size_of::<sock_fprog>() as u32) })
+            .map(drop)
+    })
 }
 
 /// The thread: wait, move what is waiting, until told to stop.
@@ -254,14 +238,7 @@ fn tag(b: &mut [u8], vid: u16) {
 
 /// What arrived on the parent tagged with the VLAN: up through the TAP, untagged.
 fn up(shim: &Shim, bufs: &mut [PacketBuf]) -> io::Result<usize> {
-    let mut iovs: Vec<iovec> = bufs
-        .iter_mut()
-        .map(|b| {
-            b.reset();
-            let spare = b.spare_mut();
-            iovec { base: spare.as_mut_ptr().cast(), len: spare.len() }
-        })
-        .collect();
+    let mut iovs = spare_iovecs(bufs);
     let mut control = vec![[0u64; CONTROL_LEN / 8]; bufs.len()];
     let mut msgs: Vec<mmsghdr> = iovs.iter_mut().zip(control.iter_mut()).map(|(iov, ctl)| with_control(mmsg(iov, None), ctl)).collect();
     // SAFETY: every message points at its buffer's spare room and its control buffer, live for the call.
@@ -274,7 +251,7 @@ fn up(shim: &Shim, bufs: &mut [PacketBuf]) -> io::Result<usize> {
     for i in 0..got {
         // The filter let only the VLAN through; the auxdata says so again.
         // struct tpacket_auxdata { u32 status, len, snaplen; u16 mac, net, vlan_tci, vlan_tpid; }
-        let aux = control_data(&control[i], msgs[i].hdr.controllen, SOL_PACKET, PACKET_AUXDATA).filter(|d| d.len() >= 18);
+        let aux = control_data(&control[i], msgs[i].hdr.controllen, packet::SOL_PACKET, packet::PACKET_AUXDATA).filter(|d| d.len() >= 18);
         let ours = aux.is_some_and(|d| {
             let status = u32::from_ne_bytes(d[0..4].try_into().unwrap());
             let tci = u16::from_ne_bytes([d[16], d[17]]);
