@@ -56,8 +56,9 @@ dist/.built: $(TS_SRC) node_modules/.installed
 
 build: $(ADDON) dist/.built
 
+# The dev profile: debug assertions and overflow checks on.
 test-native: .deps-apt
-	cd native && $(CARGO) test --release
+	cd native && $(CARGO) test
 
 # vitest only strips types: the tests are type-checked here first.
 test-js: build
