@@ -244,6 +244,7 @@ fn icmp_valid(frame: &[u8], what: &str) {
 /// segment with valid checksums, in sequence, together the original payload.
 pub fn segments(snap: &Snapshot, pkt: &[u8], pa: IpAddr, vsid: Vsid, off: Offload, segs: &[&PacketBuf]) {
     let inner = &pkt[dp::outer_header_len(pa)..];
+    assert_eq!(ip_end(inner), Some(inner.len()), "a large segment with bytes beyond its IP length is cut");
     let t = tcp(inner).expect("only TCP is segmented");
     let seq = TcpPacket::new_unchecked(&inner[t.at..]).seq_number();
     let mut payload = Vec::new();

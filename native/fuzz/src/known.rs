@@ -29,7 +29,8 @@ pub const KNOWN: &[Known] = &[
     Known { id: "probe-over-mtu", file: "src/check.rs", message: "a flow-4 probe of" },
     Known { id: "icmpv6-too-big-quote", file: "src/dp/icmp.rs", message: "dest is out of bounds" },
     Known { id: "probe-copy-overflow", file: "src/worker.rs", message: "out of range for slice of length 9216" },
-    Known { id: "offload-ignores-ip-length", file: "src/check.rs", message: "a decapsulated frame: an offload on a frame with bytes beyond its IP length" },
+    Known { id: "segment-buffer-overflow", file: "src/dp/offload.rs", message: "out of range for slice of length 9216" },
+    Known { id: "offload-ignores-ip-length", file: "src/check.rs", message: "with bytes beyond its IP length" },
 ];
 
 /// Hits per entry of [`KNOWN`] in this process.
