@@ -177,11 +177,11 @@ pub fn vm_action(snap: &Snapshot, port: PortId, before: &[u8], off: Offload, aft
                 Via::EchoReply => {
                     reply_to_sender(to, vsid);
                     assert_eq!(frame.len(), before.len(), "an echo reply keeps the request's length");
-                    icmp_valid(frame, "echo reply");
+                    icmp_valid(frame, "echo reply", false);
                 }
                 Via::NeighborAdvert => {
                     reply_to_sender(to, vsid);
-                    icmp_valid(frame, "neighbor advertisement");
+                    icmp_valid(frame, "neighbor advertisement", true);
                 }
                 Via::Decapsulated => panic!("a frame from a VM delivered as decapsulated"),
             }
@@ -198,7 +198,7 @@ pub fn vm_action(snap: &Snapshot, port: PortId, before: &[u8], off: Offload, aft
         Action::Reject { port: to, vsid, reason } => {
             reply_to_sender(to, vsid);
             assert_eq!(reason, DropReason::MtuExceeded);
-            icmp_valid(frame, "ICMP too big");
+            icmp_valid(frame, "ICMP too big", true);
         }
         Action::Encap { pa, vsid, routed } => {
             let inner = encapsulated(snap, frame, pa, vsid);
@@ -216,22 +216,27 @@ pub fn vm_action(snap: &Snapshot, port: PortId, before: &[u8], off: Offload, aft
     }
 }
 
-/// An IPv4 or IPv6 packet with ICMP the host wrote: whole headers, valid checksums.
-fn icmp_valid(frame: &[u8], what: &str) {
+/// An IPv4 or IPv6 packet with ICMP from the host: whole headers, valid
+/// checksums. One it `wrote` whole (an error, an advertisement) is exactly
+/// its IP length, and an ICMPv6 error fits the minimum MTU; an echo reply,
+/// written over the request, keeps whatever trailed it (Ethernet padding).
+fn icmp_valid(frame: &[u8], what: &str, wrote: bool) {
     let eth = EthernetFrame::new_checked(frame).unwrap_or_else(|_| panic!("{what}: Ethernet header"));
+    let l3 = eth.payload().len();
+    let length_ok = |ip_len: usize| if wrote { ip_len == l3 } else { ip_len <= l3 };
     match eth.ethertype() {
         EtherType::Ipv4 => {
             let ip = Ipv4Packet::new_checked(eth.payload()).unwrap_or_else(|_| panic!("{what}: IPv4 header"));
             let repr = Ipv4Repr::parse(&ip).unwrap_or_else(|e| panic!("{what}: IPv4 header {e}"));
-            assert_eq!(repr.payload_len + IPV4_HEADER_LEN, eth.payload().len(), "{what}: IPv4 length");
+            assert!(length_ok(repr.payload_len + IPV4_HEADER_LEN), "{what}: IPv4 length {} in {l3} bytes", repr.payload_len + IPV4_HEADER_LEN);
             let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap_or_else(|_| panic!("{what}: ICMP header"));
             assert!(icmp.verify_checksum(), "{what}: ICMP checksum");
         }
         EtherType::Ipv6 => {
             let ip = Ipv6Packet::new_checked(eth.payload()).unwrap_or_else(|_| panic!("{what}: IPv6 header"));
             let repr = Ipv6Repr::parse(&ip).unwrap_or_else(|e| panic!("{what}: IPv6 header {e}"));
-            assert_eq!(repr.payload_len + IPV6_HEADER_LEN, eth.payload().len(), "{what}: IPv6 length");
-            assert!(eth.payload().len() <= 1280, "{what}: longer than the minimum IPv6 MTU");
+            assert!(length_ok(repr.payload_len + IPV6_HEADER_LEN), "{what}: IPv6 length {} in {l3} bytes", repr.payload_len + IPV6_HEADER_LEN);
+            assert!(!wrote || l3 <= 1280, "{what}: longer than the minimum IPv6 MTU");
             let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap_or_else(|_| panic!("{what}: ICMPv6 header"));
             assert!(icmp.verify_checksum(&repr.src_addr, &repr.dst_addr), "{what}: ICMPv6 checksum");
         }
