@@ -19,6 +19,8 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// `fuzz.sh`'s input limit for the wire target.
+const WIRE_MAX_LEN: usize = 8192;
 /// At most this many inputs per target from one capture.
 const FROM_PCAP: usize = 60;
 
@@ -151,6 +153,7 @@ fn vm_seeds(c: &mut Corpus, wire: &mut Vec<(u8, Vec<u8>)>) {
         ("no-translation", PORT_CONTOSO1, vec![(none, ping(c1, mac(NO_TRANSLATION.1), NO_TRANSLATION.0, 64))]),
         ("tcp-partial", PORT_CONTOSO1, vec![(partial_csum(&flow(100, 1, CONTOSO3)), flow(100, 1, CONTOSO3))]),
         ("tcp-gso", PORT_CONTOSO1, vec![(gso(&flow(5000, 1, CONTOSO3), 1000), flow(5000, 1, CONTOSO3))]),
+        ("tcp-gso-64k", PORT_CONTOSO1, vec![(gso(&flow(65334, 1, CONTOSO3), 1000), flow(65334, 1, CONTOSO3))]),
         ("tcp-gso-jumbo", PORT_CONTOSO1, vec![(gso(&flow(30000, 1, REMOTE_JUMBO), 9000), flow(30000, 1, REMOTE_JUMBO))]),
         (
             "tcp-gso-v6",
@@ -239,10 +242,13 @@ fn c3() -> MacAddr {
 fn wire_seeds(c: &mut Corpus, frames: &[(u8, Vec<u8>)]) {
     let mut seen = HashSet::new();
     let mut put = |c: &mut Corpus, format: u8, bytes: &[u8]| {
+        if bytes.len() >= WIRE_MAX_LEN {
+            return; // longer than the target reads
+        }
         let mut input = vec![format];
         input.extend_from_slice(bytes);
         if seen.insert(input.clone()) {
-            c.put("wire", &format!("test-{format:02}-{:03}", seen.len()), &input);
+            c.put("wire", &format!("test-{format:02}-{:016x}", fnv1a(&input)), &input);
         }
     };
     for (format, f) in frames {
@@ -287,6 +293,11 @@ fn wire_seeds(c: &mut Corpus, frames: &[(u8, Vec<u8>)]) {
     for text in ["60:00:60:00:01:01", "60-00-60-00-01-01", "600060000101"] {
         put(c, 12, text.as_bytes());
     }
+}
+
+/// A name for an input that stays the same while the input does.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn policy_seeds(c: &mut Corpus) {
