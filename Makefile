@@ -23,7 +23,7 @@ ADDON := native/build/nvgred.node
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml
 TS_SRC := $(shell find src lab bench -name '*.ts' 2>/dev/null) native/index.d.ts tsconfig.json
 
-.PHONY: all deps native build test test-native test-js lab bench bench-memory install uninstall clean
+.PHONY: all deps native build test test-native test-js test-fuzz fuzz fuzz-repro fuzz-seed lab bench bench-memory install uninstall clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -68,15 +68,40 @@ dist/.built: $(TS_SRC) node_modules/.installed
 
 build: $(ADDON) dist/.built
 
+# The dev profile: debug assertions and overflow checks on.
 test-native: .deps-apt
-	cd native && $(CARGO) test --release
+	cd native && $(CARGO) test
 
 # vitest only strips types: the tests are type-checked here first.
 test-js: build
 	npx tsc -p tsconfig.test.json
 	npx vitest run
 
-test: test-native test-js
+test: test-native test-js test-fuzz
+
+# Coverage-guided fuzzing of the packet core (native/fuzz/README.md), with
+# Debian's libFuzzer (and the clang it depends on), installed only for this.
+FUZZ_SECONDS ?= 60
+FUZZ_SHORT_SECONDS ?= 24
+.deps-fuzz: | .deps-apt
+	@dpkg -s libfuzzer-14-dev >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends libfuzzer-14-dev; }
+	@touch $@
+
+# Every target for FUZZ_SECONDS (or FUZZ_TARGETS only); the executions of each and in all.
+fuzz: .deps-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) native/fuzz/fuzz.sh run $(FUZZ_TARGETS)
+
+# What `make test` runs: the committed crash inputs replayed, then a short fuzz over the committed corpus.
+test-fuzz: .deps-fuzz
+	native/fuzz/fuzz.sh short $(FUZZ_SHORT_SECONDS)
+
+# Replay inputs: make fuzz-repro FUZZ_TARGET=vm_frames FUZZ_INPUT=native/fuzz/artifacts/vm_frames/crash-...
+fuzz-repro: .deps-fuzz
+	native/fuzz/fuzz.sh repro $(FUZZ_TARGET) $(abspath $(FUZZ_INPUT))
+
+# Rewrite the seed corpus from the core's test frames, and from a capture: make fuzz-seed PCAP=lab/out/underlay.pcap
+fuzz-seed:
+	native/fuzz/fuzz.sh seed $(if $(PCAP),$(abspath $(PCAP)))
 
 lab: build
 	node dist/lab/run.js
@@ -123,4 +148,4 @@ uninstall:
 	@echo "kept $(SYSCONFDIR)/nvgred and the nvgred user"
 
 clean:
-	rm -rf dist native/build native/target .deps-apt node_modules/.installed
+	rm -rf dist native/build native/target native/fuzz/target .deps-apt .deps-fuzz node_modules/.installed
