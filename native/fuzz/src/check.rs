@@ -2,7 +2,7 @@
 //! with what broke, and libFuzzer keeps the input. Headers are read back
 //! with the `wire` views, independently of how `dp` wrote them.
 
-use crate::worker::{Write, MAX_PACKET};
+use nvgred_native::dp::testkit::Recorder;
 use nvgred_native::dp::offload::{complete_checksum, Gso, Offload};
 use nvgred_native::dp::{self, Action, DropReason, Learned, Location, PacketBuf, PortId, RecordType, Snapshot, Tunnel, Via, Vsid};
 use nvgred_native::wire::*;
@@ -26,7 +26,8 @@ pub fn encapsulated<'a>(snap: &Snapshot, pkt: &'a [u8], pa: IpAddr, vsid: Vsid) 
         IpAddr::V4(_) => {
             let ip = Ipv4Packet::new_checked(pkt).expect("outer IPv4 header");
             let repr = Ipv4Repr::parse(&ip).expect("outer IPv4 header valid (version, checksum)");
-            assert_eq!(ip.total_len() as usize, pkt.len(), "outer IPv4 total length");
+            // A large segment longer than an IP packet is cut before it leaves: its length saturates until then.
+            assert_eq!(ip.total_len() as usize, pkt.len().min(u16::MAX as usize), "outer IPv4 total length");
             assert_eq!(ip.header_len() as usize, IPV4_HEADER_LEN, "outer IPv4 header length");
             assert!(repr.dont_frag, "outer IPv4 without DF");
             assert_eq!(repr.next_header, IpProtocol::Gre);
@@ -35,7 +36,7 @@ pub fn encapsulated<'a>(snap: &Snapshot, pkt: &'a [u8], pa: IpAddr, vsid: Vsid) 
         IpAddr::V6(_) => {
             let ip = Ipv6Packet::new_checked(pkt).expect("outer IPv6 header");
             let repr = Ipv6Repr::parse(&ip).expect("outer IPv6 header valid");
-            assert_eq!(repr.payload_len + IPV6_HEADER_LEN, pkt.len(), "outer IPv6 payload length");
+            assert_eq!(repr.payload_len, (pkt.len() - IPV6_HEADER_LEN).min(u16::MAX as usize), "outer IPv6 payload length");
             assert_eq!(repr.next_header, IpProtocol::Gre);
             (IPV6_HEADER_LEN, IpAddr::V6(repr.src_addr), IpAddr::V6(repr.dst_addr))
         }
@@ -193,7 +194,9 @@ pub fn vm_action(snap: &Snapshot, port: PortId, before: &[u8], off: Offload, aft
         Action::Probe { vsid, except } => {
             assert_eq!((vsid, except), (own_vsid, port), "probed within its VSID");
             assert!(snap.has_l2only(vsid), "a probe in a VSID without L2Only records");
-            assert_eq!(frame, before, "a probing ARP request is unchanged");
+            // The request alone crosses, whatever padding the VM added.
+            assert_eq!(frame, &before[..frame.len()], "a probing ARP request is the request");
+            assert_eq!(frame.len(), ETH + 28, "a probe carries the ARP request, not its padding");
         }
         Action::Reject { port: to, vsid, reason } => {
             reply_to_sender(to, vsid);
@@ -208,7 +211,8 @@ pub fn vm_action(snap: &Snapshot, port: PortId, before: &[u8], off: Offload, aft
                 assert_eq!(vsid, own_vsid, "switched out of its VSID");
                 assert_eq!(inner, before, "an encapsulated switched frame is the frame");
             }
-            assert_eq!(after.offload, off, "encapsulation keeps the offload");
+            // As the core took it: checked, the header length the frame's own.
+            assert_eq!(Some(after.offload), off.validated(before), "encapsulation keeps the (checked) offload");
             if off.gso == Gso::None {
                 fits(snap, pa, frame.len(), "an encapsulated frame");
             }
@@ -247,7 +251,7 @@ fn icmp_valid(frame: &[u8], what: &str, wrote: bool) {
 /// The segments cut from the encapsulated large segment `pkt` (to `pa`,
 /// offload `off`): each a whole NVGRE packet within the MTU carrying a TCP
 /// segment with valid checksums, in sequence, together the original payload.
-pub fn segments(snap: &Snapshot, pkt: &[u8], pa: IpAddr, vsid: Vsid, off: Offload, segs: &[&PacketBuf]) {
+pub fn segments(snap: &Snapshot, pkt: &[u8], pa: IpAddr, vsid: Vsid, off: Offload, segs: &[&[u8]]) {
     let inner = &pkt[dp::outer_header_len(pa)..];
     assert_eq!(ip_end(inner), Some(inner.len()), "a large segment with bytes beyond its IP length is cut");
     let t = tcp(inner).expect("only TCP is segmented");
@@ -256,7 +260,7 @@ pub fn segments(snap: &Snapshot, pkt: &[u8], pa: IpAddr, vsid: Vsid, off: Offloa
     for (k, s) in segs.iter().enumerate() {
         let what = format!("segment {k} of {}", segs.len());
         fits(snap, pa, s.len(), &what);
-        let frame = encapsulated(snap, s.frame(), pa, vsid);
+        let frame = encapsulated(snap, s, pa, vsid);
         let st = tcp(frame).unwrap_or_else(|| panic!("{what}: not TCP"));
         ip_whole(frame, &st, &what);
         assert!(tcp_checksum_ok(frame, &st), "{what}: TCP checksum");
@@ -342,49 +346,94 @@ pub fn underlay_action(snap: &Snapshot, v6: bool, before: &[u8], src: IpAddr, ds
     }
 }
 
-/// A TAP write of decapsulated frames `bufs[frames]`, or a report.
-pub fn tap_write(snap: &Snapshot, bufs: &[PacketBuf], actions: &[Action], sources: &[IpAddr], w: &Write, report: Option<Learned>) {
-    match *w {
-        Write::Frame { i } => {
-            if let Some(l) = report {
-                assert_eq!(l.provider_address, sources[i], "a report names the sender's PA");
-                assert_eq!(l.mac, EthernetFrame::new_unchecked(bufs[i].frame()).src_addr(), "the report is about the sender");
-                let Location::Remote(t) = location(snap, l) else { panic!("a report about a local VM from the underlay") };
-                assert_eq!(snap.tunnel(t).remote, sources[i], "a report from a PA other than the record's");
-                learnable(snap, l, Location::Remote(t));
-            }
-        }
-        Write::Merged { port, vsid, frames, buf } => {
-            assert!(!frames.is_empty(), "an empty merge");
-            for &i in frames {
-                assert_eq!(actions[i], Action::Deliver { port, vsid, via: Via::Decapsulated }, "merged for another port");
-            }
-            assert!(buf.len() <= MAX_PACKET);
-            if let [i] = *frames {
-                assert_eq!(buf.frame(), bufs[i].frame(), "a merge of one is that frame");
-                assert_eq!(buf.offload, bufs[i].offload, "a merge of one keeps its offload");
-                return;
-            }
-            let merged = buf.frame();
-            let t = tcp(merged).expect("a merge is TCP");
-            ip_whole(merged, &t, "a merged segment");
-            offload_for_vm(merged, buf.offload, "a merged segment");
-            assert_ne!(buf.offload.gso, Gso::None, "a merge of {} is a large segment", frames.len());
-            let mut payload = Vec::new();
-            for (k, &i) in frames.iter().enumerate() {
-                let f = bufs[i].frame();
-                let ft = tcp(f).expect("merged a frame that is not TCP");
-                assert_eq!(ft.hdr_len, t.hdr_len, "merged headers of another length");
-                let size = ft.end - ft.hdr_len;
-                if k == 0 {
-                    assert_eq!(size, buf.offload.gso_size as usize, "the segment size is the first segment's");
+/// What the pipeline made of a batch from a VM (`decided`: each frame and
+/// offload as the core left it): in frame order, an encapsulated frame leaves
+/// whole (its checksum finished), or whole for the kernel to cut, or as the
+/// segments cut from it; a probe as one copy per L2Only PA; each a whole
+/// NVGRE packet within the path MTU; learning reports about local VMs.
+pub fn vm_pipeline(snap: &Snapshot, actions: &[Action], decided: &[(Vec<u8>, Offload)], rec: &Recorder) {
+    let mut sent = rec.to_underlay.iter();
+    let dropped = |i: usize| rec.drops.iter().any(|&(f, _)| f == i);
+    for (i, (&action, (frame, off))) in actions.iter().zip(decided).enumerate() {
+        match action {
+            Action::Encap { pa, vsid, .. } if !dropped(i) => {
+                if off.gso == Gso::None {
+                    let (to, pkt, whole) = sent.next().expect("an encapsulated frame leaves");
+                    assert_eq!((*to, *whole), (pa, None), "frame {i} leaves to its PA, cut to the path");
+                    encapsulated(snap, pkt, pa, vsid);
+                    fits(snap, pa, pkt.len(), "an encapsulated frame");
+                    if let Some((start, offset)) = off.csum {
+                        let mut finished = frame.clone();
+                        complete_checksum(&mut finished[dp::outer_header_len(pa)..], start as usize, offset as usize);
+                        assert_eq!(pkt, &finished, "a checksum the VM left is finished on the way out");
+                    } else {
+                        assert_eq!(pkt, frame, "an encapsulated frame leaves as the core left it");
+                    }
+                } else if rec.kernel_segments && snap.pa_ifindex(pa).is_some_and(|x| x != 0) && frame.len() <= dp::MAX_KERNEL_SEGMENTED && off.csum.is_some() {
+                    let (_, pkt, whole) = sent.next().expect("a large segment leaves whole");
+                    assert_eq!(*whole, snap.pa_ifindex(pa), "out of its PA's interface");
+                    assert_eq!(pkt, frame, "a large segment leaves whole as the core left it");
                 } else {
-                    assert!(size <= buf.offload.gso_size as usize, "a merged segment longer than the first");
+                    let count = dp::offload::segment_count(frame.len() - dp::outer_header_len(pa), off);
+                    let segs: Vec<&[u8]> = (0..count).map(|_| sent.next().expect("every segment leaves").1.as_slice()).collect();
+                    segments(snap, frame, pa, vsid, *off, &segs);
                 }
-                payload.extend_from_slice(&f[ft.hdr_len..ft.end]);
             }
-            assert_eq!(&merged[t.hdr_len..], &payload[..], "the merge carries the segments' payloads in order");
+            Action::Probe { vsid, .. } => {
+                let subnet = snap.subnet(vsid).expect("a probe in a known VSID");
+                for &t in &subnet.l2only_tunnels {
+                    let tunnel = snap.tunnel(t);
+                    if tunnel.template.is_none() {
+                        continue; // no local PA of its family: dropped, counted
+                    }
+                    let (to, pkt, _) = sent.next().expect("a probe copy per L2Only PA");
+                    assert_eq!(*to, tunnel.remote, "a probe copy to its L2Only PA");
+                    let inner = encapsulated(snap, pkt, tunnel.remote, vsid);
+                    assert_eq!(inner, &frame[..], "a probe copy is the request");
+                    fits(snap, tunnel.remote, pkt.len(), "a flow-4 probe");
+                }
+            }
+            _ => {}
         }
+    }
+    assert!(sent.next().is_none(), "nothing else leaves");
+    for &l in &rec.learned {
+        assert!(snap.is_local_pa(l.provider_address), "reported at {}, not a local PA", l.provider_address);
+        learnable(snap, l, Location::Local);
+    }
+}
+
+/// The TCP payload of a frame, if it is TCP.
+fn tcp_payload(frame: &[u8]) -> Option<&[u8]> {
+    let t = tcp(frame)?;
+    frame.get(t.hdr_len..t.end)
+}
+
+/// What the pipeline made of a batch from the underlay (`delivered`: each
+/// packet as the core left it): every write to a VM is one it accepts
+/// (offload, checksums), merging loses and adds no TCP payload, and learning
+/// reports are about remote VMs at their record's PA.
+pub fn underlay_pipeline(snap: &Snapshot, actions: &[Action], delivered: &[Vec<u8>], rec: &Recorder) {
+    for (_, frame, off) in &rec.to_ports {
+        offload_for_vm(frame, *off, "a write to a VM");
+    }
+    let into: usize = actions
+        .iter()
+        .zip(delivered)
+        .filter(|(a, _)| matches!(a, Action::Deliver { via: Via::Decapsulated, .. }))
+        .filter_map(|(_, f)| tcp_payload(f).map(<[u8]>::len))
+        .sum();
+    let out: usize = rec
+        .to_ports
+        .iter()
+        .filter(|(_, f, _)| EthernetFrame::new_unchecked(&f[..]).ethertype() != EtherType::Arp)
+        .filter_map(|(_, f, _)| tcp_payload(f).map(<[u8]>::len))
+        .sum();
+    assert_eq!(out, into, "the TCP payload written to VMs is what was delivered");
+    for &l in &rec.learned {
+        let Location::Remote(t) = location(snap, l) else { panic!("a report about a local VM from the underlay") };
+        assert_eq!(snap.tunnel(t).remote, l.provider_address, "a report from a PA other than the record's");
+        learnable(snap, l, Location::Remote(t));
     }
 }
 

@@ -5,8 +5,6 @@
 //! - [`input`]: how a target's bytes become frames, packets and selectors
 //!   (and the writers the seed tool uses to build inputs);
 //! - [`reference`]: the one policy every packet is decided against;
-//! - [`worker`]: what `io/worker.rs` does between the decision and the
-//!   sockets (segmentation, checksums, probe copies, coalescing, learning);
 //! - [`check`]: the invariants every outcome must hold;
 //! - [`known`]: bugs found and reported but not fixed yet.
 
@@ -14,7 +12,6 @@ pub mod check;
 pub mod input;
 pub mod known;
 pub mod reference;
-pub mod worker;
 
 use std::sync::Once;
 

@@ -40,8 +40,9 @@ pub const UNKNOWN_PORT: PortId = 77;
 /// The outer addresses an IPv6 underlay input may carry, by selector.
 pub const V6_ADDRESSES: [&str; 5] = [REMOTE_V6, V6_PA, "fd00:192:168::11", "fe80::1", "::"];
 
+/// A local PA; its interface has an index (large segments may leave whole through it) when its MTU is large.
 fn pa(address: &str, prefix_len: u8, mtu: u16) -> ProviderAddress {
-    ProviderAddress { address: ip(address), prefix_len, mtu, ifindex: 0 }
+    ProviderAddress { address: ip(address), prefix_len, mtu, ifindex: if mtu > 1500 { 7 } else { 0 }, vlan_id: 0 }
 }
 
 fn with(vsid: Vsid, vm: (&str, &str), pa: &str, kind: RecordType, rule: Rule) -> LookupRecord {

@@ -35,7 +35,7 @@ pub use policy::{
     RoutingDomain, Rule, Vsid,
 };
 pub use encap::{encapsulate, flow_id, outer_header_len, FLOW_MIX};
-pub use pipeline::{Batch, Effects, Outgoing, Pipeline, EXTRA_POOL};
+pub use pipeline::{Batch, Effects, Outgoing, Pipeline, EXTRA_POOL, MAX_KERNEL_SEGMENTED};
 pub use tables::{FxMap, Location, NextHop, Reach, Record, Route, Snapshot, Tunnel, TunnelId};
 pub use underlay::{on_underlay_gre, on_underlay_packet};
 pub use vm::on_vm_frame;

@@ -144,25 +144,31 @@ struct Layout {
     hdr_len: usize,
 }
 
+/// The layout of a frame that is exactly one TCP segment: its IP length is
+/// the frame's (bytes beyond it would be summed into checksums and cut into
+/// segments as payload: such a frame gets no offload here).
 fn layout(frame: &[u8]) -> Option<Layout> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
-    let (v4, tcp) = match eth.ethertype() {
+    let (v4, tcp, end) = match eth.ethertype() {
         EtherType::Ipv4 => {
             let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
             if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 || ip.more_frags() {
                 return None;
             }
-            (true, ETH + ip.header_len() as usize)
+            (true, ETH + ip.header_len() as usize, ETH + ip.total_len() as usize)
         }
         EtherType::Ipv6 => {
             let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
             if ip.next_header() != IpProtocol::Tcp {
                 return None;
             }
-            (false, ETH + IPV6)
+            (false, ETH + IPV6, ETH + IPV6 + ip.payload_len() as usize)
         }
         _ => return None,
     };
+    if end != frame.len() {
+        return None;
+    }
     let t = TcpPacket::new_checked(frame.get(tcp..)?).ok()?;
     Some(Layout { v4, tcp, hdr_len: tcp + t.header_len() as usize })
 }

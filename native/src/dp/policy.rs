@@ -160,6 +160,17 @@ fn put_ip(out: &mut Vec<u8>, a: &IpAddr) {
     out.extend_from_slice(&raw);
 }
 
+/// VSIDs are 24 bits (RFC 7637); the core's index keys rely on it.
+pub const MAX_VSID: Vsid = 0xff_ffff;
+
+/// `a` with the bits past `len` cleared.
+fn masked(a: IpAddr, len: u8) -> IpAddr {
+    match a {
+        IpAddr::V4(v) => IpAddr::V4((u32::from(v) & u32::MAX.checked_shl(32 - len as u32).unwrap_or(0)).into()),
+        IpAddr::V6(v) => IpAddr::V6((u128::from(v) & u128::MAX.checked_shl(128 - len as u32).unwrap_or(0)).into()),
+    }
+}
+
 fn family(a: &IpAddr) -> u8 {
     if a.is_ipv4() {
         4
@@ -195,12 +206,24 @@ impl Policy {
             return Err(DecodeError(format!("policy buffer is {} bytes, counts say {expected}", buf.len())));
         }
 
+        // What the control plane validated is checked again where trusting it
+        // could break an index or an arithmetic: prefix lengths, host bits, 24-bit VSIDs.
+        let vsid_ok = |v: Vsid| if v <= MAX_VSID { Ok(v) } else { Err(DecodeError(format!("VSID {v} beyond 24 bits"))) };
+        let prefix_ok = |a: IpAddr, len: u8| {
+            let max = if a.is_ipv4() { 32 } else { 128 };
+            if len > max {
+                Err(DecodeError(format!("prefix length {len} for {a}")))
+            } else {
+                Ok(len)
+            }
+        };
         let mut provider_addresses = Vec::with_capacity(counts[0]);
         for _ in 0..counts[0] {
             let fam = c.u8();
             let prefix_len = c.u8();
             let mtu = u16::from_le_bytes(c.take(2).try_into().unwrap());
             let address = c.ip(fam)?;
+            let prefix_len = prefix_ok(address, prefix_len)?;
             let ifindex = c.u32();
             let vlan_id = u16::from_le_bytes(c.take(2).try_into().unwrap());
             c.take(2);
@@ -212,13 +235,17 @@ impl Policy {
             if routing_domain > MAX_ROUTING_DOMAIN {
                 return Err(DecodeError(format!("routing domain number {routing_domain} (at most {MAX_ROUTING_DOMAIN})")));
             }
-            let vsid = c.u32();
+            let vsid = vsid_ok(c.u32())?;
             let fam = c.u8();
             let prefix_len = c.u8();
             let on_link = c.u8() != 0;
             c.take(1);
             let metric = c.u32();
             let prefix = c.ip(fam)?;
+            let prefix_len = prefix_ok(prefix, prefix_len)?;
+            if masked(prefix, prefix_len) != prefix {
+                return Err(DecodeError(format!("route {prefix}/{prefix_len} has host bits set")));
+            }
             let next_hop = c.ip(fam)?;
             customer_routes.push(CustomerRoute {
                 routing_domain,
@@ -231,7 +258,7 @@ impl Policy {
         }
         let mut lookup_records = Vec::with_capacity(counts[2]);
         for _ in 0..counts[2] {
-            let vsid = c.u32();
+            let vsid = vsid_ok(c.u32())?;
             let ca_family = c.u8();
             let pa_family = c.u8();
             let rule = match c.u8() {
@@ -255,7 +282,7 @@ impl Policy {
         let mut ports = Vec::with_capacity(counts[3]);
         for _ in 0..counts[3] {
             let id = c.u32();
-            let vsid = c.u32();
+            let vsid = vsid_ok(c.u32())?;
             let mac = c.mac();
             c.take(2);
             ports.push(Port { id, vsid, mac });

@@ -441,3 +441,22 @@ fn nvgre_for_a_pa_on_a_vlan_is_taken_only_from_that_vlan() {
     // The encoding carries the VLAN.
     assert_eq!(Policy::decode(&p.encode()).unwrap(), p);
 }
+
+#[test]
+fn decode_refuses_what_would_break_an_index_or_an_arithmetic() {
+    let good = host1();
+    let refused = |p: Policy, what: &str| assert!(Policy::decode(&p.encode()).is_err(), "{what}");
+    let mut p = good.clone();
+    p.customer_routes[0].prefix_len = 33;
+    refused(p, "an IPv4 prefix longer than 32");
+    let mut p = good.clone();
+    p.customer_routes[0].prefix = ip("10.0.1.7");
+    refused(p, "a route with host bits");
+    let mut p = good.clone();
+    p.lookup_records[0].vsid = 0x100_0000;
+    refused(p, "a VSID beyond 24 bits");
+    let mut p = good.clone();
+    p.provider_addresses[0].prefix_len = 40;
+    refused(p, "a PA prefix longer than 32");
+    assert_eq!(Policy::decode(&good.encode()).unwrap(), good);
+}

@@ -1,24 +1,29 @@
-//! Frames from a VM port, as a worker reads a batch from a TAP (virtio-net
-//! header, then the frame): the decision, then what the worker does before
-//! the sockets (segments, checksums, probe copies, learning reports).
+//! Frames from a VM port, as a worker reads a batch (virtio-net header,
+//! then the frame): the decision, then the worker's pipeline (`dp::Pipeline`:
+//! segments, checksums, probe copies, learning reports) against a recorder
+//! instead of sockets.
 #![no_main]
 
-use nvgred_fuzz::{check, input, reference, worker};
+use nvgred_fuzz::{check, input, reference};
 use nvgred_native::dp::offload::Offload;
-use nvgred_native::dp::{self, Action, PacketBuf};
+use nvgred_native::dp::testkit::Recorder;
+use nvgred_native::dp::{self, Action, Batch, Counters, Direction, PacketBuf, Pipeline};
 use std::cell::RefCell;
 
-struct Batch {
+/// The largest frame a worker reads.
+const MAX_PACKET: usize = 65535 + 256;
+
+struct State {
     bufs: Vec<PacketBuf>,
     actions: Vec<Action>,
-    extras: worker::Extras,
+    pipeline: Pipeline,
 }
 
 thread_local! {
-    static BATCH: RefCell<Batch> = RefCell::new(Batch {
-        bufs: (0..input::MAX_BATCH).map(|_| PacketBuf::new(worker::MAX_PACKET)).collect(),
+    static STATE: RefCell<State> = RefCell::new(State {
+        bufs: (0..input::MAX_BATCH).map(|_| PacketBuf::new(MAX_PACKET)).collect(),
         actions: Vec::new(),
-        extras: worker::Extras::default(),
+        pipeline: Pipeline::new(MAX_PACKET),
     });
 }
 
@@ -26,9 +31,11 @@ fn one(data: &[u8]) {
     let snap = reference::snapshot();
     let (selector, frames) = input::vm_frames(data);
     let port = reference::port(selector);
-    BATCH.with_borrow_mut(|Batch { bufs, actions, extras }| {
+    // The selector's top bit: whether large segments may leave whole for the kernel to cut.
+    let kernel_segments = selector & 0x80 != 0;
+    STATE.with_borrow_mut(|State { bufs, actions, pipeline }| {
         let n = frames.len();
-        // As `Tap::recv`: the header and the frame read at the start of the spare room.
+        // As a port's read: the header and the frame at the start of the spare room.
         for (b, (hdr, frame)) in bufs.iter_mut().zip(&frames) {
             b.reset();
             b.spare_mut()[..hdr.len()].copy_from_slice(hdr);
@@ -44,31 +51,11 @@ fn one(data: &[u8]) {
         for i in 0..n {
             check::vm_action(snap, port, frames[i].1, offloads[i], &bufs[i], actions[i]);
         }
-
-        let decided = actions.clone();
-        let whole: Vec<Vec<u8>> = bufs[..n].iter().map(|b| b.frame().to_vec()).collect();
-        worker::prepare_extras(snap, &mut bufs[..n], actions, extras);
-        for (i, &action) in decided.iter().enumerate() {
-            if let (Action::Encap { pa, vsid, .. }, worker::Leaves::Segmented) = (action, extras.leaves[i]) {
-                if matches!(actions[i], Action::Encap { .. }) {
-                    let segs: Vec<&PacketBuf> = extras.list.iter().filter(|e| e.from == i).map(|e| &extras.bufs[e.buf]).collect();
-                    check::segments(snap, &whole[i], pa, vsid, offloads[i], &segs);
-                }
-            }
-        }
-        for (pkt, i, action) in worker::encapsulated(&bufs[..n], actions, extras) {
-            let Action::Encap { pa, vsid, .. } = action else { unreachable!() };
-            let inner = check::encapsulated(snap, pkt.frame(), pa, vsid);
-            let what = match (actions[i], extras.leaves[i]) {
-                (Action::Probe { .. }, _) => "a flow-4 probe",
-                (_, worker::Leaves::Segmented) => "a segment",
-                _ => "an encapsulated frame",
-            };
-            check::fits(snap, pa, pkt.len(), what);
-            if let Some(l) = worker::learned_from_vm(snap, actions[i], action, pkt) {
-                check::learned_from_vm(snap, l, inner);
-            }
-        }
+        let decided: Vec<(Vec<u8>, Offload)> = bufs[..n].iter().map(|b| (b.frame().to_vec(), b.offload)).collect();
+        let mut rec = Recorder { kernel_segments, ..Recorder::default() };
+        let counters = Counters::default();
+        pipeline.carry_out(Batch { snap, dir: Direction::FromVm, bufs: &mut bufs[..n], actions, outer_src: &[], counters: &counters }, &mut rec);
+        check::vm_pipeline(snap, actions, &decided, &rec);
     });
 }
 
