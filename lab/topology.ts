@@ -753,9 +753,15 @@ export async function setUpLab(lab: Lab, opts: SetUpLabOptions): Promise<LabSetU
   return { daemons, configs };
 }
 
-/** The PA addresses currently on a host's eth1 (e.g. `192.168.0.22/24`; `fd00:192:168::22/64` with `family` 6). */
-export async function hostPaAddrs(lab: Lab, host: HostName, family: 4 | 6 = 4): Promise<string[]> {
-  return family === 4 ? ipv4Addrs(lab.ns(host), UNDERLAY_IF) : ipv6Addrs(lab.ns(host), UNDERLAY_IF);
+/** The interface a host's PA lives on in a variant: eth1, or the VLAN interface nvgred makes on it (`eth1.<id>`). */
+export function paInterface(host: HostName, variant: LabVariant = {}): string {
+  return variant.vlan?.host === host ? `${UNDERLAY_IF}.${variant.vlan.id}` : UNDERLAY_IF;
+}
+
+/** The PA addresses currently on a host's PA interface (e.g. `192.168.0.22/24`; `fd00:192:168::22/64` with `family` 6). */
+export async function hostPaAddrs(lab: Lab, host: HostName, family: 4 | 6 = 4, variant: LabVariant = {}): Promise<string[]> {
+  const ifname = paInterface(host, variant);
+  return family === 4 ? ipv4Addrs(lab.ns(host), ifname) : ipv6Addrs(lab.ns(host), ifname);
 }
 
 /**
