@@ -79,6 +79,7 @@ import {
   stopDaemons,
   underlayPort,
   validateWithDaemon,
+  vhostSocket,
   vm,
   writeVariantConfigs,
 } from './topology.js';
@@ -478,7 +479,8 @@ async function qemuGuests(x: QemuContext): Promise<Daemon[]> {
       await waitFor(async () => !(await linkExists(lab.ns(v.host), v.adapter)), 5000, { what: `${v.host}:${v.adapter} gone` });
     }
     const s = await Promise.all(QEMU_VMS.map((v) => waitPort(socketOf(v.host), v.adapter, false, PORT_MS)));
-    return s.map(fmtStatus).join('; ');
+    const sockets = QEMU_VMS.filter((v) => v.mode === 'vhost_user').map((v) => `${v.name}'s socket ${existsSync(vhostSocket(x.vmDir, v)) ? 'left' : 'removed'} by QEMU`);
+    return [...s.map(fmtStatus), ...sockets].join('; ');
   }, 60_000);
   const took = (Date.now() - t0) / 1000;
   console.log(`QEMU guests: ${took.toFixed(0)} s`);

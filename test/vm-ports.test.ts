@@ -91,7 +91,11 @@ describe('QEMU guests on attach and vhost_user ports', () => {
     await Promise.all([waitUp(Q1), waitUp(Q2)]);
     console.log(`both ports up ${Date.now() - t0} ms after the start`);
     expect((await status(Q2)).mtu).toBe(GUEST_MTU);
-    for (const g of [g1, g2]) expect((await g.execOk('cat /sys/class/net/eth0/mtu')).trim()).toBe(String(GUEST_MTU));
+    for (const g of [g1, g2]) {
+      expect((await g.execOk('cat /sys/class/net/eth0/mtu')).trim()).toBe(String(GUEST_MTU));
+      // Both send large TCP segments to nvgred (vnet_hdr on the TAP; TSO negotiated over vhost-user).
+      expect(await g.execOk('ethtool -k eth0')).toMatch(/^tcp-segmentation-offload: on/m);
+    }
     expect(await upMetric(Q1)).toBe(1);
     expect(await upMetric(Q2)).toBe(1);
   }, BOOT_MS + 60_000);
