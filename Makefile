@@ -131,7 +131,7 @@ install: build
 	sed 's|@BINDIR@|$(BINDIR)|g; s|@DOCDIR@|$(DOCDIR)|g' systemd/nvgred.service.in > $(DESTDIR)$(UNITDIR)/nvgred.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/nvgred.service
 	install -m 0644 systemd/nvgred.sysusers $(DESTDIR)$(SYSUSERSDIR)/nvgred.conf
-	install -m 0644 README.md docs/api.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 README.md docs/api.md docs/vms.md $(DESTDIR)$(DOCDIR)/
 	cp -r wireshark grafana $(DESTDIR)$(DATADIR)/
 	[ -e $(DESTDIR)$(SYSCONFDIR)/nvgred/nvgred.yaml ] || install -m 0640 systemd/nvgred.example.yaml $(DESTDIR)$(SYSCONFDIR)/nvgred/nvgred.yaml
 	@if [ -z "$(DESTDIR)" ]; then \

@@ -253,7 +253,8 @@ export async function waitFor<T>(
       const v = await withTimeout(Promise.resolve().then(fn), Math.max(left, 1), opts.what ?? 'condition');
       if (v) return v as NonNullable<T>;
     } catch (e) {
-      lastErr = e;
+      // A last call cut short by the deadline says less than the error before it.
+      if (!(e instanceof TimeoutError && lastErr !== undefined && Date.now() >= deadline)) lastErr = e;
     }
     if (Date.now() >= deadline) {
       const tail = lastErr ? ` (last error: ${lastErr instanceof Error ? lastErr.message : String(lastErr)})` : '';

@@ -1,18 +1,24 @@
 // The nvgred lab: `make lab` runs `node dist/lab/run.js`.
 //
 // 1. preflight: delete namespaces a crashed run left (this prefix only),
-//    check the lab configs against the plan (and nvgred's validator if built);
-// 2. topology: namespaces, underlay bridge, MT-GW ↔ server link; capture on
-//    the underlay bridge into lab/out/underlay.pcap;
+//    check the lab configs against the plan (and nvgred's validator if
+//    built); write the configs this run uses (LAB_VARIANT: Host 2's PA on
+//    VLAN 100, the QEMU guests' adapters and records) into lab/out/configs;
+// 2. topology: namespaces, underlay bridge (its port to Host 2 a trunk port
+//    of VLAN 100), MT-GW ↔ server link; capture on the underlay bridge into
+//    lab/out/underlay.pcap, and on the ports to Host 1 and Host 2;
 // 3. daemons (skipped with --topology-only): one nvgred per host namespace,
 //    wait for "ready", configure the VMs on their TAPs;
 // 4. the checks of shared/spec/hnv-dataplane.md, and tenant isolation;
-// 5. stop the daemons (exit 0, TAPs and PAs gone), stop the capture, check
-//    the NVGRE on the wire with tshark;
-// 6. tear everything down; exit non-zero on any failure.
+// 5. QEMU guests (skipped with --no-qemu): qemu1 on Host 1 through mode
+//    attach, qemu2 on Host 2 through mode vhost_user; pings, TCP, each
+//    guest restarted, nvgred restarted under them (lab/vm/);
+// 6. stop the daemons (exit 0, TAPs and PAs gone), stop the captures, check
+//    the NVGRE on the wire with tshark, and the VLAN tag on Host 2's port only;
+// 7. tear everything down; exit non-zero on any failure.
 //
 // Options: --prefix P (default nvlab-), --out DIR (default lab/out),
-// --topology-only, --daemon-argv '["node","dist/src/daemon/main.js"]'
+// --topology-only, --no-qemu, --daemon-argv '["node","dist/src/daemon/main.js"]'
 // (or NVGRED_LAB_DAEMON_ARGV), --ready-timeout MS, --verbose.
 
 import { existsSync, mkdirSync } from 'node:fs';
@@ -33,18 +39,27 @@ import {
   listNamespaces,
   metricSum,
   ping,
+  run,
   scrapeMetrics,
+  tcpReceiver,
+  tcpSend,
   waitFor,
   withTimeout,
 } from './netns.js';
 import { analyzeNvgrePcap, checkDissector, tsharkHints, type PcapReport } from './pcap.js';
 import {
   type Daemon,
+  type HostName,
   HOSTS,
   LAB_VSIDS,
+  type LabVariant,
   MTGW_EXTERNAL,
+  CUSTOMER_ROUTES,
   PROVIDER_ADDRESSES,
+  QEMU_VMS,
+  type QemuVmSpec,
   SERVER,
+  type Tenant,
   UNDERLAY_BRIDGE,
   UNDERLAY_IF,
   UNDERLAY_NS,
@@ -57,12 +72,21 @@ import {
   defaultOutDir,
   hostPaAddrs,
   loadConfig,
+  paInterface,
+  qemuVm,
   repoRoot,
   startDaemons,
   stopDaemons,
+  underlayPort,
   validateWithDaemon,
+  vhostSocket,
   vm,
+  writeVariantConfigs,
 } from './topology.js';
+import { guestPingAll, guestTcpListen, guestTcpSend } from './vm/guest.js';
+import { DEFAULT_CACHE_DIR, buildImage, type VmImage } from './vm/image.js';
+import { GUEST_MTU, type PortStatus, portStatus, qemuGuest, waitPort } from './vm/nvgred.js';
+import { type Vm, vmRunDir } from './vm/qemu.js';
 
 // ---------------------------------------------------------------------------
 // Arguments
@@ -71,16 +95,18 @@ interface Args {
   prefix: string;
   outDir: string;
   topologyOnly: boolean;
+  /** Boot the QEMU guests (default; --no-qemu leaves them out of the configs too). */
+  qemu: boolean;
   daemonArgv?: string[];
   readyTimeoutMs: number;
   verbose: boolean;
 }
 
-const USAGE = `usage: node dist/lab/run.js [--prefix nvlab-] [--out lab/out] [--topology-only]
+const USAGE = `usage: node dist/lab/run.js [--prefix nvlab-] [--out lab/out] [--topology-only] [--no-qemu]
        [--daemon-argv '["node","dist/src/daemon/main.js"]'] [--ready-timeout 30000] [--verbose]`;
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { prefix: DEFAULT_PREFIX, outDir: defaultOutDir(), topologyOnly: false, readyTimeoutMs: 30_000, verbose: false };
+  const a: Args = { prefix: DEFAULT_PREFIX, outDir: defaultOutDir(), topologyOnly: false, qemu: true, readyTimeoutMs: 30_000, verbose: false };
   const env = process.env['NVGRED_LAB_DAEMON_ARGV'];
   if (env) a.daemonArgv = parseArgvJson(env);
   for (let i = 0; i < argv.length; i++) {
@@ -93,6 +119,7 @@ function parseArgs(argv: string[]): Args {
     if (k === '--prefix') a.prefix = val();
     else if (k === '--out') a.outDir = resolve(val());
     else if (k === '--topology-only') a.topologyOnly = true;
+    else if (k === '--no-qemu') a.qemu = false;
     else if (k === '--daemon-argv') a.daemonArgv = parseArgvJson(val());
     else if (k === '--ready-timeout') a.readyTimeoutMs = Number(val());
     else if (k === '--verbose' || k === '-v') a.verbose = true;
@@ -244,6 +271,227 @@ async function rxDuring(
 }
 
 // ---------------------------------------------------------------------------
+// QEMU guests
+
+/** What `make lab` runs: the reference topology with Host 2's PA on VLAN 100 (and the QEMU guests, added in main()). */
+const LAB_VARIANT = { vlan: { host: 'host2' as HostName, id: 100 } } as const;
+/** The underlay switch's ports whose frames are captured for the VLAN tags: the trunk port and an access port. */
+const VLAN_PORTS: readonly HostName[] = ['host2', 'host1'];
+
+function describeVariant(v: LabVariant): string {
+  const parts = [v.vlan ? `${v.vlan.host}'s PA on VLAN ${v.vlan.id}` : 'no VLAN'];
+  if (v.qemuVms) parts.push(`QEMU guests ${QEMU_VMS.map((q) => `${q.name} (${q.host}, ${q.mode})`).join(', ')}`);
+  return parts.join('; ');
+}
+
+/** Under TCG on a shared 2-core machine a boot takes 3 s to a minute. */
+const BOOT_MS = 180_000;
+/** A port follows its VM within a second or two; generous for a loaded machine. */
+const PORT_MS = 30_000;
+/** Bytes of each TCP transfer with a guest: busybox nc under TCG moves a few MB/s. */
+const GUEST_TCP_BYTES = 4_000_000;
+
+interface QemuContext {
+  c: Checks;
+  lab: Lab;
+  args: Args;
+  daemons: Daemon[];
+  configs: Record<HostName, string>;
+  vmDir: string;
+  rel: (p: string) => string;
+}
+
+/**
+ * The QEMU guests (QEMU_VMS) on nvgred: qemu1 on Host 1 through mode attach
+ * (QEMU makes the TAP in the host's namespace, nvgred adopts it), qemu2 on
+ * Host 2 through mode vhost_user (QEMU serves the socket, nvgred connects).
+ * They boot, reach their .1, each other and the namespace VMs, carry TCP;
+ * each is restarted (its port down, saying why, then up); nvgred on both
+ * hosts is restarted under them. Returns the daemons running at the end.
+ */
+async function qemuGuests(x: QemuContext): Promise<Daemon[]> {
+  const { c, lab } = x;
+  let daemons = x.daemons;
+  c.section(`QEMU guests (TCG): ${QEMU_VMS.map((v) => `${v.name} on ${v.host} through mode ${v.mode}`).join(', ')}`);
+  const t0 = Date.now();
+  const socketOf = (h: HostName): string => daemons.find((d) => d.host === h)!.socket!;
+  const status = (v: QemuVmSpec) => portStatus(socketOf(v.host), v.adapter);
+  const upMetric = async (v: QemuVmSpec) => (await scrapeMetrics(lab.ns(v.host))).get(`nvgre_vm_adapter_up{adapter="${v.adapter}"}`);
+  const fmtStatus = (s: PortStatus) => `${s.name} ${s.mode} ${s.up ? 'up' : 'down'}${s.error ? ` ("${s.error}")` : ''}`;
+
+  let image: VmImage | undefined;
+  const built = await c.check(`guest image (Debian cloud kernel + busybox initramfs, cached in ${process.env['NVGRED_VM_CACHE'] ?? DEFAULT_CACHE_DIR})`, async () => {
+    const t = Date.now();
+    image = await buildImage();
+    return `${image.built ? 'built' : 'cached'}: ${image.dir} (${Date.now() - t} ms)`;
+  }, 900_000);
+  if (!built || !image) {
+    c.skip('the QEMU guest checks', 'no guest image');
+    return daemons;
+  }
+  const img = image;
+  const guests = new Map(QEMU_VMS.map((v) => [v.name, qemuGuest(lab, img, v, x.vmDir, { logDir: x.args.outDir })]));
+  const g = (v: QemuVmSpec): Vm => guests.get(v.name)!;
+  const [q1, q2] = [qemuVm('qemu1'), qemuVm('qemu2')];
+
+  await c.check('before the guests run, their ports are down and say why (status API, nvgre_vm_adapter_up 0)', async () => {
+    const s = await Promise.all(QEMU_VMS.map(status));
+    const m = await Promise.all(QEMU_VMS.map(upMetric));
+    if (s.some((p) => p.up || !p.error) || m.some((v) => v !== 0)) throw new Error(`${s.map(fmtStatus).join('; ')}; metric ${m.join(', ')}`);
+    return s.map(fmtStatus).join('; ');
+  });
+  const booted = await c.check('the guests boot (QEMU waits for nvgred on the vhost-user socket) and their ports come up', async () => {
+    await Promise.all(QEMU_VMS.map((v) => g(v).start()));
+    const ms = await Promise.all(QEMU_VMS.map((v) => g(v).waitBooted(BOOT_MS)));
+    await Promise.all(QEMU_VMS.map((v) => waitPort(socketOf(v.host), v.adapter, true, PORT_MS)));
+    const m = await Promise.all(QEMU_VMS.map(upMetric));
+    if (m.some((v) => v !== 1)) throw new Error(`nvgre_vm_adapter_up ${m.join(', ')}`);
+    const mtu = (await status(q2)).mtu;
+    if (mtu !== GUEST_MTU) throw new Error(`${q2.name}'s port says the guest was told MTU ${mtu}, not ${GUEST_MTU}`);
+    return `${QEMU_VMS.map((v, i) => `${v.name} booted in ${(ms[i]! / 1000).toFixed(1)} s`).join(', ')}; nvgre_vm_adapter_up 1; ${q2.name} told MTU ${mtu}`;
+  }, BOOT_MS + 60_000);
+  if (!booted) {
+    c.skip('the other QEMU guest checks', 'the guests did not come up');
+    return daemons;
+  }
+
+  // Pings from each guest, all at once (a console round trip under TCG costs more than a ping), one check each.
+  const targets = (v: QemuVmSpec): Array<[string, string]> => {
+    const other = QEMU_VMS.find((o) => o !== v)!;
+    return [
+      [`its gateway ${v.gateway}`, v.gateway],
+      [`${other.name} ${other.ip} (${v.mode} -> ${other.mode}, across hosts)`, other.ip],
+      ...['contoso1', 'contoso2', 'contoso3'].map((r): [string, string] => [`${r} ${vm(r).ip} (${vm(r).host === v.host ? 'same host' : 'across hosts'})`, vm(r).ip]),
+      [`MT-GW ${vm('mtgw').ip} (VSID 6000 -> 6001)`, vm('mtgw').ip],
+      [`physical server ${SERVER.ip} (via MT-GW)`, SERVER.ip],
+    ];
+  };
+  const pingChecks = async (v: QemuVmSpec, list: Array<[string, string]>, note = ''): Promise<void> => {
+    const batch = guestPingAll(g(v), list.map(([, ip]) => ip), { count: 3, waitS: 3 }).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+    for (const [label, ip] of list) {
+      await c.check(`${v.name} -> ${label}${note}`, async () => {
+        const r = await batch;
+        if (r instanceof Error) throw r;
+        const p = r.get(ip)!;
+        const got = `${p.received}/${p.transmitted}${p.rttAvgMs !== null ? `, avg ${p.rttAvgMs} ms` : ''}`;
+        if (p.received < 1) throw new Error(`no reply (${got})`);
+        return got;
+      }, 60_000);
+    }
+  };
+  for (const v of QEMU_VMS) await pingChecks(v, targets(v));
+  await c.check(`contoso1 -> ${q2.name} ${q2.ip} (namespace VM -> vhost-user guest, across hosts)`, () => reach(lab, 'contoso1', q2.ip));
+  await c.check(`contoso3 -> ${q1.name} ${q1.ip} (namespace VM -> attached guest, across hosts)`, () => reach(lab, 'contoso3', q1.ip));
+  await c.check(`contoso2 -> ${q1.name} ${q1.ip} (same host)`, () => reach(lab, 'contoso2', q1.ip));
+  await c.check(`server -> ${q2.name} ${q2.ip} (back through MT-GW)`, () => reach(lab, SERVER.role, q2.ip));
+  await c.check(`fabrikam1 cannot reach ${q1.ip} (${q1.name} is Contoso's)`, () => noReach(lab, 'fabrikam1', q1.ip));
+
+  const guestToGuest = async (from: QemuVmSpec, to: QemuVmSpec, port: number): Promise<string> => {
+    const t = Date.now();
+    const listener = await guestTcpListen(g(to), port);
+    const sent = await guestTcpSend(g(from), to.ip, port, GUEST_TCP_BYTES);
+    const got = await listener.result();
+    if (got.bytes !== sent.bytes || got.sha256 !== sent.sha256) throw new Error(`sent ${sent.bytes} B ${sent.sha256}, received ${got.bytes} B ${got.sha256}`);
+    return `${got.bytes} B, sha256 ${got.sha256.slice(0, 16)}… at both ends (${((Date.now() - t) / 1000).toFixed(1)} s)`;
+  };
+  const TCP = `${GUEST_TCP_BYTES / 1e6} MB, SHA-256 at both ends`;
+  await c.check(`TCP ${q1.name} -> ${q2.name} (attach -> vhost_user), ${TCP}`, () => guestToGuest(q1, q2, 5301), 180_000);
+  await c.check(`TCP contoso3 -> ${q1.name} (namespace VM -> attached guest), ${TCP}`, async () => {
+    const listener = await guestTcpListen(g(q1), 5302);
+    const sent = await tcpSend(lab.ns('contoso3'), q1.ip, GUEST_TCP_BYTES, { port: 5302 });
+    const got = await listener.result();
+    if (got.bytes !== sent.bytes || got.sha256 !== sent.sha256) throw new Error(`sent ${sent.bytes} B ${sent.sha256}, received ${got.bytes} B ${got.sha256}`);
+    return `${got.bytes} B, ${((sent.bytes * 8) / sent.ms / 1000).toFixed(0)} Mbit/s`;
+  }, 180_000);
+  await c.check(`TCP ${q2.name} -> contoso1 (vhost-user guest -> namespace VM), ${TCP}`, async () => {
+    const recv = await tcpReceiver(lab, 'contoso1', vm('contoso1').ip, { port: 5303 });
+    try {
+      const sent = await guestTcpSend(g(q2), vm('contoso1').ip, 5303, GUEST_TCP_BYTES);
+      const got = await recv.result();
+      if (got.bytes !== sent.bytes || got.sha256 !== sent.sha256) throw new Error(`sent ${sent.bytes} B ${sent.sha256}, received ${got.bytes} B ${got.sha256}`);
+      return `${got.bytes} B, ${((got.bytes * 8) / got.ms / 1000).toFixed(0)} Mbit/s`;
+    } finally {
+      await recv.stop();
+    }
+  }, 180_000);
+
+  // Each guest restarted: power pulled (SIGTERM to QEMU), its port down while it is away, then back.
+  for (const v of QEMU_VMS) {
+    const other = QEMU_VMS.find((o) => o !== v)!;
+    await c.check(`${v.name} (${v.mode}) stopped: its port is down, saying why; nvgre_vm_adapter_up 0`, async () => {
+      await g(v).stop();
+      const s = await waitPort(socketOf(v.host), v.adapter, false, PORT_MS);
+      const m = await upMetric(v);
+      if (m !== 0 || !s.error) throw new Error(`${fmtStatus(s)}; metric ${m}`);
+      const tap = v.mode === 'attach' ? `; TAP ${v.adapter} ${(await linkExists(lab.ns(v.host), v.adapter)) ? 'still there' : 'gone with QEMU'}` : '';
+      return `${fmtStatus(s)}${tap}`;
+    }, 60_000);
+    await c.check(`${v.name} started again: its port comes up; ${v.name} -> ${other.name} and back`, async () => {
+      const ms = await g(v).restart(BOOT_MS);
+      await waitPort(socketOf(v.host), v.adapter, true, PORT_MS);
+      const there = (await guestPingAll(g(v), [other.ip], { count: 3, waitS: 3 })).get(other.ip)!;
+      if (there.received < 1) throw new Error(`${v.name} -> ${other.name}: ${there.received}/${there.transmitted}`);
+      const back = (await guestPingAll(g(other), [v.ip], { count: 3, waitS: 3 })).get(v.ip)!;
+      if (back.received < 1) throw new Error(`${other.name} -> ${v.name}: ${back.received}/${back.transmitted}`);
+      return `booted in ${(ms / 1000).toFixed(1)} s; pings ${there.received}/3 there, ${back.received}/3 back`;
+    }, BOOT_MS + 60_000);
+  }
+
+  // nvgred restarted under the running guests.
+  const guestHosts = [...new Set(QEMU_VMS.map((v) => v.host))];
+  const restarted = await c.check(`nvgred on ${guestHosts.join(' and ')} restarted under the running guests (exit 0 on SIGTERM, ready again)`, async () => {
+    const stops = await stopDaemons(lab, daemons.filter((d) => guestHosts.includes(d.host)), { timeoutMs: 10_000 });
+    const bad = stops.filter((s) => !s.ok);
+    if (bad.length) throw new Error(bad.map((s) => `${s.host}: ${fmtExit(s)}`).join(', '));
+    const dead = QEMU_VMS.filter((v) => !g(v).running);
+    if (dead.length) throw new Error(`QEMU of ${dead.map((v) => v.name).join(', ')} exited with nvgred`);
+    const taps = QEMU_VMS.filter((v) => v.mode === 'attach');
+    for (const v of taps) if (!(await linkExists(lab.ns(v.host), v.adapter))) throw new Error(`nvgred deleted ${v.host}:${v.adapter} as it stopped`);
+    const again = await startDaemons(lab, {
+      daemonArgv: x.args.daemonArgv,
+      logDir: join(x.args.outDir, 'restarted'),
+      readyTimeoutMs: x.args.readyTimeoutMs,
+      configs: x.configs,
+      hosts: guestHosts,
+    });
+    daemons = [...daemons.filter((d) => !guestHosts.includes(d.host)), ...again];
+    // The namespace VMs' TAPs went with nvgred: configure the new ones.
+    await configureVms(lab, { vms: VMS.filter((v) => guestHosts.includes(v.host)).map((v) => v.role) });
+    return `${again.map((d) => `${d.host} pid ${d.proc.pid} (log ${x.rel(d.logFile)})`).join(', ')}; ${taps.map((v) => v.adapter).join(', ')} kept`;
+  }, x.args.readyTimeoutMs + 60_000);
+  if (restarted) {
+    await c.check(`${q1.name}'s TAP adopted again, ${q2.name}'s socket connected again (nvgred is the client): both ports up`, async () => {
+      const s = await Promise.all(QEMU_VMS.map((v) => waitPort(socketOf(v.host), v.adapter, true, PORT_MS)));
+      return s.map(fmtStatus).join('; ');
+    }, PORT_MS + 10_000);
+    for (const v of QEMU_VMS) {
+      const other = QEMU_VMS.find((o) => o !== v)!;
+      await pingChecks(v, [[`${other.name} ${other.ip}`, other.ip], [`contoso1 ${vm('contoso1').ip}`, vm('contoso1').ip], [`contoso3 ${vm('contoso3').ip}`, vm('contoso3').ip]], ' after the restart');
+    }
+    await c.check(`TCP ${q2.name} -> ${q1.name} after the restart (vhost_user -> attach), ${TCP}`, () => guestToGuest(q2, q1, 5304), 180_000);
+  } else {
+    c.skip('traffic after the restart', 'nvgred did not restart');
+  }
+
+  await c.check("the guests stop; the attached guest's TAP goes with its QEMU; both ports down", async () => {
+    for (const v of QEMU_VMS) await g(v).stop();
+    for (const v of QEMU_VMS.filter((q) => q.mode === 'attach')) {
+      await waitFor(async () => !(await linkExists(lab.ns(v.host), v.adapter)), 5000, { what: `${v.host}:${v.adapter} gone` });
+    }
+    const s = await Promise.all(QEMU_VMS.map((v) => waitPort(socketOf(v.host), v.adapter, false, PORT_MS)));
+    const sockets = QEMU_VMS.filter((v) => v.mode === 'vhost_user').map((v) => `${v.name}'s socket ${existsSync(vhostSocket(x.vmDir, v)) ? 'left' : 'removed'} by QEMU`);
+    return [...s.map(fmtStatus), ...sockets].join('; ');
+  }, 60_000);
+  const took = (Date.now() - t0) / 1000;
+  console.log(`QEMU guests: ${took.toFixed(0)} s`);
+  qemuSeconds = took;
+  return daemons;
+}
+
+/** How long the QEMU part took, for the summary. */
+let qemuSeconds: number | undefined;
+
+// ---------------------------------------------------------------------------
 // Main
 
 async function main(): Promise<number> {
@@ -257,10 +505,18 @@ async function main(): Promise<number> {
   };
   mkdirSync(args.outDir, { recursive: true });
   const pcapFile = join(args.outDir, 'underlay.pcap');
+  const portPcaps = Object.fromEntries(VLAN_PORTS.map((h) => [h, join(args.outDir, `underlay-${underlayPort(h)}.pcap`)])) as Record<HostName, string>;
   let capture: Capture | undefined;
+  const portCaptures: Capture[] = [];
   let daemons: Daemon[] = [];
   let daemonPhase = false;
+  let qemuPhase = false;
+  // The QEMU guests' files (console and vhost-user sockets), removed at teardown.
+  const vmDir = args.qemu ? vmRunDir(lab) : undefined;
+  const variant: LabVariant = { ...LAB_VARIANT, ...(vmDir ? { qemuVms: { socketDir: vmDir } } : {}) };
+  let configs: Record<HostName, string> | undefined;
 
+  const started = Date.now();
   console.log(`nvgred lab: prefix ${args.prefix}, output in ${rel(args.outDir)}`);
   try {
     // ------------------------------------------------------------ preflight
@@ -282,16 +538,28 @@ async function main(): Promise<number> {
         return `${validation.results.length} files`;
       });
     }
+    await c.must(`the configs of this run: ${describeVariant(variant)}`, async () => {
+      configs = writeVariantConfigs(args.prefix, join(args.outDir, 'configs'), variant);
+      const v = await validateWithDaemon(HOSTS.map((h) => configs![h]));
+      const bad = v.results.filter((r) => r.error !== null);
+      if (bad.length) throw new Error(bad.map((r) => `${rel(r.file)}: ${r.error}`).join('\n'));
+      return `${HOSTS.map((h) => rel(configs![h])).join(', ')}${v.available ? ", accepted by nvgred's validator" : ''}`;
+    });
 
     // ------------------------------------------------------------ topology
     c.section('topology');
     await c.must('build the namespaces and links', async () => {
-      await buildTopology(lab);
-      return `${lab.namespaces().length} namespaces: ${lab.namespaces().join(' ')}`;
+      await buildTopology(lab, variant);
+      const trunk = variant.vlan ? `; ${UNDERLAY_NS}:${underlayPort(variant.vlan.host)} a trunk port of VLAN ${variant.vlan.id}` : '';
+      return `${lab.namespaces().length} namespaces: ${lab.namespaces().join(' ')}${trunk}`;
     });
     await c.must(`capture on ${UNDERLAY_NS}:${UNDERLAY_BRIDGE}`, async () => {
       capture = await lab.capture(UNDERLAY_NS, UNDERLAY_BRIDGE, pcapFile);
       return `dumpcap pid ${capture.pid} -> ${rel(pcapFile)}`;
+    });
+    await c.must(`capture on ${UNDERLAY_NS}:${VLAN_PORTS.map(underlayPort).join(', ')} (the VLAN tags, headers only)`, async () => {
+      for (const h of VLAN_PORTS) portCaptures.push(await lab.capture(UNDERLAY_NS, underlayPort(h), portPcaps[h], { snaplen: 128 }));
+      return VLAN_PORTS.map((h) => rel(portPcaps[h])).join(', ');
     });
     await c.check(`server reaches MT-GW's external NIC ${MTGW_EXTERNAL.ip}`, () => reach(lab, SERVER.role, MTGW_EXTERNAL.ip));
     await c.check(`host ${UNDERLAY_IF}s are up without addresses before nvgred`, async () => {
@@ -314,15 +582,16 @@ async function main(): Promise<number> {
           daemonArgv: args.daemonArgv,
           logDir: args.outDir,
           readyTimeoutMs: args.readyTimeoutMs,
+          configs,
         });
         return daemons.map((d) => `${d.host} pid ${d.proc.pid} (log ${rel(d.logFile)})`).join(', ');
       }, args.readyTimeoutMs + 30_000);
-      await c.check('each host has its PA on eth1', async () => {
+      await c.check(`each host has its PA on ${UNDERLAY_IF} (Host 2 on VLAN ${LAB_VARIANT.vlan.id}: on ${paInterface('host2', variant)})`, async () => {
         const got = await Promise.all(
           HOSTS.map(async (h) => {
             const want = `${PROVIDER_ADDRESSES[h].address}/${PROVIDER_ADDRESSES[h].prefixLength}`;
-            await waitFor(async () => (await hostPaAddrs(lab, h)).includes(want), 5000, { what: `${want} on ${h}:${UNDERLAY_IF}` });
-            return `${h} ${want}`;
+            await waitFor(async () => (await hostPaAddrs(lab, h, 4, variant)).includes(want), 5000, { what: `${want} on ${h}:${paInterface(h, variant)}` });
+            return `${h}:${paInterface(h, variant)} ${want}`;
           }),
         );
         return got.join(', ');
@@ -409,6 +678,15 @@ async function main(): Promise<number> {
         return `${series.length} series; from VMs: ${nonzero.join(', ') || 'none'}`;
       });
 
+      // ------------------------------------------------------------ QEMU guests
+      if (!vmDir) {
+        c.section('QEMU guests');
+        console.log('skipped (--no-qemu)');
+      } else {
+        qemuPhase = true;
+        daemons = await qemuGuests({ c, lab, args, daemons, configs: configs!, vmDir, rel });
+      }
+
       // ------------------------------------------------------------ shutdown
       c.section('shutdown');
       const stops = await stopDaemons(lab, daemons, { timeoutMs: 10_000 });
@@ -437,11 +715,11 @@ async function main(): Promise<number> {
         });
         return `${VMS.length} TAPs removed`;
       });
-      await c.check('PAs are gone from eth1', async () => {
+      await c.check(`PAs are gone from ${UNDERLAY_IF} (and ${paInterface('host2', variant)})`, async () => {
         const left: string[] = [];
         for (const h of HOSTS) {
-          const a = await hostPaAddrs(lab, h);
-          if (a.length) left.push(`${h}:${UNDERLAY_IF} ${a.join(' ')}`);
+          const a = await hostPaAddrs(lab, h, 4, variant);
+          if (a.length) left.push(`${h}:${paInterface(h, variant)} ${a.join(' ')}`);
         }
         if (left.length) throw new Error(`still assigned: ${left.join(', ')}`);
         return HOSTS.join(', ');
@@ -453,13 +731,17 @@ async function main(): Promise<number> {
     const cap = capture as Capture | undefined;
     if (cap) {
       await c.check('dumpcap stops and flushes', async () => {
-        const r = await lab.stop(cap, { timeoutMs: 5000 });
-        if (r.code !== 0) throw new Error(`dumpcap ${fmtExit(r)}; ${cap.tail(5)}`);
-        return rel(pcapFile);
+        for (const p of [cap, ...portCaptures]) {
+          const r = await lab.stop(p, { timeoutMs: 5000 });
+          if (r.code !== 0) throw new Error(`dumpcap ${fmtExit(r)}; ${p.tail(5)}`);
+        }
+        return [pcapFile, ...VLAN_PORTS.map((h) => portPcaps[h])].map(rel).join(', ');
       });
     }
-    if (daemonPhase && existsSync(pcapFile)) await checkPcap(c, pcapFile);
-    else console.log('no NVGRE traffic expected without daemons');
+    if (daemonPhase && existsSync(pcapFile)) {
+      await checkPcap(c, pcapFile, qemuPhase);
+      if (portCaptures.length) await checkVlanTags(c, portPcaps);
+    } else console.log('no NVGRE traffic expected without daemons');
   } catch (e) {
     if (!(e instanceof Abort)) {
       c.results.push({ name: 'lab run', status: 'FAIL', detail: e instanceof Error ? (e.stack ?? e.message) : String(e) });
@@ -473,6 +755,7 @@ async function main(): Promise<number> {
     await c.check(TEARDOWN_CHECK, async () => {
       const left = (await listNamespaces()).filter((n) => isLabNamespace(args.prefix, n));
       const errs = [...report.errors, ...(left.length ? [`namespaces left: ${left.join(' ')}`] : [])];
+      if (vmDir && existsSync(vmDir)) errs.push(`${vmDir} (the guests' sockets) is still there`);
       if (errs.length) throw new Error(errs.join('\n'));
       return `${lab.namespaces().length} namespaces deleted, ${lab.processes().length} processes stopped`;
     });
@@ -487,17 +770,19 @@ async function main(): Promise<number> {
   const passed = c.count('PASS');
   const failed = c.count('FAIL');
   const skipped = c.count('SKIP');
-  console.log(`\nlab: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  const qemuTime = qemuSeconds !== undefined ? ` (the QEMU guests took ${qemuSeconds.toFixed(0)} s)` : '';
+  console.log(`\nlab: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}, in ${((Date.now() - started) / 1000).toFixed(0)} s${qemuTime}`);
   return failed ? 1 : 0;
 }
 
-async function checkPcap(c: Checks, file: string): Promise<void> {
+async function checkPcap(c: Checks, file: string, withQemu: boolean): Promise<void> {
   let rep: PcapReport | undefined;
+  const guests = withQemu ? QEMU_VMS : [];
   await c.check('tshark reads the capture', async () => {
     rep = await analyzeNvgrePcap(file, {
       vsids: LAB_VSIDS,
       providerAddresses: HOSTS.map((h) => PROVIDER_ADDRESSES[h].address),
-      vms: VMS.map((v) => ({ name: v.role, mac: v.mac, vsid: v.vsid, pa: PROVIDER_ADDRESSES[v.host].address })),
+      vms: [...VMS.map((v) => ({ name: v.role, mac: v.mac, vsid: v.vsid, pa: PROVIDER_ADDRESSES[v.host].address })), ...guests.map((v) => ({ name: v.name, mac: v.mac, vsid: v.vsid, pa: PROVIDER_ADDRESSES[v.host].address }))],
     });
     return `${rep.frames} frames, ${rep.grePackets} GRE`;
   });
@@ -536,6 +821,71 @@ async function checkPcap(c: Checks, file: string): Promise<void> {
     if (n !== r.grePackets) throw new Error(`decoded ${n} of ${r.grePackets} GRE packets`);
     return `${n} packets`;
   });
+  for (const v of guests) {
+    const vsids = tenantVsids(v.tenant);
+    await c.check(`NVGRE to ${v.name} (${v.mode}): VSID ${v.vsid}, outer destination ${PROVIDER_ADDRESSES[v.host].address}; from it: VSID in {${vsids.join(', ')}}, outer source ${PROVIDER_ADDRESSES[v.host].address}`, () => guestOnTheWire(file, v));
+  }
+}
+
+/** tshark fields of the frames matching `filter`, one array per frame (`occurrence`: f = outer header, l = inner). */
+async function tsharkFields(file: string, filter: string, fields: string[], occurrence: 'f' | 'l'): Promise<string[][]> {
+  const argv = ['tshark', '-n', '-r', file, '-Y', filter, '-T', 'fields', '-E', `occurrence=${occurrence}`, ...fields.flatMap((f) => ['-e', f])];
+  const r = await run(argv, { timeoutMs: 120_000 });
+  if (r.code !== 0) throw new Error(`tshark failed (code ${r.code}): ${r.stderr.trim().slice(-300)}`);
+  return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\t'));
+}
+
+/** The VSIDs of a tenant's routing domain. */
+const tenantVsids = (t: Tenant): number[] => [...new Set(CUSTOMER_ROUTES.filter((r) => r.tenant === t).map((r) => r.vsid))];
+
+/**
+ * The guest's frames on the underlay: every NVGRE packet whose inner frame
+ * is to its MAC carries its VSID and its host's PA as the outer
+ * destination; every one from its MAC its host's PA as the outer source
+ * and the destination's VSID, one of its routing domain's; some went each way.
+ */
+async function guestOnTheWire(file: string, v: QemuVmSpec): Promise<string> {
+  const pa = PROVIDER_ADDRESSES[v.host].address;
+  const domain = tenantVsids(v.tenant);
+  const filter = `gre && eth.addr == ${v.mac}`;
+  const outer = await tsharkFields(file, filter, ['frame.number', 'ip.src', 'ip.dst', 'gre.key'], 'f');
+  const inner = await tsharkFields(file, filter, ['eth.src', 'eth.dst'], 'l');
+  if (outer.length !== inner.length) throw new Error(`tshark gave ${outer.length} outer and ${inner.length} inner rows`);
+  let to = 0;
+  let from = 0;
+  const bad: string[] = [];
+  outer.forEach(([frame, src, dst, key], i) => {
+    const [isrc, idst] = inner[i]!;
+    const vsid = Number(key) >>> 8;
+    const wrong = (idst === v.mac && (vsid !== v.vsid || dst !== pa)) || (isrc === v.mac && (!domain.includes(vsid) || src !== pa));
+    if (wrong) bad.push(`frame ${frame}: ${src} -> ${dst} VSID ${vsid}, inner ${isrc} -> ${idst}`);
+    if (idst === v.mac) to++;
+    if (isrc === v.mac) from++;
+  });
+  if (bad.length) throw new Error(`${bad.length} packets: ${bad.slice(0, 3).join('; ')}`);
+  if (!to || !from) throw new Error(`${to} packets to it, ${from} from it`);
+  return `${to} packets to it, ${from} from it`;
+}
+
+/**
+ * Host 2's PA is on VLAN 100 and the underlay switch's port to it a trunk
+ * port: every frame on that port carries the tag (the outer header's), none
+ * on Host 1's; NVGRE crossed both.
+ */
+async function checkVlanTags(c: Checks, files: Record<HostName, string>): Promise<void> {
+  const { host, id } = LAB_VARIANT.vlan;
+  for (const h of VLAN_PORTS) {
+    const tagged = h === host;
+    const what = tagged ? `every frame on ${underlayPort(h)} carries VLAN ${id}` : `no frame on ${underlayPort(h)} carries a VLAN tag`;
+    await c.check(`${what} (outer 802.1Q header; NVGRE included)`, async () => {
+      const rows = await tsharkFields(files[h], 'frame', ['frame.number', 'vlan.id', 'gre.key'], 'f');
+      const wrong = rows.filter(([, vid]) => (tagged ? vid !== String(id) : vid !== ''));
+      if (wrong.length) throw new Error(`${wrong.length} of ${rows.length} frames, e.g. ${wrong.slice(0, 3).map(([f, vid]) => `frame ${f} vlan ${vid || 'none'}`).join(', ')}`);
+      const gre = rows.filter(([, , key]) => key !== '').length;
+      if (!gre) throw new Error(`${rows.length} frames, no NVGRE among them`);
+      return `${rows.length} frames, ${gre} NVGRE`;
+    });
+  }
 }
 
 const isEntry = process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;

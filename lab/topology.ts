@@ -111,6 +111,46 @@ export function vm(role: string): VmSpec {
   return v;
 }
 
+/**
+ * The lab's QEMU guests (lab/vm/): real VMs on the adapter modes other than
+ * a created TAP. Each is a Contoso VM with a lookup record on every host,
+ * like the namespace VMs; its QEMU runs in its host's namespace. `attach`:
+ * QEMU makes the TAP `adapter` there and nvgred adopts it; `vhost_user`:
+ * QEMU serves the vhost-user socket (`server=on`) and nvgred connects.
+ * Only the variant `qemuVms` puts them in the configs (`make lab` does).
+ */
+export interface QemuVmSpec {
+  /** The QEMU guest's name (its files, its hostname). */
+  name: string;
+  vmName: string;
+  /** vm_adapters[].name: the TAP's name too, for attach. */
+  adapter: string;
+  mode: 'attach' | 'vhost_user';
+  host: HostName;
+  tenant: Tenant;
+  vsid: number;
+  ip: string;
+  prefixLength: number;
+  mac: string;
+  gateway: string;
+}
+
+export const QEMU_VMS: readonly QemuVmSpec[] = [
+  { name: 'qemu1', vmName: 'ContosoQ1', adapter: 'qemu1', mode: 'attach', host: 'host1', tenant: 'contoso', vsid: 6000, ip: '10.0.1.111', prefixLength: 24, mac: '60:00:60:00:01:11', gateway: '10.0.1.1' },
+  { name: 'qemu2', vmName: 'ContosoQ2', adapter: 'qemu2', mode: 'vhost_user', host: 'host2', tenant: 'contoso', vsid: 6000, ip: '10.0.1.112', prefixLength: 24, mac: '60:00:60:00:02:12', gateway: '10.0.1.1' },
+];
+
+export function qemuVm(name: string): QemuVmSpec {
+  const v = QEMU_VMS.find((x) => x.name === name);
+  if (!v) throw new Error(`no QEMU VM ${name}`);
+  return v;
+}
+
+/** A vhost-user guest's socket, in `dir` (the lab's VM directory, lab/vm/qemu.ts vmRunDir()). */
+export function vhostSocket(dir: string, v: QemuVmSpec): string {
+  return join(dir, `${v.adapter}.vhost.sock`);
+}
+
 /** Each host's own `.1` lookup record (local PA, MAC_DFGW). The gateway host has none. */
 export const GATEWAY_RECORDS: Readonly<Partial<Record<HostName, { ip: string; vsid: number; mac: string }>>> = {
   host1: { ip: '10.0.1.1', vsid: 6000, mac: '60:00:60:00:01:00' },
@@ -199,6 +239,11 @@ export interface LabVariant {
    * (untagged), so the tag is on that host's frames only.
    */
   vlan?: { host: HostName; id: number };
+  /**
+   * The QEMU guests (QEMU_VMS): their lookup records on every host, their
+   * adapters on theirs, vhost-user sockets in `socketDir`.
+   */
+  qemuVms?: { socketDir: string };
 }
 
 /** A host's PA in a variant. */
@@ -379,7 +424,9 @@ export interface VariantConfigOptions extends MaterializeOptions {
  * parsed): with an IPv6 underlay, the PA becomes PROVIDER_ADDRESSES_V6's and
  * every lookup record names the IPv6 PA of its host; dual stack adds
  * CUSTOMER_ROUTES_V6, a record per VM's IPv6 CA (same MAC, same host) and the
- * host's IPv6 gateway record; vmMtu sets every adapter's `mtu`.
+ * host's IPv6 gateway record; a VLAN puts the host's PA on it; qemuVms
+ * adds the QEMU guests' records and adapters; vmMtu sets every adapter's
+ * `mtu`.
  */
 export function variantConfig(host: HostName, cfg: Obj, variant: LabVariant): Obj {
   const out = structuredClone(cfg);
@@ -414,11 +461,21 @@ export function variantConfig(host: HostName, cfg: Obj, variant: LabVariant): Ob
     const gw = GATEWAY_RECORDS_V6[host];
     if (gw) records.push({ customer_address: gw.ip, vsid: gw.vsid, mac: gw.mac, provider_address: paOf(host, variant), rule: 'encap', type: 'static' });
   }
+  if (variant.qemuVms) {
+    for (const v of QEMU_VMS) {
+      records.push({ customer_address: v.ip, vsid: v.vsid, mac: v.mac, provider_address: paOf(v.host, variant), rule: 'encap', type: 'static', vm_name: v.vmName });
+      if (v.host !== host) continue;
+      const adapter: Obj = { name: v.adapter, vm_name: v.vmName, mode: v.mode, mac: v.mac, vsid: v.vsid };
+      if (v.mode === 'vhost_user') adapter['socket'] = vhostSocket(variant.qemuVms.socketDir, v);
+      ((out['vm_adapters'] ??= []) as Obj[]).push(adapter);
+    }
+  }
   if (variant.vlan?.host === host) {
     for (const pa of out['provider_addresses'] as Obj[]) pa['vlan_id'] = variant.vlan.id;
   }
   if (variant.vmMtu !== undefined) {
-    for (const a of (out['vm_adapters'] ?? []) as Obj[]) a['mtu'] = variant.vmMtu;
+    // (A vhost-user guest's MTU is QEMU's host_mtu: nvgred refuses one.)
+    for (const a of (out['vm_adapters'] ?? []) as Obj[]) if (a['mode'] !== 'vhost_user') a['mtu'] = variant.vmMtu;
   }
   return out;
 }
@@ -696,9 +753,15 @@ export async function setUpLab(lab: Lab, opts: SetUpLabOptions): Promise<LabSetU
   return { daemons, configs };
 }
 
-/** The PA addresses currently on a host's eth1 (e.g. `192.168.0.22/24`; `fd00:192:168::22/64` with `family` 6). */
-export async function hostPaAddrs(lab: Lab, host: HostName, family: 4 | 6 = 4): Promise<string[]> {
-  return family === 4 ? ipv4Addrs(lab.ns(host), UNDERLAY_IF) : ipv6Addrs(lab.ns(host), UNDERLAY_IF);
+/** The interface a host's PA lives on in a variant: eth1, or the VLAN interface nvgred makes on it (`eth1.<id>`). */
+export function paInterface(host: HostName, variant: LabVariant = {}): string {
+  return variant.vlan?.host === host ? `${UNDERLAY_IF}.${variant.vlan.id}` : UNDERLAY_IF;
+}
+
+/** The PA addresses currently on a host's PA interface (e.g. `192.168.0.22/24`; `fd00:192:168::22/64` with `family` 6). */
+export async function hostPaAddrs(lab: Lab, host: HostName, family: 4 | 6 = 4, variant: LabVariant = {}): Promise<string[]> {
+  const ifname = paInterface(host, variant);
+  return family === 4 ? ipv4Addrs(lab.ns(host), ifname) : ipv6Addrs(lab.ns(host), ifname);
 }
 
 /**

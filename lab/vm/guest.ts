@@ -18,10 +18,36 @@ export async function guestPing(vm: Vm, dst: string, opts: { count?: number; wai
   const count = opts.count ?? 3;
   const waitS = opts.waitS ?? 2;
   const r = await vm.exec(`ping -c ${count} -W ${waitS} -s ${opts.size ?? 56} ${shq(dst)}`, { timeoutMs: (count + waitS + 5) * 1000 });
-  const m = /(\d+) packets transmitted, (\d+) packets received/.exec(r.output);
-  if (!m) throw new Error(`VM ${vm.spec.name}: ping ${dst}: no summary (status ${r.code}): ${r.output.trim().slice(-300)}`);
-  const rtt = /round-trip min\/avg\/max = [\d.]+\/([\d.]+)\//.exec(r.output);
-  return { transmitted: Number(m[1]), received: Number(m[2]), rttAvgMs: rtt ? Number(rtt[1]) : null, output: r.output };
+  return parsePing(vm, dst, r.output, r.code);
+}
+
+/**
+ * guestPing() to every one of `dsts` at once (one command in the guest, the
+ * pings in parallel: a console round trip under TCG costs more than a ping).
+ */
+export async function guestPingAll(vm: Vm, dsts: readonly string[], opts: { count?: number; waitS?: number } = {}): Promise<Map<string, GuestPing>> {
+  const count = opts.count ?? 3;
+  const waitS = opts.waitS ?? 2;
+  const script = [
+    `for t in ${dsts.map(shq).join(' ')}; do ping -c ${count} -W ${waitS} "$t" >"/tmp/ping.$t" 2>&1 & done; wait`,
+    `for t in ${dsts.map(shq).join(' ')}; do echo "@@ping $t"; grep -E 'packets transmitted|round-trip|ping:' "/tmp/ping.$t"; rm -f "/tmp/ping.$t"; done`,
+  ].join('\n');
+  const r = await vm.exec(script, { timeoutMs: (count + waitS + 10) * 1000 });
+  const out = new Map<string, GuestPing>();
+  for (const part of r.output.split('@@ping ').slice(1)) {
+    const nl = part.indexOf('\n');
+    const dst = nl < 0 ? part : part.slice(0, nl);
+    out.set(dst, parsePing(vm, dst, part.slice(nl + 1), r.code));
+  }
+  for (const d of dsts) if (!out.has(d)) throw new Error(`VM ${vm.spec.name}: ping ${d}: no result (status ${r.code}): ${r.output.trim().slice(-300)}`);
+  return out;
+}
+
+function parsePing(vm: Vm, dst: string, output: string, code: number): GuestPing {
+  const m = /(\d+) packets transmitted, (\d+) packets received/.exec(output);
+  if (!m) throw new Error(`VM ${vm.spec.name}: ping ${dst}: no summary (status ${code}): ${output.trim().slice(-300)}`);
+  const rtt = /round-trip min\/avg\/max = [\d.]+\/([\d.]+)\//.exec(output);
+  return { transmitted: Number(m[1]), received: Number(m[2]), rttAvgMs: rtt ? Number(rtt[1]) : null, output };
 }
 
 export interface GuestStream {

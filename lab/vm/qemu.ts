@@ -44,6 +44,11 @@ export interface VmSpec {
   /** Default route. */
   gw?: string;
   mtu?: number;
+  /**
+   * The MTU QEMU announces to the guest's virtio-net driver (`host_mtu=` on
+   * the device; VIRTIO_NET_F_MTU): the driver takes it as its MTU.
+   */
+  hostMtu?: number;
   /** Guest RAM. Default 256. */
   memMb?: number;
   /** Extra kernel command-line words. */
@@ -81,7 +86,7 @@ export function qemuArgv(spec: VmSpec, image: Pick<VmImage, 'kernel' | 'initrd'>
   argv.push('-kernel', image.kernel, '-initrd', image.initrd, '-append', append.join(' '));
   argv.push('-chardev', `socket,id=con0,path=${console},server=on,wait=off`, '-serial', 'chardev:con0');
   // romfile=: no iPXE option ROM to load (the kernel is booted directly).
-  const nic = `virtio-net-pci,netdev=n0,mac=${spec.mac},romfile=`;
+  const nic = `virtio-net-pci,netdev=n0,mac=${spec.mac},romfile=${spec.hostMtu ? `,host_mtu=${spec.hostMtu}` : ''}`;
   if (spec.net.kind === 'tap') {
     argv.push('-netdev', `tap,id=n0,ifname=${spec.net.ifname},script=no,downscript=no,vhost=off,vnet_hdr=${spec.net.vnetHdr ? 'on' : 'off'}`);
     argv.push('-device', nic);

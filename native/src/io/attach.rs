@@ -52,7 +52,7 @@ pub struct Attached {
 }
 
 impl Attached {
-    /// Adopt `spec.name` now if it exists and is up, else wait for it.
+    /// Adopt `spec.name` now if it exists (setting it up), else wait for it.
     pub fn new(spec: &AttachSpec, reg: Registration, steering: Option<Arc<Steering>>) -> Attached {
         let a = Attached {
             name: spec.name.to_string(),
@@ -64,7 +64,12 @@ impl Attached {
             link: Mutex::new(None),
         };
         if let Ok(ifindex) = netlink::ifindex(&a.name) {
-            a.adopt(ifindex, None);
+            // It may be down (QEMU makes its TAP down, and no announcement
+            // follows): up first, or its sockets would be bound failed (ENETDOWN).
+            match a.bring_up(ifindex) {
+                Ok(()) => a.adopt(ifindex, None),
+                Err(e) => a.detach(format!("setting {} up: {e}", a.name)),
+            }
         }
         a
     }
