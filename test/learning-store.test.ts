@@ -55,6 +55,8 @@ class FakeHost {
     this.applied.push(next);
     this.policy = next;
   }
+  /** No device of the fake fails, so there is nothing to make again. */
+  repair(): void {}
   ownedKernelObjects() {
     return { provider_addresses: [], provider_routes: [] };
   }
