@@ -15,6 +15,7 @@ import {
   type Policy,
   type ProviderAddress,
   type ProviderRoute,
+  type AdapterMode,
   type VmAdapter,
 } from '../model/policy.js';
 import { encodePolicy, type UnderlayInterface } from '../model/snapshot.js';
@@ -102,6 +103,7 @@ function native<T>(call: () => T): T {
 
 export interface PortState {
   name: string;
+  mode: AdapterMode;
   id: number;
   ifindex: number;
   mtu: number;
@@ -110,7 +112,7 @@ export interface PortState {
   error?: string;
 }
 
-interface Port extends Omit<PortState, 'up' | 'error'> {
+interface Port extends Omit<PortState, 'up' | 'error' | 'mode'> {
   adapter: VmAdapter;
   /** The device's identity (see deviceKey). */
   key: string;
@@ -148,9 +150,10 @@ export class HostDataplane {
 
   portStates(): PortState[] {
     const health = this.started ? new Map(this.core.portStates().map((h) => [h.id, h])) : new Map();
-    return [...this.ports.values()].map(({ name, id, ifindex, mtu }) => {
+    return [...this.ports.values()].map(({ name, id, ifindex, mtu, adapter }) => {
       const h = health.get(id);
-      return { name, id, ifindex: h?.ifindex ?? ifindex, mtu: h?.mtu ?? mtu, up: h?.up ?? false, ...(h?.error ? { error: h.error } : {}) };
+      const mode = adapter.mode ?? 'tap';
+      return { name, mode, id, ifindex: h?.ifindex ?? ifindex, mtu: h?.mtu ?? mtu, up: h?.up ?? false, ...(h?.error ? { error: h.error } : {}) };
     });
   }
 
@@ -219,8 +222,9 @@ export class HostDataplane {
       //    snapshot that names them; removed ones go once it no longer does.
       const mtu = this.defaultMtu(next);
       const nextPorts = new Map<string, Port>();
-      // A TAP that failed (deleted under the daemon) is made again.
-      const failed = new Set(this.core.portStates().filter((h) => !h.up).map((h) => h.id));
+      // A TAP it created that failed (deleted under the daemon) is made again;
+      // an adopted interface or a vhost-user socket down is its VM's business.
+      const failed = this.failedTaps();
       for (const a of next.vm_adapters) {
         // A created TAP gets the default MTU; an adopted interface keeps its own unless told.
         const portMtu = (a.mode ?? 'tap') === 'tap' ? (a.mtu ?? mtu) : a.mtu;
@@ -274,7 +278,13 @@ export class HostDataplane {
 
   /** Make again the VM adapters whose device failed (deleted under the daemon); the rest is left alone. */
   repair(): void {
-    if (this.started && this.core.portStates().some((h) => !h.up)) this.apply(this.running);
+    if (this.started && this.failedTaps().size) this.apply(this.running);
+  }
+
+  /** The ids of created TAPs that are down: deleted under the daemon. */
+  private failedTaps(): Set<number> {
+    const taps = new Set([...this.ports.values()].filter((p) => (p.adapter.mode ?? 'tap') === 'tap').map((p) => p.id));
+    return new Set(this.core.portStates().filter((h) => !h.up && taps.has(h.id)).map((h) => h.id));
   }
 
   /**

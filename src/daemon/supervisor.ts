@@ -56,9 +56,11 @@ export function supervise(core: NativeCore, systemd: Systemd, log: Logger, opts:
     for (const p of opts.ports()) {
       if (!p.up && p.error && !down.has(p.name)) {
         down.add(p.name);
-        log.error({ adapter: p.name, error: p.error }, 'vm adapter down (nvgrectl reload re-creates it)');
-      } else if (p.up) {
-        down.delete(p.name);
+        // A created TAP down is a fault; an adopted interface or a vhost-user guest down is its VM stopping.
+        if (p.mode === 'tap') log.error({ adapter: p.name, error: p.error }, 'vm adapter down (nvgrectl reload re-creates it)');
+        else log.info({ adapter: p.name, mode: p.mode, error: p.error }, 'vm adapter down');
+      } else if (p.up && down.delete(p.name)) {
+        log.info({ adapter: p.name, mode: p.mode }, 'vm adapter up');
       }
     }
     const now = core.heartbeats();

@@ -196,7 +196,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'nvgre_vm_adapter_up',
-      help: 'Whether a VM adapter\'s TAP device exists (1) or not (0).',
+      help: "Whether a VM adapter's device works (1) or not (0): its TAP exists, its adopted interface is there with its VM running, its vhost-user guest has started its rings.",
       labelNames: ['adapter'],
       registers: [r],
       collect() {
