@@ -97,6 +97,9 @@ drop_reasons! {
     TxError => "tx_error",
     /// The VM adapter's device is down (gone from under the daemon, or its VM is not running).
     AdapterDown => "adapter_down",
+    /// The kernel dropped frames from an attached VM adapter before a worker
+    /// read them: its socket's queue was full (the VM sent faster than the workers read).
+    RxOverrun => "rx_overrun",
     /// A vhost-user guest's ring lied (a descriptor outside its memory, a loop, indices beyond
     /// the ring): the frame was dropped, or the ring stopped until the guest restarts it.
     GuestRing => "guest_ring",

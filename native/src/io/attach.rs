@@ -26,6 +26,7 @@ use super::tap::{annotate, write_vnet_frame};
 use crate::dp::{DropReason, PacketBuf};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub struct AttachSpec<'a> {
@@ -49,6 +50,8 @@ pub struct Attached {
     health: Health,
     reg: Registration,
     link: Mutex<Option<Link>>,
+    /// Frames from the VM the kernel dropped before a worker read them, over every socket this adapter had.
+    overruns: AtomicU64,
 }
 
 impl Attached {
@@ -62,6 +65,7 @@ impl Attached {
             health: Health::new(Some(waiting(spec.name))),
             reg,
             link: Mutex::new(None),
+            overruns: AtomicU64::new(0),
         };
         if let Ok(ifindex) = netlink::ifindex(&a.name) {
             // It may be down (QEMU makes its TAP down, and no announcement
@@ -147,8 +151,17 @@ impl Attached {
     fn detach(&self, why: String) {
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         self.reg.clear();
+        if let Some(l) = link.as_ref() {
+            self.count_overruns(l);
+        }
         *link = None; // workers in a batch hold their own reference to its socket
         self.health.down(why);
+    }
+
+    /// Move the kernel's drop counts of `link`'s sockets into `overruns`.
+    fn count_overruns(&self, link: &Link) {
+        let n: u64 = link.sockets.iter().filter_map(|s| packet::take_drops(s).ok()).map(u64::from).sum();
+        self.overruns.fetch_add(n, Ordering::Relaxed);
     }
 
     fn socket(&self, queue: usize) -> Option<Arc<OwnedFd>> {
@@ -209,6 +222,13 @@ impl Device for Attached {
 
     fn link_changed(&self, ev: &LinkEvent) {
         self.follow(ev)
+    }
+
+    fn drops(&self, add: &mut dyn FnMut(DropReason, u64)) {
+        if let Some(l) = self.link.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            self.count_overruns(l);
+        }
+        add(DropReason::RxOverrun, self.overruns.load(Ordering::Relaxed));
     }
 }
 
