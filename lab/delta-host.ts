@@ -5,12 +5,13 @@
 //
 // `node dist/lab/delta-host.js --config <file>`: applies the config's policy,
 // prints the daemon's ready line, waits for `<file>.go` to exist, then makes
-// the record changes below, one delta each, and prints
-// {"msg":"deltas done", deltas, changes, full_applies}. SIGTERM stops it.
+// the record changes below, one delta each, prints
+// {"msg":"deltas done", deltas, changes, full_applies} and serves on;
+// SIGTERM stops it.
 //
 // The changes: every few deltas the records of the flow's two VMs
-// (Contoso1, Contoso3) are rewritten (static <-> dynamic: the same
-// forwarding); the rest put and delete records of VMs that do not exist,
+// (Contoso1, Contoso3) are rewritten (deleted and put again, replaced, in one
+// delta); the rest put and delete records of VMs that do not exist,
 // including batches big enough that the overlay is merged into new tables
 // in the background and swapped in.
 
@@ -23,7 +24,7 @@ import type { LookupRecord, Policy } from '../src/model/policy.js';
 import { native, type NativeCore } from '../src/native.js';
 
 const FLOW = ['10.0.1.101', '10.0.1.103'];
-const ROUNDS = 500;
+const ROUNDS = 2000;
 /** Records put in one delta, then deleted in one: 2 index entries each, past the merge threshold. */
 const BATCH = 5000;
 
@@ -67,15 +68,18 @@ async function main(): Promise<void> {
   });
   for (let round = 0; round < ROUNDS; round++) {
     if (round % 4 === 0) {
-      // rewrite the flow's own records
-      const cs: PolicyChange[] = [];
-      const records = policy.lookup_records.map((r) => {
-        if (r.vsid !== 6000 || !FLOW.includes(r.customer_address)) return r;
-        const next: LookupRecord = { ...r, type: r.type === 'static' ? 'dynamic' : 'static' };
-        cs.push({ op: 'put', section: 'lookup_records', record: next, previous: r });
-        return next;
-      });
-      apply({ ...policy, lookup_records: records }, cs);
+      // Rewrite the flow's own records within one delta: Contoso3's deleted
+      // and put again, Contoso1's replaced (by equal records: the flow must
+      // keep working, and no packet may see the moment between).
+      const [c1, c3] = FLOW.map((ca) => policy.lookup_records.find((r) => r.vsid === 6000 && r.customer_address === ca)!);
+      const c1again = { ...c1! };
+      const c3again = { ...c3! };
+      const records = policy.lookup_records.filter((r) => r !== c3).map((r) => (r === c1 ? c1again : r));
+      apply({ ...policy, lookup_records: [...records, c3again] }, [
+        { op: 'delete', section: 'lookup_records', record: c3! },
+        { op: 'put', section: 'lookup_records', record: c3again },
+        { op: 'put', section: 'lookup_records', record: c1again, previous: c1! },
+      ]);
     }
     if (round % 250 === 100) {
       const batch = Array.from({ length: BATCH }, (_, i) => extra(i));
@@ -93,9 +97,11 @@ async function main(): Promise<void> {
       { ...policy, lookup_records: policy.lookup_records.filter((x) => x !== r) },
       [{ op: 'delete', section: 'lookup_records', record: r }],
     );
-    if (round % 10 === 0) await sleep(5); // a loaded test machine: leave the ping its CPU
+    if (round % 10 === 0) await sleep(10); // spread over the flow, and leave the ping its CPU
   }
   console.log(JSON.stringify({ msg: 'deltas done', deltas, changes, full_applies: fullApplies }));
+  // Serve on until SIGTERM (the workers' threads do not keep Node running).
+  setInterval(() => undefined, 1 << 30);
 }
 
 main().catch((err) => {

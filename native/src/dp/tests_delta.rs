@@ -248,3 +248,35 @@ fn a_delta_decoder_refuses_bad_buffers() {
     assert!(PolicyDelta::decode(&bad_op).unwrap_err().0.contains("op 9"));
     assert!(PolicyDelta::decode(&host1().encode()).is_err());
 }
+
+/// The records of a flow stay held through batches of changes past the
+/// merge threshold, merged, and the merged tables caught up with later deltas.
+#[test]
+fn batches_past_the_merge_threshold_keep_the_other_records() {
+    let policy = host1();
+    let held = |s: &Snapshot| policy.lookup_records.iter().filter(|r| s.record_by_ca(r.vsid, r.customer_address).is_some()).count();
+    let base = Snapshot::build(&policy);
+    let expected = held(&base);
+    let extra = |i: u32| LookupRecord {
+        vsid: 6000,
+        customer_address: IpAddr::V4([10, 0, 200 + (i >> 8) as u8, i as u8].into()),
+        mac: MacAddr([0x62, 0, 0, 0, (i >> 8) as u8, i as u8]),
+        provider_address: ip(HOST2_PA),
+        rule: Rule::Encap,
+        kind: RecordType::Static,
+    };
+    let batch: Vec<_> = (0..5000).map(extra).collect();
+    let put = PolicyDelta { customer_routes: None, changes: batch.iter().cloned().map(RecordChange::Put).collect() };
+    let delete = PolicyDelta { customer_routes: None, changes: batch.iter().cloned().map(RecordChange::Delete).collect() };
+    let with = base.apply_delta(&put).unwrap();
+    assert!(with.overlay_len() > MERGE_AT);
+    assert_eq!(held(&with), expected);
+    let merged = with.merged();
+    assert_eq!(held(&merged), expected);
+    assert!(batch.iter().all(|r| merged.record_by_ca(6000, r.customer_address).is_some()));
+    let without = merged.apply_delta(&delete).unwrap();
+    assert_eq!(held(&without), expected);
+    let merged = without.merged();
+    assert_eq!(held(&merged), expected);
+    assert_eq!(merged.canonical(), base.canonical());
+}
