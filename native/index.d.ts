@@ -33,6 +33,15 @@ export function stop(): void;
 export function setPolicy(encoded: Buffer): void;
 
 /**
+ * Apply a delta (lookup record changes, the customer routes if they
+ * changed), encoded by src/model/snapshot.ts `encodeDelta`, to the running
+ * snapshot, at a cost in proportion to the change; packets see the old
+ * records or the new ones, never a mix. Returns false, changing nothing,
+ * when only a full `setPolicy` is exact (see native/src/dp/delta.rs).
+ */
+export function applyDelta(encoded: Buffer): boolean;
+
+/**
  * Add a VM adapter's device. Mode `tap`: create its TAP (IFF_TAP |
  * IFF_NO_PI), inside `netns` when given, with the adapter's MAC and MTU, and
  * bring it up. Mode `attach`: adopt the interface `name` of the daemon's

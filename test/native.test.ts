@@ -41,6 +41,7 @@ describe('native binding', () => {
     };
     expect(codeOf(() => core.readCounters())).toBe('NVGRE_ERR_NATIVE_NOT_STARTED');
     expect(codeOf(() => core.setPolicy(Buffer.from('garbage')))).toBe('NVGRE_ERR_NATIVE_POLICY');
+    expect(codeOf(() => core.applyDelta(Buffer.from('garbage')))).toBe('NVGRE_ERR_NATIVE_POLICY');
     expect(codeOf(() => core.addAddress('eth1', 'not-an-ip', 24))).toBe('NVGRE_ERR_NATIVE_ARGUMENT');
     expect(codeOf(() => (core.addPort as (...a: unknown[]) => number)('x'))).toBe('NVGRE_ERR_NATIVE_ARGUMENT');
   });

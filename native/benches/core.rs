@@ -1,7 +1,8 @@
 //! The decision core without I/O: ns per frame for encapsulation,
 //! decapsulation, local switching and routing, with 1,000 and with
 //! 1,000,000 lookup records; memory per lookup record; the time to build and
-//! swap in a snapshot of 1,000,000 records. `cargo bench --bench core`.
+//! swap in a snapshot of 1,000,000 records, against a one-record delta and
+//! a merge of a full overlay. `cargo bench --bench core`.
 //!
 //! Frames cycle through many destinations (spread over all the records), so
 //! the large table is measured with its cache misses, not one hot entry.
@@ -177,16 +178,42 @@ fn measure(tables: &[&Snapshot], sizes: &[u32]) -> Vec<[f64; 4]> {
     best
 }
 
+/// A delta that moves record `i` (of `policy(n)`) to another remote PA, or back.
+fn move_record(i: u32, round: u32) -> PolicyDelta {
+    let at = |k: u32| LookupRecord { vsid: 6000, customer_address: ca(i), mac: vm_mac(i), provider_address: remote_pa(i + k), rule: Rule::Encap, kind: RecordType::Static };
+    PolicyDelta { customer_routes: None, changes: vec![RecordChange::Replace { previous: at(round), record: at(round + 1) }] }
+}
+
+/// A snapshot of `policy(n)` with `entries` overlay entries (records moved by deltas).
+fn with_overlay(base: &Snapshot, entries: usize) -> Snapshot {
+    let mut s = base.apply_delta(&PolicyDelta::default()).unwrap();
+    for i in 0..entries as u32 {
+        // two overlay entries per moved record (its CA and MAC), in the upper half
+        s = s.apply_delta(&move_record(500_000 + i * 61, 0)).unwrap();
+        if s.overlay_len() >= entries {
+            break;
+        }
+    }
+    s
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 fn main() {
     let (small_table, large_table) = (Snapshot::build(&policy(1_000)), Snapshot::build(&policy(1_000_000)));
-    let best = measure(&[&small_table, &large_table], &[1_000, 1_000_000]);
-    let (small, large) = (best[0], best[1]);
-    drop((small_table, large_table));
+    let overlaid = with_overlay(&large_table, MERGE_AT);
+    let best = measure(&[&small_table, &large_table, &overlaid], &[1_000, 1_000_000, 1_000_000]);
+    let (small, large, over) = (best[0], best[1], best[2]);
+    let overlay_entries = overlaid.overlay_len();
+    drop((small_table, large_table, overlaid));
     println!("decision core, ns per 64-byte frame (best of {ROUNDS} x {PASSES} passes over {FRAMES} frames, spread over the records; rounds alternate between the tables)", ROUNDS = ROUNDS, PASSES = PASSES);
-    println!("{:<14}{:>16}{:>20}{:>8}", "", "1,000 records", "1,000,000 records", "ratio");
+    println!("{:<14}{:>16}{:>20}{:>8}{:>22}{:>8}", "", "1,000 records", "1,000,000 records", "ratio", "1M + full overlay", "ratio");
     for (i, what) in ["encapsulate", "decapsulate", "local switch", "route"].iter().enumerate() {
-        println!("{:<14}{:>16.1}{:>20.1}{:>8.2}", what, small[i], large[i], large[i] / small[i]);
+        println!("{:<14}{:>16.1}{:>20.1}{:>8.2}{:>22.1}{:>8.2}", what, small[i], large[i], large[i] / small[i], over[i], over[i] / large[i]);
     }
+    println!("(full overlay: {overlay_entries} entries of records moved by deltas, the merge threshold)");
 
     // Memory: live heap of a snapshot per record, measured both ways round.
     let n = 1_000_000u32;
@@ -223,4 +250,34 @@ fn main() {
         ms(swap),
         ms(free)
     );
+
+    // One-record deltas as the control plane sends them: decode, apply on
+    // the running snapshot (its overlay growing), publish.
+    const DELTAS: u32 = 4000;
+    let mut times = Vec::with_capacity(DELTAS as usize);
+    for k in 0..DELTAS {
+        let buf = move_record(k * 97, 0).encode(); // the lower half, spread
+        let t = Instant::now();
+        let delta = PolicyDelta::decode(&buf).unwrap();
+        let cur = current.lock().unwrap().clone();
+        let next = Arc::new(cur.apply_delta(&delta).unwrap());
+        let old = std::mem::replace(&mut *current.lock().unwrap(), next);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        drop((old, cur));
+    }
+    times.sort_by(f64::total_cmp);
+    let full_us = (ms(decode) + ms(build)) * 1000.0;
+    println!(
+        "one-record delta at {n} records (decode, apply, swap; {DELTAS} in a row, overlay 0 to {}): p50 {:.1} us, p99 {:.1} us; full decode + build {:.0} ms: {:.0}x the p50",
+        current.lock().unwrap().overlay_len(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        full_us / 1000.0,
+        full_us / percentile(&times, 0.5)
+    );
+    let full = with_overlay(&current.lock().unwrap(), MERGE_AT);
+    let t = Instant::now();
+    let merged = full.merged();
+    println!("merge of a {}-entry overlay into new tables at {n} records (the background thread's work): {:.0} ms", full.overlay_len(), ms(t.elapsed()));
+    drop(merged);
 }

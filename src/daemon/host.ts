@@ -2,7 +2,9 @@
 // the kernel objects it owns (provider addresses, the VLAN interfaces of
 // those on a VLAN, provider routes, TAPs).
 // `apply(next)` moves from the running policy to `next` by difference, and
-// undoes its own steps if one fails: nothing is ever half applied.
+// undoes its own steps if one fails: nothing is ever half applied. Given the
+// changes that make `next`, and they only touch lookup records and customer
+// routes, the packet core takes them as a delta instead of a whole snapshot.
 
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
@@ -18,7 +20,8 @@ import {
   type AdapterMode,
   type VmAdapter,
 } from '../model/policy.js';
-import { encodePolicy, type UnderlayInterface } from '../model/snapshot.js';
+import type { PolicyChange } from '../model/change.js';
+import { defaultGatewayMac, encodeDelta, encodePolicy, type UnderlayInterface } from '../model/snapshot.js';
 import { inSubnet } from '../config/net.js';
 import { nvgreError } from '../errors.js';
 
@@ -179,8 +182,13 @@ export class HostDataplane {
     return mtus.length ? Math.min(...mtus) : FALLBACK_UNDERLAY_MTU - NVGRE_OVERHEAD_V4;
   }
 
-  /** Move the dataplane from the running policy to `next`, or leave it untouched. */
-  apply(next: Policy): void {
+  /**
+   * Move the dataplane from the running policy to `next`, or leave it
+   * untouched. `changes`, if given, are what makes `next` of the running
+   * policy: when a delta can carry them, only they cross to the packet core.
+   */
+  apply(next: Policy, changes?: readonly PolicyChange[]): void {
+    if (changes && this.applyDelta(next, changes)) return;
     const prev = this.running;
     const undo = new Undo();
     const core = this.core;
@@ -260,6 +268,26 @@ export class HostDataplane {
       undo.run(this.log);
       throw err;
     }
+  }
+
+  /**
+   * Hand the packet core `changes` as a delta; false, changing nothing,
+   * when they need the whole apply: they touch another section, something
+   * outside the sections changed that the snapshot holds, or the core
+   * cannot apply them exactly (it says so).
+   */
+  private applyDelta(next: Policy, changes: readonly PolicyChange[]): boolean {
+    const prev = this.running;
+    if (!this.started || next.encapsulation.flow_id !== prev.encapsulation.flow_id || defaultGatewayMac(next) !== defaultGatewayMac(prev)) return false;
+    if (underlayKey(next) !== this.underlaySeen) return false;
+    const delta = encodeDelta(next, changes);
+    if (!delta) return false;
+    if (!native(() => this.core.applyDelta(delta))) {
+      this.log.debug({ changes: changes.length }, 'the packet core needs the whole policy for these changes');
+      return false;
+    }
+    this.running = next;
+    return true;
   }
 
   /** The interface `pa` lives on, its VLAN interface made first if it is on a VLAN and that is new. */

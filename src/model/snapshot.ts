@@ -1,9 +1,21 @@
 // Encodes a validated policy into the one buffer the packet core reads
 // (native/src/dp/policy.rs documents the layout; the two change together).
-// One crossing per policy change, whatever the number of records.
+// One crossing per policy change, whatever the number of records; or a delta
+// of the changed records alone (`encodeDelta`).
 
 import { parseIp, type Family } from '../config/net.js';
-import { isOnLink, splitPrefix, type FlowIdMode, type LookupRule, type LookupType, type Policy, type ProviderAddress } from './policy.js';
+import type { PolicyChange } from './change.js';
+import {
+  isOnLink,
+  splitPrefix,
+  type CustomerRoute,
+  type FlowIdMode,
+  type LookupRecord,
+  type LookupRule,
+  type LookupType,
+  type Policy,
+  type ProviderAddress,
+} from './policy.js';
 
 const MAGIC = 'NVGP';
 const VERSION = 4;
@@ -12,6 +24,12 @@ const PA_LEN = 28;
 const ROUTE_LEN = 48;
 const RECORD_LEN = 48;
 const PORT_LEN = 16;
+const DELTA_MAGIC = 'NVGD';
+const DELTA_VERSION = 1;
+const DELTA_HEADER_LEN = 16;
+const CHANGE_LEN = 4 + 2 * RECORD_LEN;
+const ROUTES_UNCHANGED = 0xffffffff;
+const OP = { put: 0, replace: 1, delete: 2 } as const;
 
 const FLOW_ID: Record<FlowIdMode, number> = { hash: 0, zero: 1 };
 const RULE: Record<LookupRule, number> = { encap: 0, none: 1 };
@@ -93,23 +111,11 @@ export function encodePolicy(policy: Policy, ports: PortIds, underlay: (pa: Prov
     off += PA_LEN;
   }
   for (const r of policy.customer_routes) {
-    const [prefix, len] = splitPrefix(r.destination_prefix);
-    buf.writeUInt32LE(rd.get(r.routing_domain)!, off);
-    buf.writeUInt32LE(r.vsid, off + 4);
-    buf[off + 8] = putIp(buf, off + 16, prefix);
-    buf[off + 9] = len;
-    buf[off + 10] = isOnLink(r.next_hop) ? 1 : 0;
-    buf.writeUInt32LE(r.metric, off + 12);
-    putIp(buf, off + 32, r.next_hop);
+    putRoute(buf, off, r, rd);
     off += ROUTE_LEN;
   }
   for (const r of policy.lookup_records) {
-    buf.writeUInt32LE(r.vsid, off);
-    buf[off + 4] = putIp(buf, off + 8, r.customer_address);
-    buf[off + 5] = putIp(buf, off + 24, r.provider_address);
-    buf[off + 6] = RULE[r.rule];
-    buf[off + 7] = TYPE[r.type];
-    putMac(buf, off + 40, r.mac);
+    putRecord(buf, off, r);
     off += RECORD_LEN;
   }
   for (const a of adapters) {
@@ -117,6 +123,62 @@ export function encodePolicy(policy: Policy, ports: PortIds, underlay: (pa: Prov
     buf.writeUInt32LE(a.vsid, off + 4);
     putMac(buf, off + 8, a.mac);
     off += PORT_LEN;
+  }
+  return buf;
+}
+
+function putRoute(buf: Buffer, off: number, r: CustomerRoute, rd: ReadonlyMap<string, number>): void {
+  const [prefix, len] = splitPrefix(r.destination_prefix);
+  buf.writeUInt32LE(rd.get(r.routing_domain)!, off);
+  buf.writeUInt32LE(r.vsid, off + 4);
+  buf[off + 8] = putIp(buf, off + 16, prefix);
+  buf[off + 9] = len;
+  buf[off + 10] = isOnLink(r.next_hop) ? 1 : 0;
+  buf.writeUInt32LE(r.metric, off + 12);
+  putIp(buf, off + 32, r.next_hop);
+}
+
+function putRecord(buf: Buffer, off: number, r: LookupRecord): void {
+  buf.writeUInt32LE(r.vsid, off);
+  buf[off + 4] = putIp(buf, off + 8, r.customer_address);
+  buf[off + 5] = putIp(buf, off + 24, r.provider_address);
+  buf[off + 6] = RULE[r.rule];
+  buf[off + 7] = TYPE[r.type];
+  putMac(buf, off + 40, r.mac);
+}
+
+/** The sections a delta carries; a change to any other needs the whole policy. */
+const DELTA_SECTIONS = new Set(['lookup_records', 'customer_routes']);
+
+/**
+ * The delta that takes the packet core from the policy before `changes` to
+ * `next`, or undefined when they touch what only a whole policy carries
+ * (provider addresses, VM adapters, ...). Customer routes, when changed, go
+ * whole (they are few); lookup records go one by one, in order.
+ */
+export function encodeDelta(next: Policy, changes: readonly PolicyChange[]): Buffer | undefined {
+  if (!changes.every((c) => DELTA_SECTIONS.has(c.section))) return undefined;
+  const routes = changes.some((c) => c.section === 'customer_routes') ? next.customer_routes : undefined;
+  const records = changes.filter((c) => c.section === 'lookup_records');
+  const buf = Buffer.alloc(DELTA_HEADER_LEN + (routes?.length ?? 0) * ROUTE_LEN + records.length * CHANGE_LEN);
+  buf.write(DELTA_MAGIC, 0, 'latin1');
+  buf.writeUInt32LE(DELTA_VERSION, 4);
+  buf.writeUInt32LE(routes?.length ?? ROUTES_UNCHANGED, 8);
+  buf.writeUInt32LE(records.length, 12);
+  let off = DELTA_HEADER_LEN;
+  if (routes) {
+    const rd = routingDomainIndex(next);
+    for (const r of routes) {
+      putRoute(buf, off, r, rd);
+      off += ROUTE_LEN;
+    }
+  }
+  for (const c of records) {
+    const previous = c.op === 'put' ? c.previous : undefined;
+    buf[off] = c.op === 'delete' ? OP.delete : previous ? OP.replace : OP.put;
+    putRecord(buf, off + 4, c.record as LookupRecord);
+    if (previous) putRecord(buf, off + 4 + RECORD_LEN, previous as LookupRecord);
+    off += CHANGE_LEN;
   }
   return buf;
 }

@@ -13,7 +13,7 @@ use nvgred_fuzz::input::{write_underlay, write_vm_frames};
 use nvgred_fuzz::reference::{self, *};
 use nvgred_native::dp::offload::{Gso, Offload};
 use nvgred_native::dp::testkit::*;
-use nvgred_native::dp::{on_vm_frame, PacketBuf, Policy, PortId};
+use nvgred_native::dp::{on_vm_frame, LookupRecord, PacketBuf, Policy, PolicyDelta, PortId, RecordChange, RecordType};
 use nvgred_native::wire::*;
 use std::collections::HashSet;
 use std::fs;
@@ -311,6 +311,19 @@ fn policy_seeds(c: &mut Corpus) {
     };
     for (name, p) in [("host1", host1()), ("dual-stack", host1_dual_stack()), ("reference", reference::policy()), ("empty", empty)] {
         c.put("policy_decode", &format!("test-{name}"), &p.encode());
+    }
+    // Deltas of the reference policy: a new VM, a VM moved, a VM gone, the routes again.
+    let reference = reference::policy();
+    let first = reference.lookup_records.iter().find(|r| r.kind == RecordType::Static).unwrap().clone();
+    let moved = LookupRecord { provider_address: ip(HOST2_PA), ..first.clone() };
+    let new = LookupRecord { customer_address: ip("10.0.1.77"), mac: mac("60:00:60:00:07:07"), ..moved.clone() };
+    for (name, changes, routes) in [
+        ("put", vec![RecordChange::Put(new.clone())], None),
+        ("replace", vec![RecordChange::Replace { previous: first.clone(), record: moved }], None),
+        ("delete", vec![RecordChange::Delete(first)], None),
+        ("routes", vec![RecordChange::Put(new)], Some(reference.customer_routes.clone())),
+    ] {
+        c.put("policy_delta", &format!("test-{name}"), &PolicyDelta { customer_routes: routes, changes }.encode());
     }
 }
 

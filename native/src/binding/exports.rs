@@ -5,7 +5,7 @@
 
 use super::napi::{napi_callback, napi_callback_info, napi_env, napi_value};
 use super::{export, Args, JsError, JsResult, JsValue};
-use crate::dp::{Counters, DropReason, NextHop, Policy, Reach};
+use crate::dp::{Counters, DropReason, NextHop, Policy, PolicyDelta, Reach};
 use crate::io::{netlink, notify, AttachSpec, Dataplane, Options, PortSpec, SocketMode, Source, TapSpec, VhostUserSpec};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -32,6 +32,7 @@ exports! {
     "start" => start,
     "stop" => stop,
     "setPolicy" => set_policy,
+    "applyDelta" => apply_delta,
     "addPort" => add_port,
     "removePort" => remove_port,
     "readCounters" => read_counters,
@@ -127,6 +128,13 @@ fn set_policy(args: &Args) -> JsResult<JsValue> {
         dp.set_policy(&policy);
         Ok(JsValue::Undefined)
     })
+}
+
+/// `applyDelta(buffer)`: apply a policy delta (`NVGD`) to the running
+/// snapshot; false if only a full `setPolicy` is exact (nothing changed then).
+fn apply_delta(args: &Args) -> JsResult<JsValue> {
+    let delta = PolicyDelta::decode(args.buffer(0)?).map_err(|e| JsError::new("NVGRE_ERR_NATIVE_POLICY", e.0))?;
+    with_dataplane(|dp| Ok(JsValue::Bool(dp.apply_delta(&delta).is_ok())))
 }
 
 /// `addPort(id, mode, name, netns, mac, mtu, socket, socketMode)`: add a

@@ -6,6 +6,7 @@
 
 mod buf;
 mod counters;
+mod delta;
 mod drop;
 mod encap;
 mod icmp;
@@ -23,6 +24,8 @@ mod tests;
 mod tests_v6;
 #[cfg(test)]
 mod tests_bounds;
+#[cfg(test)]
+mod tests_delta;
 mod underlay;
 mod vm;
 
@@ -30,9 +33,10 @@ pub use buf::PacketBuf;
 pub use counters::{Counter, Counters, VsidSlots, VSID_COUNTERS};
 pub use learn::Learned;
 pub use drop::{Direction, DropReason};
+pub use delta::{Refused, MERGE_AT};
 pub use policy::{
-    CustomerRoute, DecodeError, FlowIdMode, LookupRecord, Policy, Port, PortId, ProviderAddress, RecordType,
-    RoutingDomain, Rule, Vsid,
+    CustomerRoute, DecodeError, FlowIdMode, LookupRecord, Policy, PolicyDelta, Port, PortId, ProviderAddress, RecordChange,
+    RecordType, RoutingDomain, Rule, Vsid,
 };
 pub use encap::{encapsulate, flow_id, outer_header_len, FLOW_MIX};
 pub use pipeline::{Batch, Effects, Outgoing, Pipeline, EXTRA_POOL, MAX_KERNEL_SEGMENTED};

@@ -20,6 +20,14 @@
 //! - lookup record (48): vsid u32, ca_family u8, pa_family u8, rule u8, type u8,
 //!   customer_address 16, provider_address 16, mac 6, pad 2
 //! - port (16): id u32, vsid u32, mac 6, pad 2
+//!
+//! A delta ([`PolicyDelta`]) changes the running policy's lookup records and
+//! customer routes. Header, 16 bytes: `magic "NVGD"`, `version u32 = 1`,
+//! `routes u32` (how many customer routes follow: the whole new list; `u32::MAX`:
+//! unchanged, none follow), `changes u32`. Then the routes, then the record
+//! changes in the order they apply, 100 bytes each: `op u8` (0 put, 1 replace,
+//! 2 delete), pad 3, the record (48), and for a replace the record it
+//! replaces (48; zeros otherwise). Entries are encoded as in a policy.
 
 use crate::wire::MacAddr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -111,6 +119,11 @@ pub struct Policy {
 pub struct DecodeError(pub String);
 
 const MAGIC: &[u8; 4] = b"NVGP";
+const DELTA_MAGIC: &[u8; 4] = b"NVGD";
+const DELTA_VERSION: u32 = 1;
+const DELTA_HEADER_LEN: usize = 16;
+const CHANGE_LEN: usize = 4 + 2 * RECORD_LEN;
+const ROUTES_UNCHANGED: u32 = u32::MAX;
 /// Routing domains are numbered from 0; the MAC index packs the number in 16 bits.
 pub const MAX_ROUTING_DOMAIN: RoutingDomain = 0xfffe;
 const VERSION: u32 = 4;
@@ -149,6 +162,90 @@ impl<'a> Cursor<'a> {
             f => Err(DecodeError(format!("address family {f}"))),
         }
     }
+}
+
+// What the control plane validated is checked again where trusting it
+// could break an index or an arithmetic: prefix lengths, host bits, 24-bit VSIDs.
+fn vsid_ok(v: Vsid) -> Result<Vsid, DecodeError> {
+    if v <= MAX_VSID {
+        Ok(v)
+    } else {
+        Err(DecodeError(format!("VSID {v} beyond 24 bits")))
+    }
+}
+
+fn prefix_ok(a: IpAddr, len: u8) -> Result<u8, DecodeError> {
+    let max = if a.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        Err(DecodeError(format!("prefix length {len} for {a}")))
+    } else {
+        Ok(len)
+    }
+}
+
+impl Cursor<'_> {
+    /// One customer route entry (ROUTE_LEN bytes).
+    fn route(&mut self) -> Result<CustomerRoute, DecodeError> {
+        let routing_domain = self.u32();
+        if routing_domain > MAX_ROUTING_DOMAIN {
+            return Err(DecodeError(format!("routing domain number {routing_domain} (at most {MAX_ROUTING_DOMAIN})")));
+        }
+        let vsid = vsid_ok(self.u32())?;
+        let fam = self.u8();
+        let prefix_len = self.u8();
+        let on_link = self.u8() != 0;
+        self.take(1);
+        let metric = self.u32();
+        let prefix = self.ip(fam)?;
+        let prefix_len = prefix_ok(prefix, prefix_len)?;
+        if masked(prefix, prefix_len) != prefix {
+            return Err(DecodeError(format!("route {prefix}/{prefix_len} has host bits set")));
+        }
+        let next_hop = self.ip(fam)?;
+        Ok(CustomerRoute { routing_domain, vsid, prefix, prefix_len, next_hop: if on_link { None } else { Some(next_hop) }, metric })
+    }
+
+    /// One lookup record entry (RECORD_LEN bytes).
+    fn record(&mut self) -> Result<LookupRecord, DecodeError> {
+        let vsid = vsid_ok(self.u32())?;
+        let ca_family = self.u8();
+        let pa_family = self.u8();
+        let rule = match self.u8() {
+            0 => Rule::Encap,
+            1 => Rule::None,
+            r => return Err(DecodeError(format!("rule {r}"))),
+        };
+        let kind = match self.u8() {
+            0 => RecordType::Static,
+            1 => RecordType::Dynamic,
+            2 => RecordType::L2Only,
+            3 => RecordType::GatewayWildcard,
+            t => return Err(DecodeError(format!("record type {t}"))),
+        };
+        let customer_address = self.ip(ca_family)?;
+        let provider_address = self.ip(pa_family)?;
+        let mac = self.mac();
+        self.take(2);
+        Ok(LookupRecord { vsid, customer_address, mac, provider_address, rule, kind })
+    }
+}
+
+fn put_route(out: &mut Vec<u8>, r: &CustomerRoute) {
+    out.extend_from_slice(&r.routing_domain.to_le_bytes());
+    out.extend_from_slice(&r.vsid.to_le_bytes());
+    out.extend_from_slice(&[family(&r.prefix), r.prefix_len, r.next_hop.is_none() as u8, 0]);
+    out.extend_from_slice(&r.metric.to_le_bytes());
+    put_ip(out, &r.prefix);
+    put_ip(out, &r.next_hop.unwrap_or(r.prefix));
+}
+
+fn put_record(out: &mut Vec<u8>, r: &LookupRecord) {
+    out.extend_from_slice(&r.vsid.to_le_bytes());
+    out.extend_from_slice(&[family(&r.customer_address), family(&r.provider_address), r.rule as u8, r.kind as u8]);
+    put_ip(out, &r.customer_address);
+    put_ip(out, &r.provider_address);
+    out.extend_from_slice(r.mac.as_bytes());
+    out.extend_from_slice(&[0, 0]);
 }
 
 fn put_ip(out: &mut Vec<u8>, a: &IpAddr) {
@@ -206,17 +303,6 @@ impl Policy {
             return Err(DecodeError(format!("policy buffer is {} bytes, counts say {expected}", buf.len())));
         }
 
-        // What the control plane validated is checked again where trusting it
-        // could break an index or an arithmetic: prefix lengths, host bits, 24-bit VSIDs.
-        let vsid_ok = |v: Vsid| if v <= MAX_VSID { Ok(v) } else { Err(DecodeError(format!("VSID {v} beyond 24 bits"))) };
-        let prefix_ok = |a: IpAddr, len: u8| {
-            let max = if a.is_ipv4() { 32 } else { 128 };
-            if len > max {
-                Err(DecodeError(format!("prefix length {len} for {a}")))
-            } else {
-                Ok(len)
-            }
-        };
         let mut provider_addresses = Vec::with_capacity(counts[0]);
         for _ in 0..counts[0] {
             let fam = c.u8();
@@ -229,56 +315,8 @@ impl Policy {
             c.take(2);
             provider_addresses.push(ProviderAddress { address, prefix_len, mtu, ifindex, vlan_id });
         }
-        let mut customer_routes = Vec::with_capacity(counts[1]);
-        for _ in 0..counts[1] {
-            let routing_domain = c.u32();
-            if routing_domain > MAX_ROUTING_DOMAIN {
-                return Err(DecodeError(format!("routing domain number {routing_domain} (at most {MAX_ROUTING_DOMAIN})")));
-            }
-            let vsid = vsid_ok(c.u32())?;
-            let fam = c.u8();
-            let prefix_len = c.u8();
-            let on_link = c.u8() != 0;
-            c.take(1);
-            let metric = c.u32();
-            let prefix = c.ip(fam)?;
-            let prefix_len = prefix_ok(prefix, prefix_len)?;
-            if masked(prefix, prefix_len) != prefix {
-                return Err(DecodeError(format!("route {prefix}/{prefix_len} has host bits set")));
-            }
-            let next_hop = c.ip(fam)?;
-            customer_routes.push(CustomerRoute {
-                routing_domain,
-                vsid,
-                prefix,
-                prefix_len,
-                next_hop: if on_link { None } else { Some(next_hop) },
-                metric,
-            });
-        }
-        let mut lookup_records = Vec::with_capacity(counts[2]);
-        for _ in 0..counts[2] {
-            let vsid = vsid_ok(c.u32())?;
-            let ca_family = c.u8();
-            let pa_family = c.u8();
-            let rule = match c.u8() {
-                0 => Rule::Encap,
-                1 => Rule::None,
-                r => return Err(DecodeError(format!("rule {r}"))),
-            };
-            let kind = match c.u8() {
-                0 => RecordType::Static,
-                1 => RecordType::Dynamic,
-                2 => RecordType::L2Only,
-                3 => RecordType::GatewayWildcard,
-                t => return Err(DecodeError(format!("record type {t}"))),
-            };
-            let customer_address = c.ip(ca_family)?;
-            let provider_address = c.ip(pa_family)?;
-            let mac = c.mac();
-            c.take(2);
-            lookup_records.push(LookupRecord { vsid, customer_address, mac, provider_address, rule, kind });
-        }
+        let customer_routes = (0..counts[1]).map(|_| c.route()).collect::<Result<_, _>>()?;
+        let lookup_records = (0..counts[2]).map(|_| c.record()).collect::<Result<_, _>>()?;
         let mut ports = Vec::with_capacity(counts[3]);
         for _ in 0..counts[3] {
             let id = c.u32();
@@ -325,31 +363,102 @@ impl Policy {
             out.extend_from_slice(&[0, 0]);
         }
         for r in &self.customer_routes {
-            out.extend_from_slice(&r.routing_domain.to_le_bytes());
-            out.extend_from_slice(&r.vsid.to_le_bytes());
-            out.extend_from_slice(&[family(&r.prefix), r.prefix_len, r.next_hop.is_none() as u8, 0]);
-            out.extend_from_slice(&r.metric.to_le_bytes());
-            put_ip(&mut out, &r.prefix);
-            put_ip(&mut out, &r.next_hop.unwrap_or(r.prefix));
+            put_route(&mut out, r);
         }
         for r in &self.lookup_records {
-            out.extend_from_slice(&r.vsid.to_le_bytes());
-            out.extend_from_slice(&[
-                family(&r.customer_address),
-                family(&r.provider_address),
-                r.rule as u8,
-                r.kind as u8,
-            ]);
-            put_ip(&mut out, &r.customer_address);
-            put_ip(&mut out, &r.provider_address);
-            out.extend_from_slice(r.mac.as_bytes());
-            out.extend_from_slice(&[0, 0]);
+            put_record(&mut out, r);
         }
         for p in &self.ports {
             out.extend_from_slice(&p.id.to_le_bytes());
             out.extend_from_slice(&p.vsid.to_le_bytes());
             out.extend_from_slice(p.mac.as_bytes());
             out.extend_from_slice(&[0, 0]);
+        }
+        out
+    }
+}
+
+/// One change to the running policy's lookup records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordChange {
+    /// A record the policy did not have.
+    Put(LookupRecord),
+    /// `record` takes the place of `previous` (same identity).
+    Replace { previous: LookupRecord, record: LookupRecord },
+    /// A record the policy had.
+    Delete(LookupRecord),
+}
+
+/// What changed in a running policy: record changes and, when the customer
+/// routes changed, all of them (they are few, and indexed together).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyDelta {
+    pub customer_routes: Option<Vec<CustomerRoute>>,
+    pub changes: Vec<RecordChange>,
+}
+
+impl PolicyDelta {
+    pub fn decode(buf: &[u8]) -> Result<PolicyDelta, DecodeError> {
+        if buf.len() < DELTA_HEADER_LEN || &buf[..4] != DELTA_MAGIC {
+            return Err(DecodeError("not a policy delta buffer".into()));
+        }
+        let mut c = Cursor { b: &buf[4..] };
+        let version = c.u32();
+        if version != DELTA_VERSION {
+            return Err(DecodeError(format!("policy delta encoding version {version}, expected {DELTA_VERSION}")));
+        }
+        let routes = c.u32();
+        let changes = c.u32() as usize;
+        let route_count = if routes == ROUTES_UNCHANGED { 0 } else { routes as usize };
+        let expected = DELTA_HEADER_LEN + route_count * ROUTE_LEN + changes * CHANGE_LEN;
+        if buf.len() != expected {
+            return Err(DecodeError(format!("policy delta buffer is {} bytes, counts say {expected}", buf.len())));
+        }
+        let customer_routes = if routes == ROUTES_UNCHANGED {
+            None
+        } else {
+            Some((0..route_count).map(|_| c.route()).collect::<Result<_, _>>()?)
+        };
+        let mut out = Vec::with_capacity(changes);
+        for _ in 0..changes {
+            let op = c.u8();
+            c.take(3);
+            let record = c.record()?;
+            let previous = c.take(RECORD_LEN);
+            out.push(match op {
+                0 => RecordChange::Put(record),
+                1 => RecordChange::Replace { previous: Cursor { b: previous }.record()?, record },
+                2 => RecordChange::Delete(record),
+                op => return Err(DecodeError(format!("record change op {op}"))),
+            });
+        }
+        Ok(PolicyDelta { customer_routes, changes: out })
+    }
+
+    /// The inverse of [`decode`](Self::decode), for tests and benchmarks.
+    pub fn encode(&self) -> Vec<u8> {
+        let routes = self.customer_routes.as_deref().unwrap_or_default();
+        let mut out = Vec::with_capacity(DELTA_HEADER_LEN + routes.len() * ROUTE_LEN + self.changes.len() * CHANGE_LEN);
+        out.extend_from_slice(DELTA_MAGIC);
+        out.extend_from_slice(&DELTA_VERSION.to_le_bytes());
+        let route_count = self.customer_routes.as_ref().map_or(ROUTES_UNCHANGED, |r| r.len() as u32);
+        out.extend_from_slice(&route_count.to_le_bytes());
+        out.extend_from_slice(&(self.changes.len() as u32).to_le_bytes());
+        for r in routes {
+            put_route(&mut out, r);
+        }
+        for c in &self.changes {
+            let (op, record, previous) = match c {
+                RecordChange::Put(r) => (0, r, None),
+                RecordChange::Replace { previous, record } => (1, record, Some(previous)),
+                RecordChange::Delete(r) => (2, r, None),
+            };
+            out.extend_from_slice(&[op, 0, 0, 0]);
+            put_record(&mut out, record);
+            match previous {
+                Some(p) => put_record(&mut out, p),
+                None => out.extend_from_slice(&[0; RECORD_LEN]),
+            }
         }
         out
     }

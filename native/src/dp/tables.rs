@@ -1,8 +1,13 @@
 //! The immutable table snapshot the decision core reads.
 //!
-//! Built once per policy change from a [`Policy`], then shared read-only by
-//! every worker: a packet sees one snapshot from start to end, so a change
-//! lands whole or not at all.
+//! Built from a [`Policy`], or from its predecessor and a
+//! [`PolicyDelta`](super::PolicyDelta) (see `delta.rs`), then shared
+//! read-only by every worker: a packet sees one snapshot from start to end,
+//! so a change lands whole or not at all.
+//!
+//! The large parts are shared between a snapshot and the ones a delta makes
+//! of it (`Arc`s, the index tables' slots); what a delta changes in the
+//! lookup-record indexes sits in a small [`Overlay`] read before the tables.
 
 use super::policy::{FlowIdMode, Policy, PortId, RecordType, RoutingDomain, Rule, Vsid};
 use super::DropReason;
@@ -13,6 +18,7 @@ use super::index::IndexTable;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 /// A multiply-rotate hash per word (rustc's Fx), with a final mix: a
 /// multiplication only carries low bits upward, and the table indexes
@@ -81,11 +87,11 @@ pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 pub struct TunnelId(NonZeroU32);
 
 impl TunnelId {
-    fn new(index: usize) -> TunnelId {
+    pub(super) fn new(index: usize) -> TunnelId {
         TunnelId(NonZeroU32::new(index as u32 + 1).expect("fewer than 2^32 tunnels"))
     }
     #[inline]
-    fn index(self) -> usize {
+    pub(super) fn index(self) -> usize {
         self.0.get() as usize - 1
     }
 }
@@ -101,7 +107,7 @@ pub enum Location {
 
 /// A lookup record as the core keeps it, in 16 bytes, inline in the index
 /// tables (the CA or the MAC is the key).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     pub vsid: Vsid,
     pub mac: MacAddr,
@@ -118,12 +124,12 @@ impl Default for Record {
 
 /// Index keys: a VSID and an IPv4 CA; a routing domain and a MAC.
 #[inline]
-fn ca4_key(vsid: Vsid, ca: Ipv4Addr) -> u64 {
+pub(super) fn ca4_key(vsid: Vsid, ca: Ipv4Addr) -> u64 {
     (vsid as u64) << 32 | u32::from(ca) as u64
 }
 
 #[inline]
-fn mac_key(rd: RoutingDomain, mac: MacAddr) -> u64 {
+pub(super) fn mac_key(rd: RoutingDomain, mac: MacAddr) -> u64 {
     let m = mac.0;
     (rd as u64) << 48 | u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
 }
@@ -139,7 +145,7 @@ pub struct Tunnel {
     pub template: Option<Template>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subnet {
     pub routing_domain: RoutingDomain,
     /// MAC_DFGW: the MAC the host answers with for the `.1` of this VSID.
@@ -156,13 +162,13 @@ pub struct Subnet {
     pub l2only_tunnels: Vec<TunnelId>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortInfo {
     pub vsid: Vsid,
     pub mac: MacAddr,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub vsid: Vsid,
     pub prefix: IpAddr,
@@ -188,7 +194,7 @@ impl Route {
 
     /// The subnet's first host address, owned by the host as its default
     /// gateway; none for routes via a next hop and for /0 (not a subnet).
-    fn gateway_address(&self) -> Option<IpAddr> {
+    pub(super) fn gateway_address(&self) -> Option<IpAddr> {
         if self.next_hop.is_some() || self.prefix_len == 0 {
             return None;
         }
@@ -216,28 +222,56 @@ pub enum Reach<'a> {
     Tunnel(&'a Tunnel),
 }
 
-#[derive(Default)]
+/// What deltas changed in the lookup-record indexes since the tables were
+/// built: a key here hides the tables' entry (`None`: removed). Small by
+/// construction: past `delta::MERGE_AT` entries it is merged into new tables.
+#[derive(Default, Clone)]
+pub(super) struct Overlay {
+    pub(super) ca4: FxMap<u64, Option<Record>>,
+    pub(super) ca6: FxMap<(Vsid, Ipv6Addr), Option<Record>>,
+    pub(super) mac: FxMap<u64, Option<Record>>,
+    /// `mac_sharers` as changed (0: none).
+    pub(super) mac_sharers: FxMap<u64, u32>,
+}
+
+impl Overlay {
+    pub(super) fn len(&self) -> usize {
+        self.ca4.len() + self.ca6.len() + self.mac.len() + self.mac_sharers.len()
+    }
+}
+
+#[derive(Default, Clone)]
 pub struct Snapshot {
     pub flow_id: FlowIdMode,
     pub local_pas: Vec<IpAddr>,
-    provider_addresses: Vec<super::policy::ProviderAddress>,
+    pub(super) provider_addresses: Vec<super::policy::ProviderAddress>,
     /// Some PA is on a VLAN (then where NVGRE arrives is checked).
     has_vlans: bool,
-    pub tunnels: Vec<Tunnel>,
-    subnets: FxMap<Vsid, Subnet>,
-    ports: FxMap<PortId, PortInfo>,
-    port_by_mac: FxMap<(Vsid, MacAddr), PortId>,
+    /// Append-only between full builds: a delta adds the tunnels of new PAs.
+    pub tunnels: Arc<Vec<Tunnel>>,
+    pub(super) tunnel_index: Arc<FxMap<IpAddr, TunnelId>>,
+    pub(super) subnets: Arc<FxMap<Vsid, Subnet>>,
+    pub(super) ports: Arc<FxMap<PortId, PortInfo>>,
+    pub(super) port_by_mac: Arc<FxMap<(Vsid, MacAddr), PortId>>,
     /// Customer routes per routing domain, longest prefix first, then lowest metric.
-    routes: FxMap<RoutingDomain, Vec<Route>>,
+    pub(super) routes: Arc<FxMap<RoutingDomain, Vec<Route>>>,
     /// Host-owned `.1` addresses: (routing domain, address) → VSID.
-    gateways: FxMap<(RoutingDomain, IpAddr), Vsid>,
+    pub(super) gateways: Arc<FxMap<(RoutingDomain, IpAddr), Vsid>>,
     /// Lookup records by IPv4 CA (the common case, in a prefetchable table) and by IPv6 CA.
-    by_ca4: IndexTable<Record>,
-    by_ca6: FxMap<(Vsid, Ipv6Addr), Record>,
-    by_mac: IndexTable<Record>,
+    pub(super) by_ca4: IndexTable<Record>,
+    pub(super) by_ca6: Arc<FxMap<(Vsid, Ipv6Addr), Record>>,
+    pub(super) by_mac: IndexTable<Record>,
+    /// How many records beyond the one `by_mac` holds have that MAC key
+    /// (absent: none): a delta that removes the record `by_mac` holds can
+    /// only tell what takes its place when none does.
+    pub(super) mac_sharers: Arc<FxMap<u64, u32>>,
     /// Gateway wildcard records: (VSID, is IPv4) → the HNV gateway that takes
     /// destinations routed into that VSID without an exact record.
-    wildcards: FxMap<(Vsid, bool), Record>,
+    pub(super) wildcards: Arc<FxMap<(Vsid, bool), Record>>,
+    /// How many L2Only records of a VSID name a tunnel (`Subnet::l2only_tunnels`).
+    pub(super) l2only_refs: Arc<FxMap<(Vsid, TunnelId), u32>>,
+    /// What deltas changed since the tables were built; none after a full build.
+    pub(super) overlay: Option<Box<Overlay>>,
 }
 
 impl Snapshot {
@@ -255,105 +289,80 @@ impl Snapshot {
             provider_addresses: policy.provider_addresses.clone(),
             ..Default::default()
         };
-        for r in &policy.customer_routes {
-            s.subnets.entry(r.vsid).or_insert_with(|| Subnet {
-                routing_domain: r.routing_domain,
-                gateway_mac: policy.default_gateway_mac,
-                ports: Vec::new(),
-                counter_slot: None,
-                gateway_v4: None,
-                gateway_v6: None,
-                l2only_tunnels: Vec::new(),
-            });
-            let route = Route {
-                vsid: r.vsid,
-                prefix: r.prefix,
-                prefix_len: r.prefix_len,
-                next_hop: r.next_hop,
-                metric: r.metric,
-            };
-            if let Some(gw) = route.gateway_address() {
-                s.gateways.insert((r.routing_domain, gw), r.vsid);
-                let subnet = s.subnets.get_mut(&r.vsid).unwrap();
-                let slot = if gw.is_ipv4() { &mut subnet.gateway_v4 } else { &mut subnet.gateway_v6 };
-                slot.get_or_insert(gw);
-            }
-            s.routes.entry(r.routing_domain).or_default().push(route);
-        }
-        for routes in s.routes.values_mut() {
-            routes.sort_by(|a, b| b.prefix_len.cmp(&a.prefix_len).then(a.metric.cmp(&b.metric)));
-        }
-
-        let mut tunnel_index: FxMap<IpAddr, TunnelId> = FxMap::default();
+        let (subnets, routes, gateways) = index_routes(&policy.customer_routes, policy.default_gateway_mac);
+        s.subnets = Arc::new(subnets);
+        s.routes = Arc::new(routes);
+        s.gateways = Arc::new(gateways);
+        // Written in place while this snapshot is the only holder.
+        let subnets = Arc::get_mut(&mut s.subnets).unwrap();
+        let tunnels = Arc::get_mut(&mut s.tunnels).unwrap();
+        let tunnel_index = Arc::get_mut(&mut s.tunnel_index).unwrap();
+        let by_ca6 = Arc::get_mut(&mut s.by_ca6).unwrap();
+        let mac_sharers = Arc::get_mut(&mut s.mac_sharers).unwrap();
+        let wildcards = Arc::get_mut(&mut s.wildcards).unwrap();
+        let l2only_refs = Arc::get_mut(&mut s.l2only_refs).unwrap();
         for r in &policy.lookup_records {
-            let Some(subnet) = s.subnets.get(&r.vsid) else { continue };
+            let Some(subnet) = subnets.get_mut(&r.vsid) else { continue };
             let rd = subnet.routing_domain;
-            let location = if s.local_pas.contains(&r.provider_address) {
-                Location::Local
-            } else {
-                let next = TunnelId::new(s.tunnels.len());
-                let idx = *tunnel_index.entry(r.provider_address).or_insert_with(|| next);
-                if idx == next {
-                    let local = pick_source(&policy.provider_addresses, r.provider_address);
-                    let local_address = local.map(|pa| pa.address).unwrap_or(unspecified(r.provider_address));
-                    s.tunnels.push(Tunnel {
-                        local: local_address,
-                        remote: r.provider_address,
-                        mtu: local.map(|pa| pa.mtu).unwrap_or(0),
-                        template: local.and_then(|_| Template::new(local_address, r.provider_address)),
-                    });
-                }
-                Location::Remote(idx)
-            };
+            let location = locate(&s.local_pas, &policy.provider_addresses, tunnels, tunnel_index, r.provider_address);
             let rec = Record { vsid: r.vsid, mac: r.mac, rule: r.rule, kind: r.kind, location };
             // A `.1` record with a local PA names the gateway MAC of its VSID.
             if location == Location::Local && s.gateways.get(&(rd, r.customer_address)) == Some(&r.vsid) {
-                s.subnets.get_mut(&r.vsid).unwrap().gateway_mac = r.mac;
+                subnet.gateway_mac = r.mac;
                 continue;
+            }
+            let mk = mac_key(rd, r.mac);
+            let had_mac = s.by_mac.get(mk).is_some();
+            if had_mac {
+                *mac_sharers.entry(mk).or_default() += 1;
             }
             match r.kind {
                 RecordType::Static | RecordType::Dynamic => {
                     match r.customer_address {
                         IpAddr::V4(ca) => s.by_ca4.insert(ca4_key(r.vsid, ca), rec),
                         IpAddr::V6(ca) => {
-                            s.by_ca6.insert((r.vsid, ca), rec);
+                            by_ca6.insert((r.vsid, ca), rec);
                         }
                     }
-                    s.by_mac.insert(mac_key(rd, r.mac), rec);
+                    s.by_mac.insert(mk, rec);
                 }
                 RecordType::L2Only => {
-                    s.by_mac.insert_if_absent(mac_key(rd, r.mac), rec);
+                    if !had_mac {
+                        s.by_mac.insert(mk, rec);
+                    }
                     if let Location::Remote(t) = location {
-                        let tunnels = &mut s.subnets.get_mut(&r.vsid).unwrap().l2only_tunnels;
-                        if !tunnels.contains(&t) {
-                            tunnels.push(t);
-                        }
+                        add_l2only(subnet, l2only_refs, r.vsid, t);
                     }
                 }
                 RecordType::GatewayWildcard => {
-                    s.wildcards.insert((r.vsid, r.customer_address.is_ipv4()), rec);
+                    wildcards.insert((r.vsid, r.customer_address.is_ipv4()), rec);
                     // Its traffic comes back from the gateway's MAC: the
                     // underlay check needs it, unless a static record has it.
-                    s.by_mac.insert_if_absent(mac_key(rd, r.mac), rec);
+                    if !had_mac {
+                        s.by_mac.insert(mk, rec);
+                    }
                 }
             }
         }
 
+        let ports = Arc::get_mut(&mut s.ports).unwrap();
+        let port_by_mac = Arc::get_mut(&mut s.port_by_mac).unwrap();
         for p in &policy.ports {
-            let Some(subnet) = s.subnets.get_mut(&p.vsid) else { continue };
+            let Some(subnet) = subnets.get_mut(&p.vsid) else { continue };
             subnet.ports.push(p.id);
-            s.ports.insert(p.id, PortInfo { vsid: p.vsid, mac: p.mac });
-            s.port_by_mac.insert((p.vsid, p.mac), p.id);
+            ports.insert(p.id, PortInfo { vsid: p.vsid, mac: p.mac });
+            port_by_mac.insert((p.vsid, p.mac), p.id);
         }
         s
     }
 
     /// Give every VSID its per-VSID counter slot, while slots last.
     pub fn assign_counter_slots(&mut self, slots: &mut super::VsidSlots) {
-        let mut vsids: Vec<Vsid> = self.subnets.keys().copied().collect();
+        let subnets = Arc::make_mut(&mut self.subnets);
+        let mut vsids: Vec<Vsid> = subnets.keys().copied().collect();
         vsids.sort_unstable();
         for vsid in vsids {
-            self.subnets.get_mut(&vsid).unwrap().counter_slot = slots.slot(vsid);
+            subnets.get_mut(&vsid).unwrap().counter_slot = slots.slot(vsid);
         }
     }
 
@@ -372,17 +381,33 @@ impl Snapshot {
         self.subnets.get(&vsid)
     }
 
+    /// The record of a CA: the overlay's, if a delta changed it, else the tables'.
     #[inline]
     pub fn record_by_ca(&self, vsid: Vsid, ca: IpAddr) -> Option<&Record> {
         match ca {
-            IpAddr::V4(ca) => self.by_ca4.get(ca4_key(vsid, ca)),
-            IpAddr::V6(ca) => self.by_ca6.get(&(vsid, ca)),
+            IpAddr::V4(ca) => {
+                let key = ca4_key(vsid, ca);
+                if let Some(changed) = self.overlay.as_ref().and_then(|o| o.ca4.get(&key)) {
+                    return changed.as_ref();
+                }
+                self.by_ca4.get(key)
+            }
+            IpAddr::V6(ca) => {
+                if let Some(changed) = self.overlay.as_ref().and_then(|o| o.ca6.get(&(vsid, ca))) {
+                    return changed.as_ref();
+                }
+                self.by_ca6.get(&(vsid, ca))
+            }
         }
     }
 
     #[inline]
     pub fn record_by_mac(&self, rd: RoutingDomain, mac: MacAddr) -> Option<&Record> {
-        self.by_mac.get(mac_key(rd, mac))
+        let key = mac_key(rd, mac);
+        if let Some(changed) = self.overlay.as_ref().and_then(|o| o.mac.get(&key)) {
+            return changed.as_ref();
+        }
+        self.by_mac.get(key)
     }
 
     /// Start loading what `record_by_mac` will read (batches overlap their misses).
@@ -399,7 +424,10 @@ impl Snapshot {
 
     /// Heap bytes of the lookup-record indexes (the per-record cost).
     pub fn record_index_bytes(&self) -> usize {
-        self.by_ca4.heap_bytes() + self.by_mac.heap_bytes() + self.by_ca6.capacity() * std::mem::size_of::<((Vsid, Ipv6Addr), Record)>()
+        self.by_ca4.heap_bytes()
+            + self.by_mac.heap_bytes()
+            + self.by_ca6.capacity() * std::mem::size_of::<((Vsid, Ipv6Addr), Record)>()
+            + self.mac_sharers.capacity() * std::mem::size_of::<(u64, u32)>()
     }
 
     /// The VSID whose `.1` this address is, if the host owns it in `rd`.
@@ -498,6 +526,81 @@ impl Snapshot {
     }
 }
 
+/// Subnets, routes (sorted) and gateway addresses of a policy's customer routes.
+#[allow(clippy::type_complexity)]
+pub(super) fn index_routes(
+    customer_routes: &[super::policy::CustomerRoute],
+    default_gateway_mac: MacAddr,
+) -> (FxMap<Vsid, Subnet>, FxMap<RoutingDomain, Vec<Route>>, FxMap<(RoutingDomain, IpAddr), Vsid>) {
+    let mut subnets: FxMap<Vsid, Subnet> = FxMap::default();
+    let mut routes: FxMap<RoutingDomain, Vec<Route>> = FxMap::default();
+    let mut gateways = FxMap::default();
+    for r in customer_routes {
+        let subnet = subnets.entry(r.vsid).or_insert_with(|| Subnet {
+            routing_domain: r.routing_domain,
+            gateway_mac: default_gateway_mac,
+            ports: Vec::new(),
+            counter_slot: None,
+            gateway_v4: None,
+            gateway_v6: None,
+            l2only_tunnels: Vec::new(),
+        });
+        let route = Route { vsid: r.vsid, prefix: r.prefix, prefix_len: r.prefix_len, next_hop: r.next_hop, metric: r.metric };
+        if let Some(gw) = route.gateway_address() {
+            gateways.insert((r.routing_domain, gw), r.vsid);
+            let slot = if gw.is_ipv4() { &mut subnet.gateway_v4 } else { &mut subnet.gateway_v6 };
+            slot.get_or_insert(gw);
+        }
+        routes.entry(r.routing_domain).or_default().push(route);
+    }
+    for routes in routes.values_mut() {
+        routes.sort_by(|a, b| b.prefix_len.cmp(&a.prefix_len).then(a.metric.cmp(&b.metric)));
+    }
+    (subnets, routes, gateways)
+}
+
+/// Where a record's PA is: local, or the tunnel to it (made and appended if new).
+pub(super) fn locate(
+    local_pas: &[IpAddr],
+    pas: &[super::policy::ProviderAddress],
+    tunnels: &mut Vec<Tunnel>,
+    tunnel_index: &mut FxMap<IpAddr, TunnelId>,
+    pa: IpAddr,
+) -> Location {
+    if local_pas.contains(&pa) {
+        return Location::Local;
+    }
+    Location::Remote(*tunnel_index.entry(pa).or_insert_with(|| {
+        let local = pick_source(pas, pa);
+        let local_address = local.map(|l| l.address).unwrap_or(unspecified(pa));
+        tunnels.push(Tunnel {
+            local: local_address,
+            remote: pa,
+            mtu: local.map(|l| l.mtu).unwrap_or(0),
+            template: local.and_then(|_| Template::new(local_address, pa)),
+        });
+        TunnelId::new(tunnels.len() - 1)
+    }))
+}
+
+/// Count one more L2Only record of VSID `vsid` behind tunnel `t`.
+pub(super) fn add_l2only(subnet: &mut Subnet, refs: &mut FxMap<(Vsid, TunnelId), u32>, vsid: Vsid, t: TunnelId) {
+    let n = refs.entry((vsid, t)).or_default();
+    *n += 1;
+    if *n == 1 {
+        subnet.l2only_tunnels.push(t);
+    }
+}
+
+/// Count one L2Only record of VSID `vsid` behind tunnel `t` less.
+pub(super) fn remove_l2only(subnet: &mut Subnet, refs: &mut FxMap<(Vsid, TunnelId), u32>, vsid: Vsid, t: TunnelId) {
+    let Some(n) = refs.get_mut(&(vsid, t)) else { return };
+    *n -= 1;
+    if *n == 0 {
+        refs.remove(&(vsid, t));
+        subnet.l2only_tunnels.retain(|&x| x != t);
+    }
+}
 /// The local PA to send from: one of the remote's family whose prefix holds
 /// it, else the first of that family. A remote of a family with no local PA
 /// gets none, and packets to it are dropped.

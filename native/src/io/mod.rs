@@ -25,7 +25,7 @@ mod vlan;
 pub mod trunk;
 mod worker;
 
-use crate::dp::{Counter, Counters, Direction, FxMap, Learned, Policy, PortId, Snapshot, VsidSlots, VSID_COUNTERS};
+use crate::dp::{Counter, Counters, Direction, FxMap, Learned, Policy, PolicyDelta, PortId, Refused, Snapshot, VsidSlots, MERGE_AT, VSID_COUNTERS};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -143,6 +143,15 @@ pub struct Dataplane {
     retired: Mutex<Vec<u64>>,
     /// The VLAN interfaces of provider addresses on a VLAN.
     vlans: vlan::VlanShims,
+    /// The overlay being merged into new tables in the background, if it is.
+    merging: Mutex<Option<Merging>>,
+}
+
+/// A snapshot's overlay being merged into new tables on a thread of its
+/// own, and the deltas applied since, to apply again on the result.
+struct Merging {
+    thread: JoinHandle<Snapshot>,
+    since: Vec<PolicyDelta>,
 }
 
 impl Dataplane {
@@ -216,6 +225,7 @@ impl Dataplane {
             segmentation,
             retired: Mutex::new(vec![0; Counters::LEN]),
             vlans: vlan::VlanShims::start()?,
+            merging: Mutex::new(None),
         })
     }
 
@@ -260,7 +270,47 @@ impl Dataplane {
         let mut snapshot = Snapshot::build(policy);
         snapshot.assign_counter_slots(&mut self.vsid_slots.lock().unwrap());
         let snapshot = Arc::new(snapshot);
-        let _ = self.update(|cur| Ok((State { snapshot, ports: cur.ports.clone() }, ())));
+        let _ = self.update(|cur| {
+            // A merge of the old tables is of no use any more (its thread ends on its own).
+            self.merging.lock().unwrap().take();
+            Ok((State { snapshot, ports: cur.ports.clone() }, ()))
+        });
+    }
+
+    /// Apply a delta to the running policy, at a cost in proportion to it;
+    /// refused (nothing changed) when only a full build is exact. Past
+    /// [`MERGE_AT`] overlay entries the overlay is merged into new tables on
+    /// another thread; the next delta after it is done swaps them in.
+    pub fn apply_delta(&self, delta: &PolicyDelta) -> Result<(), Refused> {
+        let refused = std::cell::RefCell::new(None);
+        let _ = self.update(|cur| {
+            let mut merging = self.merging.lock().unwrap();
+            let mut base = cur.snapshot.clone();
+            if merging.as_ref().is_some_and(|m| m.thread.is_finished()) {
+                let m = merging.take().unwrap();
+                // The merged tables, with what changed while they were made.
+                if let Ok(caught_up) = m.thread.join().map_err(|_| ()).and_then(|s| m.since.iter().try_fold(s, |s, d| s.apply_delta(d).map_err(|_| ()))) {
+                    base = Arc::new(caught_up);
+                }
+            }
+            let next = base.apply_delta(delta).map_err(|e| {
+                *refused.borrow_mut() = Some(e);
+                io::Error::other("delta refused")
+            })?;
+            match merging.as_mut() {
+                Some(m) => m.since.push(delta.clone()),
+                None if next.overlay_len() > MERGE_AT => {
+                    let frozen = next.clone();
+                    // Without a thread the overlay grows until the next delta tries again.
+                    if let Ok(thread) = std::thread::Builder::new().name("nvgre-merge".into()).spawn(move || frozen.merged()) {
+                        *merging = Some(Merging { thread, since: Vec::new() });
+                    }
+                }
+                None => {}
+            }
+            Ok((State { snapshot: Arc::new(next), ports: cur.ports.clone() }, ()))
+        });
+        refused.into_inner().map_or(Ok(()), Err)
     }
 
     /// Add a VM adapter's device (a TAP is created; an interface is
