@@ -127,8 +127,13 @@ export function ratio(a: number | undefined, b: number | undefined): string {
   return a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? (a / b).toFixed(2) : '';
 }
 
+/** The 1, 5 and 15 minute load averages, as /proc/loadavg has them: other users of the machine skew the figures. */
+export function loadAverage(): string {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+}
+
 export function machineDescription(): string {
-  return `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Linux ${readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`;
+  return `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Linux ${readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, load average ${loadAverage()}`;
 }
 
 /** Write `<out>/<name>-<date>.json`; its path. */
