@@ -73,6 +73,11 @@ interface Result {
   udp64_pps_runs: number[];
   udp64_pps: number;
   udp64_loss_pct: number;
+  /** Datagrams the sending guest's iperf3 sent per second (delivered + lost). */
+  udp64_sent_pps: number;
+  /** Of those lost, how many the receiving guest's kernel dropped for a full socket buffer (its iperf3 did not keep up), over all UDP runs. */
+  udp64_guest_rcvbuf_drops: number;
+  udp64_lost: number;
   ping_us_median: number;
   ping_us_p99: number;
   pings_answered: number;
@@ -163,19 +168,26 @@ async function measure(lab: Lab, mode: Mode, s: Setup, upS: number): Promise<Res
     return runs;
   });
 
+  // The receiving guest's UDP counters (/proc/net/snmp): where the lost datagrams went.
+  const rcvbufErrors = async (): Promise<number> => {
+    const [head, vals] = (await g2.execOk('grep ^Udp: /proc/net/snmp')).trim().split('\n').map((l) => l.trim().split(/\s+/));
+    return Number(vals![head!.indexOf('RcvbufErrors')]);
+  };
+  const r0 = await rcvbufErrors();
   const qemuPids = s.guests.map((g) => g.process!.pid);
   const q0 = qemuPids.map(processCpuSeconds);
   const t0 = Date.now();
   const udp = await nvgredCpuPerFrame(lab, s.daemons, async () => {
-    const runs: { pps: number; loss: number }[] = [];
+    const runs: { pps: number; sent: number; lost: number; loss: number }[] = [];
     for (let i = 0; i < UDP_RUNS; i++) {
       const sum = (await guestIperf(g1, '-u -l 64 -b 0', UDP_SECONDS)).end.sum;
-      runs.push({ pps: (sum.packets - sum.lost_packets) / sum.seconds, loss: sum.lost_percent });
+      runs.push({ pps: (sum.packets - sum.lost_packets) / sum.seconds, sent: sum.packets / sum.seconds, lost: sum.lost_packets, loss: sum.lost_percent });
     }
     return runs;
   });
   const wall = (Date.now() - t0) / 1000;
   const qemuPct = qemuPids.map((p, i) => ((processCpuSeconds(p) - q0[i]!) / wall) * 100);
+  const rcvbufDrops = (await rcvbufErrors()) - r0;
 
   // busybox ping: one line per reply; only the times cross the console.
   const p = await g1.execOk(`ping -c ${PINGS} -i 0.01 -W 1 ${VM2} | sed -n 's/.*time=\\([0-9.]*\\) ms.*/\\1/p'`, { timeoutMs: PINGS * 50 + 30_000 });
@@ -195,6 +207,9 @@ async function measure(lab: Lab, mode: Mode, s: Setup, upS: number): Promise<Res
     udp64_pps_runs: udpRuns,
     udp64_pps: median(udpRuns),
     udp64_loss_pct: median(udp.result.map((u) => u.loss)),
+    udp64_sent_pps: median(udp.result.map((u) => u.sent)),
+    udp64_guest_rcvbuf_drops: rcvbufDrops,
+    udp64_lost: udp.result.reduce((a, u) => a + u.lost, 0),
     ping_us_median: median(rtts),
     ping_us_p99: percentile(rtts, 99),
     pings_answered: rtts.length,
@@ -268,7 +283,7 @@ async function main(): Promise<number> {
       const r = await measure(lab, mode, s, upS);
       if (s.daemons.length) r.counters = await daemonCounters(lab);
       console.log(
-        `${mode}: TCP ${r.tcp_mbps.toFixed(0)} Mbit/s (runs ${r.tcp_mbps_runs.map((x) => x.toFixed(0)).join(', ')}), UDP-64 ${r.udp64_pps.toFixed(0)} pps (runs ${r.udp64_pps_runs.map((x) => x.toFixed(0)).join(', ')}; ${r.udp64_loss_pct.toFixed(1)}% lost), ` +
+        `${mode}: TCP ${r.tcp_mbps.toFixed(0)} Mbit/s (runs ${r.tcp_mbps_runs.map((x) => x.toFixed(0)).join(', ')}), UDP-64 ${r.udp64_pps.toFixed(0)} pps (runs ${r.udp64_pps_runs.map((x) => x.toFixed(0)).join(', ')}; ${r.udp64_loss_pct.toFixed(1)}% lost, ${r.udp64_guest_rcvbuf_drops} of ${r.udp64_lost} in the receiving guest's socket buffer), ` +
           `ping ${r.ping_us_median.toFixed(0)}/${r.ping_us_p99.toFixed(0)} µs` +
           (r.nvgred_us_per_frame_udp !== undefined ? `, nvgred ${r.nvgred_us_per_frame_tcp!.toFixed(2)} (TCP) / ${r.nvgred_us_per_frame_udp.toFixed(2)} (UDP) µs CPU/frame` : '') +
           `, QEMU ${r.qemu_cpu_pct_udp.map((x) => x.toFixed(0)).join('/')}% CPU in the UDP runs`,
