@@ -7,12 +7,17 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { type Lab, type LabProcess, metricSum, repoRoot, scrapeMetrics } from '../lab/netns.js';
 
-export const VM1 = '10.9.0.11';
-export const VM2 = '10.9.0.12';
+/** VM `i`'s (0 or 1) address on the benchmarks' customer network `k` (10.9.k.0/24, VSID 6000 + k). */
+export const benchCa = (k: number, i: number): string => `10.9.${k}.${11 + i}`;
+/** VM `i`'s MAC on network `k`. */
+export const benchMac = (k: number, i: number): string => `60:00:60:00:${(9 + k).toString(16).padStart(2, '0')}:0${i + 1}`;
+export const benchVsid = (k: number): number => 6000 + k;
+export const VM1 = benchCa(0, 0);
+export const VM2 = benchCa(0, 1);
 export const PA1 = '192.168.9.1';
 export const PA2 = '192.168.9.2';
-export const VSID = 6000;
-export const VM_MACS = ['60:00:60:00:09:01', '60:00:60:00:09:02'] as const;
+export const VSID = benchVsid(0);
+export const VM_MACS = [benchMac(0, 0), benchMac(0, 1)] as const;
 export const BENCH_HOSTS = ['host1', 'host2'] as const;
 export type BenchHost = (typeof BENCH_HOSTS)[number];
 
@@ -21,26 +26,29 @@ export type AdapterYaml = Record<string, string>;
 
 /**
  * nvgred's config for bench host `i` (0 or 1): its PA on eth1 (on VLAN
- * `vlan` if given), VM1 and VM2 in VSID 6000 at their hosts' PAs, and its VM's
- * adapter (`adapter`: the keys besides mac and vsid). Written to
- * `<out>/<host>.yaml`; returns the file and the API socket.
+ * `vlan` if given) and, for each of `adapters` (k = 0, 1...), customer
+ * network k: both VMs' records at their hosts' PAs and this host's VM's
+ * adapter (the keys besides mac and vsid). Written to `<out>/<host>.yaml`;
+ * returns the file and the API socket.
  */
-export function writeBenchConfig(out: string, i: 0 | 1, adapter: AdapterYaml, opts: { vlan?: number } = {}): { file: string; socket: string } {
+export function writeBenchConfig(out: string, i: 0 | 1, adapters: AdapterYaml[], opts: { vlan?: number } = {}): { file: string; socket: string } {
   const h = BENCH_HOSTS[i];
   const file = join(out, `${h}.yaml`);
   const socket = join(out, `${h}.sock`);
   const rd = '{12345678-1000-2000-3000-123456780009}';
   const flow = (o: Record<string, string | number>) => `{ ${Object.entries(o).map(([k, v]) => `${k}: ${typeof v === 'number' ? v : JSON.stringify(v)}`).join(', ')} }`;
+  const nets = adapters.map((_, k) => k);
   writeFileSync(
     file,
     [
       `host: { name: bench-${h} }`,
       `provider_addresses: [${flow({ address: [PA1, PA2][i]!, prefix_length: 24, interface: 'eth1', ...(opts.vlan !== undefined ? { vlan_id: opts.vlan } : {}) })}]`,
-      `customer_routes: [{ routing_domain: "${rd}", vsid: ${VSID}, destination_prefix: 10.9.0.0/24, next_hop: 0.0.0.0 }]`,
+      'customer_routes:',
+      ...nets.map((k) => `  - { routing_domain: "${rd}", vsid: ${benchVsid(k)}, destination_prefix: 10.9.${k}.0/24, next_hop: 0.0.0.0 }`),
       'lookup_records:',
-      `  - { customer_address: ${VM1}, vsid: ${VSID}, mac: "${VM_MACS[0]}", provider_address: ${PA1} }`,
-      `  - { customer_address: ${VM2}, vsid: ${VSID}, mac: "${VM_MACS[1]}", provider_address: ${PA2} }`,
-      `vm_adapters: [${flow({ ...adapter, mac: VM_MACS[i], vsid: VSID })}]`,
+      ...nets.flatMap((k) => [0, 1].map((v) => `  - { customer_address: ${benchCa(k, v)}, vsid: ${benchVsid(k)}, mac: "${benchMac(k, v)}", provider_address: ${[PA1, PA2][v]} }`)),
+      'vm_adapters:',
+      ...adapters.map((a, k) => `  - ${flow({ ...a, mac: benchMac(k, i), vsid: benchVsid(k) })}`),
       `api: { socket: ${socket} }`,
       '',
     ].join('\n'),

@@ -129,7 +129,7 @@ async function build(lab: Lab, mode: Mode, out: string): Promise<Daemons> {
   // nvgred: each host's daemon creates its VM's TAP in the VM's namespace.
   const daemons: Daemons = [];
   for (const [i, h] of BENCH_HOSTS.entries()) {
-    const { file } = writeBenchConfig(out, i as 0 | 1, { name: 'eth0', netns: lab.ns(`vm${i + 1}`) }, mode === 'nvgred-vlan' ? { vlan: VLAN } : {});
+    const { file } = writeBenchConfig(out, i as 0 | 1, [{ name: 'eth0', netns: lab.ns(`vm${i + 1}`) }], mode === 'nvgred-vlan' ? { vlan: VLAN } : {});
     const args = ['--workers', String(WORKERS), ...(mode === 'nvgred-userspace' ? ['--segmentation', 'userspace'] : []), ...NVGRED_ARGS];
     daemons.push({ host: h, proc: await startBenchDaemon(lab, h, file, args, join(out, `${h}.log`)) });
   }

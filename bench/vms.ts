@@ -1,39 +1,36 @@
-// make bench, QEMU part: the same two QEMU guests (the lab's image, TCG)
-// joined three ways in one run, each measured the same way:
-//   bridge-vxlan   VM1 [TAP] host1 [bridge + kernel VXLAN] —underlay veth— host2 [bridge + kernel VXLAN] [TAP] VM2
-//   nvgred-vhost   VM1 [vhost-user] host1 (nvgred) —underlay veth— host2 (nvgred) [vhost-user] VM2
-//   nvgred-attach  VM1 [QEMU's TAP, adopted: mode attach] host1 (nvgred) —underlay veth— host2 (nvgred) [TAP] VM2
-// The TAPs keep QEMU's default offloads (vnet_hdr on) in both TAP modes.
-// Measured from inside the guests: single-stream TCP (iperf3, median of
-// runs), 64-byte UDP packets/s delivered (iperf3 -b 0, median of runs), ping
-// RTT median and p99; and nvgred's own CPU time (utime + stime of the
-// daemons) per frame it moved (its encap + decap counters), over the TCP runs
-// and over the UDP runs; and how busy the guests' QEMUs were during the UDP
-// runs. The guests are emulated (no KVM): they, not the dataplane, set the
-// absolute figures; the ratios between the three ways and nvgred's CPU per
-// frame are what to read. Prints a table with the ratios to bridge-vxlan and
+// make bench, QEMU part: the same two QEMU guests (the lab's image, TCG),
+// booted once, joined three ways at once, one NIC per way, each way its own
+// customer network (10.9.k.0/24):
+//   nvgred-vhost   k=0  VM [vhost-user] host1 (nvgred) —eth1 veth— host2 (nvgred) [vhost-user] VM
+//   nvgred-attach  k=1  VM [QEMU's TAP, adopted: mode attach] host1 (nvgred) —eth1— host2 (nvgred) [TAP] VM
+//   bridge-vxlan   k=2  VM [QEMU's TAP] host1 [bridge + kernel VXLAN] —eth2 veth— host2 [bridge + kernel VXLAN] [TAP] VM
+// The TAPs keep QEMU's default offloads (vnet_hdr on). Each measurement
+// runs over the three ways in turn, run after run, so that the load of a
+// shared machine falls on all three alike. Measured from inside the guests:
+// single-stream TCP (iperf3, median of runs), 64-byte UDP packets/s
+// delivered (iperf3 -b 0, median of runs), ping RTT median and p99; nvgred's
+// own CPU time (utime + stime of the daemons) per frame it moved (its encap +
+// decap counters) and per GB, over the UDP and the TCP runs; how busy the
+// guests' QEMUs were during the UDP runs, and where the lost datagrams went.
+// The guests are emulated (no KVM): they, not the dataplane, set the
+// absolute figures; the ratios between the ways and nvgred's CPU per frame
+// are what to read. Prints a table with the ratios to bridge-vxlan and
 // writes JSON to bench/out/. Everything lives in `nvvb-` namespaces, torn
 // down (QEMU stopped by PID) on every exit path.
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, type LabProcess, installSignalTeardown, linkExists, repoRoot, waitFor } from '../lab/netns.js';
-import type { HostName, QemuVmSpec } from '../lab/topology.js';
-import { vhostSocket } from '../lab/topology.js';
 import { guestPing } from '../lab/vm/guest.js';
-import { buildImage, type VmImage } from '../lab/vm/image.js';
-import { GUEST_MTU, qemuGuest, waitPort } from '../lab/vm/nvgred.js';
-import { Vm, vmRunDir } from '../lab/vm/qemu.js';
+import { buildImage } from '../lab/vm/image.js';
+import { GUEST_MTU, waitPort } from '../lab/vm/nvgred.js';
+import { Vm, type VmNet, nicScript, vmRunDir } from '../lab/vm/qemu.js';
 import {
-  type AdapterYaml,
   BENCH_HOSTS,
   type BenchHost,
-  PA1,
-  PA2,
-  VM1,
-  VM2,
-  VM_MACS,
-  VSID,
+  benchCa,
+  benchMac,
+  benchVsid,
   daemonCounters,
   formatTable,
   loadAverage,
@@ -54,20 +51,23 @@ const TCP_SECONDS = Number(process.env.BENCH_VM_TCP_SECONDS ?? 5);
 const UDP_RUNS = Number(process.env.BENCH_VM_UDP_RUNS ?? 3);
 const UDP_SECONDS = Number(process.env.BENCH_VM_UDP_SECONDS ?? 5);
 const PINGS = Number(process.env.BENCH_VM_PINGS ?? 500);
-const MODES = (process.env.BENCH_VM_MODES ?? 'bridge-vxlan,nvgred-vhost,nvgred-attach').split(',') as Mode[];
 /** Under TCG on a loaded 2-core machine a boot takes 3 s to a minute. */
 const BOOT_MS = 180_000;
-/** The kernel VXLAN guests' MTU: a 1500-byte underlay less VXLAN's 50 bytes (nvgred's: GUEST_MTU). */
+/** The kernel VXLAN NICs' MTU: a 1500-byte underlay less VXLAN's 50 bytes (nvgred's: GUEST_MTU). */
 const VXLAN_MTU = 1450;
+/** The kernel VXLAN's underlay: a veth pair of its own. */
+const VXLAN_PA = ['192.168.10.1', '192.168.10.2'] as const;
 
-type Mode = 'bridge-vxlan' | 'nvgred-vhost' | 'nvgred-attach';
+type Mode = 'nvgred-vhost' | 'nvgred-attach' | 'bridge-vxlan';
+/** Each way's customer network (k) is its index here. */
+const MODES: readonly Mode[] = ['nvgred-vhost', 'nvgred-attach', 'bridge-vxlan'];
 const BASE: Mode = 'bridge-vxlan';
+const netOf = (m: Mode): number => MODES.indexOf(m);
+const mtuOf = (m: Mode): number => (m === BASE ? VXLAN_MTU : GUEST_MTU);
 
 interface Result {
   mode: Mode;
   guest_mtu: number;
-  /** From the start of the mode's setup until both guests answer (QEMU with vhost-user runs its guest only once nvgred has connected). */
-  up_s: number;
   tcp_mbps_runs: number[];
   tcp_mbps: number;
   udp64_pps_runs: number[];
@@ -75,149 +75,169 @@ interface Result {
   udp64_loss_pct: number;
   /** Datagrams the sending guest's iperf3 sent per second (delivered + lost). */
   udp64_sent_pps: number;
+  udp64_lost: number;
   /** Of those lost, how many the receiving guest's kernel dropped for a full socket buffer (its iperf3 did not keep up), over all UDP runs. */
   udp64_guest_rcvbuf_drops: number;
-  udp64_lost: number;
   ping_us_median: number;
   ping_us_p99: number;
   pings_answered: number;
-  /** nvgred only: the daemons' CPU time per frame encapsulated or decapsulated, over the TCP runs (large frames: TSO) and over the UDP runs. */
-  nvgred_us_per_frame_tcp?: number;
+  /** nvgred only: the daemons' CPU time per frame encapsulated or decapsulated, over the UDP runs and over the TCP runs (large frames: TSO). */
   nvgred_us_per_frame_udp?: number;
-  nvgred_frames_udp?: number;
+  nvgred_us_per_frame_tcp?: number;
   /** nvgred only: the daemons' CPU seconds per gigabyte of TCP received (frame sizes differ with TSO: this compares like with like). */
   nvgred_cpu_s_per_gb_tcp?: number;
   /** CPU use of each guest's QEMU during the UDP runs, % of one core: at 100 the guest is the bottleneck. */
   qemu_cpu_pct_udp: number[];
-  counters?: Record<string, Record<string, number>>;
 }
 
 interface Setup {
-  guests: Vm[];
+  guests: [Vm, Vm];
   daemons: { host: BenchHost; proc: LabProcess }[];
 }
 
-/** The guest on bench host `i`, as the lab plans a QEMU guest on nvgred. */
-function guestSpec(i: 0 | 1, mode: QemuVmSpec['mode']): QemuVmSpec {
-  const name = `g${i + 1}`;
-  return { name, vmName: `Bench${name}`, adapter: name, mode, host: BENCH_HOSTS[i] as HostName, tenant: 'contoso', vsid: VSID, ip: [VM1, VM2][i]!, prefixLength: 24, mac: VM_MACS[i], gateway: '10.9.0.1' };
-}
+/** The TAP QEMU makes for a way's NIC of guest `i`. */
+const tapOf = (m: Mode, i: number): string => `g${i + 1}${m === BASE ? 'x' : 'a'}`;
 
-/** The two hosts, their underlay, the two guests (booted) joined the mode's way. */
-async function build(lab: Lab, mode: Mode, image: VmImage, out: string): Promise<Setup> {
+/** The two hosts, both underlays, nvgred on each, the two guests (booted) with a NIC on each way. */
+async function build(lab: Lab, out: string): Promise<Setup> {
+  const image = await buildImage({ log: (m) => console.log(m) });
   for (const h of BENCH_HOSTS) await lab.addNamespace(h);
-  await lab.veth('host1', 'eth1', 'host2', 'eth1');
-  for (const h of BENCH_HOSTS) await lab.up(h, 'eth1');
+  for (const dev of ['eth1', 'eth2']) {
+    await lab.veth('host1', dev, 'host2', dev);
+    for (const h of BENCH_HOSTS) await lab.up(h, dev);
+  }
   const vmDir = vmRunDir(lab);
-  const logDir = join(out, 'vms');
+  const vhost = (i: number) => join(vmDir, `g${i + 1}v.vhost.sock`);
+  // nvgred first: the attach adapter waits for its TAP, the vhost-user one connects to QEMU's socket once it is there.
   const daemons: Setup['daemons'] = [];
-  let guests: Vm[];
-  if (mode === 'bridge-vxlan') {
-    guests = ([0, 1] as const).map((i) => {
-      const s = guestSpec(i, 'attach');
-      return new Vm(lab, image, { name: s.name, ns: s.host, net: { kind: 'tap', ifname: s.adapter, vnetHdr: true }, mac: s.mac, ip: `${s.ip}/24`, hostMtu: VXLAN_MTU }, { logDir });
-    });
-    await Promise.all(guests.map((g) => g.start()));
-    for (const [i, h] of BENCH_HOSTS.entries()) {
-      const [local, remote] = i === 0 ? [PA1, PA2] : [PA2, PA1];
-      const tap = guests[i]!.spec.net.kind === 'tap' ? guests[i]!.spec.net.ifname : '';
-      await waitFor(() => linkExists(lab.ns(h), tap), 15_000, { what: `QEMU's TAP ${h}:${tap}` });
-      await lab.addr(h, 'eth1', `${local}/24`);
-      await lab.nsExec(h, ['ip', 'link', 'add', 'vxlan0', 'type', 'vxlan', 'id', String(VSID), 'local', local, 'remote', remote, 'dstport', '4789', 'dev', 'eth1'], { check: true });
-      await lab.bridge(h, 'br0', ['vxlan0', tap]);
-    }
-  } else {
-    const specs = ([0, 1] as const).map((i) => guestSpec(i, mode === 'nvgred-vhost' ? 'vhost_user' : 'attach'));
-    guests = specs.map((s) => qemuGuest(lab, image, s, vmDir, { logDir }));
-    // nvgred first: an attach adapter waits for its TAP, a vhost-user one connects to QEMU's socket once it is there.
-    const sockets: string[] = [];
-    for (const [i, h] of BENCH_HOSTS.entries()) {
-      const s = specs[i]!;
-      const adapter: AdapterYaml = { name: s.adapter, mode: s.mode, ...(s.mode === 'vhost_user' ? { socket: vhostSocket(vmDir, s) } : {}) };
-      const { file, socket } = writeBenchConfig(out, i as 0 | 1, adapter);
-      sockets.push(socket);
-      daemons.push({ host: h, proc: await startBenchDaemon(lab, h, file, [], join(out, `${h}.log`)) });
-    }
-    await Promise.all(guests.map((g) => g.start()));
-    await Promise.all(specs.map((s, i) => waitPort(sockets[i]!, s.adapter, true, BOOT_MS)));
+  const sockets: string[] = [];
+  for (const [i, h] of BENCH_HOSTS.entries()) {
+    const { file, socket } = writeBenchConfig(out, i as 0 | 1, [
+      { name: `g${i + 1}v`, mode: 'vhost_user', socket: vhost(i) },
+      { name: tapOf('nvgred-attach', i), mode: 'attach' },
+    ]);
+    sockets.push(socket);
+    daemons.push({ host: h, proc: await startBenchDaemon(lab, h, file, [], join(out, `${h}.log`)) });
+  }
+  const guests = ([0, 1] as const).map((i) => {
+    const k = netOf('nvgred-vhost');
+    const tap = (m: Mode): { net: VmNet; mac: string; hostMtu: number } => ({ net: { kind: 'tap', ifname: tapOf(m, i), vnetHdr: true }, mac: benchMac(netOf(m), i), hostMtu: mtuOf(m) });
+    return new Vm(
+      lab,
+      image,
+      { name: `g${i + 1}`, ns: BENCH_HOSTS[i], net: { kind: 'vhost-user', socket: vhost(i) }, mac: benchMac(k, i), ip: `${benchCa(k, i)}/24`, hostMtu: GUEST_MTU, moreNics: [tap('nvgred-attach'), tap(BASE)] },
+      { logDir: join(out, 'vms') },
+    ) as Vm;
+  }) as [Vm, Vm];
+  await Promise.all(guests.map((g) => g.start()));
+  for (const [i, h] of BENCH_HOSTS.entries()) {
+    const tap = tapOf(BASE, i);
+    await waitFor(() => linkExists(lab.ns(h), tap), 15_000, { what: `QEMU's TAP ${h}:${tap}` });
+    await lab.addr(h, 'eth2', `${VXLAN_PA[i]}/24`);
+    await lab.nsExec(h, ['ip', 'link', 'add', 'vxlan0', 'type', 'vxlan', 'id', String(benchVsid(netOf(BASE))), 'local', VXLAN_PA[i], 'remote', VXLAN_PA[1 - i]!, 'dstport', '4789', 'dev', 'eth2'], { check: true });
+    await lab.bridge(h, 'br0', ['vxlan0', tap]);
+  }
+  await Promise.all(guests.map((g) => g.waitBooted(BOOT_MS)));
+  for (const [i, s] of sockets.entries()) for (const a of [`g${i + 1}v`, tapOf('nvgred-attach', i)]) await waitPort(s, a, true, BOOT_MS);
+  for (const [i, g] of guests.entries()) {
+    for (const m of ['nvgred-attach', BASE] as const) await g.execOk(nicScript(benchMac(netOf(m), i), `${benchCa(netOf(m), i)}/24`, mtuOf(m)));
   }
   return { guests, daemons };
 }
 
-/** iperf3 in guest 1 against the server in guest 2; its JSON report. */
-async function guestIperf(g1: Vm, args: string, seconds: number): Promise<any> {
+/** iperf3 in guest 1 against the server in guest 2 over way `m`; its JSON report. */
+async function guestIperf(g1: Vm, m: Mode, args: string, seconds: number): Promise<any> {
   // -i 0: no interval reports (the console carries the JSON).
-  const out = await g1.execOk(`iperf3 -c ${VM2} -J -i 0 -t ${seconds} ${args}`, { timeoutMs: (seconds + 60) * 1000 });
+  const out = await g1.execOk(`iperf3 -c ${benchCa(netOf(m), 1)} -J -i 0 -t ${seconds} ${args}`, { timeoutMs: (seconds + 60) * 1000 });
   const j = JSON.parse(out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1));
-  if (j.error) throw new Error(`iperf3 ${args}: ${j.error}`);
+  if (j.error) throw new Error(`iperf3 ${m} ${args}: ${j.error}`);
   return j;
 }
 
-async function measure(lab: Lab, mode: Mode, s: Setup, upS: number): Promise<Result> {
-  const [g1, g2] = s.guests as [Vm, Vm];
-  const warm = await guestPing(g1, VM2, { count: 3, waitS: 2 });
-  if (warm.received < 1) throw new Error(`${mode}: ${g1.spec.name} cannot reach ${VM2}: ${warm.output.trim().slice(-300)}`);
-  await g2.execOk(`iperf3 -s -D -B ${VM2} --logfile /tmp/iperf3.log; i=0; until netstat -ltn | grep -q ':5201 '; do i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done`);
+/** Sums over the runs of one way. */
+interface Acc {
+  tcp: { mbps: number; bytes: number }[];
+  tcpCpu: number;
+  tcpFrames: number;
+  udp: { pps: number; sent: number; lost: number; loss: number }[];
+  udpCpu: number;
+  udpFrames: number;
+  udpSeconds: number;
+  qemuCpu: number[];
+  rcvbuf: number;
+}
 
-  const tcp = await nvgredCpuPerFrame(lab, s.daemons, async () => {
-    const runs: { mbps: number; bytes: number }[] = [];
-    for (let i = 0; i < TCP_RUNS; i++) {
-      const r = (await guestIperf(g1, '', TCP_SECONDS)).end.sum_received;
-      runs.push({ mbps: r.bits_per_second / 1e6, bytes: r.bytes });
+async function measure(lab: Lab, s: Setup): Promise<Result[]> {
+  const [g1, g2] = s.guests;
+  for (const m of MODES) {
+    const warm = await guestPing(g1, benchCa(netOf(m), 1), { count: 3, waitS: 2 });
+    if (warm.received < 1) throw new Error(`${m}: ${g1.spec.name} cannot reach ${benchCa(netOf(m), 1)}: ${warm.output.trim().slice(-300)}`);
+  }
+  await g2.execOk(`iperf3 -s -D --logfile /tmp/iperf3.log; i=0; until netstat -ltn | grep -q ':5201 '; do i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done`);
+  const acc = new Map<Mode, Acc>(MODES.map((m) => [m, { tcp: [], tcpCpu: 0, tcpFrames: 0, udp: [], udpCpu: 0, udpFrames: 0, udpSeconds: 0, qemuCpu: [0, 0], rcvbuf: 0 }]));
+  const a = (m: Mode) => acc.get(m)!;
+  const nvgred = (m: Mode) => (m === BASE ? [] : s.daemons);
+
+  for (let r = 0; r < TCP_RUNS; r++) {
+    for (const m of MODES) {
+      const t = await nvgredCpuPerFrame(lab, nvgred(m), async () => (await guestIperf(g1, m, '', TCP_SECONDS)).end.sum_received);
+      a(m).tcp.push({ mbps: t.result.bits_per_second / 1e6, bytes: t.result.bytes });
+      a(m).tcpCpu += t.cpu_s;
+      a(m).tcpFrames += t.frames;
     }
-    return runs;
-  });
+  }
 
   // The receiving guest's UDP counters (/proc/net/snmp): where the lost datagrams went.
   const rcvbufErrors = async (): Promise<number> => {
     const [head, vals] = (await g2.execOk('grep ^Udp: /proc/net/snmp')).trim().split('\n').map((l) => l.trim().split(/\s+/));
     return Number(vals![head!.indexOf('RcvbufErrors')]);
   };
-  const r0 = await rcvbufErrors();
   const qemuPids = s.guests.map((g) => g.process!.pid);
-  const q0 = qemuPids.map(processCpuSeconds);
-  const t0 = Date.now();
-  const udp = await nvgredCpuPerFrame(lab, s.daemons, async () => {
-    const runs: { pps: number; sent: number; lost: number; loss: number }[] = [];
-    for (let i = 0; i < UDP_RUNS; i++) {
-      const sum = (await guestIperf(g1, '-u -l 64 -b 0', UDP_SECONDS)).end.sum;
-      runs.push({ pps: (sum.packets - sum.lost_packets) / sum.seconds, sent: sum.packets / sum.seconds, lost: sum.lost_packets, loss: sum.lost_percent });
+  for (let r = 0; r < UDP_RUNS; r++) {
+    for (const m of MODES) {
+      const r0 = await rcvbufErrors();
+      const q0 = qemuPids.map(processCpuSeconds);
+      const t0 = Date.now();
+      const u = await nvgredCpuPerFrame(lab, nvgred(m), async () => (await guestIperf(g1, m, '-u -l 64 -b 0', UDP_SECONDS)).end.sum);
+      a(m).udpSeconds += (Date.now() - t0) / 1000;
+      qemuPids.forEach((p, i) => (a(m).qemuCpu[i]! += processCpuSeconds(p) - q0[i]!));
+      a(m).rcvbuf += (await rcvbufErrors()) - r0;
+      const sum = u.result;
+      a(m).udp.push({ pps: (sum.packets - sum.lost_packets) / sum.seconds, sent: sum.packets / sum.seconds, lost: sum.lost_packets, loss: sum.lost_percent });
+      a(m).udpCpu += u.cpu_s;
+      a(m).udpFrames += u.frames;
     }
-    return runs;
-  });
-  const wall = (Date.now() - t0) / 1000;
-  const qemuPct = qemuPids.map((p, i) => ((processCpuSeconds(p) - q0[i]!) / wall) * 100);
-  const rcvbufDrops = (await rcvbufErrors()) - r0;
+  }
 
-  // busybox ping: one line per reply; only the times cross the console.
-  const p = await g1.execOk(`ping -c ${PINGS} -i 0.01 -W 1 ${VM2} | sed -n 's/.*time=\\([0-9.]*\\) ms.*/\\1/p'`, { timeoutMs: PINGS * 50 + 30_000 });
-  const rtts = p.split('\n').filter(Boolean).map((x) => Number(x) * 1000);
-  if (rtts.length < PINGS * 0.9) throw new Error(`${mode}: only ${rtts.length} of ${PINGS} pings answered`);
-
-  const tcpRuns = tcp.result.map((r) => r.mbps);
-  const tcpBytes = tcp.result.reduce((a, r) => a + r.bytes, 0);
-  const udpRuns = udp.result.map((u) => u.pps);
-  const nvgred = s.daemons.length > 0;
-  return {
-    mode,
-    guest_mtu: mode === BASE ? VXLAN_MTU : GUEST_MTU,
-    up_s: upS,
-    tcp_mbps_runs: tcpRuns,
-    tcp_mbps: median(tcpRuns),
-    udp64_pps_runs: udpRuns,
-    udp64_pps: median(udpRuns),
-    udp64_loss_pct: median(udp.result.map((u) => u.loss)),
-    udp64_sent_pps: median(udp.result.map((u) => u.sent)),
-    udp64_guest_rcvbuf_drops: rcvbufDrops,
-    udp64_lost: udp.result.reduce((a, u) => a + u.lost, 0),
-    ping_us_median: median(rtts),
-    ping_us_p99: percentile(rtts, 99),
-    pings_answered: rtts.length,
-    ...(nvgred
-      ? { nvgred_us_per_frame_tcp: tcp.us_per_frame, nvgred_us_per_frame_udp: udp.us_per_frame, nvgred_frames_udp: udp.frames, nvgred_cpu_s_per_gb_tcp: tcp.cpu_s / (tcpBytes / 1e9) }
-      : {}),
-    qemu_cpu_pct_udp: qemuPct,
-  };
+  const results: Result[] = [];
+  for (const m of MODES) {
+    // busybox ping: one line per reply; only the times cross the console.
+    const p = await g1.execOk(`ping -c ${PINGS} -i 0.01 -W 1 ${benchCa(netOf(m), 1)} | sed -n 's/.*time=\\([0-9.]*\\) ms.*/\\1/p'`, { timeoutMs: PINGS * 50 + 30_000 });
+    const rtts = p.split('\n').filter(Boolean).map((x) => Number(x) * 1000);
+    if (rtts.length < PINGS * 0.9) throw new Error(`${m}: only ${rtts.length} of ${PINGS} pings answered`);
+    const x = a(m);
+    const tcpBytes = x.tcp.reduce((n, t) => n + t.bytes, 0);
+    results.push({
+      mode: m,
+      guest_mtu: mtuOf(m),
+      tcp_mbps_runs: x.tcp.map((t) => t.mbps),
+      tcp_mbps: median(x.tcp.map((t) => t.mbps)),
+      udp64_pps_runs: x.udp.map((u) => u.pps),
+      udp64_pps: median(x.udp.map((u) => u.pps)),
+      udp64_loss_pct: median(x.udp.map((u) => u.loss)),
+      udp64_sent_pps: median(x.udp.map((u) => u.sent)),
+      udp64_lost: x.udp.reduce((n, u) => n + u.lost, 0),
+      udp64_guest_rcvbuf_drops: x.rcvbuf,
+      ping_us_median: median(rtts),
+      ping_us_p99: percentile(rtts, 99),
+      pings_answered: rtts.length,
+      ...(m !== BASE
+        ? { nvgred_us_per_frame_udp: (x.udpCpu / x.udpFrames) * 1e6, nvgred_us_per_frame_tcp: (x.tcpCpu / x.tcpFrames) * 1e6, nvgred_cpu_s_per_gb_tcp: x.tcpCpu / (tcpBytes / 1e9) }
+        : {}),
+      qemu_cpu_pct_udp: x.qemuCpu.map((c) => (c / x.udpSeconds) * 100),
+    });
+  }
+  return results;
 }
 
 function table(results: Result[]): string {
@@ -244,9 +264,8 @@ function table(results: Result[]): string {
     ['nvgred-vhost', 'nvgred-attach'],
   ];
   for (const [a, b] of pairs) {
-    const x = by.get(a);
-    const y = by.get(b);
-    if (!x || !y) continue;
+    const x = by.get(a)!;
+    const y = by.get(b)!;
     rows.push([
       `${a}/${b}`,
       ratio(x.tcp_mbps, y.tcp_mbps),
@@ -267,39 +286,33 @@ async function main(): Promise<number> {
   const out = join(repoRoot(), 'bench', 'out');
   mkdirSync(out, { recursive: true });
   await Lab.cleanStale(PREFIX);
-  const image = await buildImage({ log: (m) => console.log(m) });
-  const t0 = Date.now();
   const loadStart = loadAverage();
-  const results: Result[] = [];
-  for (const mode of MODES) {
-    const lab = new Lab(PREFIX);
-    const uninstall = installSignalTeardown(lab);
-    try {
-      const tb = Date.now();
-      const s = await build(lab, mode, image, out);
-      await Promise.all(s.guests.map((g) => g.waitBooted(BOOT_MS)));
-      const upS = (Date.now() - tb) / 1000;
-      console.log(`${mode}: guests up ${upS.toFixed(1)} s after the start`);
-      const r = await measure(lab, mode, s, upS);
-      if (s.daemons.length) r.counters = await daemonCounters(lab);
+  const t0 = Date.now();
+  const lab = new Lab(PREFIX);
+  const uninstall = installSignalTeardown(lab);
+  let results: Result[];
+  try {
+    const s = await build(lab, out);
+    console.log(`guests up, a NIC on each way, ${((Date.now() - t0) / 1000).toFixed(1)} s after the start`);
+    results = await measure(lab, s);
+    const counters = await daemonCounters(lab);
+    for (const r of results) {
       console.log(
-        `${mode}: TCP ${r.tcp_mbps.toFixed(0)} Mbit/s (runs ${r.tcp_mbps_runs.map((x) => x.toFixed(0)).join(', ')}), UDP-64 ${r.udp64_pps.toFixed(0)} pps (runs ${r.udp64_pps_runs.map((x) => x.toFixed(0)).join(', ')}; ${r.udp64_loss_pct.toFixed(1)}% lost, ${r.udp64_guest_rcvbuf_drops} of ${r.udp64_lost} in the receiving guest's socket buffer), ` +
-          `ping ${r.ping_us_median.toFixed(0)}/${r.ping_us_p99.toFixed(0)} µs` +
-          (r.nvgred_us_per_frame_udp !== undefined ? `, nvgred ${r.nvgred_us_per_frame_tcp!.toFixed(2)} (TCP) / ${r.nvgred_us_per_frame_udp.toFixed(2)} (UDP) µs CPU/frame` : '') +
-          `, QEMU ${r.qemu_cpu_pct_udp.map((x) => x.toFixed(0)).join('/')}% CPU in the UDP runs`,
+        `${r.mode}: TCP ${r.tcp_mbps.toFixed(0)} Mbit/s (runs ${r.tcp_mbps_runs.map((x) => x.toFixed(0)).join(', ')}), UDP-64 ${r.udp64_pps.toFixed(0)} pps (runs ${r.udp64_pps_runs.map((x) => x.toFixed(0)).join(', ')}; ` +
+          `sent ${r.udp64_sent_pps.toFixed(0)} pps, ${r.udp64_loss_pct.toFixed(1)}% lost, ${r.udp64_guest_rcvbuf_drops} of ${r.udp64_lost} in the receiving guest's socket buffer), ` +
+          `ping ${r.ping_us_median.toFixed(0)}/${r.ping_us_p99.toFixed(0)} µs, QEMU ${r.qemu_cpu_pct_udp.map((x) => x.toFixed(0)).join('/')}% CPU in the UDP runs`,
       );
-      results.push(r);
-    } finally {
-      const report = await lab.teardown();
-      uninstall();
-      if (!report.ok) console.error(`teardown: ${report.errors.join('; ')}`);
     }
+    const stamp = new Date().toISOString();
+    const machine = machineDescription();
+    console.log(`\n${stamp}, ${machine} (${loadStart} at the start), QEMU guests (TCG, 1 vCPU), ${((Date.now() - t0) / 1000).toFixed(0)} s\n\n${table(results)}`);
+    const file = writeResults(out, 'bench-vms', stamp, { date: stamp, machine, load_average_start: loadStart, results, counters });
+    console.log(`\nraw results: ${file}`);
+  } finally {
+    const report = await lab.teardown();
+    uninstall();
+    if (!report.ok) console.error(`teardown: ${report.errors.join('; ')}`);
   }
-  const stamp = new Date().toISOString();
-  const machine = machineDescription();
-  console.log(`\n${stamp}, ${machine} (${loadStart} at the start), QEMU guests (TCG, 1 vCPU), ${((Date.now() - t0) / 1000).toFixed(0)} s\n\n${table(results)}`);
-  const file = writeResults(out, 'bench-vms', stamp, { date: stamp, machine, load_average_start: loadStart, image: image.key, results });
-  console.log(`\nraw results: ${file}`);
   return 0;
 }
 

@@ -4,7 +4,7 @@
 
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { PA1, PA2, VM1, VM2, VM_MACS, VSID, processCpuSeconds, writeBenchConfig } from '../bench/common.js';
+import { PA1, PA2, VM1, VM2, VM_MACS, VSID, benchCa, benchMac, benchVsid, processCpuSeconds, writeBenchConfig } from '../bench/common.js';
 import { loadConfigText } from '../src/config/index.js';
 import { scratchDir } from './helpers/scratch.js';
 
@@ -13,7 +13,7 @@ const load = (file: string) => loadConfigText(readFileSync(file, 'utf8'), file);
 
 describe('bench configs', () => {
   it('a created TAP in the VM namespace (bench/run.ts), untagged', () => {
-    const { file, socket } = writeBenchConfig(out, 0, { name: 'eth0', netns: 'nvb-vm1' });
+    const { file, socket } = writeBenchConfig(out, 0, [{ name: 'eth0', netns: 'nvb-vm1' }]);
     const p = load(file);
     expect(p.provider_addresses).toMatchObject([{ address: PA1, prefix_length: 24, interface: 'eth1', vlan_id: 0 }]);
     expect(p.vm_adapters).toMatchObject([{ name: 'eth0', netns: 'nvb-vm1', mac: VM_MACS[0], vsid: VSID }]);
@@ -26,15 +26,27 @@ describe('bench configs', () => {
   });
 
   it('the PA on a VLAN (nvgred-vlan)', () => {
-    const p = load(writeBenchConfig(out, 1, { name: 'eth0', netns: 'nvb-vm2' }, { vlan: 100 }).file);
+    const p = load(writeBenchConfig(out, 1, [{ name: 'eth0', netns: 'nvb-vm2' }], { vlan: 100 }).file);
     expect(p.provider_addresses).toMatchObject([{ address: PA2, interface: 'eth1', vlan_id: 100 }]);
   });
 
-  it("QEMU's TAP adopted (nvgred-attach) and QEMU's vhost-user socket (nvgred-vhost)", () => {
-    expect(load(writeBenchConfig(out, 0, { name: 'g1', mode: 'attach' }).file).vm_adapters).toMatchObject([{ name: 'g1', mode: 'attach', mac: VM_MACS[0] }]);
-    expect(load(writeBenchConfig(out, 1, { name: 'g2', mode: 'vhost_user', socket: '/run/x/g2.vhost.sock' }).file).vm_adapters).toMatchObject([
-      { name: 'g2', mode: 'vhost_user', socket: '/run/x/g2.vhost.sock', mac: VM_MACS[1] },
+  it("QEMU's vhost-user socket and QEMU's TAP adopted (bench/vms.ts), each VM's on a customer network of its own", () => {
+    const p = load(writeBenchConfig(out, 1, [{ name: 'g2v', mode: 'vhost_user', socket: '/run/x/g2v.vhost.sock' }, { name: 'g2a', mode: 'attach' }]).file);
+    expect(p.vm_adapters).toMatchObject([
+      { name: 'g2v', mode: 'vhost_user', socket: '/run/x/g2v.vhost.sock', mac: benchMac(0, 1), vsid: benchVsid(0) },
+      { name: 'g2a', mode: 'attach', mac: benchMac(1, 1), vsid: benchVsid(1) },
     ]);
+    expect(p.customer_routes.map((r) => [r.vsid, r.destination_prefix])).toEqual([
+      [6000, '10.9.0.0/24'],
+      [6001, '10.9.1.0/24'],
+    ]);
+    expect(p.lookup_records.map((r) => [r.customer_address, r.vsid, r.mac, r.provider_address])).toEqual([
+      [VM1, 6000, VM_MACS[0], PA1],
+      [VM2, 6000, VM_MACS[1], PA2],
+      [benchCa(1, 0), 6001, benchMac(1, 0), PA1],
+      [benchCa(1, 1), 6001, benchMac(1, 1), PA2],
+    ]);
+    expect(new Set([...VM_MACS, benchMac(1, 0), benchMac(1, 1)]).size).toBe(4);
   });
 });
 
