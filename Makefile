@@ -106,9 +106,12 @@ fuzz-seed:
 lab: build
 	node dist/lab/run.js
 
-# Side-by-side benchmark (a few minutes): veth, kernel VXLAN, nvgred; then the core's microbenchmark.
+# Side-by-side benchmark (a few minutes): veth, kernel VXLAN, nvgred; then two QEMU guests
+# (TCG) on a bridge + kernel VXLAN, on nvgred through vhost-user and through attach; then the
+# core's microbenchmark.
 bench: build
 	node dist/bench/run.js
+	node dist/bench/vms.js
 	cd native && $(CARGO) bench --bench core
 
 # Resident memory idle, with 1,000,000 lookup records, and over 5 minutes of traffic.

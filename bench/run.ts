@@ -8,18 +8,41 @@
 //           (GRO, in threaded NAPI mode), as a NIC without GRE segmentation
 //           offload but with GRO would
 //   nvgred-userspace  nvgred with --segmentation userspace: nvgred cuts them
+//   nvgred-vlan  nvgred with both hosts' PAs on VLAN 100 (tagged on the
+//           underlay veth; nvgred's own VLAN interface, a TAP it serves,
+//           since these kernels have no 802.1Q): the pair nvgred-vlan/nvgred
 // Measured: single-stream TCP (iperf3, median of runs), 64-byte UDP packets/s
 // delivered and loss (median of runs), round-trip time two ways (a UDP ping-pong between two
 // processes, back to back: sockperf; and pings every 2 ms, answered by the
 // kernel, with the machine idle in between), median and p99, and the
-// machine's CPU time (all processes and the kernel) per gigabyte moved.
-// Prints one table with the ratios nvgred/VXLAN and nvgred/veth and writes the
-// raw results as JSON. Everything lives in namespaces it creates and removes.
+// machine's CPU time (all processes and the kernel) per gigabyte moved; for
+// nvgred, the daemons' own CPU time per frame they moved in the UDP runs.
+// Prints one table with the ratios nvgred/VXLAN and nvgred/veth (and
+// nvgred-vlan/nvgred) and writes the raw results as JSON. Everything lives
+// in namespaces it creates and removes. bench/vms.ts does the same with QEMU
+// guests.
 
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, installSignalTeardown, metricSum, nsExec, repoRoot, scrapeMetrics, sleep } from '../lab/netns.js';
+import { Lab, type LabProcess, installSignalTeardown, nsExec, repoRoot, sleep } from '../lab/netns.js';
+import {
+  BENCH_HOSTS,
+  PA1,
+  PA2,
+  VM1,
+  VM2,
+  cpuSeconds,
+  daemonCounters,
+  formatTable,
+  machineDescription,
+  median,
+  nvgredCpuPerFrame,
+  percentile,
+  ratio,
+  startBenchDaemon,
+  writeBenchConfig,
+  writeResults,
+} from './common.js';
 
 const PREFIX = 'nvb-';
 const TCP_RUNS = Number(process.env.BENCH_TCP_RUNS ?? 3);
@@ -31,9 +54,11 @@ const PINGPONG_SECONDS = Number(process.env.BENCH_PINGPONG_SECONDS ?? 5);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 1);
 /** More nvgred options, e.g. `--poll-us 3000`. */
 const NVGRED_ARGS = (process.env.BENCH_NVGRED_ARGS ?? '').split(/\s+/).filter(Boolean);
-const MODES = (process.env.BENCH_MODES ?? 'veth,vxlan,nvgred,nvgred-gro,nvgred-userspace').split(',') as Mode[];
+const MODES = (process.env.BENCH_MODES ?? 'veth,vxlan,nvgred,nvgred-gro,nvgred-userspace,nvgred-vlan').split(',') as Mode[];
+/** nvgred-vlan's VLAN. */
+const VLAN = 100;
 
-type Mode = 'veth' | 'vxlan' | 'nvgred' | 'nvgred-gro' | 'nvgred-userspace';
+type Mode = 'veth' | 'vxlan' | 'nvgred' | 'nvgred-gro' | 'nvgred-userspace' | 'nvgred-vlan';
 
 interface Result {
   mode: Mode;
@@ -49,38 +74,20 @@ interface Result {
   ping_us_median: number;
   ping_us_p99: number;
   cpu_seconds_per_gb: number;
+  /** nvgred only: the daemons' CPU time (utime + stime) per frame they encapsulated or decapsulated, in the UDP runs. */
+  nvgred_us_per_frame?: number;
   /** nvgred only: the daemons' counters after the run. */
   counters?: Record<string, Record<string, number>>;
-}
-
-const VM1 = '10.9.0.11';
-const VM2 = '10.9.0.12';
-const PA1 = '192.168.9.1';
-const PA2 = '192.168.9.2';
-
-/** Total CPU time of the machine so far, in seconds (all CPUs, all modes but idle and iowait). */
-function cpuSeconds(): number {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
-  const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
-  return (user! + nice! + system! + irq! + softirq! + steal!) / 100; // USER_HZ
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
-function percentile(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 }
 
 async function sh(lab: Lab, ns: string, ...argv: string[]) {
   return lab.nsExec(ns, argv, { timeoutMs: 120_000 });
 }
 
-/** Build one mode's topology; VM1 and VM2 end up with VM1/VM2 addresses. */
-async function build(lab: Lab, mode: Mode, out: string): Promise<void> {
+type Daemons = { host: (typeof BENCH_HOSTS)[number]; proc: LabProcess }[];
+
+/** Build one mode's topology; VM1 and VM2 end up with VM1/VM2 addresses. The nvgred daemons, if any. */
+async function build(lab: Lab, mode: Mode, out: string): Promise<Daemons> {
   await lab.addNamespace('vm1');
   await lab.addNamespace('vm2');
   if (mode === 'veth') {
@@ -89,7 +96,7 @@ async function build(lab: Lab, mode: Mode, out: string): Promise<void> {
     await lab.addr('vm2', 'eth0', `${VM2}/24`);
     await lab.up('vm1', 'eth0');
     await lab.up('vm2', 'eth0');
-    return;
+    return [];
   }
   await lab.addNamespace('host1');
   await lab.addNamespace('host2');
@@ -117,32 +124,14 @@ async function build(lab: Lab, mode: Mode, out: string): Promise<void> {
       await lab.addr(vm, 'eth0', `${vm === 'vm1' ? VM1 : VM2}/24`);
       await lab.up(vm, 'eth0');
     }
-    return;
+    return [];
   }
   // nvgred: each host's daemon creates its VM's TAP in the VM's namespace.
-  const rd = '{12345678-1000-2000-3000-123456780009}';
-  const macs = ['60:00:60:00:09:01', '60:00:60:00:09:02'];
-  for (const [i, h] of (['host1', 'host2'] as const).entries()) {
-    const config = join(out, `${h}.yaml`);
-    writeFileSync(
-      config,
-      [
-        `host: { name: bench-${h} }`,
-        `provider_addresses: [{ address: ${[PA1, PA2][i]}, prefix_length: 24, interface: eth1 }]`,
-        `customer_routes: [{ routing_domain: "${rd}", vsid: 6000, destination_prefix: 10.9.0.0/24, next_hop: 0.0.0.0 }]`,
-        'lookup_records:',
-        `  - { customer_address: ${VM1}, vsid: 6000, mac: "${macs[0]}", provider_address: ${PA1} }`,
-        `  - { customer_address: ${VM2}, vsid: 6000, mac: "${macs[1]}", provider_address: ${PA2} }`,
-        `vm_adapters: [{ name: eth0, mac: "${macs[i]}", vsid: 6000, netns: ${lab.ns(`vm${i + 1}`)} }]`,
-        `api: { socket: ${join(out, `${h}.sock`)} }`,
-        '',
-      ].join('\n'),
-    );
-    // As the systemd unit runs it (Nice=-10).
-    const daemon = await lab.spawn(h, ['nice', '-n', '-10', process.execPath, join(repoRoot(), 'dist/src/daemon/main.js'), '--config', config, '--workers', String(WORKERS), ...(mode === 'nvgred-userspace' ? ['--segmentation', 'userspace'] : []), ...NVGRED_ARGS], {
-      logFile: join(out, `${h}.log`),
-    });
-    await daemon.waitForLine((l) => l.includes('"msg":"ready"'), 30_000);
+  const daemons: Daemons = [];
+  for (const [i, h] of BENCH_HOSTS.entries()) {
+    const { file } = writeBenchConfig(out, i as 0 | 1, [{ name: 'eth0', netns: lab.ns(`vm${i + 1}`) }], mode === 'nvgred-vlan' ? { vlan: VLAN } : {});
+    const args = ['--workers', String(WORKERS), ...(mode === 'nvgred-userspace' ? ['--segmentation', 'userspace'] : []), ...NVGRED_ARGS];
+    daemons.push({ host: h, proc: await startBenchDaemon(lab, h, file, args, join(out, `${h}.log`)) });
   }
   for (const [vm, addr] of [
     ['vm1', VM1],
@@ -150,6 +139,7 @@ async function build(lab: Lab, mode: Mode, out: string): Promise<void> {
   ] as const) {
     await lab.addr(vm, 'eth0', `${addr}/24`);
   }
+  return daemons;
 }
 
 async function iperf(lab: Lab, args: string[], seconds: number): Promise<any> {
@@ -162,7 +152,7 @@ async function iperf(lab: Lab, args: string[], seconds: number): Promise<any> {
   return j;
 }
 
-async function measure(lab: Lab, mode: Mode): Promise<Result> {
+async function measure(lab: Lab, mode: Mode, daemons: Daemons): Promise<Result> {
   // Warm up neighbour caches and the flow.
   await nsExec(lab.ns('vm1'), ['ping', '-c', '3', '-i', '0.2', '-W', '1', VM2], { timeoutMs: 10_000 });
 
@@ -179,10 +169,12 @@ async function measure(lab: Lab, mode: Mode): Promise<Result> {
 
   // UDP shares two CPUs between a sender that never waits and everything else: noisy, so a median too.
   const udp: { pps: number; loss: number }[] = [];
-  for (let i = 0; i < UDP_RUNS; i++) {
-    const sum = (await iperf(lab, ['-u', '-l', '64', '-b', '0'], UDP_SECONDS)).end.sum;
-    udp.push({ pps: (sum.packets - sum.lost_packets) / sum.seconds, loss: sum.lost_percent });
-  }
+  const perFrame = await nvgredCpuPerFrame(lab, daemons, async () => {
+    for (let i = 0; i < UDP_RUNS; i++) {
+      const sum = (await iperf(lab, ['-u', '-l', '64', '-b', '0'], UDP_SECONDS)).end.sum;
+      udp.push({ pps: (sum.packets - sum.lost_packets) / sum.seconds, loss: sum.lost_percent });
+    }
+  });
   const udpRuns = udp.map((u) => u.pps);
 
   const pp = await pingPong(lab);
@@ -203,6 +195,7 @@ async function measure(lab: Lab, mode: Mode): Promise<Result> {
     ping_us_median: median(rtts),
     ping_us_p99: percentile(rtts, 99),
     cpu_seconds_per_gb: cpu / (bytes / 1e9),
+    ...(daemons.length ? { nvgred_us_per_frame: perFrame.us_per_frame } : {}),
   };
 }
 
@@ -223,25 +216,9 @@ async function pingPong(lab: Lab): Promise<{ median: number; p99: number }> {
   }
 }
 
-/** What the daemons counted: how much offload and merging the run used, and any drops. */
-async function daemonCounters(lab: Lab): Promise<Record<string, Record<string, number>>> {
-  const out: Record<string, Record<string, number>> = {};
-  for (const h of ['host1', 'host2']) {
-    const m = await scrapeMetrics(lab.ns(h));
-    const c: Record<string, number> = {};
-    for (const name of ['nvgre_encap_packets_total', 'nvgre_decap_packets_total', 'nvgre_tso_frames_total', 'nvgre_coalesced_packets_total', 'nvgre_underlay_gro_packets_total']) {
-      c[name] = metricSum(m, name);
-    }
-    for (const [series, v] of m) if (series.startsWith('nvgre_dropped_packets_total{') && v > 0) c[series] = v;
-    out[h] = c;
-  }
-  console.log(`nvgred counters: ${JSON.stringify(out)}`);
-  return out;
-}
-
 function table(results: Result[]): string {
   const by = new Map(results.map((r) => [r.mode, r]));
-  const rows: string[][] = [['', 'TCP Gbit/s', 'UDP-64 kpps', 'UDP loss %', 'RTT med µs', 'RTT p99 µs', 'ping med µs', 'ping p99 µs', 'CPU s/GB']];
+  const rows: string[][] = [['', 'TCP Gbit/s', 'UDP-64 kpps', 'UDP loss %', 'RTT med µs', 'RTT p99 µs', 'ping med µs', 'ping p99 µs', 'CPU s/GB', 'nvgred µs/frame']];
   const fmt = (r: Result) => [
     r.mode,
     r.tcp_gbps.toFixed(2),
@@ -252,28 +229,30 @@ function table(results: Result[]): string {
     r.ping_us_median.toFixed(0),
     r.ping_us_p99.toFixed(0),
     r.cpu_seconds_per_gb.toFixed(2),
+    r.nvgred_us_per_frame?.toFixed(2) ?? '',
   ];
   for (const r of results) rows.push(fmt(r));
-  // Every nvgred variant against VXLAN; nvgred itself against veth too.
+  // Every nvgred variant against VXLAN; nvgred itself against veth too; the VLAN one against nvgred untagged.
+  const bases = (m: Mode): Mode[] => (m === 'nvgred' ? ['vxlan', 'veth'] : m === 'nvgred-vlan' ? ['nvgred', 'vxlan'] : ['vxlan']);
   for (const n of results.filter((r) => r.mode.startsWith('nvgred'))) {
-    for (const base of n.mode === 'nvgred' ? (['vxlan', 'veth'] as const) : (['vxlan'] as const)) {
+    for (const base of bases(n.mode)) {
       const b = by.get(base);
       if (!b) continue;
       rows.push([
         `${n.mode}/${base}`,
-        (n.tcp_gbps / b.tcp_gbps).toFixed(2),
-        (n.udp64_pps / b.udp64_pps).toFixed(2),
+        ratio(n.tcp_gbps, b.tcp_gbps),
+        ratio(n.udp64_pps, b.udp64_pps),
         '',
-        (n.rtt_us_median / b.rtt_us_median).toFixed(2),
-        (n.rtt_us_p99 / b.rtt_us_p99).toFixed(2),
-        (n.ping_us_median / b.ping_us_median).toFixed(2),
-        (n.ping_us_p99 / b.ping_us_p99).toFixed(2),
-        (n.cpu_seconds_per_gb / b.cpu_seconds_per_gb).toFixed(2),
+        ratio(n.rtt_us_median, b.rtt_us_median),
+        ratio(n.rtt_us_p99, b.rtt_us_p99),
+        ratio(n.ping_us_median, b.ping_us_median),
+        ratio(n.ping_us_p99, b.ping_us_p99),
+        ratio(n.cpu_seconds_per_gb, b.cpu_seconds_per_gb),
+        ratio(n.nvgred_us_per_frame, b.nvgred_us_per_frame),
       ]);
     }
   }
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n');
+  return formatTable(rows);
 }
 
 async function main(): Promise<number> {
@@ -285,12 +264,13 @@ async function main(): Promise<number> {
     const lab = new Lab(PREFIX);
     const uninstall = installSignalTeardown(lab);
     try {
-      await build(lab, mode, out);
-      const r = await measure(lab, mode);
+      const daemons = await build(lab, mode, out);
+      const r = await measure(lab, mode, daemons);
       if (mode.startsWith('nvgred')) r.counters = await daemonCounters(lab);
       console.log(
         `${mode}: TCP ${r.tcp_gbps.toFixed(2)} Gbit/s (runs ${r.tcp_gbps_runs.map((x) => x.toFixed(2)).join(', ')}), UDP-64 ${(r.udp64_pps / 1000).toFixed(0)} kpps (runs ${r.udp64_pps_runs.map((x) => (x / 1000).toFixed(0)).join(", ")}; ${r.udp64_loss_pct.toFixed(1)}% lost), ` +
-          `RTT ${r.rtt_us_median.toFixed(0)}/${r.rtt_us_p99.toFixed(0)} µs (ping ${r.ping_us_median.toFixed(0)}/${r.ping_us_p99.toFixed(0)} µs)`,
+          `RTT ${r.rtt_us_median.toFixed(0)}/${r.rtt_us_p99.toFixed(0)} µs (ping ${r.ping_us_median.toFixed(0)}/${r.ping_us_p99.toFixed(0)} µs)` +
+          (r.nvgred_us_per_frame !== undefined ? `, nvgred ${r.nvgred_us_per_frame.toFixed(2)} µs CPU/frame` : ''),
       );
       results.push(r);
     } finally {
@@ -300,10 +280,9 @@ async function main(): Promise<number> {
     }
   }
   const stamp = new Date().toISOString();
-  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Linux ${readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}`;
+  const machine = machineDescription();
   console.log(`\n${stamp}, ${machine}, nvgred workers: ${WORKERS}${NVGRED_ARGS.length ? `, options: ${NVGRED_ARGS.join(' ')}` : ''}\n\n${table(results)}`);
-  const file = join(out, `bench-${stamp.replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ date: stamp, machine, workers: WORKERS, nvgred_args: NVGRED_ARGS, results }, null, 2));
+  const file = writeResults(out, 'bench', stamp, { date: stamp, machine, workers: WORKERS, nvgred_args: NVGRED_ARGS, results });
   console.log(`\nraw results: ${file}`);
   return 0;
 }

@@ -49,6 +49,11 @@ export interface VmSpec {
    * the device; VIRTIO_NET_F_MTU): the driver takes it as its MTU.
    */
   hostMtu?: number;
+  /**
+   * More NICs, after the first (n1, n2...): the guest's /init configures only
+   * the first; these come up bare, found by their MAC (see nicScript()).
+   */
+  moreNics?: { net: VmNet; mac: string; hostMtu?: number }[];
   /** Guest RAM. Default 256. */
   memMb?: number;
   /** Extra kernel command-line words. */
@@ -79,22 +84,26 @@ export function qemuArgv(spec: VmSpec, image: Pick<VmImage, 'kernel' | 'initrd'>
   if (spec.gw) append.push(`nvg.gw=${spec.gw}`);
   if (spec.mtu) append.push(`nvg.mtu=${spec.mtu}`);
   append.push(...(spec.append ?? []));
-  const machine = spec.net.kind === 'vhost-user' ? 'pc,memory-backend=mem' : 'pc';
+  const nics = [{ net: spec.net, mac: spec.mac, hostMtu: spec.hostMtu }, ...(spec.moreNics ?? [])];
+  const vhostUser = nics.some((n) => n.net.kind === 'vhost-user');
+  const machine = vhostUser ? 'pc,memory-backend=mem' : 'pc';
   const argv = [QEMU, '-name', spec.name, '-accel', 'tcg', '-machine', machine, '-m', `${mem}M`, '-smp', '1'];
   argv.push('-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot');
   if (existsSync(QBOOT)) argv.push('-bios', QBOOT);
   argv.push('-kernel', image.kernel, '-initrd', image.initrd, '-append', append.join(' '));
   argv.push('-chardev', `socket,id=con0,path=${console},server=on,wait=off`, '-serial', 'chardev:con0');
-  // romfile=: no iPXE option ROM to load (the kernel is booted directly).
-  const nic = `virtio-net-pci,netdev=n0,mac=${spec.mac},romfile=${spec.hostMtu ? `,host_mtu=${spec.hostMtu}` : ''}`;
-  if (spec.net.kind === 'tap') {
-    argv.push('-netdev', `tap,id=n0,ifname=${spec.net.ifname},script=no,downscript=no,vhost=off,vnet_hdr=${spec.net.vnetHdr ? 'on' : 'off'}`);
-    argv.push('-device', nic);
-  } else {
-    argv.push('-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`);
-    argv.push('-chardev', `socket,id=vu0,path=${spec.net.socket},server=on,wait=off`);
-    argv.push('-netdev', 'vhost-user,id=n0,chardev=vu0');
-    argv.push('-device', `${nic},vectors=0`);
+  if (vhostUser) argv.push('-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`);
+  for (const [i, n] of nics.entries()) {
+    // romfile=: no iPXE option ROM to load (the kernel is booted directly).
+    const nic = `virtio-net-pci,netdev=n${i},mac=${n.mac},romfile=${n.hostMtu ? `,host_mtu=${n.hostMtu}` : ''}`;
+    if (n.net.kind === 'tap') {
+      argv.push('-netdev', `tap,id=n${i},ifname=${n.net.ifname},script=no,downscript=no,vhost=off,vnet_hdr=${n.net.vnetHdr ? 'on' : 'off'}`);
+      argv.push('-device', nic);
+    } else {
+      argv.push('-chardev', `socket,id=vu${i},path=${n.net.socket},server=on,wait=off`);
+      argv.push('-netdev', `vhost-user,id=n${i},chardev=vu${i}`);
+      argv.push('-device', `${nic},vectors=0`);
+    }
   }
   return argv;
 }
@@ -165,7 +174,7 @@ export class Vm {
     if (this.running) throw new Error(`VM ${this.spec.name} is already running (pid ${this.#proc!.pid})`);
     await ensureDebianPackages(['qemu-system-x86']);
     rmSync(this.console, { force: true });
-    if (this.spec.net.kind === 'vhost-user') rmSync(this.spec.net.socket, { force: true });
+    for (const n of [this.spec.net, ...(this.spec.moreNics ?? []).map((m) => m.net)]) if (n.kind === 'vhost-user') rmSync(n.socket, { force: true });
     this.#rx = '';
     this.#closed = undefined;
     this.readyUptime = null;
@@ -344,4 +353,19 @@ export function vmRunDir(lab: Lab): string {
     if (madeParent && existsSync(RUN_DIR) && readdirSync(RUN_DIR).length === 0) rmdirSync(RUN_DIR);
   });
   return dir;
+}
+
+/**
+ * A guest shell script that configures the NIC with MAC `mac` (one of
+ * VmSpec.moreNics): MTU, up, address `ip` (with prefix length).
+ */
+export function nicScript(mac: string, ip: string, mtu?: number): string {
+  return [
+    'nic=',
+    `for d in /sys/class/net/*; do [ "$(cat "$d/address")" = ${mac} ] && nic=\${d##*/}; done`,
+    `[ -n "$nic" ] || { echo "no NIC with MAC ${mac}"; exit 1; }`,
+    ...(mtu ? [`ip link set "$nic" mtu ${mtu}`] : []),
+    'ip link set "$nic" up',
+    `ip addr add ${ip} dev "$nic"`,
+  ].join('\n');
 }
