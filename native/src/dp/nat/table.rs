@@ -270,13 +270,13 @@ impl NatTable {
             // Mappings are for echo replies: a request is for the gateway.
             return NatVerdict::Drop(DropReason::NatNoMapping);
         }
-        let (nat, inside) = if let Some(t) = nats.static_in(addr, p.proto, port) {
-            (t.nat, t.inside)
+        let (nat, inside, slot) = if let Some(t) = nats.static_in(addr, p.proto, port) {
+            (t.nat, t.inside, None)
         } else {
             match self.by_outside.get(&outside_key(addr, p.proto, port)) {
                 Some(&slot) => {
                     let m = &self.slots[slot as usize];
-                    (m.nat, m.inside)
+                    (m.nat, m.inside, Some(slot))
                 }
                 None => return NatVerdict::Drop(DropReason::NatNoMapping),
             }
@@ -287,7 +287,7 @@ impl NatTable {
         if p.total_len > mtu {
             return too_big(ip, addr, mtu);
         }
-        if let Some(&slot) = self.by_outside.get(&outside_key(addr, p.proto, port)) {
+        if let Some(slot) = slot {
             self.touch(nats, slot, &p, false, now);
         }
         translate::rewrite(ip, &p, Side::Dst, inside.addr, inside.port);

@@ -623,3 +623,4 @@ fn nat_entries_are_checked() {
     e[1].static_mappings.push(StaticMapping { vsid: 7000, ..dup });
     assert!(Nats::new(e, 10).unwrap_err().0.contains("external_port: tcp 131.107.10.12:443 is mapped twice"));
 }
+
