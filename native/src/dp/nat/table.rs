@@ -137,7 +137,7 @@ impl NatTable {
             ports: FxMap::default(),
             live: Vec::new(),
             total: 0,
-            wheel: (0..WHEEL).map(|_| Vec::new()).collect(),
+            wheel: Vec::new(),
             last_tick: now,
             mirroring: false,
             events: Vec::new(),
@@ -422,6 +422,10 @@ impl NatTable {
     /// Put the mapping in the wheel at its expiry (at most the wheel's span
     /// ahead: a longer one is looked at again then).
     fn schedule(&mut self, slot: u32, now: u32) {
+        if self.wheel.is_empty() {
+            // Made on first use: a worker that never maps holds none.
+            self.wheel.resize_with(WHEEL as usize, Vec::new);
+        }
         let m = &mut self.slots[slot as usize];
         let at = m.expires.clamp(now.saturating_add(1), now.saturating_add(WHEEL - 1));
         m.wheel_at = at;
@@ -432,7 +436,8 @@ impl NatTable {
     /// every second or so; each mapping is looked at about once per
     /// timeout, not per call.
     pub fn tick(&mut self, now: u32, counters: &Counters) {
-        if now <= self.last_tick {
+        if now <= self.last_tick || self.wheel.is_empty() {
+            self.last_tick = self.last_tick.max(now);
             return;
         }
         // After a long pause every bucket is due once.
