@@ -51,8 +51,10 @@ fn one(data: &[u8]) {
             nat_op::OUTBOUND | nat_op::INBOUND => {
                 let v = if op & nat_op::MASK == nat_op::OUTBOUND {
                     let vsid = if rd == CONTOSO { 6000 } else { 7000 };
+                    active.prefetch_outbound(&buf, vsid);
                     active.outbound(&nats, rd, vsid, &mut buf, mtu, now, |a: Ipv4Addr| a.octets()[0] == 10, &counters)
                 } else {
+                    active.prefetch_inbound(&buf);
                     active.inbound(&nats, &mut buf, mtu, now, &counters)
                 };
                 match v {

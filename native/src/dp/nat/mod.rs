@@ -123,6 +123,27 @@ impl InsideKey {
     }
 }
 
+impl InsideKey {
+    /// A 64-bit digest of its 74 bits, the key of the table that finds its
+    /// mapping (which compares the whole key): mixed, so tenants cannot line
+    /// theirs up with another's.
+    pub(crate) fn hash64(&self) -> u64 {
+        let a = u64::from(u32::from(self.addr)) << 32 | u64::from(self.vsid) << 8 | self.proto as u64;
+        let h = mix(a) ^ u64::from(self.port).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // u64::MAX marks an empty slot in the table.
+        if h == u64::MAX { h - 1 } else { h }
+    }
+}
+
+/// MurmurHash3's 64-bit finalizer.
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 /// The shard an external port belongs to.
 #[inline]
 pub fn shard_of_port(port: u16) -> usize {

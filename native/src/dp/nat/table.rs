@@ -6,6 +6,7 @@ use super::mirror::{EventKind, MappingEvent};
 use super::translate::{self, Parsed, Side};
 use super::{shard_of_port, worker_of_shard, InsideKey, Nat, NatIndex, NatVerdict, Nats, Proto, SHARDS};
 use crate::dp::icmp::frag_needed_v4;
+use crate::dp::index::IndexTable;
 use crate::dp::{Counter, Counters, DropReason, FxMap, RoutingDomain, Vsid};
 use crate::wire::TcpFlags;
 use std::net::Ipv4Addr;
@@ -72,9 +73,10 @@ pub struct NatTable {
     workers: usize,
     slots: Vec<Mapping>,
     free: Vec<u32>,
-    by_inside: FxMap<InsideKey, u32>,
+    /// [`InsideKey::hash64`] → slot (the slot's key is compared too).
+    by_inside: IndexTable<u32>,
     /// (external address, protocol, port) packed by [`outside_key`].
-    by_outside: FxMap<u64, u32>,
+    by_outside: IndexTable<u32>,
     ports: FxMap<(Ipv4Addr, Proto), PortMap>,
     /// Live mappings per NAT and protocol.
     live: Vec<[u32; 3]>,
@@ -132,8 +134,8 @@ impl NatTable {
             workers,
             slots: Vec::new(),
             free: Vec::new(),
-            by_inside: FxMap::default(),
-            by_outside: FxMap::default(),
+            by_inside: IndexTable::default(),
+            by_outside: IndexTable::default(),
             ports: FxMap::default(),
             live: Vec::new(),
             total: 0,
@@ -232,8 +234,8 @@ impl NatTable {
         let (external, port) = if let Some((sn, port)) = nats.static_out(&key) {
             (nats.entries()[usize::from(sn)].external_address, port)
         } else {
-            let slot = match self.by_inside.get(&key) {
-                Some(&slot) => {
+            let slot = match self.find(&key) {
+                Some(slot) => {
                     self.touch(nats, slot, &p, true, now);
                     slot
                 }
@@ -273,7 +275,7 @@ impl NatTable {
         let (nat, inside, slot) = if let Some(t) = nats.static_in(addr, p.proto, port) {
             (t.nat, t.inside, None)
         } else {
-            match self.by_outside.get(&outside_key(addr, p.proto, port)) {
+            match self.by_outside.get(outside_key(addr, p.proto, port)) {
                 Some(&slot) => {
                     let m = &self.slots[slot as usize];
                     (m.nat, m.inside, Some(slot))
@@ -293,6 +295,28 @@ impl NatTable {
         translate::rewrite(ip, &p, Side::Dst, inside.addr, inside.port);
         counters.inc(Counter::NatInboundPackets, 1);
         NatVerdict::Tenant { nat, vsid: inside.vsid }
+    }
+
+    /// The live mapping of an inside endpoint.
+    fn find(&self, key: &InsideKey) -> Option<u32> {
+        self.by_inside.get(key.hash64()).copied().filter(|&s| self.slots[s as usize].inside == *key)
+    }
+
+    /// Start loading what [`outbound`](Self::outbound) will look up for
+    /// this packet: call it over a batch first, and the cache misses of a
+    /// large table overlap instead of adding up.
+    pub fn prefetch_outbound(&self, ip: &[u8], vsid: Vsid) {
+        if let Ok(p) = translate::parse(ip) {
+            self.by_inside.prefetch(translate::outbound_key(&p, vsid).hash64());
+        }
+    }
+
+    /// The same for [`inbound`](Self::inbound).
+    pub fn prefetch_inbound(&self, ip: &[u8]) {
+        if let Ok(p) = translate::parse(ip) {
+            let (addr, port) = translate::inbound_target(&p);
+            self.by_outside.prefetch(outside_key(addr, p.proto, port));
+        }
     }
 
     /// A packet of a mapping went through: its idle timer restarts, its TCP
@@ -327,7 +351,9 @@ impl NatTable {
         // spread evenly over the shards.
         let share = |limit: u32| limit.div_ceil(self.workers as u32);
         let held: u32 = self.live.get(usize::from(n)).map_or(0, |c| c.iter().sum());
-        if held >= share(nat.max_mappings) || self.total >= share(nats.max_total()) {
+        // Another endpoint with the same 64-bit hash (about one in 2^64 per
+        // pair): refused like a full table rather than mistaken for it.
+        if held >= share(nat.max_mappings) || self.total >= share(nats.max_total()) || self.by_inside.get(key.hash64()).is_some() {
             return Self::refuse(counters, DropReason::NatTableFull);
         }
         let Some(port) = self.allocate(nats, nat, key) else {
@@ -393,7 +419,7 @@ impl NatTable {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_inside.insert(key, slot);
+        self.by_inside.insert(key.hash64(), slot);
         self.by_outside.insert(outside_key(external, key.proto, port), slot);
         if self.live.len() <= usize::from(n) {
             self.live.resize(usize::from(n) + 1, [0; 3]);
@@ -405,8 +431,8 @@ impl NatTable {
 
     fn remove(&mut self, slot: u32, now: u32) {
         let m = self.slots[slot as usize];
-        self.by_inside.remove(&m.inside);
-        self.by_outside.remove(&outside_key(m.external, m.inside.proto, m.port));
+        self.by_inside.remove(m.inside.hash64());
+        self.by_outside.remove(outside_key(m.external, m.inside.proto, m.port));
         if let Some(map) = self.ports.get_mut(&(m.external, m.inside.proto)) {
             map.used[usize::from(m.port) / 64] &= !(1 << shard_of_port(m.port));
         }
@@ -515,9 +541,9 @@ impl NatTable {
             return Err(MirrorError::NotThisNat);
         }
         let outside = outside_key(ev.external, ev.inside.proto, ev.external_port);
-        let same = self.by_outside.get(&outside).copied().filter(|&s| self.slots[s as usize].inside == ev.inside);
+        let same = self.by_outside.get(outside).copied().filter(|&s| self.slots[s as usize].inside == ev.inside);
         // Whatever else holds the key or the port gives way to what the active one says.
-        for slot in [self.by_inside.get(&ev.inside).copied(), self.by_outside.get(&outside).copied()].into_iter().flatten() {
+        for slot in [self.by_inside.get(ev.inside.hash64()).copied(), self.by_outside.get(outside).copied()].into_iter().flatten() {
             if Some(slot) != same && self.slots[slot as usize].live {
                 self.remove(slot, now);
             }
