@@ -9,7 +9,7 @@
 //! `fuzz.sh seed [PCAP]` (`make fuzz-seed PCAP=...`): rewrites the `test-*`
 //! files, and the `pcap-*` files when given a capture.
 
-use nvgred_fuzz::input::{write_underlay, write_vm_frames};
+use nvgred_fuzz::input::{nat_op, write_nat_op, write_underlay, write_vm_frames};
 use nvgred_fuzz::reference::{self, *};
 use nvgred_native::dp::offload::{Gso, Offload};
 use nvgred_native::dp::testkit::*;
@@ -327,6 +327,64 @@ fn policy_seeds(c: &mut Corpus) {
     }
 }
 
+/// Each NAT flow of the tests as a sequence: what a tenant sends, the
+/// answer from outside to the port the NAT gave it, time passing.
+fn nat_seeds(c: &mut Corpus) {
+    use nvgred_native::dp::nat::*;
+    use nvgred_native::dp::Counters;
+    let nats = Nats::new(gateway_nats(), 64).unwrap();
+    let counters = Counters::default();
+    let remote = "203.0.113.7";
+    // The external port the NAT gives a tenant's packet (the target starts at 1000 s too).
+    let port_of = |p: &[u8], rd, vsid| {
+        let mut q = p.to_vec();
+        NatTable::new(0, 1, 1000).outbound(&nats, rd, vsid, &mut q, 1500, 1000, |_| false, &counters);
+        u16::from_be_bytes([q[20], q[21]])
+    };
+    let flows: [(&str, Vec<u8>, Box<dyn Fn(u16, &[u8]) -> Vec<u8>>); 4] = [
+        ("tcp", ip_tcp("10.0.1.101", remote, 40000, 443, TcpFlags::SYN), Box::new(|port, _| ip_tcp(remote, NAT_EXTERNAL, 443, port, TcpFlags::SYN | TcpFlags::ACK))),
+        ("udp", ip_udp("10.0.1.101", remote, 5000, 53, 8), Box::new(|port, _| ip_udp(remote, NAT_EXTERNAL, 53, port, 8))),
+        ("echo", ip_echo("10.0.1.101", remote, 7, false), Box::new(|_, p| {
+            let mut q = p.to_vec();
+            NatTable::new(0, 1, 1000).outbound(&nats, CONTOSO, 6000, &mut q, 1500, 1000, |_| false, &counters);
+            let ident = u16::from_be_bytes([q[24], q[25]]);
+            ip_echo(remote, NAT_EXTERNAL, ident, true)
+        })),
+        ("unreachable", ip_udp("10.0.1.101", remote, 5001, 53, 0), Box::new(|_, p| {
+            let mut q = p.to_vec();
+            NatTable::new(0, 1, 1000).outbound(&nats, CONTOSO, 6000, &mut q, 1500, 1000, |_| false, &counters);
+            ip_unreachable("198.51.100.254", &q)
+        })),
+    ];
+    for (name, out, answer) in &flows {
+        let mut input = Vec::new();
+        write_nat_op(&mut input, nat_op::OUTBOUND, out);
+        write_nat_op(&mut input, nat_op::INBOUND, &answer(port_of(out, CONTOSO, 6000), out));
+        write_nat_op(&mut input, nat_op::OUTBOUND | 4, out); // Fabrikam's tenant with the same CA
+        write_nat_op(&mut input, nat_op::TICK, &[20]);
+        write_nat_op(&mut input, nat_op::OUTBOUND | 0x80, &ip_udp("10.0.1.101", remote, 5002, 53, 1000));
+        c.put("nat", &format!("test-{name}"), &input);
+    }
+    let mut input = Vec::new();
+    let syn = ip_tcp(remote, NAT_EXTERNAL, 51000, 443, TcpFlags::SYN);
+    write_nat_op(&mut input, nat_op::INBOUND, &syn);
+    let mut translated = syn.clone();
+    NatTable::new(0, 1, 1000).inbound(&nats, &mut translated, 1500, 1000, &counters);
+    write_nat_op(&mut input, nat_op::OUTBOUND, &ip_unreachable("10.0.0.100", &translated));
+    let ev = MappingEvent {
+        kind: EventKind::Created,
+        inside: InsideKey { vsid: 6000, proto: Proto::Udp, addr: "10.0.1.101".parse().unwrap(), port: 5000 },
+        external: NAT_EXTERNAL.parse().unwrap(),
+        external_port: 2000,
+        tcp: 0,
+        remaining: 300,
+    };
+    let mut b = [0u8; EVENT_LEN];
+    ev.encode(&mut b);
+    write_nat_op(&mut input, nat_op::EVENT, &b);
+    c.put("nat", "test-static", &input);
+}
+
 /// The packets of a classic pcap file (either byte order, µs or ns), as
 /// IP packets: Ethernet (LINKTYPE 1) or raw IP (101).
 fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
@@ -442,6 +500,7 @@ fn main() {
     underlay_seeds(&mut c);
     wire_seeds(&mut c, &wire);
     policy_seeds(&mut c);
+    nat_seeds(&mut c);
     if let Some(pcap) = std::env::args_os().nth(1) {
         c.clear("pcap-");
         pcap_seeds(&mut c, Path::new(&pcap));

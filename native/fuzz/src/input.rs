@@ -9,6 +9,7 @@
 //!   source and destination, a nibble each): `[family] ([addrs][len][packet])*`.
 //! - `wire`: format selector (1 byte), then the bytes.
 //! - `policy_decode`: the bytes.
+//! - `nat`: operations, see [`nat_op`].
 
 use nvgred_native::dp::offload::{Offload, VNET_HDR_LEN};
 
@@ -112,4 +113,26 @@ pub fn write_underlay(v6: bool, packets: &[(u8, &[u8])]) -> Vec<u8> {
         put_packet(&mut out, p);
     }
     out
+}
+
+/// The `nat` target's operations: `([op][len][bytes])*`, `op & MASK` one of
+/// these; bit 2 picks Fabrikam's routing domain over Contoso's, bit 7 a
+/// 576-byte MTU.
+pub mod nat_op {
+    pub const MASK: u8 = 3;
+    /// A tenant's IPv4 packet to the NAT.
+    pub const OUTBOUND: u8 = 0;
+    /// An IPv4 packet from the uplink.
+    pub const INBOUND: u8 = 1;
+    /// A mirrored event's bytes, applied to a table of their own.
+    pub const EVENT: u8 = 2;
+    /// Time passes: the first byte × 16 s, then the timers run.
+    pub const TICK: u8 = 3;
+}
+
+/// One `nat` operation as the target reads it.
+pub fn write_nat_op(out: &mut Vec<u8>, op: u8, bytes: &[u8]) {
+    out.push(op);
+    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    out.extend_from_slice(bytes);
 }

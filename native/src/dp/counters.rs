@@ -46,6 +46,13 @@ counters! {
     Flooded => "flooded_packets",
     WorkerPanics => "worker_panics",
     VmAdapterErrors => "vm_adapter_errors",
+    NatOutboundPackets => "nat_outbound_packets",
+    NatInboundPackets => "nat_inbound_packets",
+    NatMappingsCreated => "nat_mappings_created",
+    NatMappingsExpired => "nat_mappings_expired",
+    NatMappingsRefused => "nat_mappings_refused",
+    NatMappingsRemoved => "nat_mappings_removed",
+    NatMirrorApplied => "nat_mirror_applied",
 }
 
 /// Per-VSID slots: encap packets, encap bytes, decap packets, decap bytes.

@@ -106,4 +106,16 @@ drop_reasons! {
     /// A bug in nvgred met by this packet: the worker dropped the batch that carried it
     /// and went on (each such batch also counts `nvgre_worker_panics_total`).
     InternalError => "internal_error",
+    /// NAT: a packet from the uplink, or an ICMP error about one, that no mapping (dynamic or
+    /// static) of its external address and port takes: unsolicited, never delivered to a tenant.
+    NatNoMapping => "nat_no_mapping",
+    /// NAT: a new mapping refused, the NAT's or the gateway's limit on mappings reached.
+    NatTableFull => "nat_table_full",
+    /// NAT: a new mapping refused, no free external port left for it in the NAT's range.
+    NatPortsExhausted => "nat_ports_exhausted",
+    /// NAT: an IPv4 fragment (the NAT translates whole packets; fragments carry no ports).
+    NatFragment => "nat_fragment",
+    /// NAT: sent to the NAT for a destination that a customer route of its routing domain
+    /// covers: that traffic is routed by the tenant hosts, never translated.
+    NatInsideDestination => "nat_inside_destination",
 }

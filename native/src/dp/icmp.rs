@@ -10,7 +10,7 @@ use crate::wire::{
     EtherType, EthernetFrame, Icmpv4DstUnreachable, Icmpv4Message, Icmpv4Packet, Icmpv4Repr, Icmpv6Message,
     Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN,
 };
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 const ETH: usize = EthernetFrame::<&[u8]>::HEADER_LEN;
 /// TTL / hop limit of what the host sends itself.
@@ -90,19 +90,31 @@ pub(super) fn too_big(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut Packe
 }
 
 fn too_big_v4(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) -> bool {
-    let frame = buf.frame();
-    let ip = Ipv4Packet::new_unchecked(&frame[ETH..]);
-    let Ok(header) = Ipv4Repr::parse(&ip) else { return false };
+    let src = match snap.gateway_address(from.info.vsid, true) {
+        Some(IpAddr::V4(gw)) => Some(gw),
+        _ => None,
+    };
+    let Some(len) = frag_needed_v4(&mut buf.frame_mut()[ETH..], src, mtu) else { return false };
+    buf.offload = Default::default();
+    buf.set_len(ETH + len);
+    true
+}
+
+/// Replace the IPv4 packet at the start of `ip` by the ICMP "fragmentation
+/// needed" error for its sender, carrying `mtu`, from `src` (else from the
+/// packet's destination); returns the error's length. `None`, leaving `ip`
+/// alone, when the packet is malformed or lacks DF (a router would
+/// fragment it, which nvgred does not do). The error is shorter than any
+/// packet too big for an MTU of 68 or more, so it always fits in place.
+pub(super) fn frag_needed_v4(ip: &mut [u8], src: Option<Ipv4Addr>, mtu: u16) -> Option<usize> {
+    let packet = Ipv4Packet::new_unchecked(&ip[..]);
+    let header = Ipv4Repr::parse(&packet).ok()?;
     if !header.dont_frag {
-        return false;
+        return None;
     }
     let mut quote = [0u8; QUOTE_V4];
-    let n = ip.payload().len().min(QUOTE_V4);
-    quote[..n].copy_from_slice(&ip.payload()[..n]);
-    let src = match snap.gateway_address(from.info.vsid, true) {
-        Some(IpAddr::V4(gw)) => gw,
-        _ => header.dst_addr,
-    };
+    let n = packet.payload().len().min(QUOTE_V4);
+    quote[..n].copy_from_slice(&packet.payload()[..n]);
     let icmp = Icmpv4Repr::DstUnreachable {
         reason: Icmpv4DstUnreachable::FragRequired,
         next_hop_mtu: mtu,
@@ -110,7 +122,7 @@ fn too_big_v4(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) ->
         data: &quote[..n],
     };
     let reply = Ipv4Repr {
-        src_addr: src,
+        src_addr: src.unwrap_or(header.dst_addr),
         dst_addr: header.src_addr,
         next_header: IpProtocol::Icmp,
         payload_len: icmp.buffer_len(),
@@ -119,12 +131,11 @@ fn too_big_v4(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) ->
         ecn: 0,
         dont_frag: false,
     };
-    buf.offload = Default::default();
-    buf.set_len(ETH + reply.buffer_len() + icmp.buffer_len());
-    let mut packet = Ipv4Packet::new_unchecked(&mut buf.frame_mut()[ETH..]);
+    let len = reply.buffer_len() + icmp.buffer_len();
+    let mut packet = Ipv4Packet::new_unchecked(ip.get_mut(..len)?);
     reply.emit(&mut packet);
     icmp.emit(&mut Icmpv4Packet::new_unchecked(packet.payload_mut()));
-    true
+    Some(len)
 }
 
 fn too_big_v6(snap: &Snapshot, from: &Ingress, mtu: u16, buf: &mut PacketBuf) -> bool {

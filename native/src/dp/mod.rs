@@ -14,6 +14,7 @@ mod index;
 pub mod learn;
 mod policy;
 mod neighbor;
+pub mod nat;
 pub mod offload;
 mod pipeline;
 mod tables;

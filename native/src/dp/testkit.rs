@@ -327,3 +327,84 @@ impl super::Effects for Recorder {
         self.learned.push(learned);
     }
 }
+
+/// The gateway of the spec's topology: Contoso's and Fabrikam's NATs
+/// sharing one external address, Contoso's with the spec's static mapping
+/// (TCP :443 → 10.0.0.100:443 in VSID 6000).
+pub const NAT_EXTERNAL: &str = "131.107.10.12";
+pub const NAT_INTERNAL: &str = "10.0.2.2";
+
+pub fn nat_entry(name: &str, rd: RoutingDomain, ports: (u16, u16)) -> super::nat::Nat {
+    super::nat::Nat {
+        name: name.into(),
+        routing_domain: rd,
+        internal_address: v4(NAT_INTERNAL),
+        external_address: v4(NAT_EXTERNAL),
+        port_start: ports.0,
+        port_end: ports.1,
+        static_mappings: Vec::new(),
+        max_mappings: super::nat::DEFAULT_MAX_MAPPINGS,
+        timeouts: Default::default(),
+    }
+}
+
+pub fn gateway_nats() -> Vec<super::nat::Nat> {
+    let mut contoso = nat_entry("Contoso", CONTOSO, (1024, 65535));
+    contoso.static_mappings.push(super::nat::StaticMapping {
+        proto: super::nat::Proto::Tcp,
+        external_port: 443,
+        vsid: 6000,
+        internal_address: v4("10.0.0.100"),
+        internal_port: 443,
+    });
+    vec![contoso, nat_entry("Fabrikam", FABRIKAM, (1024, 65535))]
+}
+
+/// A TCP segment as an IPv4 packet (DF, TTL 64), checksum complete.
+pub fn ip_tcp(src: &str, dst: &str, sport: u16, dport: u16, flags: TcpFlags) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20 + 12];
+    let mut t = TcpPacket::new_unchecked(&mut tcp[..]);
+    t.set_src_port(sport);
+    t.set_dst_port(dport);
+    t.set_seq_number(1000);
+    t.set_header_len(20);
+    t.set_flags(flags);
+    t.set_window_len(512);
+    t.payload_mut().copy_from_slice(b"nvgred-nat-0");
+    t.fill_checksum_v4(&v4(src), &v4(dst));
+    ipv4(src, dst, IpProtocol::Tcp, 64, 0, &tcp)
+}
+
+/// A UDP datagram of `payload` bytes as an IPv4 packet, checksum complete.
+pub fn ip_udp(src: &str, dst: &str, sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+    let mut l4 = vec![0u8; 8 + payload];
+    let mut u = UdpPacket::new_unchecked(&mut l4[..]);
+    u.set_src_port(sport);
+    u.set_dst_port(dport);
+    u.set_len((8 + payload) as u16);
+    u.fill_checksum_v4(&v4(src), &v4(dst));
+    ipv4(src, dst, IpProtocol::Udp, 64, 0, &l4)
+}
+
+/// An ICMP echo request (or reply) as an IPv4 packet.
+pub fn ip_echo(src: &str, dst: &str, ident: u16, reply: bool) -> Vec<u8> {
+    let mut icmp = echo_request(ident, 1);
+    if reply {
+        Icmpv4Packet::new_unchecked(&mut icmp[..]).make_echo_reply();
+    }
+    ipv4(src, dst, IpProtocol::Icmp, 64, 0, &icmp)
+}
+
+/// Destination Unreachable (port) from `src` about `invoking` (an IPv4
+/// packet), quoting its header and 8 bytes as RFC 792 asks.
+pub fn ip_unreachable(src: &str, invoking: &[u8]) -> Vec<u8> {
+    let inv = Ipv4Packet::new_unchecked(invoking);
+    let quote = &invoking[..usize::from(inv.header_len()) + 8];
+    let mut icmp = vec![0u8; 8 + quote.len()];
+    let mut i = Icmpv4Packet::new_unchecked(&mut icmp[..]);
+    i.set_msg_type(Icmpv4Message::DstUnreachable);
+    i.set_msg_code(3);
+    i.data_mut().copy_from_slice(quote);
+    i.fill_checksum();
+    ipv4(src, &inv.src_addr().to_string(), IpProtocol::Icmp, 64, 0, &icmp)
+}
