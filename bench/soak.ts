@@ -239,11 +239,11 @@ const PINGS: { from: string; dst: string; what: string }[] = [
   { from: 'contoso1', dst: SERVER.ip, what: 'contoso1->server (through MT-GW)' },
 ];
 
-/** iputils ping (a C program keeps a 10 ms interval on a loaded machine better than the probe's timers), 5 s a round. */
+/** iputils ping (a C program keeps a 10 ms interval on a loaded machine better than the probe's timers), 2 s a round (its timeout, 10 s beyond, holds). */
 async function pingRound(lab: Lab, p: (typeof PINGS)[number]): Promise<void> {
   const left = Math.floor((deadline - Date.now() - 2000) / 10);
   if (left < 10) return nap(1000);
-  const r = await iputilsPing(lab.ns(p.from), p.dst, { count: Math.min(500, left), intervalMs: 10, waitS: 1 });
+  const r = await iputilsPing(lab.ns(p.from), p.dst, { count: Math.min(200, left), intervalMs: 10, waitS: 1 });
   const s = (stats.pings[p.what] ??= { sent: 0, received: 0 });
   s.sent += r.transmitted;
   s.received += r.received;
@@ -489,7 +489,7 @@ async function sample(lab: Lab, daemons: Daemon[]): Promise<void> {
   const heaps = await Promise.all(
     daemons.map((d, i) =>
       usage[i]
-        ? scrapeMetrics(lab.ns(d.host)).catch((e) => {
+        ? scrapeMetrics(lab.ns(d.host), undefined, { curl: true }).catch((e) => {
             if (!over(lab)) fail(`metrics ${d.host}`, e);
             return undefined;
           })
@@ -635,7 +635,7 @@ async function main(): Promise<number> {
       if (!fullGc.has(d.host) && deadline < Infinity && /: Mark-Compact /.test(l)) fullGc.set(d.host, elapsed());
     });
     void d.proc.exited.then((x) => {
-      if (!stopping) {
+      if (!stopping && !lab.closing) {
         stats.died.push(`${d.host} (pid ${d.proc.pid}) exited (${x.signal ?? `code ${x.code}`}) at t=${elapsed().toFixed(0)}s; log ${d.logFile}`);
         console.log(`ERROR ${stats.died.at(-1)}`);
       }
