@@ -218,19 +218,20 @@ const TRANSFERS: Transfer[] = [
 async function transfer(lab: Lab, t: Transfer): Promise<void> {
   const name = `${t.from}->${t.to}`;
   const s = (stats.transfers[name] ??= { ok: 0, failed: 0, mismatched: 0, bytes: 0 });
+  let r;
   try {
-    const r = await tcpTransfer(lab, t.from, t.to, t.dst, t.bytes, { port: t.port, timeoutMs: 60_000 });
-    if (r.sent.sha256 !== r.received.sha256 || r.received.bytes !== t.bytes) {
-      s.mismatched++;
-      throw new Error(`sent ${r.sent.bytes} bytes (SHA-256 ${r.sent.sha256}), received ${r.received.bytes} (${r.received.sha256})`);
-    }
-    s.ok++;
-    s.bytes += t.bytes;
+    r = await tcpTransfer(lab, t.from, t.to, t.dst, t.bytes, { port: t.port, timeoutMs: 60_000 });
   } catch (e) {
     if (over(lab)) return; // cut short by the end of the run
-    if (!s.mismatched || !msg(e).startsWith('sent ')) s.failed++;
+    s.failed++;
     throw e;
   }
+  if (r.sent.sha256 !== r.received.sha256 || r.received.bytes !== t.bytes) {
+    s.mismatched++;
+    throw new Error(`sent ${r.sent.bytes} bytes (SHA-256 ${r.sent.sha256}), received ${r.received.bytes} (${r.received.sha256})`);
+  }
+  s.ok++;
+  s.bytes += t.bytes;
 }
 
 const PINGS: { from: string; dst: string; what: string }[] = [
@@ -558,7 +559,7 @@ function verdict(host: HostName, mine: Sample[], fullGcS: number | null, kinds: 
     warmupHow = 'its first full collection (Mark-Compact)';
   } else {
     warmupS = 60;
-    warmupHow = fullGcS === null ? 'no full collection during the run: fell back to 60 s' : `its first full collection came too late (${fullGcS.toFixed(0)} s): fell back to 60 s`;
+    warmupHow = end < 140 ? 'the run is too short for a drift figure: it needs the minute after warm-up and its last 10 % apart (≥ 140 s)' : fullGcS === null ? 'no full collection during the run: fell back to 60 s' : `its first full collection came too late (${fullGcS.toFixed(0)} s): fell back to 60 s`;
   }
   const base = inRange(warmupS, warmupS + 60);
   const baseline = mean((base.length ? base : mine.slice(0, 1)).map((s) => s.rssMiB));
