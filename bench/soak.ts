@@ -467,6 +467,8 @@ interface Sample {
   anonMiB: number;
   heapUsedMiB: number;
   heapTotalMiB: number;
+  /** Memory outside the V8 heap that V8 knows of (Buffers, the addon's external allocations): prom-client's nodejs_external_memory_bytes. */
+  externalMiB: number;
   fds: number;
   threads: number;
   cpuSeconds: number;
@@ -475,7 +477,7 @@ interface Sample {
 }
 
 const samples: Sample[] = [];
-const CSV_HEADER = 't_s,host,rss_mib,anon_mib,heap_used_mib,heap_total_mib,fds,threads,cpu_s,cpu_pct\n';
+const CSV_HEADER = 't_s,host,rss_mib,anon_mib,heap_used_mib,heap_total_mib,external_mib,fds,threads,cpu_s,cpu_pct\n';
 
 async function sample(lab: Lab, daemons: Daemon[]): Promise<void> {
   const t = Math.round(elapsed());
@@ -510,14 +512,15 @@ async function sample(lab: Lab, daemons: Daemon[]): Promise<void> {
       anonMiB: u.anonKiB / 1024,
       heapUsedMiB: (heap?.get('nodejs_heap_size_used_bytes') ?? NaN) / MiB,
       heapTotalMiB: (heap?.get('nodejs_heap_size_total_bytes') ?? NaN) / MiB,
+      externalMiB: (heap?.get('nodejs_external_memory_bytes') ?? NaN) / MiB,
       fds: u.fds,
       threads: u.threads,
       cpuSeconds: u.cpuSeconds,
       cpuPct: prev && t > prev.t ? (100 * (u.cpuSeconds - prev.cpuSeconds)) / (t - prev.t) : 0,
     };
     samples.push(s);
-    appendFileSync(CSV, `${[s.t, s.host, s.rssMiB.toFixed(2), s.anonMiB.toFixed(2), s.heapUsedMiB.toFixed(2), s.heapTotalMiB.toFixed(2), s.fds, s.threads, s.cpuSeconds.toFixed(2), s.cpuPct.toFixed(1)].join(',')}\n`);
-    row.push(`${d.host} ${s.rssMiB.toFixed(1)}/${s.anonMiB.toFixed(1)} heap ${s.heapUsedMiB.toFixed(1)}/${s.heapTotalMiB.toFixed(1)} fd ${s.fds} thr ${s.threads} cpu ${s.cpuPct.toFixed(0)}%`);
+    appendFileSync(CSV, `${[s.t, s.host, s.rssMiB.toFixed(2), s.anonMiB.toFixed(2), s.heapUsedMiB.toFixed(2), s.heapTotalMiB.toFixed(2), s.externalMiB.toFixed(2), s.fds, s.threads, s.cpuSeconds.toFixed(2), s.cpuPct.toFixed(1)].join(',')}\n`);
+    row.push(`${d.host} ${s.rssMiB.toFixed(1)}/${s.anonMiB.toFixed(1)} heap ${s.heapUsedMiB.toFixed(1)}/${s.heapTotalMiB.toFixed(1)} ext ${s.externalMiB.toFixed(1)} fd ${s.fds} thr ${s.threads} cpu ${s.cpuPct.toFixed(0)}%`);
   }
   console.log(`t=${String(t).padStart(4)}s  ${row.join('  |  ')}`);
 }
@@ -655,7 +658,7 @@ async function main(): Promise<number> {
   writeFileSync(CSV, CSV_HEADER);
   t0 = Date.now();
   deadline = t0 + SECONDS * 1000;
-  console.log(`lab up; soaking until ${new Date(deadline).toISOString()}; samples: RSS/anonymous MiB, V8 heap used/total MiB, descriptors, threads, CPU of one core`);
+  console.log(`lab up; soaking until ${new Date(deadline).toISOString()}; samples: RSS/anonymous MiB, V8 heap used/total MiB, external MiB, descriptors, threads, CPU of one core`);
 
   const activities: Promise<void>[] = [];
   for (const t of TRANSFERS) {
