@@ -477,6 +477,8 @@ interface Sample {
 }
 
 const samples: Sample[] = [];
+/** Every full collection of a daemon's V8 heap during the run: what was live after it is the JS heap's real size. */
+const fullGcs: { t: number; host: HostName; beforeMB: number; afterMB: number; committedMB: number }[] = [];
 const CSV_HEADER = 't_s,host,rss_mib,anon_mib,heap_used_mib,heap_total_mib,external_mib,fds,threads,cpu_s,cpu_pct\n';
 
 async function sample(lab: Lab, daemons: Daemon[]): Promise<void> {
@@ -636,7 +638,12 @@ async function main(): Promise<number> {
   const fullGc = new Map<HostName, number>();
   for (const d of daemons) {
     d.proc.onLine((l) => {
-      if (!fullGc.has(d.host) && deadline < Infinity && /: Mark-Compact /.test(l)) fullGc.set(d.host, elapsed());
+      if (deadline === Infinity) return;
+      // "...: Mark-Compact 13.7 (15.2) -> 9.5 (15.2) MB, ...": the heap in use before -> after (committed in parentheses).
+      const m = /: Mark-Compact(?: \(reduce\))? ([\d.]+) \(([\d.]+)\) -> ([\d.]+) \(([\d.]+)\) MB/.exec(l);
+      if (!m) return;
+      if (!fullGc.has(d.host)) fullGc.set(d.host, elapsed());
+      fullGcs.push({ t: Math.round(elapsed()), host: d.host, beforeMB: Number(m[1]), afterMB: Number(m[3]), committedMB: Number(m[4]) });
     });
     void d.proc.exited.then((x) => {
       if (!stopping && !lab.closing) {
@@ -717,6 +724,7 @@ async function main(): Promise<number> {
   for (const v of verdicts) {
     console.log(
       `${v.host}: warm-up ${v.warmupS.toFixed(0)} s (${v.warmupHow}); RSS ${v.rssBaselineMiB.toFixed(1)} -> ${v.rssLastMiB.toFixed(1)} MiB: drift ${pct(v.drift)} after warm-up, ${pct(v.driftVsMinute1)} against minute 1-2 (${v.rssMinute1MiB.toFixed(1)} MiB)` +
+        `\n  full collections (t: live MB after, committed MB): ${fullGcs.filter((g) => g.host === v.host).map((g) => `${g.t}s ${g.afterMB} (${g.committedMB})`).join(', ') || 'none'}` +
         `\n  descriptors first/last/max ${v.fds.first}/${v.fds.last}/${v.fds.max} (floor ${v.fds.floorFirst} -> ${v.fds.floorLast}; at the end ${JSON.stringify(v.fds.kinds)}); threads ${v.threads.first}/${v.threads.last}/${v.threads.max}; CPU ${v.cpuMeanPct.toFixed(0)} % of a core`,
     );
     failures.push(...v.failures);
@@ -743,7 +751,7 @@ async function main(): Promise<number> {
   if (!report.ok) failures.push(`teardown: ${report.errors.join('; ')}`);
 
   const json = CSV.replace(/\.csv$/, '.json');
-  writeFileSync(json, JSON.stringify({ date: new Date(t0).toISOString(), seconds: SECONDS, sample_seconds: SAMPLE_SECONDS, verdicts, stats, from_vm_drops: drops, stops, failures, samples }, null, 2));
+  writeFileSync(json, JSON.stringify({ date: new Date(t0).toISOString(), seconds: SECONDS, sample_seconds: SAMPLE_SECONDS, verdicts, full_collections: fullGcs, stats, from_vm_drops: drops, stops, failures, samples }, null, 2));
   console.log(`\nsamples: ${CSV}\nsummary: ${json}`);
   if (failures.length) {
     console.log(`\nFAIL\n  ${failures.join('\n  ')}`);
