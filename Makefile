@@ -23,7 +23,7 @@ ADDON := native/build/nvgred.node
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml
 TS_SRC := $(shell find src lab bench -name '*.ts' 2>/dev/null) native/index.d.ts tsconfig.json
 
-.PHONY: all deps native build test test-native test-js test-fuzz fuzz fuzz-repro fuzz-seed lab bench bench-memory install uninstall clean
+.PHONY: all deps native build test test-native test-js test-fuzz fuzz fuzz-repro fuzz-seed lab bench bench-memory soak install uninstall clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -117,6 +117,12 @@ bench: build
 # Resident memory idle, with 1,000,000 lookup records, and over 5 minutes of traffic.
 bench-memory: build
 	node dist/bench/memory.js
+
+# The reference lab under traffic, malformed frames, API churn, reloads,
+# adapters and learning for SOAK_SECONDS (default 600): fails on a broken
+# transfer, a 5xx, a daemon that died, RSS drift or descriptors that grew.
+soak: build
+	node dist/bench/soak.js
 
 # Install the daemon, the CLI, the unit and an example config. DESTDIR and
 # PREFIX are respected; an existing config is never overwritten.

@@ -3,9 +3,9 @@
 // and over a sustained run under traffic (BENCH_SOAK_SECONDS, default 300):
 // sampled every 10 s, it must not grow. Namespaces only, removed at the end.
 
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, installSignalTeardown, nsExec, repoRoot, sleep, type LabProcess } from '../lab/netns.js';
+import { Lab, installSignalTeardown, nsExec, procUsage, repoRoot, sleep, type LabProcess } from '../lab/netns.js';
 
 const PREFIX = 'nvm-';
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
@@ -13,8 +13,7 @@ const SOAK_SECONDS = Number(process.env.BENCH_SOAK_SECONDS ?? 300);
 const RD = '{12345678-1000-2000-3000-123456780009}';
 
 function rssMiB(pid: number): number {
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
-  return kb / 1024;
+  return procUsage(pid).rssKiB / 1024;
 }
 
 /**

@@ -12,7 +12,7 @@
 // - teardown() attempts every step and reports failures instead of throwing.
 
 import { spawn as spawnChild, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, statSync, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, type WriteStream } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -279,6 +279,59 @@ function pidComm(pid: number): string {
   } catch {
     return '?';
   }
+}
+
+/** What a process uses, from /proc (its own threads included). */
+export interface ProcUsage {
+  /** Resident memory (VmRSS). */
+  rssKiB: number;
+  /** Its anonymous part (RssAnon): the heaps, not the mapped files. */
+  anonKiB: number;
+  threads: number;
+  /** Open file descriptors. */
+  fds: number;
+  /** User + system CPU time since it started. */
+  cpuSeconds: number;
+}
+
+/** Clock ticks per second of /proc/<pid>/stat (USER_HZ: 100 on every Linux port nvgred runs on). */
+const USER_HZ = 100;
+
+/** A process's memory, threads, descriptors and CPU time (throws if it is gone). */
+export function procUsage(pid: number): ProcUsage {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
+  // The fields after the command name, which may hold spaces and parentheses.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15; `rest` starts at field 3.
+  const ticks = Number(rest[11]) + Number(rest[12]);
+  return {
+    rssKiB: field('VmRSS'),
+    anonKiB: field('RssAnon'),
+    threads: field('Threads'),
+    fds: readdirSync(`/proc/${pid}/fd`).length,
+    cpuSeconds: ticks / USER_HZ,
+  };
+}
+
+/**
+ * A process's open descriptors by kind: `socket`, `pipe`, `anon_inode:<what>`
+ * (eventfd, epoll, ...), a device path (`/dev/net/tun`), or `file`.
+ */
+export function fdKinds(pid: number): Record<string, number> {
+  const kinds: Record<string, number> = {};
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue; // closed while we looked
+    }
+    const kind = /^(socket|pipe):/.exec(target)?.[1] ?? (target.startsWith('anon_inode:') ? target.replace(/^anon_inode:\[?([^\]]*)\]?$/, 'anon_inode:$1') : target.startsWith('/dev/') ? target : 'file');
+    kinds[kind] = (kinds[kind] ?? 0) + 1;
+  }
+  return kinds;
 }
 
 /** Names of all named network namespaces (`ip netns list`). */
@@ -590,9 +643,18 @@ export function metricDelta(before: Scrape, after: Scrape, name: string, ...labe
   return metricSum(after, name, ...labels) - metricSum(before, name, ...labels);
 }
 
-/** GET `http://<listen>/metrics` from inside namespace `ns` and parse it. */
-export async function scrapeMetrics(ns: string, listen = '127.0.0.1:9470'): Promise<Scrape> {
+/**
+ * GET `http://<listen>/metrics` from inside namespace `ns` and parse it.
+ * `curl`: with curl instead of the probe (a node process): far cheaper on a
+ * loaded machine, for scrapes every few seconds.
+ */
+export async function scrapeMetrics(ns: string, listen = '127.0.0.1:9470', opts: { curl?: boolean } = {}): Promise<Scrape> {
   const url = `http://${listen}/metrics`;
+  if (opts.curl) {
+    const r = await nsExec(ns, ['curl', '-sSf', '--max-time', '10', url], { timeoutMs: 15_000 });
+    if (r.code !== 0) throw new Error(`scrape ${ns} ${url}: curl exit ${r.code}: ${r.stderr.trim()}`);
+    return parsePrometheus(r.stdout);
+  }
   const j = (await runProbe(ns, ['get', url], 15_000, `scrape ${ns} ${url}`)) as ProbeOutput & { status?: number; body?: string };
   if (j.fatal !== undefined || j.status !== 200) throw new Error(`scrape ${ns} ${url}: ${j.fatal ?? `HTTP ${j.status}`}`);
   return parsePrometheus(j.body ?? '');

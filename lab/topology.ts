@@ -340,27 +340,56 @@ export async function configureVms(lab: Lab, opts: ConfigureVmsOptions = {}): Pr
   const targets = VMS.filter((v) => !opts.vms || opts.vms.includes(v.role));
   await Promise.all(
     targets.map(async (v) => {
-      const ns = lab.ns(v.role);
-      await waitFor(() => linkExists(ns, v.tap), opts.tapTimeoutMs ?? 10_000, {
-        what: `TAP ${v.tap} in ${ns} (created by nvgred on ${v.host})`,
-        intervalMs: 200,
-      });
-      const link = (await listLinks(ns)).find((l) => l.ifname === v.tap);
-      if (link?.address && link.address.toLowerCase() !== v.mac) {
-        notes.push(`${ns}:${v.tap} had MAC ${link.address}, not the VM's ${v.mac}: set it`);
-        await lab.nsExec(ns, ['ip', 'link', 'set', 'dev', v.tap, 'address', v.mac]);
-      }
-      const v6 = opts.dualStack ? vmV6(v.role) : undefined;
-      if (v6) await lab.enableIpv6(ns, [v.tap]);
-      else await lab.nsExec(ns, ['sysctl', '-qw', `net.ipv6.conf.${v.tap}.disable_ipv6=1`], { check: false });
-      await lab.addr(ns, v.tap, `${v.ip}/${v.prefixLength}`);
-      if (v6) await lab.exec(['ip', '-n', ns, '-6', 'addr', 'add', `${v6.ip}/${v6.prefixLength}`, 'dev', v.tap, 'nodad']);
-      await lab.up(ns, v.tap);
-      await lab.route(ns, 'default', { via: v.gateway, dev: v.tap });
-      if (v6) await lab.exec(['ip', '-n', ns, '-6', 'route', 'add', 'default', 'via', v6.gateway, 'dev', v.tap]);
+      const note = await configureVm(lab, { ...v, ns: v.role, v6: opts.dualStack ? vmV6(v.role) : undefined, tapTimeoutMs: opts.tapTimeoutMs });
+      if (note) notes.push(note);
     }),
   );
   return notes;
+}
+
+export interface VmAddressing {
+  /** The VM's namespace (role or full name). */
+  ns: string;
+  tap: string;
+  /** The daemon that makes the TAP, for the timeout message. */
+  host: HostName;
+  mac: string;
+  ip: string;
+  prefixLength: number;
+  gateway: string;
+  /** An IPv6 CA too; without it IPv6 is off on the TAP. */
+  v6?: VmV6Spec | undefined;
+  /** Default 10 s. */
+  tapTimeoutMs?: number | undefined;
+}
+
+/**
+ * One VM on the TAP nvgred made for it (configureVms() does every VM of the
+ * plan with it; the soak adds and removes adapters of its own): wait for the
+ * TAP, give it the VM's MAC if it differs (the note returned), its
+ * address(es), up, default route via the gateway.
+ */
+export async function configureVm(lab: Lab, v: VmAddressing): Promise<string | undefined> {
+  const ns = lab.ns(v.ns);
+  let note: string | undefined;
+  await waitFor(() => linkExists(ns, v.tap), v.tapTimeoutMs ?? 10_000, {
+    what: `TAP ${v.tap} in ${ns} (created by nvgred on ${v.host})`,
+    intervalMs: 200,
+  });
+  const link = (await listLinks(ns)).find((l) => l.ifname === v.tap);
+  if (link?.address && link.address.toLowerCase() !== v.mac) {
+    note = `${ns}:${v.tap} had MAC ${link.address}, not the VM's ${v.mac}: set it`;
+    await lab.nsExec(ns, ['ip', 'link', 'set', 'dev', v.tap, 'address', v.mac]);
+  }
+  const v6 = v.v6;
+  if (v6) await lab.enableIpv6(ns, [v.tap]);
+  else await lab.nsExec(ns, ['sysctl', '-qw', `net.ipv6.conf.${v.tap}.disable_ipv6=1`], { check: false });
+  await lab.addr(ns, v.tap, `${v.ip}/${v.prefixLength}`);
+  if (v6) await lab.exec(['ip', '-n', ns, '-6', 'addr', 'add', `${v6.ip}/${v6.prefixLength}`, 'dev', v.tap, 'nodad']);
+  await lab.up(ns, v.tap);
+  await lab.route(ns, 'default', { via: v.gateway, dev: v.tap });
+  if (v6) await lab.exec(['ip', '-n', ns, '-6', 'route', 'add', 'default', 'via', v6.gateway, 'dev', v.tap]);
+  return note;
 }
 
 // ---------------------------------------------------------------------------
@@ -720,6 +749,8 @@ export interface SetUpLabOptions {
   /** Passed to writeVariantConfigs(). */
   edit?: VariantConfigOptions['edit'];
   readyTimeoutMs?: number;
+  /** argv prefix of the daemons (e.g. node with V8 flags); default defaultDaemonArgv(). */
+  daemonArgv?: string[];
   daemonArgs?: readonly string[];
   /** The daemons' environment. */
   env?: NodeJS.ProcessEnv;
@@ -746,6 +777,7 @@ export async function setUpLab(lab: Lab, opts: SetUpLabOptions): Promise<LabSetU
     configs,
     runDir,
     ...(opts.readyTimeoutMs ? { readyTimeoutMs: opts.readyTimeoutMs } : {}),
+    ...(opts.daemonArgv ? { daemonArgv: opts.daemonArgv } : {}),
     ...(opts.daemonArgs ? { daemonArgs: opts.daemonArgs } : {}),
     ...(opts.env ? { env: opts.env } : {}),
   });
