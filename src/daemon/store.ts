@@ -374,23 +374,7 @@ export class PolicyStore {
    * whole result is validated like any change.
    */
   applyChanges(changes: readonly PolicyChange[], cause: Cause): Promise<Policy> {
-    return this.exclusive(() => {
-      const next: Policy = { ...this.running };
-      const touched = new Map<Section, Map<string, AnyRecord>>();
-      for (const c of changes) {
-        const res = resourceBySection(c.section);
-        let recs = touched.get(c.section);
-        if (!recs) {
-          recs = new Map(this.records(res).map((r) => [idOf(res, r), r]));
-          touched.set(c.section, recs);
-        }
-        const id = idOf(res, c.record);
-        if (c.op === 'put') recs.set(id, c.record);
-        else if (!recs.delete(id)) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no ${res.noun} ${res.identity(c.record).join(' ')}`);
-      }
-      for (const [section, recs] of touched) (next as unknown as Record<Section, AnyRecord[]>)[section] = [...recs.values()];
-      return this.commit(next, cause);
-    });
+    return this.exclusive(() => this.commit(withChanges(this.running, changes), cause));
   }
 
   /**
@@ -580,6 +564,29 @@ export class PolicyStore {
       }
     });
   }
+}
+
+/**
+ * `policy` with `changes` made (each put adds its record or replaces the one
+ * of the same identity; each delete removes the record of its record's
+ * identity, NVGRE_ERR_NOT_FOUND if there is none); not validated.
+ */
+export function withChanges(policy: Policy, changes: readonly PolicyChange[]): Policy {
+  const next: Policy = { ...policy };
+  const touched = new Map<Section, Map<string, AnyRecord>>();
+  for (const c of changes) {
+    const res = resourceBySection(c.section);
+    let recs = touched.get(c.section);
+    if (!recs) {
+      recs = new Map((policy[c.section] as AnyRecord[]).map((r) => [idOf(res, r), r]));
+      touched.set(c.section, recs);
+    }
+    const id = idOf(res, c.record);
+    if (c.op === 'put') recs.set(id, c.record);
+    else if (!recs.delete(id)) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no ${res.noun} ${res.identity(c.record).join(' ')}`);
+  }
+  for (const [section, recs] of touched) (next as unknown as Record<Section, AnyRecord[]>)[section] = [...recs.values()];
+  return next;
 }
 
 /**
