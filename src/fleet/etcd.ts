@@ -344,6 +344,7 @@ export class Etcd {
           }
         });
         res.on('end', () => fail(new UnreachableError(`${endpoint}: the watch stream ended`)));
+        res.on('close', () => fail(new UnreachableError(`${endpoint}: the watch stream closed`)));
         res.on('error', (e) => fail(e));
       });
       setReq(req);

@@ -166,6 +166,7 @@ export class FleetSource {
       try {
         const from = await this.sync();
         delay = RETRY_MIN_MS;
+        if (this.stopped) return; // stop() came while reading: no watch to cancel yet
         await this.watchFrom(from);
       } catch (err) {
         if (this.stopped) return;
