@@ -7,7 +7,7 @@
 // when the process exits without calling it.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd } from '../src/fleet/etcd.js';
 
@@ -70,6 +70,8 @@ export class EtcdCluster {
   startMember(i: number): void {
     const name = this.names[i]!;
     const peer = (j: number) => `http://127.0.0.1:${2380 + 2 * j}`;
+    // A killed member leaves its socket behind: it could not listen on it again.
+    rmSync(join(this.o.dir, `${name}:2379`), { force: true });
     const log = openSync(join(this.o.dir, `${name}.log`), 'a');
     const args = [
       'netns', 'exec', this.o.ns, 'etcd',
