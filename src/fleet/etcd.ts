@@ -56,6 +56,9 @@ function target(endpoint: string, path: string): http.RequestOptions {
   return { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port, path: u.pathname };
 }
 
+/** Keys per range request when reading a prefix. */
+const RANGE_PAGE = 10_000;
+
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const unb64 = (s: string | undefined) => (s === undefined ? '' : Buffer.from(s, 'base64').toString());
 const num = (s: unknown) => (s === undefined ? 0 : Number(s));
@@ -164,12 +167,25 @@ export class Etcd {
     throw new UnreachableError(`no etcd endpoint answered (${last?.message})`);
   }
 
-  /** Every key under `prefix`, at `revision` (0: the latest), with the revision read. */
+  /**
+   * Every key under `prefix`, at `revision` (0: the latest), with the
+   * revision read: in pages of `RANGE_PAGE` keys, all at the first page's
+   * revision (a million keys in one answer would be one huge JSON document).
+   */
   async rangePrefix(prefix: string, revision = 0): Promise<{ revision: number; kvs: KeyValue[] }> {
-    const out = await this.call('/v3/kv/range', { key: b64(prefix), range_end: rangeEndB64(prefix), ...(revision ? { revision: String(revision) } : {}) });
-    if (out.error) throw new Error(String(out.error));
-    const header = out.header as { revision?: string };
-    return { revision: num(header?.revision), kvs: ((out.kvs as RawKv[]) ?? []).map(kvOf) };
+    const end = rangeEndB64(prefix);
+    const kvs: KeyValue[] = [];
+    let from = b64(prefix);
+    let at = revision;
+    for (;;) {
+      const out = await this.call('/v3/kv/range', { key: from, range_end: end, limit: String(RANGE_PAGE), ...(at ? { revision: String(at) } : {}) });
+      if (!at) at = num((out.header as { revision?: string })?.revision);
+      const page = (out.kvs as RawKv[]) ?? [];
+      for (const r of page) kvs.push(kvOf(r));
+      if (!out.more || !page.length) return { revision: at, kvs };
+      // The next page starts just after the last key: the key with a NUL byte appended.
+      from = Buffer.concat([Buffer.from(page[page.length - 1]!.key!, 'base64'), Buffer.from([0])]).toString('base64');
+    }
   }
 
   /** One key, or undefined. */
