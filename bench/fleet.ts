@@ -18,7 +18,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { Lab, installSignalTeardown, repoRoot, type LabProcess } from '../lab/netns.js';
 import { EtcdCluster } from '../lab/etcd.js';
-import type { Etcd, TxnOp } from '../src/fleet/etcd.js';
+import { Etcd, type TxnOp } from '../src/fleet/etcd.js';
 
 const PREFIX = 'nvfl-b';
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
@@ -44,7 +44,7 @@ function pct(xs: number[], p: number): number {
 const fmt = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(0)} ms, p99 ${pct(xs, 99).toFixed(0)} ms, max ${Math.max(...xs).toFixed(0)} ms (n=${xs.length})`;
 
 /** Put `ops` in transactions of 128, `parallel` at a time. */
-async function putAll(etcd: Etcd, ops: () => Iterable<TxnOp>, parallel = 8): Promise<number> {
+async function putAll(etcd: Etcd, ops: () => Iterable<TxnOp>, parallel = 4): Promise<number> {
   let batch: TxnOp[] = [];
   const inflight = new Set<Promise<unknown>>();
   let last = 0;
@@ -113,7 +113,8 @@ async function main(): Promise<number> {
   const result: Record<string, unknown> = { date: new Date().toISOString(), records: RECORDS, hosts: HOSTS };
   try {
     cluster = await EtcdCluster.start({ ns: `${PREFIX}etcd${process.pid}`, dir: join(out, 'etcd'), quotaBytes: 8 * 1024 ** 3 });
-    const etcd = cluster.client();
+    // Long timeouts: a loaded 2-core machine; a transaction that times out may still have been applied.
+    const etcd = new Etcd(cluster.endpoints, { timeoutMs: 60_000 });
     let t = performance.now();
     const fill = await putAll(etcd, function* () {
       yield { put: { key: `${ROOT}customer_routes/6000/10.0.0.0/8`, value: J({ routing_domain: RD, vsid: 6000, destination_prefix: '10.0.0.0/8', next_hop: '0.0.0.0', metric: 0 }) } };

@@ -18,6 +18,8 @@ import { PolicyStore } from '../src/daemon/store.js';
 import { CompactedError, Etcd } from '../src/fleet/etcd.js';
 import { FleetSource, type HostStatus } from '../src/fleet/source.js';
 import { FleetWriter } from '../src/fleet/writer.js';
+import { FleetLearning } from '../src/fleet/learning.js';
+import { EventBus } from '../src/api/events.js';
 import type { Policy } from '../src/model/policy.js';
 import { RESOURCES } from '../src/model/resources.js';
 import { EtcdCluster } from '../lab/etcd.js';
@@ -118,11 +120,11 @@ interface Rig {
 }
 
 /** host1, with its PA in its file, watching prefix /t<n> through the proxy. */
-function rig(): Rig {
+function rig(learning?: object, events?: EventBus): Rig {
   const prefix = `/t${++n}`;
-  const file = validatePolicy({ host: { name: 'host1' }, provider_addresses: [pa('192.168.0.22')], policy_store: { etcd: { endpoints: ['unix:///x'], prefix } } });
+  const file = validatePolicy({ host: { name: 'host1' }, provider_addresses: [pa('192.168.0.22')], policy_store: { etcd: { endpoints: ['unix:///x'], prefix } }, ...(learning ? { learning } : {}) });
   const host = new FakeHost(file);
-  const store = new PolicyStore(host as unknown as HostDataplane, undefined, file, join(dir, 'x.yaml'), silent);
+  const store = new PolicyStore(host as unknown as HostDataplane, undefined, file, join(dir, 'x.yaml'), silent, undefined, events ? { events } : {});
   const registry = new Registry();
   const source = new FleetSource({ etcd: new Etcd([`unix://${proxy.path}`], { timeoutMs: 2000 }), prefix, host: 'host1', file, store, log: silent, version: 'test', registry });
   running.push(source);
@@ -325,5 +327,49 @@ describe('the writer (local API)', () => {
     expect((await etcd.get(`${r.root}lookup_records/6000/10.0.1.102`))!.modRevision).toBe(m.revision);
     expect(await etcd.get(`${r.root}hosts/host2/vm_adapters/contoso2`)).toBeUndefined();
     expect(r.writer.show().hosts.map((h) => h.host)).toEqual(['host1']);
+  });
+});
+
+describe('learning', () => {
+  it('writes a learned record as dynamic on a lease of learning.ttl_seconds; unrefreshed, it leaves the store and this host', async () => {
+    const events = new EventBus();
+    const r = rig({ ttl_seconds: 2 }, events);
+    const rev = await seed(r.root);
+    const l2 = await etcd.put(`${r.root}lookup_records/6000/l2only/60:00:60:00:02:05`, J({ ...rec('0.0.0.0', '192.168.0.33', '60:00:60:00:02:05'), type: 'l2only' }));
+    r.source.start();
+    await until('synced', () => r.source.revision >= Math.max(rev, l2));
+    const learning = new FleetLearning(r.source, r.store, events, silent);
+    learning.start();
+    try {
+      const out = await r.store.learn([{ vsid: 6000, customer_address: '10.0.1.105', mac: '60:00:60:00:02:05', provider_address: '192.168.0.33' }]);
+      expect(out.learned).toHaveLength(1);
+      await learning.idle();
+      const kv = (await etcd.get(`${r.root}lookup_records/6000/10.0.1.105`))!;
+      expect(JSON.parse(kv.value)).toMatchObject({ type: 'dynamic', provider_address: '192.168.0.33' });
+      expect(kv.lease).not.toBe('0');
+      // Nothing refreshes it: the lease runs out, the key goes, and this host drops the record.
+      await until('the key gone', async () => !(await etcd.get(`${r.root}lookup_records/6000/10.0.1.105`)), 15_000);
+      await until('dropped here', () => !cas(r.store.policy).includes('10.0.1.105'));
+    } finally {
+      learning.stop();
+    }
+  });
+
+  it('never overwrites a static record in the store', async () => {
+    const events = new EventBus();
+    const r = rig(undefined, events);
+    const key = `${r.root}lookup_records/6000/10.0.1.107`;
+    await etcd.put(key, J(rec('10.0.1.107', '192.168.0.44', '60:00:60:00:01:07')));
+    r.source.start();
+    const learning = new FleetLearning(r.source, r.store, events, silent);
+    learning.start();
+    try {
+      // As if this host had learned it before the static record reached it.
+      events.emit({ event: 'learned', record: { ...rec('10.0.1.107', '192.168.0.33', '60:00:60:00:02:05'), type: 'dynamic' } as never });
+      await learning.idle();
+      expect(JSON.parse((await etcd.get(key))!.value)).toMatchObject({ type: 'static', provider_address: '192.168.0.44' });
+    } finally {
+      learning.stop();
+    }
   });
 });

@@ -25,6 +25,7 @@ import { supervise } from './supervisor.js';
 import { Etcd } from '../fleet/etcd.js';
 import { FleetSource } from '../fleet/source.js';
 import { FleetWriter } from '../fleet/writer.js';
+import { FleetLearning } from '../fleet/learning.js';
 import { Systemd } from './systemd.js';
 
 const USAGE = `Usage: nvgred --config FILE [--workers N] [--segmentation auto|userspace] [--poll-us N] [--log-level LEVEL]
@@ -204,6 +205,7 @@ async function main(): Promise<number> {
   let store: PolicyStore | undefined;
   let learning: Learning | undefined;
   let fleet: FleetSource | undefined;
+  let fleetLearning: FleetLearning | undefined;
   const events = new EventBus();
   const servers: Server[] = [];
 
@@ -215,6 +217,7 @@ async function main(): Promise<number> {
       stopping = true;
       log.info({ signal: why }, 'stopping');
       systemd.stopping();
+      fleetLearning?.stop();
       void fleet?.stop(); // its status key goes with its lease (revoked now, else in 10 s)
       learning?.stop(); // saves the learned records' last-seen times
       events.close(); // ends the event streams, so the API server can close
@@ -312,7 +315,11 @@ async function main(): Promise<number> {
   const stopEvents = logPacketEvents(core, (id) => host.portName(id), logs.component('packets'));
   learning = new Learning(core, store!, logs.component('learning'));
   learning.start();
-  fleet?.start(); // the daemon is ready with what it runs; the store's policy follows when it answers
+  if (fleet) {
+    fleet.start(); // the daemon is ready with what it runs; the store's policy follows when it answers
+    fleetLearning = new FleetLearning(fleet, store!, events, logs.component('learning'));
+    fleetLearning.start();
+  }
   stopped.finally(() => {
     stopSupervising();
     stopEvents();

@@ -67,6 +67,8 @@ export class FleetSource {
   private loop: Promise<void> | undefined;
   private keepalive: NodeJS.Timeout | undefined;
   private lease = '0';
+  /** The status key does not say what runs (its last write failed). */
+  private statusStale = false;
   private waiters: Array<{ revision: number; resolve(): void; reject(e: Error): void }> = [];
   /** The store revision whose state this host runs (0: none yet). */
   revision = 0;
@@ -315,11 +317,13 @@ export class FleetSource {
     return { revision: this.revision, applied_at: this.appliedAt?.toISOString() ?? null, error: this.error, version: this.o.version };
   }
 
-  /** Put the status key on the lease (a new lease if the old one is gone). */
+  /** Put the status key on the lease (a new lease if the old one is gone); a write that fails is tried again at the next renewal. */
   private async writeStatus(): Promise<void> {
     try {
+      this.statusStale = true;
       if (this.lease === '0') this.lease = await this.o.etcd.leaseGrant(STATUS_TTL_SECONDS);
       await this.o.etcd.put(this.root + statusKey(this.o.host), JSON.stringify(this.status()), this.lease);
+      this.statusStale = false;
     } catch (err) {
       if (/lease not found/i.test((err as Error).message)) {
         this.lease = '0';
@@ -336,7 +340,7 @@ export class FleetSource {
       if (this.lease === '0' || !(await this.o.etcd.leaseKeepAlive(this.lease))) {
         this.lease = '0';
         await this.writeStatus();
-      }
+      } else if (this.statusStale) await this.writeStatus();
     } catch (err) {
       // The watch may not notice a member that went silent: start over (resync) on another.
       this.log.warn({ err: (err as Error).message }, 'the policy store does not answer: resynchronizing');
