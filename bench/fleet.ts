@@ -20,7 +20,7 @@ import { Lab, installSignalTeardown, repoRoot, type LabProcess } from '../lab/ne
 import { EtcdCluster } from '../lab/etcd.js';
 import { Etcd, type TxnOp } from '../src/fleet/etcd.js';
 
-const PREFIX = 'nvfl-b';
+const PREFIX = 'nvfl-bench-';
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
 const HOSTS = Number(process.env.BENCH_HOSTS ?? 4);
 const CHANGES = Number(process.env.BENCH_CHANGES ?? 50);

@@ -151,7 +151,7 @@ function getStatus(socket: string, path: string): Promise<number> {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  runFleetLab('nvfl-', join(repoRoot(), 'lab', 'out')).then(
+  runFleetLab('nvfl-lab-', join(repoRoot(), 'lab', 'out')).then(
     (r) => {
       console.log(`fleet lab: ${r.passed} checks passed, ${r.failed.length} failed`);
       process.exit(r.failed.length ? 1 : 0);
