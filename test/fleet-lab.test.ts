@@ -5,12 +5,16 @@
 // forwarding policy stays, a restart without the store still runs it (from
 // state_dir), and the store back is resynced.
 
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, metricSum, scrapeMetrics } from '../lab/netns.js';
 import { EtcdCluster } from '../lab/etcd.js';
 import type { Etcd } from '../src/fleet/etcd.js';
+import { packageRoot } from '../src/native.js';
 import { createHostEnv, RD1, TestDaemon, type HostEnv } from './helpers/daemon.js';
+
+const nvgrectl = (...args: string[]) => execFileSync(process.execPath, [join(packageRoot(), 'dist/src/cli/main.js'), '-s', env.socket, ...args], { encoding: 'utf8' });
 
 const J = JSON.stringify;
 const ROOT = '/lab/v1/';
@@ -77,6 +81,7 @@ describe('nvgred with policy_store', () => {
     });
     expect(f).toMatchObject({ host: 'host1', up: true, status: { error: null } });
     expect(f.hosts[0]).toMatchObject({ host: 'host1', revision: f.status.revision });
+    expect(nvgrectl('fleet', 'show')).toBe(`store up (this host: host1)\nhost host1 revision ${f.status.revision} applied ${f.hosts[0].applied_at}\n`);
     const m = await scrapeMetrics(env.host);
     expect(metricSum(m, 'nvgre_policy_store_up')).toBe(1);
     expect(metricSum(m, 'nvgre_policy_store_revision')).toBe(f.status.revision);
@@ -90,6 +95,25 @@ describe('nvgred with policy_store', () => {
     expect(JSON.parse((await etcd.get(`${ROOT}lookup_records/6000/10.0.1.104`))!.value)).toMatchObject(body);
     const bad = await daemon.api.request('PUT', '/v1/policy', {});
     expect(bad.status).toBe(409);
+  });
+
+  it('nvgrectl fleet migrate moves a VM adapter to another host in one transaction', async () => {
+    await etcd.txn(
+      [],
+      [
+        { put: { key: `${ROOT}hosts/host2/provider_addresses/192.168.0.33`, value: J({ address: '192.168.0.33', prefix_length: 24, interface: 'eth1', vlan_id: 0 }) } },
+        { put: { key: `${ROOT}hosts/host2/vm_adapters/vm3`, value: J({ name: 'vm3', mac: '60:00:60:00:02:03', vsid: 6000, mode: 'attach' }) } },
+      ],
+    );
+    // host1's PA is in its file, which the store does not see: named.
+    expect(() => nvgrectl('fleet', 'migrate', 'vm3', 'to', 'host1')).toThrow(/host host1 has no provider address in the store/);
+    const out = nvgrectl('fleet', 'migrate', 'vm3', 'to', 'host1', 'pa', '192.168.0.22');
+    expect(out).toMatch(/^vm3 moved from host2 to host1 \(pa 192\.168\.0\.22, 1 lookup record\) at revision \d+\n$/);
+    await until('vm3 here', async () => ((await daemon.api.request('GET', '/v1/vm-adapters')).body.vm_adapters as Array<{ name: string }>).some((a) => a.name === 'vm3'));
+    expect((await daemon.api.request('GET', '/v1/lookup-records/6000/10.0.1.103')).body).toMatchObject({ provider_address: '192.168.0.22' });
+    // Back, so the rest runs as before.
+    nvgrectl('fleet', 'migrate', 'vm3', 'to', 'host2');
+    await until('vm3 gone', async () => !((await daemon.api.request('GET', '/v1/vm-adapters')).body.vm_adapters as Array<{ name: string }>).some((a) => a.name === 'vm3'));
   });
 
   it('store down: forwarding policy stays, a restart runs it from state_dir; store back: resynced', async () => {

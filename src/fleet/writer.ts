@@ -6,7 +6,7 @@
 // Records of the config file stay the file's. Also: a VM's migration, one
 // transaction, and the fleet's view of which host runs which revision.
 
-import { checkPolicy } from '../config/index.js';
+import { checkPolicy, parseIp } from '../config/index.js';
 import { nvgreError } from '../errors.js';
 import type { PolicyChange } from '../model/change.js';
 import type { LookupRecord, VmAdapter } from '../model/policy.js';
@@ -178,20 +178,21 @@ export class FleetWriter {
     const adapter = JSON.parse(adapterKv.value) as VmAdapter;
     const paKvs = hostKvs.filter((kv) => kv.key.startsWith(`${root}hosts/${b.to}/provider_addresses/`));
     const pas = paKvs.map((kv) => kv.key.slice(kv.key.lastIndexOf('/') + 1));
-    const pa = typeof b.provider_address === 'string' ? b.provider_address : pas[0];
-    if (!pa || !pas.includes(pa)) {
-      throw nvgreError('NVGRE_ERR_BAD_REQUEST', `to: host ${b.to} has ${pas.length ? `provider addresses ${pas.join(', ')}, not ${String(b.provider_address)}` : 'no provider address in the store'}`);
-    }
+    // A host's PA may be in its config file, which the store does not see: given explicitly, it is taken as the operator's word.
+    const given = b.provider_address === undefined ? undefined : parseIp(String(b.provider_address));
+    if (given && !given.ok) throw nvgreError('NVGRE_ERR_BAD_REQUEST', `provider_address: ${JSON.stringify(b.provider_address)} ${given.reason}`);
+    const pa = given?.value.text ?? pas[0];
+    if (!pa) throw nvgreError('NVGRE_ERR_BAD_REQUEST', `to: host ${b.to} has no provider address in the store (give provider_address: one of its config file's)`);
     const { kvs: recordKvs } = await this.etcd.rangePrefix(`${root}lookup_records/${adapter.vsid}/`);
     const records = recordKvs
       .map((kv) => ({ kv, r: JSON.parse(kv.value) as LookupRecord }))
       .filter(({ r }) => r.mac === adapter.mac && r.vsid === adapter.vsid && r.type !== 'gateway_wildcard');
-    const paKv = paKvs.find((kv) => kv.key.endsWith(`/${pa}`))!;
+    const paKv = paKvs.find((kv) => kv.key.endsWith(`/${pa}`));
     const newKey = `${root}hosts/${b.to}/vm_adapters/${b.vm_adapter}`;
     const compare: ModRevisionCompare[] = [
       { key: adapterKv.key, modRevision: adapterKv.modRevision },
       { key: newKey, modRevision: 0 },
-      { key: paKv.key, modRevision: paKv.modRevision },
+      ...(paKv ? [{ key: paKv.key, modRevision: paKv.modRevision }] : []),
       ...records.map(({ kv }) => ({ key: kv.key, modRevision: kv.modRevision })),
     ];
     const ops: TxnOp[] = [
