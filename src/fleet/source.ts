@@ -69,6 +69,7 @@ export class FleetSource {
   private lease = '0';
   /** The status key does not say what runs (its last write failed). */
   private statusStale = false;
+  private statusWrites: Promise<void> = Promise.resolve();
   private waiters: Array<{ revision: number; resolve(): void; reject(e: Error): void }> = [];
   /** The store revision whose state this host runs (0: none yet). */
   revision = 0;
@@ -317,8 +318,19 @@ export class FleetSource {
     return { revision: this.revision, applied_at: this.appliedAt?.toISOString() ?? null, error: this.error, version: this.o.version };
   }
 
-  /** Put the status key on the lease (a new lease if the old one is gone); a write that fails is tried again at the next renewal. */
-  private async writeStatus(): Promise<void> {
+  /**
+   * Put the status key on the lease (a new lease if the old one is gone); a
+   * write that fails is tried again at the next renewal. One write at a
+   * time, each of the status as it is when it runs: a slow write cannot land
+   * after a newer one.
+   */
+  private writeStatus(): Promise<void> {
+    const next = this.statusWrites.then(() => this.putStatus());
+    this.statusWrites = next;
+    return next;
+  }
+
+  private async putStatus(): Promise<void> {
     try {
       this.statusStale = true;
       if (this.lease === '0') this.lease = await this.o.etcd.leaseGrant(STATUS_TTL_SECONDS);
@@ -327,7 +339,7 @@ export class FleetSource {
     } catch (err) {
       if (/lease not found/i.test((err as Error).message)) {
         this.lease = '0';
-        return this.writeStatus();
+        return this.putStatus();
       }
       this.log.warn({ err: (err as Error).message }, 'cannot write this host status to the policy store');
     }
