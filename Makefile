@@ -5,7 +5,8 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 
-APT_PACKAGES := iproute2 iputils-ping tshark iperf3 sockperf libpcap-dev python3 make g++ ethtool systemd util-linux curl
+# etcd-server/etcd-client: Debian 12's etcd 3.4, for the fleet's tests, lab and benchmark (their own members).
+APT_PACKAGES := iproute2 iputils-ping tshark iperf3 sockperf libpcap-dev python3 make g++ ethtool systemd util-linux curl etcd-server etcd-client
 # Rust: the cargo on PATH (rustup's ~/.cargo/bin included) when it is at least
 # the crate's rust-version; otherwise Debian 12's cargo-web and rustc-web
 # (its rustc is 1.63, too old), installed with the packages below. These are
@@ -23,7 +24,7 @@ ADDON := native/build/nvgred.node
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml
 TS_SRC := $(shell find src lab bench -name '*.ts' 2>/dev/null) native/index.d.ts tsconfig.json
 
-.PHONY: all deps native build test test-native test-js test-fuzz fuzz fuzz-repro fuzz-seed lab bench bench-memory soak install uninstall clean
+.PHONY: all deps native build test test-native test-js test-fuzz fuzz fuzz-repro fuzz-seed lab lab-fleet bench bench-memory bench-fleet soak install uninstall clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -37,13 +38,17 @@ DATADIR := $(PREFIX)/share/nvgred
 
 all: build
 
-# Debian packages, installed only when one is missing.
+# Debian packages, installed only when one is missing. A policy-rc.d (if there is
+# none) keeps the packages from starting their services: etcd-server would start a
+# system etcd; tests and the lab run their own members.
 .deps-apt: Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
-	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	  rcd=; if [ ! -e /usr/sbin/policy-rc.d ]; then rcd=1; printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; st=$$?; \
+	  if [ -n "$$rcd" ]; then rm -f /usr/sbin/policy-rc.d; fi; [ $$st = 0 ]; \
 	fi
 	@$(CARGO) --version
 	@touch $@
@@ -105,6 +110,11 @@ fuzz-seed:
 
 lab: build
 	node dist/lab/run.js
+	node dist/lab/fleet.js
+
+# The fleet step of make lab alone: two hosts driven from a three-member etcd (lab/fleet.ts).
+lab-fleet: build
+	node dist/lab/fleet.js
 
 # Side-by-side benchmark (a few minutes): veth, kernel VXLAN, nvgred; then two QEMU guests
 # (TCG) on a bridge + kernel VXLAN, on nvgred through vhost-user and through attach; then the
@@ -123,6 +133,11 @@ bench-memory: build
 # transfer, a 5xx, a daemon that died, RSS drift or descriptors that grew.
 soak: build
 	node dist/bench/soak.js
+
+# The fleet's policy in etcd: 1,000,000 records, several daemons (BENCH_RECORDS, BENCH_HOSTS,
+# BENCH_CHANGES, BENCH_MIGRATIONS): sync from empty, commit→applied on every host, migrations, RSS.
+bench-fleet: build
+	node dist/bench/fleet.js
 
 # Install the daemon, the CLI, the unit and an example config. DESTDIR and
 # PREFIX are respected; an existing config is never overwritten.

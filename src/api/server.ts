@@ -15,6 +15,7 @@ import { parseFilter, parseKey, resourceByPath, type Resource } from '../model/r
 import type { NativeCore } from '../native.js';
 import { LogThrottle, type Logger, type Logs } from '../daemon/log.js';
 import type { PolicyStore } from '../daemon/store.js';
+import type { FleetWriter } from '../fleet/writer.js';
 import { writeFileAtomic } from '../daemon/state.js';
 import { Connections, isRead, mayChange, type Caller } from './connections.js';
 import { streamEvents, type EventBus, type StreamOptions } from './events.js';
@@ -55,6 +56,8 @@ export interface ApiContext extends StatusSource {
   events?: EventBus;
   /** Heartbeat and buffering of the event streams. */
   eventStream?: StreamOptions;
+  /** The policy is in the store (fleet.md): record changes are written there. */
+  fleet?: FleetWriter;
 }
 
 type Reply = { status: number; body: unknown; yaml?: boolean };
@@ -134,10 +137,17 @@ async function route(ctx: ApiContext, req: IncomingMessage): Promise<Reply> {
         const yaml = (req.headers.accept ?? '').includes('yaml');
         return { status: 200, body: store.policy, yaml };
       }
-      if (method === 'PUT') return { status: 200, body: await store.applyDocument(await body(req, true)) };
+      if (method === 'PUT') {
+        if (ctx.fleet) throw nvgreError('NVGRE_ERR_CONFLICT', "this host's policy is the policy store's (policy_store): change records, or write the store's keys");
+        return { status: 200, body: await store.applyDocument(await body(req, true)) };
+      }
       throw methodNotAllowed(method, url.pathname, 'GET, PUT');
     case 'reload':
       if (method !== 'POST') throw methodNotAllowed(method, url.pathname, 'POST');
+      if (ctx.fleet) {
+        await ctx.fleet.reloadFile(store.configFile);
+        return { status: 200, body: { applied: true } };
+      }
       return { status: 200, body: await store.reload() };
     case 'log':
       if (method === 'GET') return { status: 200, body: ctx.logs.levels() };
@@ -167,6 +177,16 @@ async function route(ctx: ApiContext, req: IncomingMessage): Promise<Reply> {
       if (rest.length) break;
       if (method !== 'GET') throw methodNotAllowed(method, url.pathname, 'GET');
       throw nvgreError('NVGRE_ERR_UNAVAILABLE', 'this daemon has no event stream');
+    case 'fleet': {
+      if (!ctx.fleet) throw nvgreError('NVGRE_ERR_NOT_FOUND', `${url.pathname}: this host has no policy_store`);
+      if (rest.length === 0) {
+        if (method !== 'GET') throw methodNotAllowed(method, url.pathname, 'GET');
+        return { status: 200, body: ctx.fleet.show() };
+      }
+      if (rest[0] !== 'migrate' || rest.length !== 1) break;
+      if (method !== 'POST') throw methodNotAllowed(method, url.pathname, 'POST');
+      return { status: 200, body: await ctx.fleet.migrate(await body(req)) };
+    }
     case 'config':
       if (rest[0] !== 'save' || rest.length !== 1) break;
       if (method !== 'POST') throw methodNotAllowed(method, url.pathname, 'POST');
@@ -180,17 +200,18 @@ async function route(ctx: ApiContext, req: IncomingMessage): Promise<Reply> {
 
 async function collection(res: Resource, method: string, url: URL, ctx: ApiContext, req: IncomingMessage): Promise<Reply> {
   const { store } = ctx;
+  const writer = ctx.fleet ?? store;
   switch (method) {
     case 'GET':
       return { status: 200, body: { [res.section]: store.list(res, parseFilter(res, url.searchParams)) } };
     case 'POST':
-      return { status: 201, body: await store.create(res, await body(req)) };
+      return { status: 201, body: await writer.create(res, await body(req)) };
     case 'DELETE': {
       const filter = parseFilter(res, url.searchParams, ['all']);
       if (!filter.length && url.searchParams.get('all') !== 'true') {
         throw nvgreError('NVGRE_ERR_BAD_REQUEST', `flushing every ${res.noun} needs ?all=true (or filter by ${res.fields.join(', ')})`);
       }
-      return { status: 200, body: { deleted: await store.flush(res, filter) } };
+      return { status: 200, body: { deleted: await writer.flush(res, filter) } };
     }
   }
   throw methodNotAllowed(method, url.pathname, 'GET, POST, DELETE');
@@ -198,18 +219,19 @@ async function collection(res: Resource, method: string, url: URL, ctx: ApiConte
 
 async function one(res: Resource, method: string, segments: string[], ctx: ApiContext, req: IncomingMessage): Promise<Reply> {
   const { store } = ctx;
+  const writer = ctx.fleet ?? store;
   const key = parseKey(res, segments);
   switch (method) {
     case 'GET':
       return { status: 200, body: store.get(res, key) };
     case 'PUT': {
-      const { record, created } = await store.replace(res, key, await body(req));
+      const { record, created } = await writer.replace(res, key, await body(req));
       return { status: created ? 201 : 200, body: record };
     }
     case 'PATCH':
-      return { status: 200, body: await store.change(res, key, await body(req)) };
+      return { status: 200, body: await writer.change(res, key, await body(req)) };
     case 'DELETE':
-      return { status: 200, body: { deleted: await store.remove(res, key) } };
+      return { status: 200, body: { deleted: await writer.remove(res, key) } };
   }
   throw methodNotAllowed(method, `/v1/${res.path}/…`, 'GET, PUT, PATCH, DELETE');
 }

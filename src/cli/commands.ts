@@ -899,6 +899,51 @@ const CAPTURE: ObjectDef = {
   },
 };
 
+// ---------------------------------------------------------------- fleet
+
+const FLEET: ObjectDef = {
+  about: "the fleet's policy store (policy_store): which host runs which revision; a VM's migration",
+  notes: [
+    '"fleet show" lists every host whose daemon has a status key in the store: the store revision it',
+    'runs, when it applied it, and why it refused a later one (if it did).',
+    '"fleet migrate" moves VM adapter VM to HOST in one etcd transaction: its adapter key moves to',
+    "hosts/HOST/ and its lookup records get HOST's provider address (pa ADDRESS, default its first).",
+  ],
+  commands: {
+    show: {
+      args: '',
+      about: 'every host of the fleet and the revision it runs',
+      run: async (ctx, words, hint) => {
+        parse(words, { keywords: {} }, hint);
+        const res = await ctx.client.call('GET', '/v1/fleet');
+        if (ctx.json) return printJson(ctx, res);
+        const f = res.json as { host?: string; up?: boolean; hosts?: Array<{ host: string; revision?: number; applied_at?: string | null; error?: string | null }> } | undefined;
+        if (!f?.hosts) throw unexpected('GET /v1/fleet', res);
+        writeLines(ctx, [
+          `store ${f.up ? 'up' : 'unreachable'} (this host: ${f.host})`,
+          ...f.hosts.map((h) => `host ${h.host} revision ${h.revision ?? '-'} applied ${h.applied_at ?? '-'}${h.error ? ` refused: ${h.error}` : ''}`),
+        ]);
+      },
+    },
+    migrate: {
+      args: 'VM to HOST [ pa ADDRESS ]',
+      about: 'move a VM adapter and its lookup records to another host, in one transaction',
+      run: async (ctx, words, hint) => {
+        const kws: Keywords = { to: str('to', 'HOST'), pa: str('pa', 'ADDRESS') };
+        const p = parse(words, { positional: 'VM', keywords: kws }, hint);
+        const vm = needPositional(p, 'VM', hint);
+        needKeywords(p, kws, ['to'], hint);
+        const pa = p.values.get('pa') as string | undefined;
+        const res = await ctx.client.call('POST', '/v1/fleet/migrate', { body: { vm_adapter: vm, to: p.values.get('to'), ...(pa !== undefined ? { provider_address: pa } : {}) } });
+        if (ctx.json) return printJson(ctx, res);
+        const m = res.json as { from: string; to: string; provider_address: string; lookup_records: number; revision: number };
+        write(ctx, `${vm} moved from ${m.from} to ${m.to} (pa ${m.provider_address}, ${countNoun(m.lookup_records, 'lookup_records')}) at revision ${m.revision}`);
+      },
+    },
+  },
+  defaultCommand: 'show',
+};
+
 export const OBJECTS: Readonly<Record<string, ObjectDef>> = {
   lookup: LOOKUP,
   route: ROUTE,
@@ -911,6 +956,7 @@ export const OBJECTS: Readonly<Record<string, ObjectDef>> = {
   capture: CAPTURE,
   log: LOG,
   monitor: MONITOR,
+  fleet: FLEET,
 };
 
 /** Command words that are not prefixes of the command's name. */

@@ -17,6 +17,7 @@ export {
   validateApi,
   validateMetrics,
   validateStateDir,
+  validatePolicyStore,
   TOP_LEVEL_KEYS,
   VM_NAME_MAX,
   UNIX_SOCKET_PATH_MAX,

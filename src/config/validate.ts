@@ -48,6 +48,8 @@ import {
   type LookupRecord,
   type MetricsSection,
   type Policy,
+  type PolicyStoreSection,
+  DEFAULT_POLICY_STORE_PREFIX,
   type ProviderAddress,
   type ProviderRoute,
   type VmAdapter,
@@ -93,6 +95,7 @@ export const TOP_LEVEL_KEYS = [
   'state_dir',
   'api',
   'metrics',
+  'policy_store',
 ] as const;
 const HOST_KEYS = ['name'] as const;
 const PA_KEYS = ['address', 'prefix_length', 'interface', 'vlan_id', 'mac'] as const;
@@ -104,6 +107,8 @@ const ENCAP_KEYS = ['flow_id'] as const;
 const LEARNING_KEYS = ['max_per_vsid', 'ttl_seconds'] as const;
 const API_KEYS = ['socket'] as const;
 const METRICS_KEYS = ['listen', 'per_vsid', 'per_vsid_max'] as const;
+const POLICY_STORE_KEYS = ['etcd'] as const;
+const ETCD_KEYS = ['endpoints', 'prefix'] as const;
 
 /** HNV PowerShell parameter names and other likely spellings → our key. */
 const KEY_ALIASES: Readonly<Record<string, string>> = {
@@ -678,6 +683,42 @@ function metricsSection(x: unknown, path: string, errs: Errs): MetricsSection | 
   return errs.length > n0 ? undefined : { listen, per_vsid: perVsid, per_vsid_max: perVsidMax! };
 }
 
+/** An etcd member's client URL: http://host:port, or unix:///path of its socket (the JSON gateway; TLS is not supported). */
+function endpointProblem(s: string): string | undefined {
+  if (s.startsWith('unix://')) return absolutePathProblem(s.slice('unix://'.length));
+  const m = /^http:\/\/([^/]+?)\/?$/.exec(s);
+  if (!m) return s.startsWith('https:') ? 'is https: TLS to etcd is not supported (use http://host:port)' : 'is not http://host:port';
+  const hp = parseHostPort(m[1]!);
+  return hp.ok ? undefined : hp.reason;
+}
+
+function policyStoreSection(x: unknown, path: string, errs: Errs): PolicyStoreSection | undefined {
+  const n0 = errs.length;
+  const o = mapping(x, path, POLICY_STORE_KEYS, errs, 'policy_store');
+  if (!o) return undefined;
+  const ev = required(o, 'etcd', path, errs, 'the etcd cluster');
+  if (ev === undefined) return undefined;
+  const ep = joinKey(path, 'etcd');
+  const e = mapping(ev, ep, ETCD_KEYS, errs, 'policy_store.etcd');
+  if (!e) return undefined;
+  const endpoints: string[] = [];
+  const lv = required(e, 'endpoints', ep, errs, "the etcd members' client URLs");
+  if (lv !== undefined) {
+    const lp = joinKey(ep, 'endpoints');
+    if (!Array.isArray(lv) || lv.length === 0) push(errs, 'NVGRE_ERR_TYPE', lp, lv, 'expected a non-empty list of http://host:port or unix:///path');
+    else lv.forEach((u, i) => {
+      const s = checked(u, joinIndex(lp, i), '', errs, endpointProblem);
+      if (s !== undefined) endpoints.push(s.replace(/\/$/, ''));
+    });
+  }
+  const pv = optional(e, 'prefix');
+  const prefix =
+    pv === undefined
+      ? DEFAULT_POLICY_STORE_PREFIX
+      : checked(pv, ep, 'prefix', errs, (s) => (!/^\/[\x21-\x7e]*[^/]$/.test(s) ? 'is not a key prefix: it starts with "/", does not end with one, and has no spaces or control characters' : undefined));
+  return errs.length > n0 ? undefined : { etcd: { endpoints, prefix: prefix! } };
+}
+
 function stateDir(x: unknown, path: string, errs: Errs): string | undefined {
   return checked(x, path, '', errs, (s) => absolutePathProblem(s));
 }
@@ -693,6 +734,7 @@ export const validateLearning = validator('learning', learningSection);
 export const validateApi = validator('api', apiSection);
 export const validateMetrics = validator('metrics', metricsSection);
 export const validateStateDir = validator('state_dir', stateDir);
+export const validatePolicyStore = validator('policy_store', policyStoreSection);
 
 // ------------------------------------------------------------------ the whole document
 
@@ -752,6 +794,11 @@ export function checkPolicy(doc: unknown): { policy?: Policy; errors: FieldError
   const state_dir = sdv === undefined ? undefined : stateDir(sdv, 'state_dir', errs);
   const api = apiSection(optional(root, 'api'), 'api', errs);
   const metrics = metricsSection(optional(root, 'metrics'), 'metrics', errs);
+  const psv = optional(root, 'policy_store');
+  const policy_store = psv === undefined ? undefined : policyStoreSection(psv, 'policy_store', errs);
+  if (policy_store && host && host.name === undefined) {
+    push(errs, 'NVGRE_ERR_REQUIRED', 'host.name', undefined, "is missing; a host whose policy is in policy_store needs a name (its keys are hosts/<name>/)");
+  }
 
   // A customer route rejected for another field still names its VSID: treat
   // that VSID as bound so its records don't each report NVGRE_ERR_VSID_UNBOUND.
@@ -807,9 +854,9 @@ export function checkPolicy(doc: unknown): { policy?: Policy; errors: FieldError
   if (state_dir !== undefined) {
     // keep the config file's key order
     const { api: a, metrics: m, ...rest } = policy;
-    return { policy: { ...rest, state_dir, api: a, metrics: m }, errors: [] };
+    return { policy: { ...rest, state_dir, api: a, metrics: m, ...(policy_store ? { policy_store } : {}) }, errors: [] };
   }
-  return { policy, errors: [] };
+  return { policy: policy_store ? { ...policy, policy_store } : policy, errors: [] };
 }
 
 /**

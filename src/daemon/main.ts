@@ -22,6 +22,10 @@ import { Learning } from './learning.js';
 import { StateFile, type LearnedState, type SavedState } from './state.js';
 import { diff, keepLearned, learnedEntries, learnedStates, PolicyStore } from './store.js';
 import { supervise } from './supervisor.js';
+import { Etcd } from '../fleet/etcd.js';
+import { FleetSource } from '../fleet/source.js';
+import { FleetWriter } from '../fleet/writer.js';
+import { FleetLearning } from '../fleet/learning.js';
 import { Systemd } from './systemd.js';
 
 const USAGE = `Usage: nvgred --config FILE [--workers N] [--segmentation auto|userspace] [--poll-us N] [--log-level LEVEL]
@@ -183,6 +187,12 @@ async function main(): Promise<number> {
   const file = config.policy;
   logs = new Logs(cl.level as never, file.host.name);
   log = logs.root;
+  if (file.policy_store && file.customer_routes.length) {
+    // fleet.md: the fleet's customer routes live in the store alone.
+    const first = file.customer_routes[0]!;
+    log.fatal({ config: cl.config, path: 'customer_routes[0]', value: first }, 'customer_routes: a host whose policy is in policy_store has none in its file (they are the fleet\'s, in etcd)');
+    return EXIT_CONFIG;
+  }
   const stateDir = file.state_dir ?? process.env.STATE_DIRECTORY;
   const state = stateDir ? new StateFile(stateDir) : undefined;
   const start = initialPolicy(cl.config, config, state, log, logs.component('learning'));
@@ -194,6 +204,8 @@ async function main(): Promise<number> {
   const systemd = new Systemd(core, logs.component('systemd'));
   let store: PolicyStore | undefined;
   let learning: Learning | undefined;
+  let fleet: FleetSource | undefined;
+  let fleetLearning: FleetLearning | undefined;
   const events = new EventBus();
   const servers: Server[] = [];
 
@@ -205,6 +217,8 @@ async function main(): Promise<number> {
       stopping = true;
       log.info({ signal: why }, 'stopping');
       systemd.stopping();
+      fleetLearning?.stop();
+      void fleet?.stop(); // its status key goes with its lease (revoked now, else in 10 s)
       learning?.stop(); // saves the learned records' last-seen times
       events.close(); // ends the event streams, so the API server can close
       for (const s of servers) s.close();
@@ -261,10 +275,23 @@ async function main(): Promise<number> {
       lastReload: () => store!.lastReload,
       learning: () => ({ records: store!.learnedCount, ...store!.learningStats }),
     });
+    if (file.policy_store) {
+      const etcd = new Etcd(file.policy_store.etcd.endpoints);
+      fleet = new FleetSource({
+        etcd,
+        prefix: file.policy_store.etcd.prefix,
+        host: file.host.name!,
+        file,
+        store,
+        log: logs.component('fleet'),
+        version: core.version(),
+        registry: metrics.registry,
+      });
+    }
     servers.push(await serveMetrics(metrics, file.metrics.listen));
     servers.push(
       await serveApi(
-        { store, host, core, events, log: logs.component('api'), logs, version: core.version(), startedAt, stateDir: state?.dir },
+        { store, host, core, events, fleet: fleet && new FleetWriter(fleet, store), log: logs.component('api'), logs, version: core.version(), startedAt, stateDir: state?.dir },
         file.api.socket,
       ),
     );
@@ -276,7 +303,8 @@ async function main(): Promise<number> {
   }
   process.on('SIGHUP', () => {
     log.info({ signal: 'SIGHUP' }, 'reloading the config file');
-    store!.reload().catch(() => undefined); // logged by the store; the running policy stays
+    if (fleet) fleet.reloadFile(cl.config).catch(() => undefined); // logged; the running policy stays
+    else store!.reload().catch(() => undefined); // logged by the store; the running policy stays
   });
 
   const stopSupervising = supervise(core, systemd, logs.component('supervisor'), {
@@ -287,6 +315,11 @@ async function main(): Promise<number> {
   const stopEvents = logPacketEvents(core, (id) => host.portName(id), logs.component('packets'));
   learning = new Learning(core, store!, logs.component('learning'));
   learning.start();
+  if (fleet) {
+    fleet.start(); // the daemon is ready with what it runs; the store's policy follows when it answers
+    fleetLearning = new FleetLearning(fleet, store!, events, logs.component('learning'));
+    fleetLearning.start();
+  }
   stopped.finally(() => {
     stopSupervising();
     stopEvents();

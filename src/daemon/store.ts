@@ -7,9 +7,11 @@
 import type { DeleteCause, EventBus, NewEvent, RefusalReason } from '../api/events.js';
 import { checkPolicy, readConfigFile, validatePolicy } from '../config/index.js';
 import { nvgreError, type FieldError } from '../errors.js';
+import type { PolicyChange } from '../model/change.js';
 import type { LookupRecord, Policy } from '../model/policy.js';
 import {
   RESOURCES,
+  resourceBySection,
   matchesFilter,
   matchesKey,
   type AnyRecord,
@@ -59,7 +61,7 @@ function setting(p: Policy, name: (typeof RESTART_SETTINGS)[number]): unknown {
 const idOf = (res: Resource, r: AnyRecord) => res.identity(r).join('\u0000');
 
 /** What a commit is: an operator's change (how it reached the daemon), or learning's own. */
-type Cause = DeleteCause | 'learning' | 'expiry';
+export type Cause = DeleteCause | 'learning' | 'expiry';
 
 /** Learning's counters (nvgre_learned_total, nvgre_learning_refused_total, nvgre_learned_expired_total). */
 export interface LearningStats {
@@ -366,6 +368,16 @@ export class PolicyStore {
   }
 
   /**
+   * Apply `changes` as ONE commit, all or nothing: each put adds its record
+   * or replaces the one of the same identity, each delete removes the record
+   * of its record's identity (NVGRE_ERR_NOT_FOUND if there is none). The
+   * whole result is validated like any change.
+   */
+  applyChanges(changes: readonly PolicyChange[], cause: Cause): Promise<Policy> {
+    return this.exclusive(() => this.commit(withChanges(this.running, changes), cause));
+  }
+
+  /**
    * Bulk apply: the document replaces the running policy as one transaction
    * (learned records it leaves out are deleted; those it keeps unchanged stay
    * learned).
@@ -552,6 +564,29 @@ export class PolicyStore {
       }
     });
   }
+}
+
+/**
+ * `policy` with `changes` made (each put adds its record or replaces the one
+ * of the same identity; each delete removes the record of its record's
+ * identity, NVGRE_ERR_NOT_FOUND if there is none); not validated.
+ */
+export function withChanges(policy: Policy, changes: readonly PolicyChange[]): Policy {
+  const next: Policy = { ...policy };
+  const touched = new Map<Section, Map<string, AnyRecord>>();
+  for (const c of changes) {
+    const res = resourceBySection(c.section);
+    let recs = touched.get(c.section);
+    if (!recs) {
+      recs = new Map((policy[c.section] as AnyRecord[]).map((r) => [idOf(res, r), r]));
+      touched.set(c.section, recs);
+    }
+    const id = idOf(res, c.record);
+    if (c.op === 'put') recs.set(id, c.record);
+    else if (!recs.delete(id)) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no ${res.noun} ${res.identity(c.record).join(' ')}`);
+  }
+  for (const [section, recs] of touched) (next as unknown as Record<Section, AnyRecord[]>)[section] = [...recs.values()];
+  return next;
 }
 
 /**

@@ -10,7 +10,7 @@
 // - Routing domains: lowercase GUID in braces
 //   (`{12345678-1000-2000-3000-123456780001}`).
 // Optional fields without a default (`vm_name`, `netns`, `mtu`, `mode`,
-// `socket`, `socket_mode`, `host.name`, `state_dir`) are absent, not
+// `socket`, `socket_mode`, `host.name`, `state_dir`, `policy_store`) are absent, not
 // undefined-valued, when not given.
 
 export const VSID_MIN = 4096;
@@ -151,6 +151,18 @@ export interface MetricsSection {
   per_vsid_max: number;
 }
 
+/** The etcd store the fleet's policy lives in (fleet.md). */
+export interface PolicyStoreSection {
+  etcd: {
+    /** http://host:port of each member (etcd's JSON gateway). */
+    endpoints: string[];
+    /** Keys live under `<prefix>/v1/`. */
+    prefix: string;
+  };
+}
+
+export const DEFAULT_POLICY_STORE_PREFIX = '/nvgred';
+
 export interface Policy {
   host: HostSection;
   provider_addresses: ProviderAddress[];
@@ -163,6 +175,8 @@ export interface Policy {
   state_dir?: string;
   api: ApiSection;
   metrics: MetricsSection;
+  /** Absent: this host's policy is its file's alone. */
+  policy_store?: PolicyStoreSection;
 }
 
 /** The policy of an empty config file. */

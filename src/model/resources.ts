@@ -106,6 +106,10 @@ export function resourceByPath(path: string): Resource | undefined {
   return RESOURCES.find((r) => r.path === path);
 }
 
+export function resourceBySection(section: Section): Resource {
+  return RESOURCES.find((r) => r.section === section)!;
+}
+
 export function field(r: AnyRecord, name: string): string {
   const v = (r as unknown as Record<string, unknown>)[name];
   return v === undefined ? '' : String(v);
