@@ -24,7 +24,7 @@ export const REFUSAL_REASONS = ['limit', 'static_conflict', 'invalid'] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 /** How a learned record left the policy other than by expiring. */
-export type DeleteCause = 'api' | 'policy' | 'reload';
+export type DeleteCause = 'api' | 'policy' | 'reload' | 'fleet';
 
 export interface PolicyEvent {
   event: EventType;
@@ -40,7 +40,7 @@ export interface PolicyEvent {
   existing?: LookupRecord;
   /** refused, invalid: what the policy's validation said. */
   detail?: string;
-  /** deleted: through the API (`api`), a bulk apply (`policy`) or a config reload (`reload`). */
+  /** deleted: through the API (`api`), a bulk apply (`policy`), a config reload (`reload`) or the fleet's store (`fleet`). */
   cause?: DeleteCause;
   /** expired: when the packet core last reported it, ISO 8601. */
   last_seen?: string;
