@@ -4,7 +4,8 @@
 // delete it: wall time (client), the daemon's CPU time, bytes written to
 // state_dir; then a reload with the file unchanged, and with one record
 // changed. In this process, with a dataplane that takes every policy
-// without work (the control plane alone): learning 1,000 addresses as one
+// without work (the control plane alone: the store, its checks, the state
+// file): the same one-record changes, learning 1,000 addresses as one
 // batch, and expiring them. Run from another build's dist to compare (the
 // lead's "before"): node <other>/dist/bench/policy.js.
 
@@ -17,12 +18,15 @@ import type { HostDataplane } from '../src/daemon/host.js';
 import { StateFile } from '../src/daemon/state.js';
 import { PolicyStore } from '../src/daemon/store.js';
 import type { Policy } from '../src/model/policy.js';
+import { resourceByPath } from '../src/model/resources.js';
 import { Lab, installSignalTeardown, repoRoot, sleep, type LabProcess } from '../lab/netns.js';
 import { BIG_RD, BIG_VSID, bigLookupRecords } from './bigpolicy.js';
 
 const PREFIX = 'nvp-';
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
 const OPS = Number(process.env.BENCH_OPS ?? 20);
+/** BENCH_DAEMON=0: the in-process part only. */
+const DAEMON = process.env.BENCH_DAEMON !== '0';
 const TICK_S = 0.01; // CLK_TCK 100
 
 interface Sample {
@@ -148,7 +152,7 @@ async function daemonPart(out: string, results: Record<string, unknown>): Promis
   }
 }
 
-async function learningPart(out: string, results: Record<string, unknown>): Promise<void> {
+async function controlPlanePart(out: string, results: Record<string, unknown>): Promise<void> {
   const policy = validatePolicy(configDoc(out, join(out, 'unused')));
   let running: Policy = policy;
   const host = {
@@ -184,6 +188,21 @@ async function learningPart(out: string, results: Record<string, unknown>): Prom
     const c = process.cpuUsage(c0);
     return { wall_ms: performance.now() - w0, cpu_ms: (c.user + c.system) / 1000, bytes: bytes.delta() };
   };
+  const lookups = resourceByPath('lookup-records')!;
+  const add: Sample[] = [];
+  const change: Sample[] = [];
+  const del: Sample[] = [];
+  for (let i = 0; i < OPS; i++) {
+    const ca = `10.250.${i >> 8}.${(i & 255) + 1}`;
+    const key = [String(BIG_VSID), ca];
+    const mac = `64:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+    add.push(await timed(() => store.create(lookups, { customer_address: ca, vsid: BIG_VSID, mac, provider_address: '192.168.9.77' })));
+    change.push(await timed(() => store.change(lookups, key, { provider_address: '192.168.9.78' })));
+    del.push(await timed(() => store.remove(lookups, key)));
+  }
+  results.store_add = summary('store: add one', add);
+  results.store_change = summary('store: change one', change);
+  results.store_delete = summary('store: delete one', del);
   results.learn_1000 = summary('learn 1,000 (1 batch)', [await timed(() => store.learn(batch, now))]);
   results.expire_1000 = summary('expire 1,000', [await timed(() => store.expireLearned(now + policy.learning.ttl_seconds * 1000 + 1))]);
 }
@@ -193,8 +212,8 @@ async function main(): Promise<number> {
   mkdirSync(out, { recursive: true });
   await Lab.cleanStale(PREFIX);
   const results: Record<string, unknown> = { date: new Date().toISOString(), build: repoRoot(), records: RECORDS, ops: OPS };
-  await daemonPart(out, results);
-  await learningPart(out, results);
+  if (DAEMON) await daemonPart(out, results);
+  await controlPlanePart(out, results);
   const to = join(out, `policy-${String(results.date).replace(/[:.]/g, '-')}.json`);
   writeFileSync(to, JSON.stringify(results, null, 2));
   console.log(`\n${to}`);

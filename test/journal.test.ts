@@ -121,3 +121,17 @@ describe('state journal', () => {
     expect(statSync(s.journalPath).size).toBe(0);
   });
 });
+
+describe('state journal: settings', () => {
+  it('a line with settings (a reload) changes them and keeps the records', () => {
+    const s = fresh();
+    const p = big();
+    s.save(state(p));
+    const { lookup_records: _l, provider_addresses: _a, provider_routes: _r, customer_routes: _c, vm_adapters: _v, ...settings } = { ...p, learning: { max_per_vsid: 7, ttl_seconds: 60 } };
+    s.record({ changes: [], settings }, () => state(p));
+    const loaded = new StateFile(s.dir).load()!.policy as Policy;
+    expect(loaded.learning.max_per_vsid).toBe(7);
+    expect(loaded.lookup_records.length).toBe(p.lookup_records.length);
+    expect(Object.keys(loaded)).toEqual(Object.keys(p));
+  });
+});

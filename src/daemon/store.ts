@@ -11,7 +11,7 @@ import type { DeleteCause, EventBus, NewEvent, RefusalReason } from '../api/even
 import { checkPolicy, readConfigFile, validatePolicy } from '../config/index.js';
 import { configError, nvgreError, type FieldError } from '../errors.js';
 import type { PolicyChange } from '../model/change.js';
-import { KeyedPolicy, identityOf, sameRecord, type Applied } from '../model/keyed.js';
+import { KeyedPolicy, identityOf, policySettings, sameRecord, type Applied } from '../model/keyed.js';
 import type { LookupRecord, Policy } from '../model/policy.js';
 import {
   RESOURCES,
@@ -119,14 +119,8 @@ const sameMapping = (a: { mac: string; provider_address: string }, b: { mac: str
   a.mac === b.mac && a.provider_address === b.provider_address;
 /** Refused addresses are logged at most this often per VSID and reason (each is counted and announced). */
 const REFUSAL_LOG_MS = 60_000;
-/** The sections of a policy that are not record lists. */
-function settingsPart(p: Policy): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...p };
-  for (const r of RESOURCES) delete out[r.section];
-  return out;
-}
 /** The settings as text (they change rarely: compared whole). */
-const settingsOf = (p: Policy): string => JSON.stringify(settingsPart(p));
+const settingsOf = (p: Policy): string => JSON.stringify(policySettings(p));
 
 export class PolicyStore {
   private keyed: KeyedPolicy;
@@ -285,13 +279,26 @@ export class PolicyStore {
   /**
    * Apply `changes` as one transaction: all of them, or none (refused with
    * the whole document's errors, NVGRE_ERR_CONFIG, as the API's bulk apply
-   * would be). The one mutation path of the policy: the API's record
+   * would be; a delete of a record not held: NVGRE_ERR_NOT_FOUND). The one
+   * mutation path of the policy: the API's record
    * operations, learning, expiry, a document's changes, and the fleet's
    * watcher (`cause` 'fleet').
    */
   applyChanges(changes: readonly PolicyChange[], cause: Cause): Promise<ChangeResult> {
     return this.exclusive(() => {
-      const applied = this.commit(changes, cause);
+      // Each record in its normal form, valid on its own (refused as the API refuses a body);
+      // a delete names a record held (or put earlier in the batch).
+      const put = new Set<string>();
+      const normal = changes.map((c): PolicyChange => {
+        const res = RESOURCES.find((r) => r.section === c.section);
+        if (!res) throw nvgreError('NVGRE_ERR_BAD_REQUEST', `a change names no section of records: ${JSON.stringify(c.section)}`);
+        const record = res.validate(c.record, res.singular);
+        const id = `${res.section}\u0000${identityOf(res, record)}`;
+        if (c.op === 'put') put.add(id);
+        else if (!put.has(id) && !this.keyed.current(res.section, record)) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no ${res.noun} ${res.identity(record).join(' ')}`);
+        return { ...c, record } as PolicyChange;
+      });
+      const applied = this.commit(normal, cause);
       return { changes: applied, counts: countChanges(applied) };
     });
   }
@@ -333,7 +340,8 @@ export class PolicyStore {
     };
     const { kept, lost } = this.reconcile(applied.changes, o.learned ?? this.learned, o.quiet);
     const origin = o.origin ?? this.origin;
-    const samePolicy = !applied.changes.length && !settingsChanged;
+    const rebuilt = this.keyed !== prevKeyed;
+    const samePolicy = !applied.changes.length && !settingsChanged && !rebuilt;
     const sameLearned = kept.size === this.learned.size && [...kept].every(([k, e]) => this.learned.get(k) === e);
     if (samePolicy && sameLearned && origin === this.origin) return []; // nothing to do, nothing to count
     if (!samePolicy) {
@@ -347,14 +355,14 @@ export class PolicyStore {
     }
     const entry: JournalEntry = {
       changes: applied.changes.map(({ op, section, record }) => ({ op, section, record })),
-      ...(settingsChanged ? { settings: settingsPart(this.policy) } : {}),
+      ...(settingsChanged ? { settings: policySettings(this.policy) as unknown as Record<string, unknown> } : {}),
       ...(applied.changes.some((c) => c.section === 'provider_addresses' || c.section === 'provider_routes') ? { owned: this.host.ownedKernelObjects() } : {}),
       ...(sameLearned ? {} : { learned: learnedStates(kept) }),
       ...(origin !== this.origin && origin !== undefined ? { config_sha256: origin } : {}),
     };
     try {
       // A document that orders its records otherwise is written whole.
-      this.save(kept, origin, this.keyed === prevKeyed ? entry : undefined);
+      this.save(kept, origin, rebuilt ? undefined : entry);
     } catch (err) {
       undo();
       if (!samePolicy) this.host.apply(prevPolicy);

@@ -169,12 +169,16 @@ export class KeyedPolicy {
   private readonly byMac: Multi<LookupRecord> = new Map();
   /** gateway_wildcard records by VSID and family. */
   private readonly wildcards: Multi<LookupRecord> = new Map();
+  /** The settings: the policy without its record lists. */
   private rest: Policy;
+  /** The policy's keys, in its order. */
+  private keys: string[];
   private whole: Policy | undefined;
 
   constructor(p: Policy) {
     this.sections = Object.fromEntries(RESOURCES.map((res) => [res.section, new KeyedSection(res)])) as Record<Section, KeyedSection>;
-    this.rest = p;
+    this.rest = policySettings(p);
+    this.keys = keyOrder(p);
     for (const s of SECTIONS) for (const r of p[s]) this.insert(s, r);
     this.whole = p;
   }
@@ -182,16 +186,18 @@ export class KeyedPolicy {
   /** The policy as a document (its lists made again after a change, only when asked for). */
   get policy(): Policy {
     if (!this.whole) {
-      const p = { ...this.rest };
-      for (const s of SECTIONS) (p as Record<Section, AnyRecord[]>)[s] = this.sections[s].records();
-      this.whole = p;
+      // In the document's key order (the API's JSON, a saved config).
+      const p: Record<string, unknown> = {};
+      for (const k of this.keys) p[k] = SECTIONS.includes(k as Section) ? this.sections[k as Section].records() : (this.rest as unknown as Record<string, unknown>)[k];
+      this.whole = p as unknown as Policy;
     }
     return this.whole;
   }
 
   /** Replace the settings (every section other than the record lists). */
   setSettings(p: Policy): void {
-    this.rest = p;
+    this.rest = policySettings(p);
+    this.keys = keyOrder(p);
     this.whole = undefined;
   }
 
@@ -353,6 +359,19 @@ export class KeyedPolicy {
     const places = look.positions(slots);
     return sortFieldErrors(collectInvariantErrors(sub, { lookupPosition: (i) => places[i]! }));
   }
+}
+
+/** A validated policy's keys in order: host, the record lists, the settings (the sections are there even if `p` has none). */
+function keyOrder(p: Policy): string[] {
+  const settings = Object.keys(p).filter((k) => k !== 'host' && !SECTIONS.includes(k as Section));
+  return ['host', ...SECTIONS, ...settings];
+}
+
+/** The policy without its record lists (they are the keyed sections'). */
+export function policySettings(p: Policy): Policy {
+  const out = { ...p };
+  for (const s of SECTIONS) delete (out as Partial<Policy>)[s];
+  return out;
 }
 
 /** Two versions of a record with the same fields (records are small, flat, in normal form). */
