@@ -24,7 +24,7 @@ ADDON := native/build/nvgred.node
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml
 TS_SRC := $(shell find src lab bench -name '*.ts' 2>/dev/null) native/index.d.ts tsconfig.json
 
-.PHONY: all deps native build test test-native test-js test-fuzz fuzz fuzz-repro fuzz-seed lab lab-fleet bench bench-memory bench-fleet soak install uninstall clean
+.PHONY: all deps native build test test-native test-js test-fuzz fuzz fuzz-repro fuzz-seed lab lab-fleet bench bench-memory bench-fleet bench-policy soak install uninstall clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -138,6 +138,10 @@ soak: build
 # BENCH_CHANGES, BENCH_MIGRATIONS): sync from empty, commit→applied on every host, migrations, RSS.
 bench-fleet: build
 	node dist/bench/fleet.js
+
+# One record's change, reload, learning, with 1,000,000 lookup records (BENCH_RECORDS, BENCH_OPS).
+bench-policy: build
+	node dist/bench/policy.js
 
 # Install the daemon, the CLI, the unit and an example config. DESTDIR and
 # PREFIX are respected; an existing config is never overwritten.

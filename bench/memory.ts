@@ -5,12 +5,12 @@
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { BIG_RD, bigLookupRecords } from './bigpolicy.js';
 import { Lab, installSignalTeardown, nsExec, procUsage, repoRoot, sleep, type LabProcess } from '../lab/netns.js';
 
 const PREFIX = 'nvm-';
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
 const SOAK_SECONDS = Number(process.env.BENCH_SOAK_SECONDS ?? 300);
-const RD = '{12345678-1000-2000-3000-123456780009}';
 
 function rssMiB(pid: number): number {
   return procUsage(pid).rssKiB / 1024;
@@ -22,21 +22,15 @@ function rssMiB(pid: number): number {
  * records would not fit the heap.
  */
 function config(out: string, host: 1 | 2, records: number, netns: string): string {
-  const hex = (n: number) => n.toString(16).padStart(2, '0');
   const lookup_records = [
     { customer_address: '10.9.0.11', vsid: 6000, mac: '60:00:60:00:09:01', provider_address: '192.168.9.1' },
     { customer_address: '10.9.0.12', vsid: 6000, mac: '60:00:60:00:09:02', provider_address: '192.168.9.2' },
+    ...bigLookupRecords(records, new Set(['10.9.0.11', '10.9.0.12'])),
   ];
-  for (let i = 0; i < records; i++) {
-    const ca = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-    if (ca === '10.9.0.11' || ca === '10.9.0.12' || ca === '10.0.0.1') continue;
-    const mac = `62:${hex((i >> 24) & 255)}:${hex((i >> 16) & 255)}:${hex((i >> 8) & 255)}:${hex(i & 255)}:01`;
-    lookup_records.push({ customer_address: ca, vsid: 6000, mac, provider_address: `192.168.${10 + (i % 200)}.${1 + (i % 250)}` });
-  }
   const doc = {
     host: { name: `mem-host${host}` },
     provider_addresses: [{ address: `192.168.9.${host}`, prefix_length: 24, interface: 'eth1' }],
-    customer_routes: [{ routing_domain: RD, vsid: 6000, destination_prefix: '10.0.0.0/8', next_hop: '0.0.0.0' }],
+    customer_routes: [{ routing_domain: BIG_RD, vsid: 6000, destination_prefix: '10.0.0.0/8', next_hop: '0.0.0.0' }],
     lookup_records,
     vm_adapters: [{ name: 'eth0', mac: `60:00:60:00:09:0${host}`, vsid: 6000, netns }],
     api: { socket: join(out, `mem${host}.sock`) },

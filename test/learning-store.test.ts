@@ -13,6 +13,7 @@ import { validatePolicy } from '../src/config/index.js';
 import type { HostDataplane } from '../src/daemon/host.js';
 import { Learning, decideLearning, learnedKey, type LearnedAddress, type LearnedEntry } from '../src/daemon/learning.js';
 import { StateFile } from '../src/daemon/state.js';
+import { KeyedPolicy } from '../src/model/keyed.js';
 import { PolicyStore } from '../src/daemon/store.js';
 import type { LookupRecord, Policy } from '../src/model/policy.js';
 import { RESOURCES } from '../src/model/resources.js';
@@ -103,14 +104,14 @@ describe('decideLearning', () => {
   const none = new Map<string, LearnedEntry>();
 
   it('learns a new address as a dynamic encap record', () => {
-    const d = decideLearning(policy, none, [cand('10.0.1.105')], 10);
+    const d = decideLearning(new KeyedPolicy(policy), none, [cand('10.0.1.105')], 10);
     expect(d).toEqual({ upserts: [{ record: dyn('10.0.1.105') }], refreshed: [], refused: [] });
   });
 
   it('a static record wins: the same mapping is nothing to learn, another is refused (static_conflict)', () => {
-    const same = decideLearning(policy, none, [cand('10.0.1.103', '60:00:60:00:02:03')], 10);
+    const same = decideLearning(new KeyedPolicy(policy), none, [cand('10.0.1.103', '60:00:60:00:02:03')], 10);
     expect(same).toEqual({ upserts: [], refreshed: [], refused: [] });
-    const other = decideLearning(policy, none, [cand('10.0.1.103')], 10);
+    const other = decideLearning(new KeyedPolicy(policy), none, [cand('10.0.1.103')], 10);
     expect(other.upserts).toEqual([]);
     expect(other.refused).toEqual([{ record: dyn('10.0.1.103'), reason: 'static_conflict', existing: policy.lookup_records[2] }]);
   });
@@ -119,33 +120,33 @@ describe('decideLearning', () => {
     const learned = new Map<string, LearnedEntry>([
       [learnedKey(6000, '10.0.1.90'), { vsid: 6000, customer_address: '10.0.1.90', mac: L2MAC, provider_address: '192.168.0.33', lastSeen: 0 }],
     ]);
-    const d = decideLearning(policy, learned, [cand('10.0.1.105'), cand('10.0.1.106'), cand('10.0.3.5', '60:00:60:00:04:05', '192.168.0.33', 6002)], 2);
+    const d = decideLearning(new KeyedPolicy(policy), learned, [cand('10.0.1.105'), cand('10.0.1.106'), cand('10.0.3.5', '60:00:60:00:04:05', '192.168.0.33', 6002)], 2);
     expect(d.upserts.map((u) => u.record.customer_address)).toEqual(['10.0.1.105', '10.0.3.5']);
     expect(d.refused).toEqual([{ record: dyn('10.0.1.106'), reason: 'limit' }]);
     // max_per_vsid 0: learning is off
-    expect(decideLearning(policy, none, [cand('10.0.1.105')], 0).refused[0]!.reason).toBe('limit');
+    expect(decideLearning(new KeyedPolicy(policy), none, [cand('10.0.1.105')], 0).refused[0]!.reason).toBe('limit');
   });
 
   it('refreshes a learned record reported unchanged, changes one whose MAC or PA moved', () => {
     const p = validatePolicy({ ...doc(), lookup_records: [...(doc().lookup_records as object[]), dyn('10.0.1.105')] });
     const learned = new Map([[learnedKey(6000, '10.0.1.105'), { vsid: 6000, customer_address: '10.0.1.105', mac: L2MAC, provider_address: '192.168.0.33', lastSeen: 0 }]]);
-    expect(decideLearning(p, learned, [cand('10.0.1.105'), cand('10.0.1.105')], 1)).toEqual({ upserts: [], refreshed: ['6000|10.0.1.105'], refused: [] });
-    const moved = decideLearning(p, learned, [cand('10.0.1.105', '60:00:60:00:03:05', '192.168.0.11')], 1);
+    expect(decideLearning(new KeyedPolicy(p), learned, [cand('10.0.1.105'), cand('10.0.1.105')], 1)).toEqual({ upserts: [], refreshed: ['6000|10.0.1.105'], refused: [] });
+    const moved = decideLearning(new KeyedPolicy(p), learned, [cand('10.0.1.105', '60:00:60:00:03:05', '192.168.0.11')], 1);
     expect(moved.upserts).toEqual([{ record: dyn('10.0.1.105', '60:00:60:00:03:05', '192.168.0.11'), previous: dyn('10.0.1.105') }]);
     expect(moved.refused).toEqual([]); // a change is not a new record: the limit (1, reached) does not apply
   });
 
   it("leaves an operator's identical dynamic record alone; takes over a different one (within the limit)", () => {
-    expect(decideLearning(policy, none, [cand('10.0.1.150', '60:00:60:00:03:05', '192.168.0.11')], 10)).toEqual({ upserts: [], refreshed: [], refused: [] });
-    const d = decideLearning(policy, none, [cand('10.0.1.150')], 10);
+    expect(decideLearning(new KeyedPolicy(policy), none, [cand('10.0.1.150', '60:00:60:00:03:05', '192.168.0.11')], 10)).toEqual({ upserts: [], refreshed: [], refused: [] });
+    const d = decideLearning(new KeyedPolicy(policy), none, [cand('10.0.1.150')], 10);
     expect(d.upserts).toEqual([{ record: dyn('10.0.1.150'), previous: policy.lookup_records[6] }]);
-    expect(decideLearning(policy, none, [cand('10.0.1.150')], 0).refused[0]!.reason).toBe('limit');
+    expect(decideLearning(new KeyedPolicy(policy), none, [cand('10.0.1.150')], 0).refused[0]!.reason).toBe('limit');
   });
 
   it('one key twice in a batch is one record (the later report wins); bad candidates are invalid', () => {
-    const d = decideLearning(policy, none, [cand('10.0.1.105'), cand('10.0.1.105', '60:00:60:00:03:05', '192.168.0.11')], 10);
+    const d = decideLearning(new KeyedPolicy(policy), none, [cand('10.0.1.105'), cand('10.0.1.105', '60:00:60:00:03:05', '192.168.0.11')], 10);
     expect(d.upserts).toEqual([{ record: dyn('10.0.1.105', '60:00:60:00:03:05', '192.168.0.11') }]);
-    const bad = decideLearning(policy, none, [cand('10.0.1.300'), cand('10.0.1.5', 'ff:ff:ff:ff:ff:ff')], 10);
+    const bad = decideLearning(new KeyedPolicy(policy), none, [cand('10.0.1.300'), cand('10.0.1.5', 'ff:ff:ff:ff:ff:ff')], 10);
     expect(bad.refused.map((r) => [r.reason, r.detail])).toEqual([
       ['invalid', expect.stringContaining('customer_address')],
       ['invalid', expect.stringContaining('mac')],
@@ -153,7 +154,7 @@ describe('decideLearning', () => {
   });
 
   it('normalizes what the core reports (case, IPv6 text)', () => {
-    const d = decideLearning(policy, none, [cand('10.0.1.105', '60:00:60:00:02:05'.toUpperCase())], 10);
+    const d = decideLearning(new KeyedPolicy(policy), none, [cand('10.0.1.105', '60:00:60:00:02:05'.toUpperCase())], 10);
     expect(d.upserts[0]!.record.mac).toBe(L2MAC);
   });
 });

@@ -24,7 +24,7 @@ export {
   type RecordValidator,
   type ValidateOptions,
 } from './validate.js';
-export { checkPolicyInvariants, type PolicyRecords, type InvariantOptions } from './invariants.js';
+export { checkPolicyInvariants, collectInvariantErrors, type PolicyRecords, type InvariantOptions } from './invariants.js';
 export {
   loadConfigFile,
   readConfigFile,

@@ -33,6 +33,11 @@ export interface InvariantOptions {
    * one-routing-domain-per-VSID check.
    */
   partialRoutes?: ReadonlyMap<number, { vsid: number; routing_domain: string }>;
+  /**
+   * The place in the whole policy of the i-th of `lookup_records` (default:
+   * i), when they are a part of it: errors then read as the whole policy's.
+   */
+  lookupPosition?: (i: number) => number;
 }
 
 /** The MAC tables of one routing domain (shared by its VSIDs): MAC -> record/adapter index. */
@@ -65,6 +70,7 @@ export function collectInvariantErrors(p: PolicyRecords, opts: InvariantOptions 
     errs.push(fieldError(code, path, value, reason));
   };
   const alsoBound = opts.alsoBound ?? new Set<number>();
+  const L = opts.lookupPosition ?? ((i: number) => i);
 
   // ---- provider addresses: one entry per address
   const paSeen = new Map<string, number>();
@@ -183,7 +189,7 @@ export function collectInvariantErrors(p: PolicyRecords, opts: InvariantOptions 
     const r = p.lookup_records[i];
     if (!r) continue;
     const dom = vsidDomain.get(r.vsid);
-    if (dom === undefined && !alsoBound.has(r.vsid)) unbound(`lookup_records[${i}].vsid`, r.vsid);
+    if (dom === undefined && !alsoBound.has(r.vsid)) unbound(`lookup_records[${L(i)}].vsid`, r.vsid);
 
     let gatewayOf: number | undefined;
     if (r.type === 'static' || r.type === 'dynamic') {
@@ -192,9 +198,9 @@ export function collectInvariantErrors(p: PolicyRecords, opts: InvariantOptions 
       if (prev !== undefined) {
         push(
           'NVGRE_ERR_DUPLICATE_CA',
-          `lookup_records[${i}].customer_address`,
+          `lookup_records[${L(i)}].customer_address`,
           r.customer_address,
-          `is already used in VSID ${r.vsid} by lookup_records[${prev}]`,
+          `is already used in VSID ${r.vsid} by lookup_records[${L(prev)}]`,
         );
         continue;
       }
@@ -207,7 +213,7 @@ export function collectInvariantErrors(p: PolicyRecords, opts: InvariantOptions 
         const route = p.customer_routes[gatewayOf]!;
         push(
           'NVGRE_ERR_GATEWAY_PA',
-          `lookup_records[${i}].provider_address`,
+          `lookup_records[${L(i)}].provider_address`,
           r.provider_address,
           `is not a provider address of this host, but ${r.customer_address} is the default gateway of ` +
             `${route.destination_prefix} (customer_routes[${gatewayOf}]), which this host answers for: its record must name a local PA` +
@@ -219,7 +225,7 @@ export function collectInvariantErrors(p: PolicyRecords, opts: InvariantOptions 
       const macs = inner(l2Seen, r.vsid);
       const prev = macs.get(r.mac);
       if (prev !== undefined) {
-        push('NVGRE_ERR_DUPLICATE', `lookup_records[${i}].mac`, r.mac, `already has an l2only record in VSID ${r.vsid} (lookup_records[${prev}])`);
+        push('NVGRE_ERR_DUPLICATE', `lookup_records[${L(i)}].mac`, r.mac, `already has an l2only record in VSID ${r.vsid} (lookup_records[${L(prev)}])`);
         continue;
       }
       macs.set(r.mac, i);
@@ -230,9 +236,9 @@ export function collectInvariantErrors(p: PolicyRecords, opts: InvariantOptions 
       if (prev !== undefined) {
         push(
           'NVGRE_ERR_DUPLICATE',
-          `lookup_records[${i}].customer_address`,
+          `lookup_records[${L(i)}].customer_address`,
           r.customer_address,
-          `is a second IPv${fam} gateway_wildcard record in VSID ${r.vsid} (the first is lookup_records[${prev}])`,
+          `is a second IPv${fam} gateway_wildcard record in VSID ${r.vsid} (the first is lookup_records[${L(prev)}])`,
         );
         continue;
       }
@@ -250,18 +256,18 @@ export function collectInvariantErrors(p: PolicyRecords, opts: InvariantOptions 
       if (f.vsid !== r.vsid) {
         push(
           'NVGRE_ERR_DUPLICATE_MAC',
-          `lookup_records[${i}].mac`,
+          `lookup_records[${L(i)}].mac`,
           r.mac,
-          `is already used in VSID ${f.vsid} by lookup_records[${first}]; a MAC is unique within routing domain ${dom.rd}`,
+          `is already used in VSID ${f.vsid} by lookup_records[${L(first)}]; a MAC is unique within routing domain ${dom.rd}`,
         );
         continue;
       }
       if (f.provider_address !== r.provider_address) {
         push(
           'NVGRE_ERR_DUPLICATE_MAC',
-          `lookup_records[${i}].mac`,
+          `lookup_records[${L(i)}].mac`,
           r.mac,
-          `is already mapped to PA ${f.provider_address} by lookup_records[${first}]; records of one MAC must name the same PA, not ${r.provider_address}`,
+          `is already mapped to PA ${f.provider_address} by lookup_records[${L(first)}]; records of one MAC must name the same PA, not ${r.provider_address}`,
         );
         continue;
       }
@@ -270,11 +276,11 @@ export function collectInvariantErrors(p: PolicyRecords, opts: InvariantOptions 
       if (firstIsGateway !== (gatewayOf !== undefined)) {
         push(
           'NVGRE_ERR_DUPLICATE_MAC',
-          `lookup_records[${i}].mac`,
+          `lookup_records[${L(i)}].mac`,
           r.mac,
           firstIsGateway
-            ? `is the default-gateway MAC of VSID ${f.vsid} (lookup_records[${first}], ${f.customer_address}); a VM cannot use it`
-            : `is already the MAC of a VM (lookup_records[${first}], ${f.customer_address}); the default gateway ${r.customer_address} needs its own MAC`,
+            ? `is the default-gateway MAC of VSID ${f.vsid} (lookup_records[${L(first)}], ${f.customer_address}); a VM cannot use it`
+            : `is already the MAC of a VM (lookup_records[${L(first)}], ${f.customer_address}); the default gateway ${r.customer_address} needs its own MAC`,
         );
       }
       continue;
@@ -316,7 +322,7 @@ export function collectInvariantErrors(p: PolicyRecords, opts: InvariantOptions 
         'NVGRE_ERR_DUPLICATE_MAC',
         `vm_adapters[${i}].mac`,
         a.mac,
-        `is the default-gateway MAC of VSID ${g.vsid} (lookup_records[${gw}], ${g.customer_address}); a VM adapter cannot use it`,
+        `is the default-gateway MAC of VSID ${g.vsid} (lookup_records[${L(gw)}], ${g.customer_address}); a VM adapter cannot use it`,
       );
       continue;
     }
@@ -328,7 +334,7 @@ export function collectInvariantErrors(p: PolicyRecords, opts: InvariantOptions 
           'NVGRE_ERR_DUPLICATE_MAC',
           `vm_adapters[${i}].mac`,
           a.mac,
-          `is in VSID ${r.vsid} according to lookup_records[${rec}], but this adapter is in VSID ${a.vsid}`,
+          `is in VSID ${r.vsid} according to lookup_records[${L(rec)}], but this adapter is in VSID ${a.vsid}`,
         );
       }
     }

@@ -23,7 +23,8 @@
 // each was last seen, is kept by the store and saved with the policy.
 
 import { parseIp, parseMac } from '../config/index.js';
-import type { LookupRecord, Policy } from '../model/policy.js';
+import type { KeyedPolicy } from '../model/keyed.js';
+import type { LookupRecord } from '../model/policy.js';
 import type { RefusalReason } from '../api/events.js';
 import type { Logger } from './log.js';
 import type { PolicyStore } from './store.js';
@@ -92,20 +93,21 @@ export function candidateRecord(c: LearnedAddress): { record: LookupRecord } | {
 
 /**
  * Decide a batch of candidates against the running policy and the records
- * learned so far. Pure: the caller commits the upserts and keeps the clocks.
+ * learned so far (`perVsid`: how many per VSID, counted from `learned` if
+ * not given). Pure: the caller commits the upserts and keeps the clocks.
+ * Looks up only the candidates' keys: the policy is never scanned.
  */
 export function decideLearning(
-  policy: Policy,
+  policy: Pick<KeyedPolicy, 'byCa'>,
   learned: ReadonlyMap<string, LearnedEntry>,
   candidates: readonly LearnedAddress[],
   maxPerVsid: number,
+  learnedPerVsid?: ReadonlyMap<number, number>,
 ): LearningDecision {
   const out: LearningDecision = { upserts: [], refreshed: [], refused: [] };
   if (candidates.length === 0) return out;
-  const byKey = new Map<string, LookupRecord>();
-  for (const r of policy.lookup_records) if (hasCa(r)) byKey.set(learnedKey(r.vsid, r.customer_address), r);
-  const perVsid = new Map<number, number>();
-  for (const e of learned.values()) perVsid.set(e.vsid, (perVsid.get(e.vsid) ?? 0) + 1);
+  const perVsid = new Map(learnedPerVsid);
+  if (!learnedPerVsid) for (const e of learned.values()) perVsid.set(e.vsid, (perVsid.get(e.vsid) ?? 0) + 1);
   /** key → index in out.upserts (a key reported twice in one batch: the later report wins). */
   const pending = new Map<string, number>();
   const refreshed = new Set<string>();
@@ -125,7 +127,8 @@ export function decideLearning(
       if (!same(u.record)) u.record = { ...u.record, mac: rec.mac, provider_address: rec.provider_address };
       continue;
     }
-    const existing = byKey.get(key);
+    const found = policy.byCa(rec.vsid, rec.customer_address);
+    const existing = found && hasCa(found) ? found : undefined;
     if (existing && existing.type !== 'dynamic') {
       // A static record wins. The same mapping is simply nothing to learn.
       if (!same(existing)) out.refused.push({ record: rec, reason: 'static_conflict', existing });

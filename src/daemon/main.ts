@@ -20,7 +20,7 @@ import { isLogLevel, LOG_LEVELS, Logs, type Logger } from './log.js';
 import { logPacketEvents } from './events.js';
 import { Learning } from './learning.js';
 import { StateFile, type LearnedState, type SavedState } from './state.js';
-import { diff, keepLearned, learnedEntries, learnedStates, PolicyStore } from './store.js';
+import { countChanges, documentChanges, keepLearned, learnedEntries, learnedStates, PolicyStore } from './store.js';
 import { supervise } from './supervisor.js';
 import { Etcd } from '../fleet/etcd.js';
 import { FleetSource } from '../fleet/source.js';
@@ -153,7 +153,7 @@ function initialPolicy(configPath: string, config: LoadedConfig, state: StateFil
   }
   const next = keepLearned(policy, learnedEntries(saved.learned, Date.now()), file, learnLog, 'start');
   log.info(
-    { ...where, replaced: diff(policy, next.doc) },
+    { ...where, replaced: countChanges(documentChanges(policy, next.doc)) },
     'running the config file: it changed since the saved running policy grew from it (the saved runtime changes are replaced, as by nvgrectl reload)',
   );
   return { policy: next.doc, owned: saved.owned, learned: learnedStates(next.learned) };

@@ -1,16 +1,30 @@
 // The running policy on disk, in `state_dir`, so runtime changes survive a
-// restart. Written whole and atomically: a temporary file in the same
-// directory, fsync, rename over the old one, fsync the directory. A crash at
-// any point leaves the old file or the new one, never a mix. A saved state
-// that cannot be used is renamed aside, never deleted: it is evidence.
+// restart: a whole state (policy.json) and the changes made since, one line
+// each in a journal (policy.journal), each fdatasync'ed before the change is
+// acknowledged. A small policy (policy.json under WHOLE_BELOW bytes) is
+// written whole on every change; a big one only once its journal is as big
+// as it. The whole state is written atomically: a temporary file in the same
+// directory, fsync, rename over the old one, fsync the directory; it names
+// its journal (a fresh name each time), so the journal of an older whole
+// state is never replayed. A crash leaves the old whole state or the new one,
+// and the journal's lines up to the last one written whole: a last line cut
+// short is ignored. A saved state that cannot be used (a damaged line before
+// the last included) is renamed aside, journal and all, never deleted: it is
+// evidence.
 
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { validateProviderAddress, validateProviderRoute } from '../config/index.js';
 import { configError, nvgreError, type FieldError } from '../errors.js';
+import type { PolicyChange } from '../model/change.js';
+import { KeyedPolicy } from '../model/keyed.js';
+import type { Policy } from '../model/policy.js';
 import type { OwnedKernelObjects } from './host.js';
 
 const FORMAT = 'nvgred-state/1';
+/** Below this size policy.json is written whole on every change (as before the journal). */
+export const WHOLE_BELOW = 256 * 1024;
 
 /**
  * A lookup record this host learned (packet flow 4), by its key, with what
@@ -39,6 +53,23 @@ interface StateDocument {
    * last start that ran the file, or of the last reload. Absent in states
    * saved before nvgred recorded it.
    */
+  config_sha256?: string;
+  /** The name of the journal whose lines continue this state (absent: none). */
+  journal?: string;
+}
+
+/** One line of the journal: one applied change and what else moved with it. */
+export interface JournalEntry {
+  /** The journal's name (its whole state's `journal`). */
+  journal?: string;
+  /** The records put and deleted, in order. */
+  changes: Array<{ op: 'put' | 'delete'; section: PolicyChange['section']; record: unknown }>;
+  /** The settings (every section but the record lists), when they changed (a reload). */
+  settings?: Record<string, unknown>;
+  owned?: OwnedKernelObjects;
+  /** The whole learned set, when it changed. */
+  learned?: LearnedState[];
+  /** The config file's digest, when it changed (a reload). */
   config_sha256?: string;
 }
 
@@ -73,7 +104,11 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o64
     rmSync(tmp, { force: true });
     throw err;
   }
-  const dir = openSync(dirname(path), 'r');
+  syncDir(dirname(path));
+}
+
+function syncDir(path: string): void {
+  const dir = openSync(path, 'r');
   try {
     fsyncSync(dir);
   } finally {
@@ -83,9 +118,15 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o64
 
 export class StateFile {
   readonly path: string;
+  readonly journalPath: string;
+  /** The journal the whole state on disk names (undefined: none yet, write whole). */
+  private journalName: string | undefined;
+  private wholeBytes = 0;
+  private journalBytes = 0;
 
   constructor(readonly dir: string) {
     this.path = join(dir, 'policy.json');
+    this.journalPath = join(dir, 'policy.journal');
   }
 
   /**
@@ -114,6 +155,10 @@ export class StateFile {
     }
     const bad = shapeProblem(doc);
     if (bad) throw nvgreError('NVGRE_ERR_IO', `the saved policy ${this.path} is damaged: ${bad}`);
+    this.wholeBytes = Buffer.byteLength(text);
+    this.journalName = doc.journal;
+    this.journalBytes = 0;
+    if (doc.journal !== undefined) this.replay(doc);
     // What this daemon placed is removed from the kernel once the policy no longer names it: only well-formed entries.
     const owned = doc.owned ?? { provider_addresses: [], provider_routes: [] };
     const errors: FieldError[] = [];
@@ -132,8 +177,56 @@ export class StateFile {
     };
   }
 
+  /** Bring `doc` up to date with the lines of its journal (a last line cut short by a crash is ignored). */
+  private replay(doc: StateDocument): void {
+    let text: string;
+    try {
+      text = readFileSync(this.journalPath, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw nvgreError('NVGRE_ERR_IO', `cannot read the journal ${this.journalPath}: ${(err as Error).message}`);
+    }
+    // Whole lines end with a newline: what follows the last one was cut short by a crash.
+    const end = text.lastIndexOf('\n') + 1;
+    if (end < text.length) {
+      try {
+        truncateSync(this.journalPath, Buffer.byteLength(text.slice(0, end)));
+      } catch {
+        // A read-only state_dir takes no changes either: nothing will be appended to the cut line.
+      }
+    }
+    const lines = text.slice(0, end).split('\n').slice(0, -1);
+    let keyed: KeyedPolicy | undefined;
+    for (let i = 0; i < lines.length; i++) {
+      let e: JournalEntry;
+      try {
+        e = JSON.parse(lines[i]!) as JournalEntry;
+        const bad = entryProblem(e);
+        if (bad) throw new Error(bad);
+      } catch (err) {
+        throw nvgreError('NVGRE_ERR_IO', `the journal ${this.journalPath} is damaged at line ${i + 1}: ${(err as Error).message}`);
+      }
+      if (e.journal !== doc.journal) continue; // an older whole state's line, left by a crash: not this state's
+      try {
+        keyed ??= new KeyedPolicy(doc.policy as Policy);
+        keyed.apply(e.changes as PolicyChange[]);
+        keyed.settle();
+      } catch (err) {
+        throw nvgreError('NVGRE_ERR_IO', `the saved policy ${this.path} with its journal's line ${i + 1} is damaged: ${(err as Error).message}`);
+      }
+      if (e.settings) keyed.setSettings(e.settings as unknown as Policy);
+      if (e.owned) doc.owned = e.owned;
+      if (e.learned) doc.learned = e.learned;
+      if (e.config_sha256 !== undefined) doc.config_sha256 = e.config_sha256;
+    }
+    if (keyed) doc.policy = keyed.policy;
+    this.journalBytes = Buffer.byteLength(text.slice(0, end));
+  }
+
+  /** Write the whole state, with a fresh journal. */
   save(s: SavedState): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o750 });
+    const journal = randomBytes(8).toString('hex');
     const doc: StateDocument = {
       format: FORMAT,
       saved_at: new Date().toISOString(),
@@ -141,8 +234,45 @@ export class StateFile {
       owned: s.owned,
       learned: s.learned,
       ...(s.configSha256 !== undefined ? { config_sha256: s.configSha256 } : {}),
+      journal,
     };
-    writeFileAtomic(this.path, JSON.stringify(doc));
+    const text = JSON.stringify(doc);
+    writeFileAtomic(this.path, text);
+    this.wholeBytes = Buffer.byteLength(text);
+    this.journalName = journal;
+    this.journalBytes = 0;
+    // The old journal's lines name the old state: harmless, but its space is reclaimed.
+    if (existsSync(this.journalPath)) writeFileAtomic(this.journalPath, '');
+  }
+
+  /**
+   * Persist one change: a line in the journal, or the whole state (`whole`)
+   * when the policy is small, the journal as big as the whole state, or
+   * there is no whole state yet to continue.
+   */
+  record(entry: JournalEntry, whole: () => SavedState): void {
+    if (this.journalName === undefined || this.wholeBytes < WHOLE_BELOW || this.journalBytes >= this.wholeBytes) {
+      this.save(whole());
+      return;
+    }
+    const line = Buffer.from(JSON.stringify({ journal: this.journalName, ...entry }) + '\n');
+    const fd = openSync(this.journalPath, 'a', 0o640);
+    try {
+      for (let off = 0; off < line.length; ) off += writeSync(fd, line, off);
+      fdatasyncSync(fd);
+    } catch (err) {
+      // Not acknowledged: the line must not stay, half or whole, for the next one to follow.
+      try {
+        truncateSync(this.journalPath, this.journalBytes);
+      } catch {
+        // The next load ignores a last line cut short; a whole one is a change that was refused (a crash's worth).
+      }
+      throw err;
+    } finally {
+      closeSync(fd);
+    }
+    if (this.journalBytes === 0) syncDir(this.dir); // the journal may be new: its name must last too
+    this.journalBytes += line.length;
   }
 
   /**
@@ -150,8 +280,11 @@ export class StateFile {
    * operator to look at; the next save starts afresh). Returns the new path.
    */
   setAside(now = new Date()): string {
-    const to = `${this.path}.bad-${now.toISOString().replace(/:/g, '-')}`;
+    const suffix = `.bad-${now.toISOString().replace(/:/g, '-')}`;
+    const to = `${this.path}${suffix}`;
     renameSync(this.path, to);
+    if (existsSync(this.journalPath)) renameSync(this.journalPath, `${this.journalPath}${suffix}`);
+    this.journalName = undefined;
     return to;
   }
 
@@ -185,5 +318,18 @@ function shapeProblem(doc: StateDocument): string | undefined {
   if (doc.config_sha256 !== undefined && !(typeof doc.config_sha256 === 'string' && /^[0-9a-f]{64}$/.test(doc.config_sha256))) {
     return `config_sha256 ${JSON.stringify(doc.config_sha256)} is not a SHA-256 in hex`;
   }
+  if (doc.journal !== undefined && typeof doc.journal !== 'string') return 'journal is not a name';
   return undefined;
+}
+
+/** What is wrong with the shape of a journal line (its records are validated with the policy they make). */
+function entryProblem(e: JournalEntry): string | undefined {
+  if (typeof e !== 'object' || e === null || !Array.isArray(e.changes)) return 'not { changes: [...] }';
+  const sections = new Set(['provider_addresses', 'provider_routes', 'customer_routes', 'lookup_records', 'vm_adapters']);
+  for (const c of e.changes) {
+    if (typeof c !== 'object' || c === null || (c.op !== 'put' && c.op !== 'delete') || !sections.has(c.section) || typeof c.record !== 'object' || c.record === null) {
+      return `a change is not { op: put|delete, section, record }: ${JSON.stringify(c).slice(0, 200)}`;
+    }
+  }
+  return shapeProblem({ format: FORMAT, saved_at: '', policy: {}, owned: e.owned, learned: e.learned, config_sha256: e.config_sha256 });
 }

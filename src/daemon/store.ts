@@ -1,17 +1,20 @@
-// The running policy and every way it changes: one record (API, CLI), a whole
-// document (bulk apply, reload). Each change is validated against the whole
-// resulting policy, applied to the dataplane as one snapshot, written to the
+// The running policy and every way it changes: one record (API, CLI), a
+// batch (learning, expiry, the fleet's watcher), a whole document (bulk
+// apply, reload: validated whole, then turned into the changes it makes).
+// All of them are PolicyChanges through one path (applyChanges): applied to
+// the keyed policy in place, checked where they can matter (with the whole
+// document's rules and messages), applied to the dataplane, written to the
 // state file, and only then acknowledged. A change that fails at any step
 // leaves the running policy, the dataplane and the state as they were.
 
 import type { DeleteCause, EventBus, NewEvent, RefusalReason } from '../api/events.js';
 import { checkPolicy, readConfigFile, validatePolicy } from '../config/index.js';
-import { nvgreError, type FieldError } from '../errors.js';
+import { configError, nvgreError, type FieldError } from '../errors.js';
 import type { PolicyChange } from '../model/change.js';
+import { KeyedPolicy, identityOf, policySettings, sameRecord, type Applied } from '../model/keyed.js';
 import type { LookupRecord, Policy } from '../model/policy.js';
 import {
   RESOURCES,
-  resourceBySection,
   matchesFilter,
   matchesKey,
   type AnyRecord,
@@ -22,7 +25,7 @@ import {
 import type { HostDataplane } from './host.js';
 import { decideLearning, learnedKey, type LearnedAddress, type LearnedEntry, type Refusal } from './learning.js';
 import type { Logger } from './log.js';
-import type { LearnedState, StateFile } from './state.js';
+import type { JournalEntry, LearnedState, SavedState, StateFile } from './state.js';
 
 /** Settings read once at start; a changed value waits for a restart. */
 export const RESTART_SETTINGS = ['api.socket', 'metrics.listen', 'metrics.per_vsid', 'metrics.per_vsid_max', 'state_dir'] as const;
@@ -58,10 +61,10 @@ function setting(p: Policy, name: (typeof RESTART_SETTINGS)[number]): unknown {
   }
 }
 
-const idOf = (res: Resource, r: AnyRecord) => res.identity(r).join('\u0000');
-
 /** What a commit is: an operator's change (how it reached the daemon), or learning's own. */
 export type Cause = DeleteCause | 'learning' | 'expiry';
+
+const LOOKUP = RESOURCES.find((r) => r.section === 'lookup_records')!;
 
 /** Learning's counters (nvgre_learned_total, nvgre_learning_refused_total, nvgre_learned_expired_total). */
 export interface LearningStats {
@@ -100,6 +103,15 @@ interface CommitOptions {
   quiet?: ReadonlySet<string>;
   /** SHA-256 of the config file the next policy grew from (a reload); default: unchanged. */
   origin?: string;
+  /** The whole next policy, validated (a document's changes): its settings and its order are taken too. */
+  document?: Policy;
+}
+
+/** What applyChanges did. */
+export interface ChangeResult {
+  /** The changes as applied (`previous` as found; no-ops left out). */
+  changes: PolicyChange[];
+  counts: Record<Section, Counts>;
 }
 
 const hasCa = (r: LookupRecord) => r.type === 'static' || r.type === 'dynamic';
@@ -107,15 +119,19 @@ const sameMapping = (a: { mac: string; provider_address: string }, b: { mac: str
   a.mac === b.mac && a.provider_address === b.provider_address;
 /** Refused addresses are logged at most this often per VSID and reason (each is counted and announced). */
 const REFUSAL_LOG_MS = 60_000;
+/** The settings as text (they change rarely: compared whole). */
+const settingsOf = (p: Policy): string => JSON.stringify(policySettings(p));
 
 export class PolicyStore {
-  private running: Policy;
+  private keyed: KeyedPolicy;
   private queue: Promise<unknown> = Promise.resolve();
   /** Increases with every applied change. */
   generation = 0;
   lastReload: ReloadStatus;
   /** The dynamic records of the running policy that this host learned, by (vsid, CA). */
   private learned = new Map<string, LearnedEntry>();
+  /** Learned records per VSID (learning.max_per_vsid). */
+  private learnedPerVsid = new Map<number, number>();
   /** Last-seen times moved since the state file was last written. */
   private clocksDirty = false;
   readonly learningStats: LearningStats = { learned_total: 0, expired_total: 0, refused: { limit: 0, static_conflict: 0, invalid: 0 } };
@@ -139,18 +155,18 @@ export class PolicyStore {
     private readonly reloadHooks: { start(): void; end(): void } = { start() {}, end() {} },
     opts: StoreOptions = {},
   ) {
-    this.running = host.policy;
+    this.keyed = new KeyedPolicy(host.policy);
     this.events = opts.events;
     this.now = opts.now ?? Date.now;
     this.learnLog = opts.learningLog ?? log;
     this.origin = opts.configSha256;
     const now = new Date();
     this.lastReload = { successful: true, timestamp: now, error: null, lastSuccess: now };
-    this.learned = this.restoreLearned(opts.learned ?? []);
+    this.setLearned(this.restoreLearned(opts.learned ?? []));
   }
 
   get policy(): Policy {
-    return this.running;
+    return this.keyed.policy;
   }
 
   /**
@@ -171,7 +187,7 @@ export class PolicyStore {
   learnedRecords(): Array<{ record: LookupRecord; last_seen: Date }> {
     if (!this.learned.size) return [];
     const out: Array<{ record: LookupRecord; last_seen: Date }> = [];
-    for (const r of this.running.lookup_records) {
+    for (const r of this.policy.lookup_records) {
       const e = r.type === 'dynamic' ? this.learned.get(learnedKey(r.vsid, r.customer_address)) : undefined;
       if (e) out.push({ record: r, last_seen: new Date(e.lastSeen) });
     }
@@ -180,15 +196,33 @@ export class PolicyStore {
 
   /** The saved learned records that the (restored) running policy still holds as learned. */
   private restoreLearned(saved: readonly LearnedState[]): Map<string, LearnedEntry> {
-    if (!saved.length) return new Map();
-    return this.reconcile(this.running, learnedEntries(saved, this.now())).kept;
+    const kept = new Map<string, LearnedEntry>();
+    for (const [k, e] of learnedEntries(saved, this.now())) if (this.stillLearned(e)) kept.set(k, e);
+    return kept;
   }
 
-  /** Write the state file: `policy` with the learned set `learned`, grown from the config file `origin`. */
-  private save(policy: Policy, learned: ReadonlyMap<string, LearnedEntry>, origin = this.origin): void {
+  private setLearned(m: Map<string, LearnedEntry>): void {
+    this.learned = m;
+    this.learnedPerVsid = new Map();
+    for (const e of m.values()) this.learnedPerVsid.set(e.vsid, (this.learnedPerVsid.get(e.vsid) ?? 0) + 1);
+  }
+
+  /** Is `e` still what the running policy holds at its key (a dynamic record with its MAC and PA)? */
+  private stillLearned(e: LearnedEntry): boolean {
+    const r = this.keyed.byCa(e.vsid, e.customer_address);
+    return r !== undefined && r.type === 'dynamic' && sameMapping(r, e);
+  }
+
+  /**
+   * Persist the running policy with the learned set `learned`, grown from
+   * the config file `origin`: as one journal line (`entry`), or whole.
+   */
+  private save(learned: ReadonlyMap<string, LearnedEntry>, origin = this.origin, entry?: JournalEntry): void {
     if (!this.state) return;
+    const whole = (): SavedState => ({ policy: this.policy, owned: this.host.ownedKernelObjects(), learned: learnedStates(learned), configSha256: origin });
     try {
-      this.state.save({ policy, owned: this.host.ownedKernelObjects(), learned: learnedStates(learned), configSha256: origin });
+      if (entry) this.state.record(entry, whole);
+      else this.state.save(whole());
     } catch (err) {
       this.saveError = `cannot save the policy to ${this.state.path}: ${(err as Error).message}`;
       throw err;
@@ -197,29 +231,36 @@ export class PolicyStore {
   }
 
   /**
-   * The learned entries that `next` still holds as learned: a dynamic record
-   * at the same key with the same MAC and PA (an operator who rewrites the
-   * record takes it over). `lost`: entries of the current set whose mapping
-   * is gone from `next` altogether (deleted, or replaced by another).
+   * The learned set after `applied` (already in the keyed policy):
+   * `candidates` less the entries whose key the changes left without their
+   * dynamic record (an operator who rewrites the record takes it over).
+   * `lost`: entries of the current set whose mapping is gone altogether
+   * (deleted, or replaced by another), with the record as it was.
    */
   private reconcile(
-    next: Policy,
+    applied: readonly PolicyChange[],
     candidates: ReadonlyMap<string, LearnedEntry>,
     quiet: ReadonlySet<string> = new Set(),
-  ): { kept: Map<string, LearnedEntry>; lost: LearnedEntry[] } {
-    const kept = new Map<string, LearnedEntry>();
-    if (!candidates.size && !this.learned.size) return { kept, lost: [] };
-    const byKey = new Map<string, LookupRecord>();
-    for (const r of next.lookup_records) if (hasCa(r)) byKey.set(learnedKey(r.vsid, r.customer_address), r);
-    for (const [k, e] of candidates) {
-      const r = byKey.get(k);
-      if (r && r.type === 'dynamic' && sameMapping(r, e)) kept.set(k, e);
-    }
-    const lost: LearnedEntry[] = [];
-    for (const [k, e] of this.learned) {
-      if (kept.has(k) || quiet.has(k)) continue;
-      const r = byKey.get(k);
-      if (!r || !sameMapping(r, e)) lost.push(e);
+  ): { kept: Map<string, LearnedEntry>; lost: Array<{ entry: LearnedEntry; record: LookupRecord }> } {
+    const kept = new Map(candidates);
+    const lost: Array<{ entry: LearnedEntry; record: LookupRecord }> = [];
+    if (!kept.size && !this.learned.size) return { kept, lost };
+    const seen = new Set<string>();
+    for (const c of applied) {
+      if (c.section !== 'lookup_records') continue;
+      // The first change at a key holds the record as it was before them all.
+      const old = (c.op === 'delete' ? c.record : c.previous) as LookupRecord | undefined;
+      const r = c.record as LookupRecord;
+      if (!hasCa(r)) continue;
+      const k = learnedKey(r.vsid, r.customer_address);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      const e = kept.get(k);
+      if (e && !this.stillLearned(e)) kept.delete(k);
+      const mine = this.learned.get(k);
+      if (!mine || kept.has(k) || quiet.has(k) || !old || old.type !== 'dynamic') continue;
+      const now = this.keyed.byCa(mine.vsid, mine.customer_address);
+      if (!now || !sameMapping(now, mine)) lost.push({ entry: mine, record: old });
     }
     return { kept, lost };
   }
@@ -236,62 +277,129 @@ export class PolicyStore {
   }
 
   /**
-   * Validate the whole next policy, apply it, persist it (with the learned
-   * records it still holds); or change nothing. `learnedNext` replaces the
-   * learned set (learning, expiry, reload); otherwise the current set is
-   * kept as far as `next` still holds it. Learned records whose mapping the
-   * change removes are announced as `deleted` (not those in `quiet`).
+   * Apply `changes` as one transaction: all of them, or none (refused with
+   * the whole document's errors, NVGRE_ERR_CONFIG, as the API's bulk apply
+   * would be; a delete of a record not held: NVGRE_ERR_NOT_FOUND). The one
+   * mutation path of the policy: the API's record
+   * operations, learning, expiry, a document's changes, and the fleet's
+   * watcher (`cause` 'fleet').
    */
-  private commit(nextDoc: unknown, cause: Cause = 'api', o: CommitOptions = {}): Policy {
-    const next = validatePolicy(nextDoc);
-    const prev = this.running;
-    const { kept, lost } = this.reconcile(next, o.learned ?? this.learned, o.quiet);
+  applyChanges(changes: readonly PolicyChange[], cause: Cause): Promise<ChangeResult> {
+    return this.exclusive(() => {
+      // Each record in its normal form, valid on its own (refused as the API refuses a body);
+      // a delete names a record held (or put earlier in the batch).
+      const put = new Set<string>();
+      const normal = changes.map((c): PolicyChange => {
+        const res = RESOURCES.find((r) => r.section === c.section);
+        if (!res) throw nvgreError('NVGRE_ERR_BAD_REQUEST', `a change names no section of records: ${JSON.stringify(c.section)}`);
+        const record = res.validate(c.record, res.singular);
+        const id = `${res.section}\u0000${identityOf(res, record)}`;
+        if (c.op === 'put') put.add(id);
+        else if (!put.has(id) && !this.keyed.current(res.section, record)) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no ${res.noun} ${res.identity(record).join(' ')}`);
+        return { ...c, record } as PolicyChange;
+      });
+      const applied = this.commit(normal, cause);
+      return { changes: applied, counts: countChanges(applied) };
+    });
+  }
+
+  /**
+   * Apply `changes` to the keyed policy, check them (a document: validated
+   * already), apply the result to the dataplane, persist it (with the
+   * learned records it still holds); or change nothing. `o.learned`
+   * replaces the learned set (learning, expiry, reload); otherwise the
+   * current set is kept as far as the policy still holds it. Learned records
+   * whose mapping the change removes are announced as `deleted` (not those
+   * in `o.quiet`). Returns the changes as applied.
+   */
+  private commit(changes: readonly PolicyChange[], cause: Cause, o: CommitOptions = {}): PolicyChange[] {
+    const prevKeyed = this.keyed;
+    const prevPolicy = prevKeyed.policy;
+    const doc = o.document;
+    const settingsChanged = doc !== undefined && settingsOf(doc) !== settingsOf(prevPolicy);
+    let applied: Applied = this.keyed.apply(changes);
+    if (doc) {
+      if (settingsChanged) this.keyed.setSettings(doc);
+      if (!sameOrder(this.keyed.policy, doc)) {
+        // The document orders its records otherwise: it becomes the running policy as it is.
+        applied.undo();
+        const changed = applied.changes;
+        this.keyed = new KeyedPolicy(doc);
+        applied = { changes: changed, undo: () => (this.keyed = prevKeyed) };
+      }
+    } else {
+      const errors = this.keyed.check(applied);
+      if (errors.length) {
+        applied.undo();
+        throw configError(errors);
+      }
+    }
+    const undo = () => {
+      applied.undo();
+      if (settingsChanged) this.keyed.setSettings(prevPolicy);
+    };
+    const { kept, lost } = this.reconcile(applied.changes, o.learned ?? this.learned, o.quiet);
     const origin = o.origin ?? this.origin;
-    const samePolicy = JSON.stringify(next) === JSON.stringify(prev);
+    const rebuilt = this.keyed !== prevKeyed;
+    const samePolicy = !applied.changes.length && !settingsChanged && !rebuilt;
     const sameLearned = kept.size === this.learned.size && [...kept].every(([k, e]) => this.learned.get(k) === e);
-    if (samePolicy && sameLearned && origin === this.origin) return prev; // nothing to do, nothing to count
-    if (!samePolicy) this.host.apply(next);
+    if (samePolicy && sameLearned && origin === this.origin) return []; // nothing to do, nothing to count
+    if (!samePolicy) {
+      try {
+        // The packet core takes the changes as a delta; a rebuilt policy (a reordering document) goes whole.
+        this.host.apply(this.keyed.policy, rebuilt ? undefined : applied.changes);
+      } catch (err) {
+        undo();
+        throw err;
+      }
+    }
+    const entry: JournalEntry = {
+      changes: applied.changes.map(({ op, section, record }) => ({ op, section, record })),
+      ...(settingsChanged ? { settings: policySettings(this.policy) as unknown as Record<string, unknown> } : {}),
+      ...(applied.changes.some((c) => c.section === 'provider_addresses' || c.section === 'provider_routes') ? { owned: this.host.ownedKernelObjects() } : {}),
+      ...(sameLearned ? {} : { learned: learnedStates(kept) }),
+      ...(origin !== this.origin && origin !== undefined ? { config_sha256: origin } : {}),
+    };
     try {
-      this.save(next, kept, origin);
+      // A document that orders its records otherwise is written whole.
+      this.save(kept, origin, rebuilt ? undefined : entry);
     } catch (err) {
-      if (!samePolicy) this.host.apply(prev);
+      undo();
+      if (!samePolicy) this.host.apply(prevPolicy);
       throw nvgreError('NVGRE_ERR_IO', `${this.saveError}; the change was not applied`);
     }
-    this.running = next;
-    this.learned = kept;
+    this.keyed.settle();
+    this.setLearned(kept);
     this.origin = origin;
     this.clocksDirty = false;
     if (!samePolicy) this.generation++;
-    if (lost.length) this.announceLost(prev, lost, cause);
-    return next;
-  }
-
-  private announceLost(prev: Policy, lost: LearnedEntry[], cause: Cause): void {
-    const keys = new Map(lost.map((e) => [learnedKey(e.vsid, e.customer_address), e]));
-    for (const r of prev.lookup_records) {
-      const e = r.type === 'dynamic' ? keys.get(learnedKey(r.vsid, r.customer_address)) : undefined;
-      if (!e) continue;
+    for (const { record: r } of lost) {
       const why = cause === 'learning' || cause === 'expiry' ? 'api' : cause;
       this.learnLog.info({ lookup_record: [r.vsid, r.customer_address], mac: r.mac, pa: r.provider_address, cause: why }, 'learned lookup record deleted');
       this.emit({ event: 'deleted', record: r, cause: why });
     }
+    return applied.changes;
   }
 
-  private records(res: Resource): AnyRecord[] {
-    return this.running[res.section] as AnyRecord[];
-  }
-
-  private withSection(res: Resource, records: AnyRecord[]): Policy {
-    return { ...this.running, [res.section]: records };
+  /** The records of `res` whose (possibly partial) key is `key`. */
+  private matching(res: Resource, key: string[]): AnyRecord[] {
+    // A key naming the whole identity finds its record directly; a partial one (l2only records without their MAC) is looked for.
+    const probe = Object.fromEntries(res.key.map((k, i) => [k, key[i]])) as unknown as AnyRecord;
+    const identity = res.identity(probe);
+    if (identity.every((v) => v !== '')) {
+      const r = this.keyed.get(res.section, identity);
+      return r && matchesKey(res, r, key) ? [r] : [];
+    }
+    return (this.policy[res.section] as AnyRecord[]).filter((r) => matchesKey(res, r, key));
   }
 
   list(res: Resource, filter: Filter): AnyRecord[] {
-    return this.records(res).filter((r) => matchesFilter(r, filter));
+    return (this.policy[res.section] as AnyRecord[]).filter((r) => matchesFilter(r, filter));
   }
 
   /** The one record with this key (404 if none, 409 if the key is ambiguous). */
   get(res: Resource, key: string[]): AnyRecord {
-    const found = this.records(res).filter((r) => matchesKey(res, r, key));
+    const found = this.matching(res, key);
     if (found.length === 0) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no ${res.noun} ${key.join(' ')}`);
     if (found.length > 1) {
       throw nvgreError('NVGRE_ERR_CONFLICT', `${found.length} ${res.noun}s match ${key.join(' ')}: give the ${res.key.slice(key.length).join(' and ')} too`);
@@ -302,11 +410,10 @@ export class PolicyStore {
   create(res: Resource, body: unknown): Promise<AnyRecord> {
     return this.exclusive(() => {
       const rec = res.validate(body, res.singular);
-      const id = idOf(res, rec);
-      if (this.records(res).some((r) => idOf(res, r) === id)) {
+      if (this.keyed.current(res.section, rec)) {
         throw nvgreError('NVGRE_ERR_EXISTS', `${res.noun} ${res.identity(rec).join(' ')} exists (replace it, or change it)`);
       }
-      this.commit(this.withSection(res, [...this.records(res), rec]));
+      this.commit([{ op: 'put', section: res.section, record: rec }], 'api');
       this.log.info({ [res.section]: res.identity(rec) }, `${res.noun} added`);
       return rec;
     });
@@ -319,13 +426,10 @@ export class PolicyStore {
       if (!matchesKey(res, rec, key)) {
         throw nvgreError('NVGRE_ERR_BAD_REQUEST', `the body's key ${res.identity(rec).join(' ')} is not the path's ${key.join(' ')}`);
       }
-      const id = idOf(res, rec);
-      const cur = this.records(res);
-      const i = cur.findIndex((r) => idOf(res, r) === id);
-      const next = i < 0 ? [...cur, rec] : cur.map((r, j) => (j === i ? rec : r));
-      this.commit(this.withSection(res, next));
-      this.log.info({ [res.section]: res.identity(rec) }, `${res.noun} ${i < 0 ? 'added' : 'replaced'}`);
-      return { record: rec, created: i < 0 };
+      const created = !this.keyed.current(res.section, rec);
+      this.commit([{ op: 'put', section: res.section, record: rec }], 'api');
+      this.log.info({ [res.section]: res.identity(rec) }, `${res.noun} ${created ? 'added' : 'replaced'}`);
+      return { record: rec, created };
     });
   }
 
@@ -341,7 +445,15 @@ export class PolicyStore {
       }
       const old = this.get(res, key);
       const rec = res.validate({ ...old, ...patch }, res.singular);
-      this.commit(this.withSection(res, this.records(res).map((r) => (r === old ? rec : r))));
+      // A change of identity (an l2only record's MAC) is a delete and an add: the record moves to the end.
+      const changes: PolicyChange[] =
+        identityOf(res, rec) === identityOf(res, old)
+          ? [{ op: 'put', section: res.section, record: rec, previous: old }]
+          : [
+              { op: 'delete', section: res.section, record: old },
+              { op: 'put', section: res.section, record: rec },
+            ];
+      this.commit(changes, 'api');
       this.log.info({ [res.section]: res.identity(rec) }, `${res.noun} changed`);
       return rec;
     });
@@ -350,7 +462,7 @@ export class PolicyStore {
   remove(res: Resource, key: string[]): Promise<AnyRecord> {
     return this.exclusive(() => {
       const old = this.get(res, key);
-      this.commit(this.withSection(res, this.records(res).filter((r) => r !== old)));
+      this.commit([{ op: 'delete', section: res.section, record: old }], 'api');
       this.log.info({ [res.section]: res.identity(old) }, `${res.noun} deleted`);
       return old;
     });
@@ -359,22 +471,21 @@ export class PolicyStore {
   /** Delete every record matching `filter`; returns how many. */
   flush(res: Resource, filter: Filter): Promise<number> {
     return this.exclusive(() => {
-      const keep = this.records(res).filter((r) => !matchesFilter(r, filter));
-      const n = this.records(res).length - keep.length;
-      if (n > 0) this.commit(this.withSection(res, keep));
-      this.log.info({ section: res.section, deleted: n }, `${res.noun}s flushed`);
-      return n;
+      const gone = this.list(res, filter);
+      if (gone.length) this.commit(gone.map((record) => ({ op: 'delete', section: res.section, record })), 'api');
+      this.log.info({ section: res.section, deleted: gone.length }, `${res.noun}s flushed`);
+      return gone.length;
     });
   }
 
-  /**
-   * Apply `changes` as ONE commit, all or nothing: each put adds its record
-   * or replaces the one of the same identity, each delete removes the record
-   * of its record's identity (NVGRE_ERR_NOT_FOUND if there is none). The
-   * whole result is validated like any change.
-   */
-  applyChanges(changes: readonly PolicyChange[], cause: Cause): Promise<Policy> {
-    return this.exclusive(() => this.commit(withChanges(this.running, changes), cause));
+  /** What applying `changes` would make wrong with the running policy, as the whole-document check says it (nothing changes). */
+  problemsWith(changes: readonly PolicyChange[]): FieldError[] {
+    const applied = this.keyed.apply(changes);
+    try {
+      return this.keyed.check(applied);
+    } finally {
+      applied.undo();
+    }
   }
 
   /**
@@ -383,7 +494,7 @@ export class PolicyStore {
    * learned).
    */
   applyDocument(doc: unknown): Promise<ApplyResult> {
-    return this.exclusive(() => this.applyNow(doc, 'policy'));
+    return this.exclusive(() => this.applyNow(validatePolicy(doc), 'policy'));
   }
 
   // ---------------------------------------------------------------- learning
@@ -396,7 +507,7 @@ export class PolicyStore {
    */
   learn(batch: readonly LearnedAddress[], now = this.now()): Promise<LearnOutcome> {
     return this.exclusive(() => {
-      const d = decideLearning(this.running, this.learned, batch, this.running.learning.max_per_vsid);
+      const d = decideLearning(this.keyed, this.learned, batch, this.policy.learning.max_per_vsid, this.learnedPerVsid);
       const refused = [...d.refused];
       for (const k of d.refreshed) {
         const e = this.learned.get(k);
@@ -405,7 +516,14 @@ export class PolicyStore {
           this.clocksDirty = true;
         }
       }
-      let upserts = d.upserts;
+      // Each record valid on its own first (what the core reports is not trusted).
+      const invalid = new Map<(typeof d.upserts)[number], string>();
+      for (const u of d.upserts) {
+        const errors: FieldError[] = [];
+        LOOKUP.validate(u.record, LOOKUP.singular, errors);
+        if (errors.length) invalid.set(u, summary(errors));
+      }
+      let upserts = d.upserts.filter((u) => !invalid.has(u));
       const learnedWith = (some: typeof upserts) => {
         const m = new Map(this.learned);
         for (const { record: r } of some) {
@@ -413,17 +531,24 @@ export class PolicyStore {
         }
         return m;
       };
+      const changesOf = (some: readonly { record: LookupRecord; previous?: LookupRecord }[]): PolicyChange[] =>
+        some.map((u) => ({ op: 'put', section: 'lookup_records', record: u.record, ...(u.previous ? { previous: u.previous } : {}) }));
       if (upserts.length) {
         try {
-          // The common case: the whole batch fits (validated once, by the commit).
-          this.commit(this.withUpserts(upserts), 'learning', { learned: learnedWith(upserts) });
+          // The common case: the whole batch fits (checked once, by the commit).
+          this.commit(changesOf(upserts), 'learning', { learned: learnedWith(upserts) });
         } catch (err) {
           if ((err as { code?: string }).code !== 'NVGRE_ERR_CONFIG') throw err;
-          const { fits, invalid } = fitting(upserts, (some) => this.withUpserts(some));
-          for (const [u, detail] of invalid) refused.push({ record: u.record, reason: 'invalid', detail });
+          const { fits, invalid: misfits } = fitting(upserts, (some) => this.problems(changesOf(some)));
+          for (const [u, detail] of misfits) invalid.set(u, detail);
           upserts = fits;
-          if (upserts.length) this.commit(this.withUpserts(upserts), 'learning', { learned: learnedWith(upserts) });
+          if (upserts.length) this.commit(changesOf(upserts), 'learning', { learned: learnedWith(upserts) });
         }
+      }
+      // Refused in the batch's order.
+      for (const u of d.upserts) {
+        const detail = invalid.get(u);
+        if (detail !== undefined) refused.push({ record: u.record, reason: 'invalid', detail });
       }
       const out: LearnOutcome = { learned: [], changed: [], refreshed: d.refreshed.length, refused };
       for (const u of upserts) {
@@ -454,16 +579,14 @@ export class PolicyStore {
     });
   }
 
-  /** The running policy with `upserts` added or replacing the records of their keys. */
-  private withUpserts(upserts: ReadonlyArray<{ record: LookupRecord; previous?: LookupRecord }>): Policy {
-    const replace = new Map<LookupRecord, LookupRecord>();
-    const add: LookupRecord[] = [];
-    for (const u of upserts) {
-      if (u.previous) replace.set(u.previous, u.record);
-      else add.push(u.record);
+  /** What the running policy's check would say of `changes` (nothing is changed). */
+  private problems(changes: readonly PolicyChange[]): FieldError[] {
+    const applied = this.keyed.apply(changes);
+    try {
+      return this.keyed.check(applied);
+    } finally {
+      applied.undo();
     }
-    const records = replace.size ? this.running.lookup_records.map((r) => replace.get(r) ?? r) : this.running.lookup_records;
-    return { ...this.running, lookup_records: add.length ? [...records, ...add] : records };
   }
 
   private logRefusal(f: Refusal, now: number): void {
@@ -478,7 +601,7 @@ export class PolicyStore {
     this.refusalLogged.set(key, { at: now, suppressed: 0 });
     const why =
       f.reason === 'limit'
-        ? `VSID ${r.vsid} holds learning.max_per_vsid (${this.running.learning.max_per_vsid}) learned records`
+        ? `VSID ${r.vsid} holds learning.max_per_vsid (${this.policy.learning.max_per_vsid}) learned records`
         : f.reason === 'static_conflict'
           ? 'a static record holds the address'
           : (f.detail ?? 'invalid');
@@ -492,18 +615,21 @@ export class PolicyStore {
   expireLearned(now = this.now()): Promise<LookupRecord[]> {
     return this.exclusive(() => {
       if (!this.learned.size) return [];
-      const ttlMs = this.running.learning.ttl_seconds * 1000;
+      const ttlMs = this.policy.learning.ttl_seconds * 1000;
       const gone = new Map([...this.learned].filter(([, e]) => now - e.lastSeen >= ttlMs));
       if (!gone.size) return [];
       const expired: LookupRecord[] = [];
-      const keep = this.running.lookup_records.filter((r) => {
-        if (r.type !== 'dynamic' || !gone.has(learnedKey(r.vsid, r.customer_address))) return true;
-        expired.push(r);
-        return false;
-      });
+      for (const e of gone.values()) {
+        const r = this.keyed.byCa(e.vsid, e.customer_address);
+        if (r && r.type === 'dynamic') expired.push(r);
+      }
       const learnedNext = new Map(this.learned);
       for (const k of gone.keys()) learnedNext.delete(k);
-      this.commit({ ...this.running, lookup_records: keep }, 'expiry', { learned: learnedNext, quiet: new Set(gone.keys()) });
+      this.commit(
+        expired.map((record) => ({ op: 'delete', section: 'lookup_records', record })),
+        'expiry',
+        { learned: learnedNext, quiet: new Set(gone.keys()) },
+      );
       for (const r of expired) {
         const e = gone.get(learnedKey(r.vsid, r.customer_address))!;
         const last_seen = new Date(e.lastSeen).toISOString();
@@ -518,7 +644,7 @@ export class PolicyStore {
   /** Save the learned records' last-seen times if they moved since the last write (the daemon is stopping). */
   saveLearnedClocks(): void {
     if (!this.clocksDirty || !this.state) return;
-    this.save(this.running, this.learned);
+    this.save(this.learned, this.origin, { changes: [], learned: learnedStates(this.learned) });
     this.clocksDirty = false;
   }
 
@@ -529,16 +655,16 @@ export class PolicyStore {
 
   /** Write the state file now (at start: the policy the daemon runs, with what it learned before). */
   saveState(): void {
-    this.save(this.running, this.learned);
+    this.save(this.learned);
     this.clocksDirty = false;
   }
 
-  private applyNow(doc: unknown, cause: DeleteCause = 'policy', o: CommitOptions = {}): ApplyResult {
-    const prev = this.running;
-    const next = this.commit(doc, cause, o);
+  /** Make the validated document `next` the running policy: by the changes it makes, in its order. */
+  private applyNow(next: Policy, cause: DeleteCause = 'policy', o: CommitOptions = {}): ApplyResult {
+    const applied = this.commit(documentChanges(this.policy, next), cause, { ...o, document: next });
     const restart = RESTART_SETTINGS.filter((s) => setting(next, s) !== setting(this.started, s));
     if (restart.length) this.log.warn({ settings: restart }, 'changed settings take effect at the next start');
-    const result: ApplyResult = { applied: true, changes: diff(prev, next), restart_required: [...restart] };
+    const result: ApplyResult = { applied: true, changes: countChanges(applied), restart_required: [...restart] };
     this.log.info({ changes: result.changes }, 'policy applied');
     return result;
   }
@@ -549,7 +675,7 @@ export class PolicyStore {
       this.reloadHooks.start();
       try {
         const file = await readConfigFile(this.configFile);
-        const { doc, learned } = keepLearned(this.running, this.learned, file.policy, this.learnLog, 'reload');
+        const { doc, learned } = keepLearned(this.policy, this.learned, file.policy, this.learnLog, 'reload');
         const result = this.applyNow(doc, 'reload', { learned, origin: file.sha256 });
         this.host.repair(); // VM adapters whose device failed are made again, even if nothing changed
         const now = new Date();
@@ -567,42 +693,19 @@ export class PolicyStore {
 }
 
 /**
- * `policy` with `changes` made (each put adds its record or replaces the one
- * of the same identity; each delete removes the record of its record's
- * identity, NVGRE_ERR_NOT_FOUND if there is none); not validated.
+ * Split `items` into those that together make a valid policy (`problems`
+ * says what is wrong with a policy holding some of them) and those that
+ * cannot be part of one, with the validator's reason.
  */
-export function withChanges(policy: Policy, changes: readonly PolicyChange[]): Policy {
-  const next: Policy = { ...policy };
-  const touched = new Map<Section, Map<string, AnyRecord>>();
-  for (const c of changes) {
-    const res = resourceBySection(c.section);
-    let recs = touched.get(c.section);
-    if (!recs) {
-      recs = new Map((policy[c.section] as AnyRecord[]).map((r) => [idOf(res, r), r]));
-      touched.set(c.section, recs);
-    }
-    const id = idOf(res, c.record);
-    if (c.op === 'put') recs.set(id, c.record);
-    else if (!recs.delete(id)) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no ${res.noun} ${res.identity(c.record).join(' ')}`);
-  }
-  for (const [section, recs] of touched) (next as unknown as Record<Section, AnyRecord[]>)[section] = [...recs.values()];
-  return next;
-}
-
-/**
- * Split `items` into those that together make a valid policy (`build`
- * makes the document) and those that cannot be part of one, with the
- * validator's reason.
- */
-function fitting<T>(items: readonly T[], build: (some: readonly T[]) => Policy): { fits: T[]; invalid: Array<[T, string]> } {
+function fitting<T>(items: readonly T[], problems: (some: readonly T[]) => FieldError[]): { fits: T[]; invalid: Array<[T, string]> } {
   const invalid: Array<[T, string]> = [];
   let fits = [...items];
   for (;;) {
     if (!fits.length) return { fits, invalid };
-    const { errors } = checkPolicy(build(fits));
+    const errors = problems(fits);
     if (!errors.length) return { fits, invalid };
     // Whatever fails on its own is out; if each fits alone, the last of a conflicting set goes.
-    const alone = fits.map((it) => [it, checkPolicy(build([it])).errors] as const);
+    const alone = fits.map((it) => [it, problems([it])] as const);
     const bad = alone.filter(([, errs]) => errs.length > 0);
     if (bad.length) {
       for (const [it, errs] of bad) invalid.push([it, summary(errs)]);
@@ -672,7 +775,7 @@ export function keepLearned(
     extra.push(r);
   }
   const build = (some: readonly LookupRecord[]): Policy => ({ ...file, lookup_records: [...file.lookup_records, ...some] });
-  const { fits, invalid } = fitting(extra, build);
+  const { fits, invalid } = fitting(extra, (some) => checkPolicy(build(some)).errors);
   const msg = by === 'reload' ? 'learned lookup record dropped by the reload' : 'learned lookup record dropped: the changed config file does not fit it';
   for (const [r, why] of invalid) log.info({ lookup_record: [r.vsid, r.customer_address], reason: why }, msg);
   for (const r of fits) {
@@ -687,22 +790,47 @@ function summary(errors: FieldError[]): string {
   return errors.slice(0, 3).map((x) => x.message).join('; ') + (errors.length > 3 ? `; and ${errors.length - 3} more` : '');
 }
 
-/** What changed between two policies, per section, by record identity. */
-export function diff(prev: Policy, next: Policy): Record<Section, Counts> {
-  const out = {} as Record<Section, Counts>;
-  for (const res of RESOURCES) {
-    const before = new Map((prev[res.section] as AnyRecord[]).map((r) => [idOf(res, r), JSON.stringify(r)]));
-    const counts: Counts = { added: 0, removed: 0, changed: 0 };
-    const seen = new Set<string>();
-    for (const r of next[res.section] as AnyRecord[]) {
-      const id = idOf(res, r);
-      seen.add(id);
-      const old = before.get(id);
-      if (old === undefined) counts.added++;
-      else if (old !== JSON.stringify(r)) counts.changed++;
-    }
-    for (const id of before.keys()) if (!seen.has(id)) counts.removed++;
-    out[res.section] = counts;
+/** How many records `changes` added, removed and changed, per section. */
+export function countChanges(changes: readonly PolicyChange[]): Record<Section, Counts> {
+  const out = Object.fromEntries(RESOURCES.map((r) => [r.section, { added: 0, removed: 0, changed: 0 }])) as Record<Section, Counts>;
+  for (const c of changes) {
+    const n = out[c.section];
+    if (c.op === 'delete') n.removed++;
+    else if (c.previous) n.changed++;
+    else n.added++;
   }
   return out;
+}
+
+/**
+ * The changes that make `prev` into `next`, by record identity: what `next`
+ * deletes or changes, in `prev`'s order, then what it adds, in its own.
+ */
+export function documentChanges(prev: Policy, next: Policy): PolicyChange[] {
+  const out: PolicyChange[] = [];
+  for (const res of RESOURCES) {
+    const section = res.section;
+    const after = new Map((next[section] as AnyRecord[]).map((r) => [identityOf(res, r), r]));
+    const held = new Set<string>();
+    for (const old of prev[section] as AnyRecord[]) {
+      const id = identityOf(res, old);
+      held.add(id);
+      const r = after.get(id);
+      if (!r) out.push({ op: 'delete', section, record: old });
+      else if (!sameRecord(old, r)) out.push({ op: 'put', section, record: r, previous: old });
+    }
+    for (const [id, r] of after) if (!held.has(id)) out.push({ op: 'put', section, record: r });
+  }
+  return out;
+}
+
+/** Do two policies hold their records in the same order (by identity)? */
+function sameOrder(a: Policy, b: Policy): boolean {
+  for (const res of RESOURCES) {
+    const x = a[res.section] as AnyRecord[];
+    const y = b[res.section] as AnyRecord[];
+    if (x.length !== y.length) return false;
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i] && identityOf(res, x[i]!) !== identityOf(res, y[i]!)) return false;
+  }
+  return true;
 }

@@ -6,12 +6,12 @@
 // Records of the config file stay the file's. Also: a VM's migration, one
 // transaction, and the fleet's view of which host runs which revision.
 
-import { checkPolicy, parseIp } from '../config/index.js';
+import { parseIp } from '../config/index.js';
 import { nvgreError } from '../errors.js';
 import type { PolicyChange } from '../model/change.js';
 import type { LookupRecord, VmAdapter } from '../model/policy.js';
 import { matchesFilter, matchesKey, type AnyRecord, type Filter, type Resource } from '../model/resources.js';
-import { withChanges, type PolicyStore } from '../daemon/store.js';
+import type { PolicyStore } from '../daemon/store.js';
 import type { ModRevisionCompare, TxnOp } from './etcd.js';
 import type { FleetSource, HostStatus } from './source.js';
 import { recordKey } from './view.js';
@@ -54,7 +54,7 @@ export class FleetWriter {
 
   /** Refuse, as the API does, changes that would make this host's policy invalid (nothing is written). */
   private check(changes: PolicyChange[]): void {
-    const { errors } = checkPolicy(withChanges(this.store.policy, changes));
+    const errors = this.store.problemsWith(changes);
     if (errors.length) {
       throw nvgreError('NVGRE_ERR_CONFIG', `the change would make this host's policy invalid: ${errors[0]!.message}`, { details: errors });
     }
