@@ -150,3 +150,14 @@ export function writeResults(out: string, name: string, date: string, data: obje
   writeFileSync(file, JSON.stringify(data, null, 2));
   return file;
 }
+
+/** Run a benchmark's `main` and exit with its code (1 with the error if it throws). */
+export function runMain(main: () => Promise<number>): void {
+  main().then(
+    (code) => process.exit(code),
+    (err) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { Lab, installSignalTeardown, repoRoot, type LabProcess } from '../lab/netns.js';
 import { EtcdCluster } from '../lab/etcd.js';
 import { Etcd, type TxnOp } from '../src/fleet/etcd.js';
+import { runMain } from './common.js';
 
 const PREFIX = 'nvfl-bench-';
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
@@ -221,10 +222,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(main);

@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIG_RD, bigLookupRecords } from './bigpolicy.js';
 import { Lab, installSignalTeardown, nsExec, procUsage, repoRoot, sleep, type LabProcess } from '../lab/netns.js';
+import { runMain } from './common.js';
 
 const PREFIX = 'nvm-';
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
@@ -103,10 +104,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(main);

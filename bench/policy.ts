@@ -21,6 +21,7 @@ import type { Policy } from '../src/model/policy.js';
 import { resourceByPath } from '../src/model/resources.js';
 import { Lab, installSignalTeardown, repoRoot, sleep, type LabProcess } from '../lab/netns.js';
 import { BIG_RD, BIG_VSID, bigLookupRecords } from './bigpolicy.js';
+import { runMain } from './common.js';
 
 const PREFIX = 'nvp-';
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
@@ -220,10 +221,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(main);

@@ -42,6 +42,7 @@ import {
   startBenchDaemon,
   writeBenchConfig,
   writeResults,
+  runMain,
 } from './common.js';
 
 const PREFIX = 'nvb-';
@@ -287,10 +288,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(main);

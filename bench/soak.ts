@@ -66,6 +66,7 @@ import {
   stopDaemons,
   vm,
 } from '../lab/topology.js';
+import { runMain } from './common.js';
 
 const PREFIX = 'nvsk-';
 const envNum = (name: string, dflt: number): number => {
@@ -761,10 +762,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(main);

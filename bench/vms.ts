@@ -43,6 +43,7 @@ import {
   startBenchDaemon,
   writeBenchConfig,
   writeResults,
+  runMain,
 } from './common.js';
 
 const PREFIX = 'nvvb-';
@@ -316,10 +317,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(main);
