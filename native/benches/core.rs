@@ -10,34 +10,15 @@
 use nvgred_native::dp::testkit::*;
 use nvgred_native::dp::*;
 use nvgred_native::wire::MacAddr;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Counts live heap bytes, to measure what a snapshot holds per record.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Relaxed);
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new.wrapping_sub(l.size()), Relaxed);
-        System.realloc(p, l, new)
-    }
-}
+mod common;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::Counting = common::Counting;
 
 /// Frames per measured pass, cycling over the destinations.
 const FRAMES: usize = 4096;
@@ -218,11 +199,11 @@ fn main() {
     // Memory: live heap of a snapshot per record, measured both ways round.
     let n = 1_000_000u32;
     let p = policy(n);
-    let before = LIVE.load(Relaxed);
+    let before = common::live_bytes();
     let t = Instant::now();
     let snap = Snapshot::build(&p);
     let build = t.elapsed();
-    let held = LIVE.load(Relaxed) - before;
+    let held = common::live_bytes() - before;
     println!(
         "\nsnapshot of {n} lookup records: {:.1} bytes per record in the core ({:.1} in the record indexes)",
         held as f64 / n as f64,

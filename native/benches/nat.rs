@@ -11,33 +11,14 @@
 use nvgred_native::dp::nat::*;
 use nvgred_native::dp::testkit::*;
 use nvgred_native::dp::{Counters, DropReason, FxMap};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
-/// Counts live heap bytes, to measure what the table holds per mapping.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Relaxed);
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new.wrapping_sub(l.size()), Relaxed);
-        System.realloc(p, l, new)
-    }
-}
+mod common;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::Counting = common::Counting;
 
 /// NATs (routing domains), each with an external address of its own: one
 /// address has 64,512 ports per protocol, 1,000,000 mappings need several.
@@ -83,7 +64,7 @@ fn not_inside(_: Ipv4Addr) -> bool {
 fn fill(nats: &Nats, n: u32, counters: &Counters) -> (NatTable, f64, usize) {
     let flows: Vec<Flow> = (0..n).map(flow).collect();
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 2048]).collect();
-    let before = LIVE.load(Relaxed);
+    let before = common::live_bytes();
     let mut table = NatTable::new(0, 1, NOW);
     let t = Instant::now();
     for batch in flows.chunks(BATCH) {
@@ -97,7 +78,7 @@ fn fill(nats: &Nats, n: u32, counters: &Counters) -> (NatTable, f64, usize) {
         }
     }
     let ns = t.elapsed().as_nanos() as f64 / f64::from(n);
-    (table, ns, LIVE.load(Relaxed) - before)
+    (table, ns, common::live_bytes() - before)
 }
 
 /// Outbound packets of `PACKETS` existing flows spread over `0..n`, and the
