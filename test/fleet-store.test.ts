@@ -199,7 +199,7 @@ describe('the watcher', () => {
     const rev = await seed(r.root);
     r.source.start();
     await until('synced', () => r.source.revision >= rev);
-    const good = r.store.policy;
+    const good = structuredClone(r.store.policy);
     // VSID 7000 has no customer route: no routing domain.
     const bad = await etcd.put(`${r.root}lookup_records/7000/10.0.7.5`, J(rec('10.0.7.5', '192.168.0.33', '60:00:60:00:07:05', 7000)));
     const st = await until('the refusal in the status', async () => {
@@ -208,7 +208,7 @@ describe('the watcher', () => {
     });
     expect(st.revision).toBe(rev);
     expect(st.error).toMatch(new RegExp(`^revision ${bad}: .*7000`, 's'));
-    expect(r.store.policy).toBe(good);
+    expect(r.store.policy).toEqual(good);
     expect(await r.registry.getSingleMetricAsString('nvgre_policy_store_rejected_revisions_total')).toMatch(/ 1$/m);
     await expect(r.source.waitApplied(bad)).rejects.toThrow(/7000/);
     // The route comes: the result is valid again.
