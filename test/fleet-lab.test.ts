@@ -13,6 +13,7 @@ import { EtcdCluster } from '../lab/etcd.js';
 import type { Etcd } from '../src/fleet/etcd.js';
 import { packageRoot } from '../src/native.js';
 import { createHostEnv, RD1, TestDaemon, type HostEnv } from './helpers/daemon.js';
+import { until } from './helpers/until.js';
 
 const nvgrectl = (...args: string[]) => execFileSync(process.execPath, [join(packageRoot(), 'dist/src/cli/main.js'), '-s', env.socket, ...args], { encoding: 'utf8' });
 
@@ -23,16 +24,6 @@ let env: HostEnv;
 let cluster: EtcdCluster;
 let etcd: Etcd;
 let daemon: TestDaemon;
-
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 20_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const cas = async () => ((await daemon.api.request('GET', '/v1/lookup-records')).body.lookup_records as Array<{ customer_address: string }>).map((r) => r.customer_address).sort();
 

@@ -23,7 +23,9 @@ import { EventBus } from '../src/api/events.js';
 import type { Policy } from '../src/model/policy.js';
 import { RESOURCES } from '../src/model/resources.js';
 import { EtcdCluster } from '../lab/etcd.js';
+import { FakeHost } from './helpers/fakes.js';
 import { scratchDir } from './helpers/scratch.js';
+import { until } from './helpers/until.js';
 
 const RD = '{12345678-1000-2000-3000-123456780001}';
 const LOOKUP = RESOURCES.find((r) => r.section === 'lookup_records')!;
@@ -35,19 +37,6 @@ const route = (vsid: number, prefix: string) => ({ routing_domain: RD, vsid, des
 const rec = (ca: string, pa: string, mac: string, vsid = 6000) => ({ customer_address: ca, vsid, mac, provider_address: pa, rule: 'encap', type: 'static' });
 const pa = (address: string) => ({ address, prefix_length: 24, interface: 'eth1', vlan_id: 0 });
 const adapter = (name: string, mac: string) => ({ name, mac, vsid: 6000 });
-
-class FakeHost {
-  applied: Policy[] = [];
-  constructor(public policy: Policy) {}
-  apply(next: Policy): void {
-    this.applied.push(next);
-    this.policy = next;
-  }
-  repair(): void {}
-  ownedKernelObjects() {
-    return { provider_addresses: [], provider_routes: [] };
-  }
-}
 
 /** A Unix-socket proxy to the member: closing it is the store becoming unreachable for the watcher alone. */
 class Proxy {
@@ -75,16 +64,6 @@ class Proxy {
     for (const c of this.conns) c.destroy();
     this.conns.clear();
     return new Promise((r) => this.server!.close(() => r()));
-  }
-}
-
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 20_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
   }
 }
 

@@ -17,6 +17,7 @@ import { KeyedPolicy } from '../src/model/keyed.js';
 import { PolicyStore } from '../src/daemon/store.js';
 import type { LookupRecord, Policy } from '../src/model/policy.js';
 import { RESOURCES } from '../src/model/resources.js';
+import { FakeHost } from './helpers/fakes.js';
 import { scratchDir } from './helpers/scratch.js';
 
 const RD = '{12345678-1000-2000-3000-123456780001}';
@@ -46,21 +47,6 @@ function doc(extra: { learning?: object; records?: object[]; routes?: object[] }
     vm_adapters: [{ name: 'contoso1', mac: '60:00:60:00:01:01', vsid: 6000 }],
     ...(extra.learning ? { learning: extra.learning } : {}),
   };
-}
-
-/** The dataplane, reduced to what the store uses: every snapshot applied is kept. */
-class FakeHost {
-  applied: Policy[] = [];
-  constructor(public policy: Policy) {}
-  apply(next: Policy): void {
-    this.applied.push(next);
-    this.policy = next;
-  }
-  /** No device of the fake fails, so there is nothing to make again. */
-  repair(): void {}
-  ownedKernelObjects() {
-    return { provider_addresses: [], provider_routes: [] };
-  }
 }
 
 const cand = (ca: string, mac = L2MAC, pa = '192.168.0.33', vsid = 6000): LearnedAddress => ({ vsid, customer_address: ca, mac, provider_address: pa });

@@ -13,6 +13,7 @@ import { StateFile } from '../src/daemon/state.js';
 import { PolicyStore } from '../src/daemon/store.js';
 import type { PolicyChange } from '../src/model/change.js';
 import type { LookupRecord, Policy } from '../src/model/policy.js';
+import { FakeHost } from './helpers/fakes.js';
 import { scratchDir } from './helpers/scratch.js';
 
 const RD = '{12345678-1000-2000-3000-123456780001}';
@@ -33,20 +34,11 @@ const base = {
 
 function rig() {
   const policy = validatePolicy(base);
-  const applied: Policy[] = [];
-  const host = {
-    policy,
-    apply(next: Policy) {
-      applied.push(next);
-      this.policy = next;
-    },
-    repair() {},
-    ownedKernelObjects: () => ({ provider_addresses: [], provider_routes: [] }),
-  };
+  const host = new FakeHost(policy);
   const state = new StateFile(join(dir, `state-${n++}`));
   const store = new PolicyStore(host as unknown as HostDataplane, state, policy, '/nonexistent', pino({ level: 'silent' }));
   store.saveState();
-  return { store, applied, state };
+  return { store, applied: host.applied, state };
 }
 
 const rec = (ca: string, mac: string, vsid = 6000): LookupRecord => ({ customer_address: ca, vsid, mac, provider_address: '192.168.0.30', rule: 'encap', type: 'static' });
