@@ -11,7 +11,8 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, run, sleep } from '../lab/netns.js';
 import type { ApiClient } from './helpers/api.js';
-import { DAEMON, TestDaemon, baseConfig, createHostEnv, type HostEnv } from './helpers/daemon.js';
+import { readablePackage } from './helpers/readable-package.js';
+import { TestDaemon, baseConfig, createHostEnv, type HostEnv } from './helpers/daemon.js';
 
 const lab = new Lab(`nvprm${process.pid % 10000}-`);
 let env: HostEnv;
@@ -202,8 +203,10 @@ describe('a caller in the socket group who is neither root nor the daemon user',
     expect(r.out.body.error.code).toBe('NVGRE_ERR_PERMISSION');
   });
 
+  // A copy the caller can read, wherever the repository is cloned.
+  const pkg = readablePackage();
   it('nvgrectl run by it: show works, a change exits 8 with the daemon\'s reason', async () => {
-    const cli = join(dirname(DAEMON), '..', 'cli', 'main.js');
+    const cli = join(pkg, 'dist', 'src', 'cli', 'main.js');
     const show = await run([...asUser(NOBODY, gid), process.execPath, cli, '-s', env.socket, 'lookup', 'show', 'vsid', '6000'], { timeoutMs: 15_000 });
     expect(show.code, show.stderr).toBe(0);
     expect(show.stdout).toContain('10.0.1.103');

@@ -46,6 +46,8 @@ export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
  * write made progress: such a client is dropped 15 to 30 s after it stopped.)
  */
 export const SEND_TIMEOUT_MS = 15_000;
+/** How long a refused body is still read (and thrown away) after the answer is out. */
+const LINGER_MS = 1_000;
 
 export interface ApiContext extends StatusSource {
   store: PolicyStore;
@@ -62,25 +64,40 @@ export interface ApiContext extends StatusSource {
 
 type Reply = { status: number; body: unknown; yaml?: boolean };
 
-/** Read the whole body within `limit` bytes, as UTF-8 text. */
-async function readBody(req: IncomingMessage, limit: number, what: string): Promise<string> {
+/**
+ * Read the whole body within `limit` bytes, as UTF-8 text. Past the limit it
+ * stops collecting but leaves the connection to the answer (sendAndClose):
+ * destroying the request here would close the socket before the 413 is out.
+ */
+function readBody(req: IncomingMessage, limit: number, what: string): Promise<string> {
   const tooLarge = () => nvgreError('NVGRE_ERR_TOO_LARGE', `the request body is larger than ${limit} bytes${what}`);
   const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > limit) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
+  if (declared > limit) return Promise.reject(tooLarge());
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) throw tooLarge();
-      chunks.push(chunk);
-    }
-  } catch (err) {
-    if (isNvgreError(err)) throw err;
+      if (size <= limit) return void chunks.push(chunk);
+      req.off('data', onData);
+      req.pause();
+      reject(tooLarge());
+    };
+    req.on('data', onData);
+    req.once('end', () => {
+      try {
+        resolve(decodeUtf8(Buffer.concat(chunks), 'the request body'));
+      } catch (err) {
+        reject(err);
+      }
+    });
     // The client went away, or took longer than REQUEST_TIMEOUT_MS: its fault, not ours.
-    throw nvgreError('NVGRE_ERR_BAD_REQUEST', `the request body was cut short after ${size} bytes: ${(err as Error).message}`);
-  }
-  return decodeUtf8(Buffer.concat(chunks), 'the request body');
+    const cut = (err?: Error) => reject(nvgreError('NVGRE_ERR_BAD_REQUEST', `the request body was cut short after ${size} bytes: ${err?.message ?? 'the connection closed'}`));
+    req.once('error', cut);
+    req.once('close', () => {
+      if (!req.complete) cut();
+    });
+  });
 }
 
 function mediaType(req: IncomingMessage): string {
@@ -350,11 +367,27 @@ function forbidden(caller: Caller | undefined, method: string, path: string): Nv
   return nvgreError('NVGRE_ERR_PERMISSION', `${method} ${path}: ${who} may only read; changes need ${allowed}`);
 }
 
-/** Answer, then close the connection once the answer is out (a body, if any, is left unread). */
+/**
+ * Answer, then close the connection once the answer is out. A body the client
+ * is still sending is read and thrown away meanwhile and for up to LINGER_MS
+ * (and MAX_BODY_BYTES) after, as a lingering close does: closing on unread
+ * data would fail the client's writes before it reads the answer.
+ */
 function sendAndClose(req: IncomingMessage, res: ServerResponse, reply: Reply): void {
-  // The response is written on a later tick: closing at once could lose it.
   res.setHeader('connection', 'close');
-  res.once('finish', () => req.destroy());
+  let discarded = 0;
+  req.on('data', (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > MAX_BODY_BYTES) req.destroy();
+  });
+  req.resume();
+  // The response is written on a later tick: closing at once could lose it.
+  res.once('finish', () => {
+    if (req.complete) return void req.destroy();
+    const timer = setTimeout(() => req.destroy(), LINGER_MS);
+    req.once('end', () => req.destroy());
+    req.once('close', () => clearTimeout(timer));
+  });
   send(res, reply);
 }
 
