@@ -2,20 +2,28 @@
 //
 // 1. preflight: delete namespaces a crashed run left (this prefix only),
 //    check the lab configs against the plan (and nvgred's validator if
-//    built); write the configs this run uses (LAB_VARIANT: Host 2's PA on
-//    VLAN 100, the QEMU guests' adapters and records) into lab/out/configs;
+//    built); write each host's whole policy for this run (LAB_VARIANT: Host
+//    2's PA on VLAN 100, the QEMU guests' adapters and records) into
+//    lab/out/configs/whole;
 // 2. topology: namespaces, underlay bridge (its port to Host 2 a trunk port
 //    of VLAN 100), MT-GW ↔ server link; capture on the underlay bridge into
 //    lab/out/underlay.pcap, and on the ports to Host 1 and Host 2;
-// 3. daemons (skipped with --topology-only): one nvgred per host namespace,
-//    wait for "ready", configure the VMs on their TAPs;
-// 4. the checks of shared/spec/hnv-dataplane.md, and tenant isolation;
-// 5. QEMU guests (skipped with --no-qemu): qemu1 on Host 1 through mode
+// 3. the policy store (skipped with --topology-only, like what follows): a
+//    three-member etcd (lab/etcd.ts); each host's file keeps host-local
+//    settings, the rest of its policy is written to etcd in one transaction
+//    (fleet.md; fleetConfigs() in lab/topology.ts);
+// 4. daemons: one nvgred per host namespace, wait for "ready" and for the
+//    store's revision, configure the VMs on their TAPs;
+// 5. the checks of shared/spec/hnv-dataplane.md, and tenant isolation;
+// 6. QEMU guests (skipped with --no-qemu): qemu1 on Host 1 through mode
 //    attach, qemu2 on Host 2 through mode vhost_user; pings, TCP, each
 //    guest restarted, nvgred restarted under them (lab/vm/);
-// 6. stop the daemons (exit 0, TAPs and PAs gone), stop the captures, check
+// 7. the fleet: a VM placed and migrated by one transaction each, traffic
+//    following; an etcd member killed, a change still applied everywhere;
+//    the store stopped, forwarding going on, also across a daemon restart;
+// 8. stop the daemons (exit 0, TAPs and PAs gone), stop the captures, check
 //    the NVGRE on the wire with tshark, and the VLAN tag on Host 2's port only;
-// 7. tear everything down; exit non-zero on any failure.
+// 9. tear everything down (etcd included); exit non-zero on any failure.
 //
 // Options: --prefix P (default nvlab-), --out DIR (default lab/out),
 // --topology-only, --no-qemu, --daemon-argv '["node","dist/src/daemon/main.js"]'
