@@ -658,12 +658,14 @@ async function fleetChecks(x: FleetContext): Promise<Daemon[]> {
       return `${again.map((d) => `pid ${d.proc.pid} (log ${x.rel(d.logFile)})`).join('')}, revision ${f.status.revision}; ${await forwards()}; contoso3 -> contoso1: ${await reach(lab, 'contoso3', vm('contoso1').ip)}`;
     }, x.args.readyTimeoutMs + 60_000);
   } else c.skip('a restart without the store', 'the store did not stop cleanly');
-  console.log(`fleet: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  fleetSeconds = (Date.now() - t0) / 1000;
+  console.log(`fleet: ${fleetSeconds.toFixed(0)} s`);
   return daemons;
 }
 
-/** How long the QEMU part took, for the summary. */
+/** How long the QEMU part and the fleet's took, for the summary. */
 let qemuSeconds: number | undefined;
+let fleetSeconds: number | undefined;
 
 // ---------------------------------------------------------------------------
 // Main
@@ -987,8 +989,9 @@ async function main(): Promise<number> {
   const passed = c.count('PASS');
   const failed = c.count('FAIL');
   const skipped = c.count('SKIP');
-  const qemuTime = qemuSeconds !== undefined ? ` (the QEMU guests took ${qemuSeconds.toFixed(0)} s)` : '';
-  console.log(`\nlab: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}, in ${((Date.now() - started) / 1000).toFixed(0)} s${qemuTime}`);
+  const parts = [qemuSeconds !== undefined ? `the QEMU guests took ${qemuSeconds.toFixed(0)} s` : '', fleetSeconds !== undefined ? `the fleet's checks ${fleetSeconds.toFixed(0)} s` : ''].filter(Boolean);
+  const took = parts.length ? ` (${parts.join(', ')})` : '';
+  console.log(`\nlab: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}, in ${((Date.now() - started) / 1000).toFixed(0)} s${took}`);
   return failed ? 1 : 0;
 }
 
