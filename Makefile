@@ -108,8 +108,9 @@ fuzz-repro: .deps-fuzz
 fuzz-seed:
 	native/fuzz/fuzz.sh seed $(if $(PCAP),$(abspath $(PCAP)))
 
+# LAB_ARGS: e.g. --no-qemu, or --prefix nvx- for a run beside another (lab/README.md).
 lab: build
-	node dist/lab/run.js
+	node dist/lab/run.js $(LAB_ARGS)
 
 # Side-by-side benchmark (a few minutes): veth, kernel VXLAN, nvgred; then two QEMU guests
 # (TCG) on a bridge + kernel VXLAN, on nvgred through vhost-user and through attach; then the
