@@ -15,6 +15,8 @@
 // fd00:192:168::x/64: IPv4 and IPv6 CAs both ride outer IPv6), and VM
 // adapters with a given MTU. writeVariantConfigs() derives each host's config
 // from the reference one; the reference files are never changed.
+// fleetConfigs() splits those configs for a policy store (fleet.md): `make
+// lab` runs the hosts from host-local files and etcd.
 
 import { existsSync, mkdirSync, rmSync, rmdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
