@@ -24,7 +24,7 @@ ADDON := native/build/nvgred.node
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml
 TS_SRC := $(shell find src lab bench -name '*.ts' 2>/dev/null) native/index.d.ts tsconfig.json
 
-.PHONY: all deps native build test test-native test-js test-fuzz fuzz fuzz-repro fuzz-seed lab lab-fleet bench bench-memory bench-fleet bench-policy soak install uninstall clean
+.PHONY: all deps native build test test-native test-js test-fuzz fuzz fuzz-repro fuzz-seed lab bench bench-memory bench-fleet bench-policy soak install uninstall clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -108,13 +108,9 @@ fuzz-repro: .deps-fuzz
 fuzz-seed:
 	native/fuzz/fuzz.sh seed $(if $(PCAP),$(abspath $(PCAP)))
 
+# LAB_ARGS: e.g. --no-qemu, or --prefix nvx- for a run beside another (lab/README.md).
 lab: build
-	node dist/lab/run.js
-	node dist/lab/fleet.js
-
-# The fleet step of make lab alone: two hosts driven from a three-member etcd (lab/fleet.ts).
-lab-fleet: build
-	node dist/lab/fleet.js
+	node dist/lab/run.js $(LAB_ARGS)
 
 # Side-by-side benchmark (a few minutes): veth, kernel VXLAN, nvgred; then two QEMU guests
 # (TCG) on a bridge + kernel VXLAN, on nvgred through vhost-user and through attach; then the

@@ -8,8 +8,8 @@ export interface NvgreExpectations {
   vsids: readonly number[];
   /** Provider addresses: the only allowed outer IPv4 source/destination. */
   providerAddresses: readonly string[];
-  /** VMs: an inner destination MAC must be one of them, in the key's VSID, behind the outer destination PA. */
-  vms: readonly { name: string; mac: string; vsid: number; pa: string }[];
+  /** VMs: an inner destination MAC must be one of them, in the key's VSID, behind the outer destination PA (a VM that migrated: one of its PAs). */
+  vms: readonly { name: string; mac: string; vsid: number; pa: string | readonly string[] }[];
 }
 
 export interface Violation {
@@ -167,7 +167,7 @@ export async function analyzeNvgrePcap(file: string, exp: NvgreExpectations): Pr
     const target = innerDst ? byMac.get(innerDst.toLowerCase()) : undefined;
     if (!target) {
       bad('inner destination MAC is a VM', frame, `eth.dst ${innerDst ?? 'none'}`);
-    } else if (vsid !== undefined && (target.vsid !== vsid || target.pa !== odst)) {
+    } else if (vsid !== undefined && (target.vsid !== vsid || ![target.pa].flat().includes(odst ?? ''))) {
       bad('key VSID and outer destination are the destination VM\'s', frame, `to ${target.name} (VSID ${target.vsid}, PA ${target.pa}) with VSID ${vsid} to ${odst}`);
     }
   }

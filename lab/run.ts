@@ -2,26 +2,34 @@
 //
 // 1. preflight: delete namespaces a crashed run left (this prefix only),
 //    check the lab configs against the plan (and nvgred's validator if
-//    built); write the configs this run uses (LAB_VARIANT: Host 2's PA on
-//    VLAN 100, the QEMU guests' adapters and records) into lab/out/configs;
+//    built); write each host's whole policy for this run (LAB_VARIANT: Host
+//    2's PA on VLAN 100, the QEMU guests' adapters and records) into
+//    lab/out/configs/whole;
 // 2. topology: namespaces, underlay bridge (its port to Host 2 a trunk port
 //    of VLAN 100), MT-GW ↔ server link; capture on the underlay bridge into
 //    lab/out/underlay.pcap, and on the ports to Host 1 and Host 2;
-// 3. daemons (skipped with --topology-only): one nvgred per host namespace,
-//    wait for "ready", configure the VMs on their TAPs;
-// 4. the checks of shared/spec/hnv-dataplane.md, and tenant isolation;
-// 5. QEMU guests (skipped with --no-qemu): qemu1 on Host 1 through mode
+// 3. the policy store (skipped with --topology-only, like what follows): a
+//    three-member etcd (lab/etcd.ts); each host's file keeps host-local
+//    settings, the rest of its policy is written to etcd in one transaction
+//    (fleet.md; fleetConfigs() in lab/topology.ts);
+// 4. daemons: one nvgred per host namespace, wait for "ready" and for the
+//    store's revision, configure the VMs on their TAPs;
+// 5. the checks of shared/spec/hnv-dataplane.md, and tenant isolation;
+// 6. QEMU guests (skipped with --no-qemu): qemu1 on Host 1 through mode
 //    attach, qemu2 on Host 2 through mode vhost_user; pings, TCP, each
 //    guest restarted, nvgred restarted under them (lab/vm/);
-// 6. stop the daemons (exit 0, TAPs and PAs gone), stop the captures, check
+// 7. the fleet: a VM placed and migrated by one transaction each, traffic
+//    following; an etcd member killed, a change still applied everywhere;
+//    the store stopped, forwarding going on, also across a daemon restart;
+// 8. stop the daemons (exit 0, TAPs and PAs gone), stop the captures, check
 //    the NVGRE on the wire with tshark, and the VLAN tag on Host 2's port only;
-// 7. tear everything down; exit non-zero on any failure.
+// 9. tear everything down (etcd included); exit non-zero on any failure.
 //
 // Options: --prefix P (default nvlab-), --out DIR (default lab/out),
 // --topology-only, --no-qemu, --daemon-argv '["node","dist/src/daemon/main.js"]'
 // (or NVGRED_LAB_DAEMON_ARGV), --ready-timeout MS, --verbose.
 
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -46,6 +54,7 @@ import {
   waitFor,
   withTimeout,
 } from './netns.js';
+import { EtcdCluster } from './etcd.js';
 import { analyzeNvgrePcap, checkDissector, tsharkHints, type PcapReport } from './pcap.js';
 import {
   type Daemon,
@@ -55,6 +64,7 @@ import {
   type LabVariant,
   MTGW_EXTERNAL,
   CUSTOMER_ROUTES,
+  MIGRANT,
   PROVIDER_ADDRESSES,
   QEMU_VMS,
   type QemuVmSpec,
@@ -68,8 +78,10 @@ import {
   buildTopology,
   checkConfigAgainstTopology,
   configPath,
+  configureVm,
   configureVms,
   defaultOutDir,
+  fleetConfigs,
   hostPaAddrs,
   loadConfig,
   paInterface,
@@ -85,7 +97,11 @@ import {
 } from './topology.js';
 import { guestPingAll, guestTcpListen, guestTcpSend } from './vm/guest.js';
 import { DEFAULT_CACHE_DIR, buildImage, type VmImage } from './vm/image.js';
-import { GUEST_MTU, type PortStatus, portStatus, qemuGuest, waitPort } from './vm/nvgred.js';
+import { GUEST_MTU, type PortStatus, apiGet, portStatus, qemuGuest, waitPort } from './vm/nvgred.js';
+import type { Etcd } from '../src/fleet/etcd.js';
+import { MAX_TXN_OPS } from '../src/fleet/writer.js';
+import { keyRoot, recordKey } from '../src/fleet/view.js';
+import type { AnyRecord } from '../src/model/resources.js';
 import { type Vm, vmRunDir } from './vm/qemu.js';
 
 // ---------------------------------------------------------------------------
@@ -488,8 +504,168 @@ async function qemuGuests(x: QemuContext): Promise<Daemon[]> {
   return daemons;
 }
 
-/** How long the QEMU part took, for the summary. */
+// ---------------------------------------------------------------------------
+// The fleet (fleet.md): the policy in etcd
+
+/** The store's members, their namespace (prefix + this) and the key prefix. */
+const ETCD_MEMBERS = 3;
+const ETCD_NS = 'etcd';
+const STORE_PREFIX = '/nvgred';
+const CLI = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+
+interface FleetStatus {
+  up: boolean;
+  status: { revision: number; error: string | null };
+}
+
+/** Every daemon runs store revision `revision` or a later one, refusing none (bounded). */
+async function fleetApplied(daemons: readonly Daemon[], revision: number, timeoutMs = 30_000): Promise<void> {
+  await waitFor(
+    async () => {
+      for (const d of daemons) {
+        const f = await apiGet<FleetStatus>(d.socket!, '/v1/fleet');
+        if (f.status.error) throw new Error(`${d.host}: ${f.status.error}`);
+        if (f.status.revision < revision) return false;
+      }
+      return true;
+    },
+    timeoutMs,
+    { what: `every host at store revision ${revision}`, intervalMs: 200 },
+  );
+}
+
+async function fleetStatuses(daemons: readonly Daemon[]): Promise<string[]> {
+  return Promise.all(
+    daemons.map(async (d) => {
+      const f = await apiGet<FleetStatus>(d.socket!, '/v1/fleet');
+      return `${d.host} ${f.up ? 'up' : 'store unreachable'}, revision ${f.status.revision}`;
+    }),
+  );
+}
+
+interface FleetContext {
+  c: Checks;
+  lab: Lab;
+  args: Args;
+  daemons: Daemon[];
+  configs: Record<HostName, string>;
+  cluster: EtcdCluster;
+  etcd: Etcd;
+  rel: (p: string) => string;
+}
+
+/**
+ * The fleet beyond the reference checks: a VM (MIGRANT) placed on a host by
+ * one transaction, migrated to another by `nvgrectl fleet migrate` (one
+ * transaction) with its traffic following; an etcd member killed and a
+ * change still applied on every host; the whole store stopped and
+ * forwarding going on, also across a restart of a daemon (from its
+ * state_dir). Returns the daemons running at the end.
+ */
+async function fleetChecks(x: FleetContext): Promise<Daemon[]> {
+  const { c, lab, cluster, etcd } = x;
+  let daemons = x.daemons;
+  const m = MIGRANT;
+  const pa = (h: HostName) => PROVIDER_ADDRESSES[h].address;
+  const socketOf = (h: HostName): string => daemons.find((d) => d.host === h)!.socket!;
+  const root = keyRoot(STORE_PREFIX);
+  const put = (key: string, record: object) => ({ put: { key: root + key, value: JSON.stringify(record) } });
+  const record = (h: HostName) => ({ customer_address: m.ip, vsid: m.vsid, mac: m.mac, provider_address: pa(h), rule: 'encap', type: 'static', vm_name: m.vmName });
+  const recordPath = `/v1/lookup-records/${m.vsid}/${m.ip}`;
+  const adapterNames = async (h: HostName) => (await apiGet<{ vm_adapters: Array<{ name: string }> }>(socketOf(h), '/v1/vm-adapters')).vm_adapters.map((a) => a.name);
+  c.section(`the fleet: ${m.role} placed on ${m.from}, migrated to ${m.to}; an etcd member killed; the store stopped`);
+  const t0 = Date.now();
+
+  const placed = await c.check(`${m.role} ${m.ip} placed on ${m.from} by one transaction (its adapter, mode attach, under hosts/${m.from}/; its record fleet-wide): its port up; contoso1 (across hosts) and contoso3 (same host) reach it`, async () => {
+    await lab.addNamespace(m.role);
+    await lab.veth(m.from, m.adapter, m.role, m.ifname);
+    await configureVm(lab, { ns: m.role, tap: m.ifname, host: m.from, mac: m.mac, ip: m.ip, prefixLength: m.prefixLength, gateway: m.gateway });
+    const adapter = { name: m.adapter, vm_name: m.vmName, mode: 'attach', mac: m.mac, vsid: m.vsid };
+    const rec = record(m.from);
+    const { succeeded, revision } = await etcd.txn([], [put(recordKey('vm_adapters', adapter as AnyRecord, m.from), adapter), put(recordKey('lookup_records', rec as AnyRecord), rec)]);
+    if (!succeeded) throw new Error('the transaction failed');
+    await fleetApplied(daemons, revision);
+    await waitPort(socketOf(m.from), m.adapter, true, PORT_MS);
+    return `revision ${revision}; contoso1: ${await reach(lab, 'contoso1', m.ip)}; contoso3: ${await reach(lab, 'contoso3', m.ip)}`;
+  });
+  if (placed) {
+    const migrated = await c.check(`nvgrectl fleet migrate ${m.adapter} to ${m.to}: one transaction moves its adapter to hosts/${m.to}/ and gives its record ${pa(m.to)}; every host runs it, ${m.from} lets the port go`, async () => {
+      const r = await run([process.execPath, CLI, '-s', socketOf(m.to), 'fleet', 'migrate', m.adapter, 'to', m.to, 'pa', pa(m.to)], { timeoutMs: 30_000 });
+      if (r.code !== 0) throw new Error(`nvgrectl exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
+      const revision = Number(/at revision (\d+)/.exec(r.stdout)?.[1]);
+      if (!revision) throw new Error(`no revision in ${JSON.stringify(r.stdout)}`);
+      await fleetApplied(daemons, revision);
+      for (const h of HOSTS) {
+        const got = (await apiGet<{ provider_address: string }>(socketOf(h), recordPath)).provider_address;
+        if (got !== pa(m.to)) throw new Error(`${h}'s record of ${m.ip} names ${got}`);
+      }
+      if ((await adapterNames(m.from)).includes(m.adapter)) throw new Error(`${m.from} still has ${m.adapter}`);
+      if (!(await adapterNames(m.to)).includes(m.adapter)) throw new Error(`${m.to} has no ${m.adapter}`);
+      return `${r.stdout.trim()}; every host's record of ${m.ip} names ${pa(m.to)}`;
+    });
+    if (migrated) {
+      await c.check(`the VM's NIC moves with it (its veth end from ${m.from}'s namespace to ${m.to}'s), ${m.to} adopts it; traffic follows: contoso3 -> ${m.role} across hosts, contoso1 -> ${m.role} on one host`, async () => {
+        await lab.exec(['ip', '-n', lab.ns(m.from), 'link', 'set', m.adapter, 'netns', lab.ns(m.to)]);
+        // A migrated VM forgets its neighbours (its gateway's MAC is the new host's).
+        await lab.nsExec(m.role, ['ip', 'neigh', 'flush', 'all']);
+        const s = await waitPort(socketOf(m.to), m.adapter, true, PORT_MS);
+        return `${m.to}: ${s.name} ${s.mode} up; contoso3: ${await reach(lab, 'contoso3', m.ip)}; contoso1: ${await reach(lab, 'contoso1', m.ip)}; ${m.role} -> contoso3: ${await reach(lab, m.role, vm('contoso3').ip)}`;
+      });
+    }
+  } else c.skip(`${m.role}'s migration`, `${m.role} was not placed`);
+
+  const extra = { customer_address: '10.0.1.199', vsid: 6000, mac: '60:00:60:00:02:99', provider_address: pa('host2'), rule: 'encap', type: 'static' };
+  const extraPath = `/v1/lookup-records/${extra.vsid}/${extra.customer_address}`;
+  await c.check(`an etcd member killed (${cluster.names[0]}): a new record (${extra.customer_address}) still reaches every host`, async () => {
+    await cluster.killMember(0);
+    const revision = await etcd.put(root + recordKey('lookup_records', extra as AnyRecord), JSON.stringify(extra));
+    await fleetApplied(daemons, revision);
+    for (const h of HOSTS) await apiGet(socketOf(h), extraPath);
+    return `revision ${revision}, written through ${cluster.names.slice(1).join(' and ')}; ${(await fleetStatuses(daemons)).join(', ')}`;
+  }, 60_000);
+
+  const flows: Array<[string, string]> = [
+    ['contoso1', vm('contoso3').ip],
+    ['contoso3', m.ip],
+    ['contoso2', SERVER.ip],
+  ];
+  const forwards = async () => (await Promise.all(flows.map(async ([from, dst]) => `${from} -> ${dst}: ${await reach(lab, from, dst)}`))).join('; ');
+  const stopped = await c.check('the whole store stopped: every host says so (nvgre_policy_store_up 0) and forwarding goes on', async () => {
+    await cluster.stop();
+    await waitFor(async () => (await Promise.all(daemons.map((d) => apiGet<FleetStatus>(d.socket!, '/v1/fleet')))).every((f) => !f.up), 30_000, { what: 'every host to see the store gone', intervalMs: 250 });
+    const up = await Promise.all(HOSTS.map(async (h) => metricSum(await scrapeMetrics(lab.ns(h)), 'nvgre_policy_store_up')));
+    if (up.some((v) => v !== 0)) throw new Error(`nvgre_policy_store_up ${up.join(', ')}`);
+    return await forwards();
+  }, 60_000);
+  if (stopped) {
+    await c.check(`nvgred on ${m.to} restarted without the store: ready from its state_dir; it forwards (its TAPs made again, ${m.adapter} adopted again, ${extra.customer_address} kept)`, async () => {
+      const [s] = await stopDaemons(lab, daemons.filter((d) => d.host === m.to), { timeoutMs: 10_000 });
+      if (!s?.ok) throw new Error(`${m.to}: ${s ? fmtExit(s) : 'not running'}`);
+      const again = await startDaemons(lab, {
+        daemonArgv: x.args.daemonArgv,
+        logDir: join(x.args.outDir, 'restarted-without-store'),
+        readyTimeoutMs: x.args.readyTimeoutMs,
+        configs: x.configs,
+        hosts: [m.to],
+        keepState: true,
+      });
+      daemons = [...daemons.filter((d) => d.host !== m.to), ...again];
+      await configureVms(lab, { vms: VMS.filter((v) => v.host === m.to).map((v) => v.role) });
+      await waitPort(socketOf(m.to), m.adapter, true, PORT_MS);
+      await apiGet(socketOf(m.to), extraPath);
+      const f = await apiGet<FleetStatus>(socketOf(m.to), '/v1/fleet');
+      if (f.up) throw new Error('the store is up?');
+      return `${again.map((d) => `pid ${d.proc.pid} (log ${x.rel(d.logFile)})`).join('')}, revision ${f.status.revision}; ${await forwards()}; contoso3 -> contoso1: ${await reach(lab, 'contoso3', vm('contoso1').ip)}`;
+    }, x.args.readyTimeoutMs + 60_000);
+  } else c.skip('a restart without the store', 'the store did not stop cleanly');
+  fleetSeconds = (Date.now() - t0) / 1000;
+  console.log(`fleet: ${fleetSeconds.toFixed(0)} s`);
+  return daemons;
+}
+
+/** How long the QEMU part and the fleet's took, for the summary. */
 let qemuSeconds: number | undefined;
+let fleetSeconds: number | undefined;
 
 // ---------------------------------------------------------------------------
 // Main
@@ -514,7 +690,12 @@ async function main(): Promise<number> {
   // The QEMU guests' files (console and vhost-user sockets), removed at teardown.
   const vmDir = args.qemu ? vmRunDir(lab) : undefined;
   const variant: LabVariant = { ...LAB_VARIANT, ...(vmDir ? { qemuVms: { socketDir: vmDir } } : {}) };
+  // The whole policy of each host (the plan's); the files the hosts run from (host-local settings only) are `configs`.
+  let whole: Record<HostName, string> | undefined;
   let configs: Record<HostName, string> | undefined;
+  let cluster: EtcdCluster | undefined;
+  let etcd: Etcd | undefined;
+  let storeRevision = 0;
 
   const started = Date.now();
   console.log(`nvgred lab: prefix ${args.prefix}, output in ${rel(args.outDir)}`);
@@ -539,11 +720,11 @@ async function main(): Promise<number> {
       });
     }
     await c.must(`the configs of this run: ${describeVariant(variant)}`, async () => {
-      configs = writeVariantConfigs(args.prefix, join(args.outDir, 'configs'), variant);
-      const v = await validateWithDaemon(HOSTS.map((h) => configs![h]));
+      whole = writeVariantConfigs(args.prefix, join(args.outDir, 'configs', 'whole'), variant);
+      const v = await validateWithDaemon(HOSTS.map((h) => whole![h]));
       const bad = v.results.filter((r) => r.error !== null);
       if (bad.length) throw new Error(bad.map((r) => `${rel(r.file)}: ${r.error}`).join('\n'));
-      return `${HOSTS.map((h) => rel(configs![h])).join(', ')}${v.available ? ", accepted by nvgred's validator" : ''}`;
+      return `each host's whole policy: ${HOSTS.map((h) => rel(whole![h])).join(', ')}${v.available ? ", accepted by nvgred's validator" : ''}`;
     });
 
     // ------------------------------------------------------------ topology
@@ -574,6 +755,37 @@ async function main(): Promise<number> {
       c.section('daemons');
       console.log('skipped (--topology-only)');
     } else {
+      // ------------------------------------------------------------ policy store
+      c.section('policy store (fleet.md): etcd');
+      await c.must(`a ${ETCD_MEMBERS}-member etcd cluster (Debian's etcd-server) in namespace ${args.prefix}${ETCD_NS}, clients through Unix sockets`, async () => {
+        const dir = join(args.outDir, 'etcd');
+        rmSync(dir, { recursive: true, force: true }); // an earlier run's data would be this run's policy
+        const cl = await EtcdCluster.start({ ns: `${args.prefix}${ETCD_NS}`, dir, members: ETCD_MEMBERS });
+        cluster = cl;
+        const client = cl.client();
+        etcd = client;
+        lab.defer(`stop etcd (${args.prefix}${ETCD_NS})`, async () => {
+          client.close();
+          await cl.stop();
+        });
+        return `members ${cl.names.join(', ')}, data and logs in ${rel(dir)}`;
+      });
+      await c.must("the hosts' files keep host-local settings only; routes, lookup records, VM adapters go to etcd in one transaction", async () => {
+        const split = fleetConfigs(whole!, join(args.outDir, 'configs'), { endpoints: cluster!.endpoints, prefix: STORE_PREFIX });
+        configs = split.files;
+        const v = await validateWithDaemon(HOSTS.map((h) => configs![h]));
+        const bad = v.results.filter((r) => r.error !== null);
+        if (bad.length) throw new Error(bad.map((r) => `${rel(r.file)}: ${r.error}`).join('\n'));
+        if (split.keys.length > MAX_TXN_OPS) throw new Error(`${split.keys.length} keys: more than one transaction holds (${MAX_TXN_OPS})`);
+        const { succeeded, revision } = await etcd!.txn([], split.keys.map(({ key, value }) => ({ put: { key, value } })));
+        if (!succeeded) throw new Error('the transaction failed');
+        storeRevision = revision;
+        const root = keyRoot(STORE_PREFIX);
+        const under = (p: string) => split.keys.filter((k) => k.key.startsWith(root + p)).length;
+        const kept = Object.keys(loadConfig(configs.host1)).join(', ');
+        return `${split.keys.length} keys at revision ${revision}: ${under('customer_routes/')} customer_routes/, ${under('lookup_records/')} lookup_records/, ${HOSTS.map((h) => `${under(`hosts/${h}/`)} hosts/${h}/`).join(', ')}; ${rel(configs.host1)} keeps ${kept}`;
+      });
+
       // ------------------------------------------------------------ daemons
       c.section('daemons');
       daemonPhase = true;
@@ -595,6 +807,10 @@ async function main(): Promise<number> {
           }),
         );
         return got.join(', ');
+      });
+      await c.must(`every host runs the store's revision ${storeRevision} (its status: GET /v1/fleet)`, async () => {
+        await fleetApplied(daemons, storeRevision);
+        return (await fleetStatuses(daemons)).join(', ');
       });
       await c.must('VM TAPs appear in their namespaces and get configured', async () => {
         const notes = await configureVms(lab);
@@ -687,6 +903,9 @@ async function main(): Promise<number> {
         daemons = await qemuGuests({ c, lab, args, daemons, configs: configs!, vmDir, rel });
       }
 
+      // ------------------------------------------------------------ the fleet
+      daemons = await fleetChecks({ c, lab, args, daemons, configs: configs!, cluster: cluster!, etcd: etcd!, rel });
+
       // ------------------------------------------------------------ shutdown
       c.section('shutdown');
       const stops = await stopDaemons(lab, daemons, { timeoutMs: 10_000 });
@@ -770,8 +989,9 @@ async function main(): Promise<number> {
   const passed = c.count('PASS');
   const failed = c.count('FAIL');
   const skipped = c.count('SKIP');
-  const qemuTime = qemuSeconds !== undefined ? ` (the QEMU guests took ${qemuSeconds.toFixed(0)} s)` : '';
-  console.log(`\nlab: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}, in ${((Date.now() - started) / 1000).toFixed(0)} s${qemuTime}`);
+  const parts = [qemuSeconds !== undefined ? `the QEMU guests took ${qemuSeconds.toFixed(0)} s` : '', fleetSeconds !== undefined ? `the fleet's checks ${fleetSeconds.toFixed(0)} s` : ''].filter(Boolean);
+  const took = parts.length ? ` (${parts.join(', ')})` : '';
+  console.log(`\nlab: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}, in ${((Date.now() - started) / 1000).toFixed(0)} s${took}`);
   return failed ? 1 : 0;
 }
 
@@ -782,7 +1002,12 @@ async function checkPcap(c: Checks, file: string, withQemu: boolean): Promise<vo
     rep = await analyzeNvgrePcap(file, {
       vsids: LAB_VSIDS,
       providerAddresses: HOSTS.map((h) => PROVIDER_ADDRESSES[h].address),
-      vms: [...VMS.map((v) => ({ name: v.role, mac: v.mac, vsid: v.vsid, pa: PROVIDER_ADDRESSES[v.host].address })), ...guests.map((v) => ({ name: v.name, mac: v.mac, vsid: v.vsid, pa: PROVIDER_ADDRESSES[v.host].address }))],
+      vms: [
+        ...VMS.map((v) => ({ name: v.role, mac: v.mac, vsid: v.vsid, pa: PROVIDER_ADDRESSES[v.host].address })),
+        ...guests.map((v) => ({ name: v.name, mac: v.mac, vsid: v.vsid, pa: PROVIDER_ADDRESSES[v.host].address })),
+        // The migrated VM: behind one host's PA, then the other's.
+        { name: MIGRANT.role, mac: MIGRANT.mac, vsid: MIGRANT.vsid, pa: [MIGRANT.from, MIGRANT.to].map((h) => PROVIDER_ADDRESSES[h].address) },
+      ],
     });
     return `${rep.frames} frames, ${rep.grePackets} GRE`;
   });

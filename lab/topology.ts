@@ -15,6 +15,8 @@
 // fd00:192:168::x/64: IPv4 and IPv6 CAs both ride outer IPv6), and VM
 // adapters with a given MTU. writeVariantConfigs() derives each host's config
 // from the reference one; the reference files are never changed.
+// fleetConfigs() splits those configs for a policy store (fleet.md): `make
+// lab` runs the hosts from host-local files and etcd.
 
 import { existsSync, mkdirSync, rmSync, rmdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
@@ -35,6 +37,8 @@ import {
   waitFor,
 } from './netns.js';
 import { native } from '../src/native.js';
+import { keyRoot, recordKey } from '../src/fleet/view.js';
+import { resourceBySection, type AnyRecord, type Section } from '../src/model/resources.js';
 
 // ---------------------------------------------------------------------------
 // The plan
@@ -156,6 +160,29 @@ export const GATEWAY_RECORDS: Readonly<Partial<Record<HostName, { ip: string; vs
   host1: { ip: '10.0.1.1', vsid: 6000, mac: '60:00:60:00:01:00' },
   host2: { ip: '10.0.1.1', vsid: 6000, mac: '60:00:60:00:02:00' },
 };
+
+/**
+ * The VM `make lab` places on a host through the store and migrates to
+ * another (fleet.md: one transaction): a namespace VM whose NIC (`ifname`)
+ * is one end of a veth; the other end, `adapter`, is in its host's
+ * namespace and adopted by nvgred (mode `attach`), as a hypervisor's tap
+ * would be. The lab, as the hypervisor, moves the VM by moving that end
+ * into the new host's namespace: the VM keeps its NIC and addresses.
+ */
+export const MIGRANT = {
+  role: 'contoso4',
+  vmName: 'Contoso4',
+  adapter: 'contoso4',
+  ifname: 'eth0',
+  from: 'host2' as HostName,
+  to: 'host1' as HostName,
+  tenant: 'contoso' as Tenant,
+  vsid: 6000,
+  ip: '10.0.1.104',
+  prefixLength: 24,
+  mac: '60:00:60:00:02:04',
+  gateway: '10.0.1.1',
+} as const;
 
 /** MT-GW's external NIC and the physical server behind it. */
 export const MTGW_EXTERNAL = { role: 'mtgw', ifname: 'ext0', ip: '10.1.3.2', prefixLength: 24 } as const;
@@ -528,6 +555,74 @@ export function writeVariantConfigs(prefix: string, outDir: string, variant: Lab
   return files;
 }
 
+/** Where the fleet's policy lives (config.md `policy_store`). */
+export interface FleetStore {
+  endpoints: readonly string[];
+  /** Default `/nvgred`. */
+  prefix?: string;
+}
+
+export interface FleetConfigs {
+  /** Each host's file: host-local settings only, and `policy_store`. */
+  files: Record<HostName, string>;
+  /** The store's keys (full) and values, from every host's policy. */
+  keys: { key: string; value: string }[];
+}
+
+/** The policy sections whose records go to the store (fleet.md); every other setting stays in the host's file. */
+const STORE_SECTIONS: readonly Section[] = ['customer_routes', 'lookup_records', 'vm_adapters'];
+
+/**
+ * Split each host's whole config (e.g. from writeVariantConfigs) into what
+ * fleet.md keeps where: the file keeps host-local settings (host, PAs,
+ * provider routes, api, metrics, state_dir, encapsulation...) and gets
+ * `policy_store`; customer routes go to `customer_routes/`, lookup records
+ * every host has alike to `lookup_records/`, the others (a host's own `.1`)
+ * to `hosts/<host>/lookup_records/`, VM adapters to `hosts/<host>/vm_adapters/`.
+ * Values are the records as nvgred's validator normalizes them. Customer
+ * routes that differ between hosts are an error (the fleet has one set).
+ */
+export function fleetConfigs(configs: Record<HostName, string>, outDir: string, store: FleetStore): FleetConfigs {
+  const root = keyRoot(store.prefix ?? '/nvgred');
+  const parsed = HOSTS.map((h) => [h, loadConfig(configs[h])] as const);
+  const records = (cfg: Obj, section: Section): AnyRecord[] => {
+    const res = resourceBySection(section);
+    return ((cfg[section] ?? []) as unknown[]).map((r) => res.validate(r, res.singular));
+  };
+  /** Per key: its value on each host that has it. */
+  const byKey = new Map<string, Map<HostName, string>>();
+  for (const [host, cfg] of parsed) {
+    for (const section of STORE_SECTIONS) {
+      for (const r of records(cfg, section)) {
+        const key = section === 'vm_adapters' ? recordKey(section, r, host) : recordKey(section, r);
+        if (!byKey.has(key)) byKey.set(key, new Map());
+        byKey.get(key)!.set(host, JSON.stringify(r));
+      }
+    }
+  }
+  const keys: FleetConfigs['keys'] = [];
+  for (const [key, values] of byKey) {
+    const alike = values.size === HOSTS.length && new Set(values.values()).size === 1;
+    // One value: the fleet's (alike on every host), or one host's VM adapter.
+    if (alike || key.startsWith('hosts/')) {
+      for (const value of new Set(values.values())) keys.push({ key: root + key, value });
+      continue;
+    }
+    if (key.startsWith('customer_routes/')) throw new Error(`customer route ${key} differs between hosts (${[...values.keys()].join(', ')}): the fleet has one set`);
+    for (const [host, value] of values) keys.push({ key: root + recordKey('lookup_records', JSON.parse(value) as AnyRecord, host), value });
+  }
+  mkdirSync(outDir, { recursive: true });
+  const files = {} as Record<HostName, string>;
+  for (const [host, cfg] of parsed) {
+    const local: Obj = { ...cfg, policy_store: { etcd: { endpoints: [...store.endpoints], prefix: store.prefix ?? '/nvgred' } } };
+    for (const section of STORE_SECTIONS) delete local[section];
+    const file = join(outDir, `${host}.yaml`);
+    writeFileSync(file, `# ${host}: host-local settings of ${configs[host]}; the rest is in the policy store under ${root}\n${stringifyYaml(local)}`);
+    files[host] = file;
+  }
+  return { files, keys };
+}
+
 const normMac = (m: unknown): string => String(m).toLowerCase().replace(/[-:]/g, '').replace(/(..)(?!$)/g, '$1:');
 const normRd = (r: unknown): string => {
   const s = String(r).toLowerCase();
@@ -640,6 +735,8 @@ export interface StartDaemonsOptions {
   /** Appended to every daemon's command line (e.g. `--workers 2`). */
   daemonArgs?: readonly string[];
   env?: NodeJS.ProcessEnv;
+  /** Keep the state dirs (a restart that must run what the daemon saved); default: removed first. */
+  keepState?: boolean;
 }
 
 export interface Daemon {
@@ -700,7 +797,7 @@ export async function startDaemons(lab: Lab, opts: StartDaemonsOptions = {}): Pr
         const dir = dirname(p);
         const made = !existsSync(dir);
         mkdirSync(dir, { recursive: true });
-        safeRemove(p); // state from an earlier run would change the policy
+        if (p === socket || !opts.keepState) safeRemove(p); // state from an earlier run would change the policy
         lab.defer(`remove ${p}`, () => {
           safeRemove(p);
           if (made && existsSync(dir) && readdirSync(dir).length === 0) rmdirSync(dir);
