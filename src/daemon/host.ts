@@ -279,6 +279,8 @@ export class HostDataplane {
   private applyDelta(next: Policy, changes: readonly PolicyChange[]): boolean {
     const prev = this.running;
     if (!this.started || next.encapsulation.flow_id !== prev.encapsulation.flow_id || defaultGatewayMac(next) !== defaultGatewayMac(prev)) return false;
+    // The gateway (uplink, NATs) goes in the whole policy only.
+    if (JSON.stringify([next.uplink, next.nat]) !== JSON.stringify([prev.uplink, prev.nat])) return false;
     if (underlayKey(next) !== this.underlaySeen) return false;
     const delta = encodeDelta(next, changes);
     if (!delta) return false;

@@ -308,6 +308,8 @@ fn policy_seeds(c: &mut Corpus) {
         customer_routes: vec![],
         lookup_records: vec![],
         ports: vec![],
+        uplink: None,
+        nats: vec![],
     };
     for (name, p) in [("host1", host1()), ("dual-stack", host1_dual_stack()), ("reference", reference::policy()), ("empty", empty)] {
         c.put("policy_decode", &format!("test-{name}"), &p.encode());

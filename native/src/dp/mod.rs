@@ -27,6 +27,8 @@ mod tests_v6;
 mod tests_bounds;
 #[cfg(test)]
 mod tests_delta;
+#[cfg(test)]
+mod tests_gateway;
 mod underlay;
 mod vm;
 
@@ -36,7 +38,7 @@ pub use learn::Learned;
 pub use drop::{Direction, DropReason};
 pub use delta::{Refused, MERGE_AT};
 pub use policy::{
-    CustomerRoute, DecodeError, FlowIdMode, LookupRecord, Policy, PolicyDelta, Port, PortId, ProviderAddress, RecordChange,
+    CustomerRoute, DecodeError, FlowIdMode, GatewayNat, LookupRecord, Uplink, Policy, PolicyDelta, Port, PortId, ProviderAddress, RecordChange,
     RecordType, RoutingDomain, Rule, Vsid,
 };
 pub use encap::{encapsulate, flow_id, outer_header_len, FLOW_MIX};

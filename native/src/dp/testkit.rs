@@ -79,6 +79,8 @@ pub fn host1() -> Policy {
             Port { id: PORT_CONTOSO2, vsid: 6000, mac: mac(CONTOSO2.1) },
             Port { id: PORT_FABRIKAM1, vsid: 7000, mac: mac(FABRIKAM1.1) },
         ],
+        uplink: None,
+        nats: vec![],
     }
 }
 
