@@ -9,6 +9,7 @@ mod counters;
 mod delta;
 mod drop;
 mod encap;
+pub mod gateway;
 mod icmp;
 mod index;
 pub mod learn;
@@ -125,5 +126,13 @@ pub enum Action {
     Reject { port: PortId, vsid: Vsid, reason: DropReason },
     /// The buffer now holds outer IP + GRE + the frame: send it to `pa`.
     Encap { pa: IpAddr, vsid: Vsid, routed: bool },
+    /// The buffer holds the frame a tenant of `vsid` sent to a NAT's MAC:
+    /// for [`gateway::nat_outbound`], with the worker's NAT table.
+    Nat { vsid: Vsid },
+    /// The buffer holds an Ethernet frame for the HNV gateway's uplink.
+    Uplink,
+    /// Nothing to send and nothing wrong: the uplink's traffic that is not
+    /// ours, or ARP the host learned from.
+    Consumed,
     Drop(DropReason),
 }

@@ -283,6 +283,8 @@ pub struct Recorder {
     pub to_ports: Vec<(PortId, Vec<u8>, super::offload::Offload)>,
     /// Packets sent on the underlay: (PA, packet, out of which interface whole).
     pub to_underlay: Vec<(IpAddr, Vec<u8>, Option<u32>)>,
+    /// Frames sent out of the gateway's uplink.
+    pub to_uplink: Vec<Vec<u8>>,
     pub drops: Vec<(usize, super::DropReason)>,
     pub learned: Vec<super::Learned>,
     /// Answer `kernel_segments()` with this.
@@ -298,6 +300,11 @@ pub struct Recorder {
 impl super::Effects for Recorder {
     fn to_port(&mut self, port: PortId, buf: &super::PacketBuf) -> std::result::Result<(), super::DropReason> {
         self.to_ports.push((port, buf.frame().to_vec(), buf.offload));
+        Ok(())
+    }
+
+    fn to_uplink(&mut self, buf: &super::PacketBuf) -> std::result::Result<(), super::DropReason> {
+        self.to_uplink.push(buf.frame().to_vec());
         Ok(())
     }
 

@@ -1,26 +1,42 @@
 //! The HNV gateway in the decision core: the policy's gateway section, the
 //! NAT's outbound and inbound paths, the uplink's ARP.
 
-use super::nat::{Proto, StaticMapping};
+use super::gateway::{gateway_arp_request, nat_outbound, on_uplink_frame};
+use super::nat::{NatTable, Proto, StaticMapping};
 use super::policy::{GatewayNat, Uplink};
 use super::testkit::*;
 use super::*;
+use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, TcpFlags, TcpPacket};
 
-/// The spec's gateway host: host 1's policy, with an uplink and the NATs of
-/// Contoso and Fabrikam on one external address.
+const UPLINK_MAC: &str = "02:00:00:00:09:09";
+const ROUTER_MAC: &str = "02:00:00:00:01:01";
+const ROUTER: &str = "131.107.10.1";
+const SERVER: &str = "203.0.113.80";
+const CONTOSO_NAT_MAC: &str = "60:01:60:01:03:01";
+const FABRIKAM_NAT_MAC: &str = "70:01:70:01:03:01";
+
+/// The spec's gateway host: host 1's policy (its tenants' VMs 10.0.1.103
+/// live behind host 2, Contoso's and Fabrikam's: overlapping CAs), with an
+/// uplink and a NAT per routing domain on one external address; Contoso's
+/// opens TCP :443 to its 10.0.1.103.
 pub(super) fn gateway_policy() -> Policy {
     let mut p = host1();
-    let nats = gateway_nats();
+    // The NAT's inside address is this host's own: no record names another PA for it.
+    p.lookup_records.retain(|r| r.mac != mac(MTGW.1));
+    p.customer_routes.push(CustomerRoute { routing_domain: FABRIKAM, vsid: 7001, prefix: ip("10.0.2.0"), prefix_len: 24, next_hop: None, metric: 0 });
+    p.customer_routes.push(CustomerRoute { routing_domain: FABRIKAM, vsid: 7001, prefix: ip("0.0.0.0"), prefix_len: 0, next_hop: Some(ip(NAT_INTERNAL)), metric: 0 });
+    let mut nats = gateway_nats();
+    nats[0].static_mappings[0].internal_address = v4(CONTOSO3.0);
     p.uplink = Some(Uplink {
         ifindex: 9,
         mtu: 1500,
-        mac: mac("02:00:00:00:09:09"),
-        gateway: v4("131.107.10.1"),
+        mac: mac(UPLINK_MAC),
+        gateway: v4(ROUTER),
         addresses: vec![(v4(NAT_EXTERNAL), 24)],
     });
     p.nats = nats
         .into_iter()
-        .zip([(6001, "60:01:60:01:03:01"), (7001, "70:01:70:01:03:01")])
+        .zip([(6001, CONTOSO_NAT_MAC), (7001, FABRIKAM_NAT_MAC)])
         .map(|(nat, (vsid, m))| GatewayNat { nat, vsid, mac: mac(m) })
         .collect();
     p
@@ -42,4 +58,133 @@ fn the_gateway_section_round_trips() {
     assert!(Policy::decode(&short).is_err());
     let no_gateway = Policy { uplink: None, nats: vec![], ..p };
     assert_eq!(Policy::decode(&no_gateway.encode()), Ok(no_gateway));
+}
+
+/// What a tenant host sends the NAT: its VM's TCP segment, routed to the
+/// NAT's MAC in the NAT's VSID, from host 2's PA.
+fn from_tenant(vm: (&str, &str), nat_vsid: Vsid, nat_mac: &str, dst: &str, sport: u16, dport: u16) -> PacketBuf {
+    let ip = ip_tcp(vm.0, dst, sport, dport, TcpFlags::SYN);
+    PacketBuf::from_frame(&nvgre(HOST2_PA, HOST1_PA, nat_vsid, 0, &ethernet(mac(vm.1), mac(nat_mac), EtherType::Ipv4, &ip)))
+}
+
+/// What the uplink brings: a TCP segment from the server through the router.
+fn from_uplink(src: &str, dst: &str, sport: u16, dport: u16) -> PacketBuf {
+    PacketBuf::from_frame(&ethernet(mac(ROUTER_MAC), mac(UPLINK_MAC), EtherType::Ipv4, &ip_tcp(src, dst, sport, dport, TcpFlags::SYN | TcpFlags::ACK)))
+}
+
+/// (source address, source port, destination address, destination port) of the TCP segment after `at`.
+fn tcp_ends(frame: &[u8], at: usize) -> (String, u16, String, u16) {
+    let ip = Ipv4Packet::new_checked(&frame[at..]).unwrap();
+    assert!(ip.verify_checksum(), "the IP checksum stays right");
+    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(tcp.verify_checksum_v4(&ip.src_addr(), &ip.dst_addr()), "the TCP checksum stays right");
+    (ip.src_addr().to_string(), tcp.src_port(), ip.dst_addr().to_string(), tcp.dst_port())
+}
+
+struct Gw {
+    snap: Snapshot,
+    table: NatTable,
+    counters: Counters,
+    router: Option<MacAddr>,
+}
+
+impl Gw {
+    fn new() -> Gw {
+        Gw { snap: Snapshot::build(&gateway_policy()), table: NatTable::new(0, 1, 0), counters: Counters::new(0), router: Some(mac(ROUTER_MAC)) }
+    }
+
+    /// A tenant's packet through the underlay path and the NAT.
+    fn outbound(&mut self, buf: &mut PacketBuf) -> Action {
+        match on_underlay_packet(&self.snap, 0, buf) {
+            Action::Nat { vsid } => nat_outbound(&self.snap, &mut self.table, vsid, buf, 10, self.router, &self.counters),
+            other => other,
+        }
+    }
+
+    fn inbound(&mut self, buf: &mut PacketBuf) -> Action {
+        on_uplink_frame(&self.snap, &mut self.table, buf, 11, &mut self.router, &self.counters)
+    }
+}
+
+#[test]
+fn tenants_with_one_address_leave_from_the_external_address_on_different_ports() {
+    let mut gw = Gw::new();
+    let mut ports = Vec::new();
+    for (vm, vsid, nat_mac) in [(CONTOSO3, 6001, CONTOSO_NAT_MAC), (FABRIKAM3, 7001, FABRIKAM_NAT_MAC)] {
+        let mut buf = from_tenant(vm, vsid, nat_mac, SERVER, 40000, 80);
+        assert_eq!(gw.outbound(&mut buf), Action::Uplink);
+        let f = buf.frame();
+        let eth = EthernetFrame::new_checked(f).unwrap();
+        assert_eq!((eth.dst_addr(), eth.src_addr(), eth.ethertype()), (mac(ROUTER_MAC), mac(UPLINK_MAC), EtherType::Ipv4));
+        let (src, sport, dst, dport) = tcp_ends(f, 14);
+        assert_eq!((src.as_str(), dst.as_str(), dport), (NAT_EXTERNAL, SERVER, 80));
+        assert!(sport >= 1024);
+        assert_eq!(Ipv4Packet::new_checked(&f[14..]).unwrap().hop_limit(), 63, "the TTL is decremented");
+        ports.push(sport);
+    }
+    assert_ne!(ports[0], ports[1], "same CA and port, two tenants: two external ports");
+    assert_eq!(gw.counters.get(Counter::NatMappingsCreated), 2);
+
+    // Each reply goes back to its own tenant's VM, from the NAT's MAC, in the VM's VSID.
+    for (port, vm, vsid, nat_mac) in [(ports[0], CONTOSO3, 6000, CONTOSO_NAT_MAC), (ports[1], FABRIKAM3, 7000, FABRIKAM_NAT_MAC)] {
+        let mut buf = from_uplink(SERVER, NAT_EXTERNAL, 80, port);
+        assert_eq!(gw.inbound(&mut buf), Action::Encap { pa: ip(HOST2_PA), vsid, routed: false });
+        let f = buf.frame();
+        let outer = Ipv4Packet::new_checked(f).unwrap();
+        assert_eq!((outer.src_addr(), outer.dst_addr(), outer.next_header()), (v4(HOST1_PA), v4(HOST2_PA), IpProtocol::Gre));
+        assert_eq!(u32::from_be_bytes(f[24..28].try_into().unwrap()) >> 8, vsid, "the key names the VM's VSID");
+        let inner = &f[28..];
+        let eth = EthernetFrame::new_checked(inner).unwrap();
+        assert_eq!((eth.dst_addr(), eth.src_addr()), (mac(vm.1), mac(nat_mac)));
+        assert_eq!(tcp_ends(inner, 14), (SERVER.to_string(), 80, vm.0.to_string(), 40000));
+    }
+}
+
+#[test]
+fn unsolicited_inbound_is_dropped_and_a_static_mapping_lets_the_server_in() {
+    let mut gw = Gw::new();
+    let mut buf = from_uplink(SERVER, NAT_EXTERNAL, 5555, 40000);
+    assert_eq!(gw.inbound(&mut buf), Action::Drop(DropReason::NatNoMapping));
+    let mut buf = from_uplink(SERVER, NAT_EXTERNAL, 5555, 443);
+    assert_eq!(gw.inbound(&mut buf), Action::Encap { pa: ip(HOST2_PA), vsid: 6000, routed: false });
+    assert_eq!(tcp_ends(&buf.frame()[28..], 14), (SERVER.to_string(), 5555, CONTOSO3.0.to_string(), 443));
+    // Not to an external address, not to the uplink's MAC: not the NAT's.
+    let mut buf = from_uplink(SERVER, "131.107.10.99", 5555, 443);
+    assert_eq!(gw.inbound(&mut buf), Action::Drop(DropReason::UnknownDestination));
+    let mut other = from_uplink(SERVER, NAT_EXTERNAL, 5555, 443);
+    EthernetFrame::new_unchecked(other.frame_mut()).set_dst_addr(mac("02:00:00:00:77:77"));
+    assert_eq!(gw.inbound(&mut other), Action::Consumed);
+}
+
+#[test]
+fn a_destination_inside_the_routing_domain_is_not_translated() {
+    let mut gw = Gw::new();
+    let mut buf = from_tenant(CONTOSO3, 6001, CONTOSO_NAT_MAC, CONTOSO1.0, 40000, 80);
+    assert_eq!(gw.outbound(&mut buf), Action::Drop(DropReason::NatInsideDestination));
+}
+
+#[test]
+fn without_the_routers_mac_nothing_leaves_and_arp_finds_it() {
+    let mut gw = Gw::new();
+    gw.router = None;
+    let mut buf = from_tenant(CONTOSO3, 6001, CONTOSO_NAT_MAC, SERVER, 40000, 80);
+    assert_eq!(gw.outbound(&mut buf), Action::Drop(DropReason::UplinkUnresolved));
+    let mut req = PacketBuf::new(128);
+    assert!(gateway_arp_request(&gw.snap, &mut req));
+    assert_eq!(req.frame(), &arp_request(mac(UPLINK_MAC), NAT_EXTERNAL, ROUTER, MacAddr::BROADCAST)[..]);
+    // The router's reply is learned from, not answered.
+    let mut reply = PacketBuf::from_frame(&arp_reply(mac(ROUTER_MAC), ROUTER, mac(UPLINK_MAC), NAT_EXTERNAL));
+    assert_eq!(gw.inbound(&mut reply), Action::Consumed);
+    assert_eq!(gw.router, Some(mac(ROUTER_MAC)));
+}
+
+#[test]
+fn arp_for_an_uplink_address_is_answered_with_the_uplinks_mac() {
+    let mut gw = Gw::new();
+    let asker = mac("02:00:00:00:05:05");
+    let mut buf = PacketBuf::from_frame(&arp_request(asker, "131.107.10.50", NAT_EXTERNAL, MacAddr::BROADCAST));
+    assert_eq!(gw.inbound(&mut buf), Action::Uplink);
+    assert_eq!(buf.frame(), &arp_reply(mac(UPLINK_MAC), NAT_EXTERNAL, asker, "131.107.10.50")[..]);
+    let mut other = PacketBuf::from_frame(&arp_request(asker, "131.107.10.50", "131.107.10.51", MacAddr::BROADCAST));
+    assert_eq!(gw.inbound(&mut other), Action::Consumed, "another host's address is not ours to answer");
 }
