@@ -3,44 +3,13 @@
 
 use super::gateway::{gateway_arp_request, nat_outbound, on_uplink_frame};
 use super::nat::{NatTable, Proto, StaticMapping};
-use super::policy::{GatewayNat, Uplink};
 use super::testkit::*;
 use super::*;
 use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, MacAddr, TcpFlags, TcpPacket};
 
-const UPLINK_MAC: &str = "02:00:00:00:09:09";
 const ROUTER_MAC: &str = "02:00:00:00:01:01";
 const ROUTER: &str = "131.107.10.1";
 const SERVER: &str = "203.0.113.80";
-const CONTOSO_NAT_MAC: &str = "60:01:60:01:03:01";
-const FABRIKAM_NAT_MAC: &str = "70:01:70:01:03:01";
-
-/// The spec's gateway host: host 1's policy (its tenants' VMs 10.0.1.103
-/// live behind host 2, Contoso's and Fabrikam's: overlapping CAs), with an
-/// uplink and a NAT per routing domain on one external address; Contoso's
-/// opens TCP :443 to its 10.0.1.103.
-pub(super) fn gateway_policy() -> Policy {
-    let mut p = host1();
-    // The NAT's inside address is this host's own: no record names another PA for it.
-    p.lookup_records.retain(|r| r.mac != mac(MTGW.1));
-    p.customer_routes.push(CustomerRoute { routing_domain: FABRIKAM, vsid: 7001, prefix: ip("10.0.2.0"), prefix_len: 24, next_hop: None, metric: 0 });
-    p.customer_routes.push(CustomerRoute { routing_domain: FABRIKAM, vsid: 7001, prefix: ip("0.0.0.0"), prefix_len: 0, next_hop: Some(ip(NAT_INTERNAL)), metric: 0 });
-    let mut nats = gateway_nats();
-    nats[0].static_mappings[0].internal_address = v4(CONTOSO3.0);
-    p.uplink = Some(Uplink {
-        ifindex: 9,
-        mtu: 1500,
-        mac: mac(UPLINK_MAC),
-        gateway: v4(ROUTER),
-        addresses: vec![(v4(NAT_EXTERNAL), 24)],
-    });
-    p.nats = nats
-        .into_iter()
-        .zip([(6001, CONTOSO_NAT_MAC), (7001, FABRIKAM_NAT_MAC)])
-        .map(|(nat, (vsid, m))| GatewayNat { nat, vsid, mac: mac(m) })
-        .collect();
-    p
-}
 
 #[test]
 fn the_gateway_section_round_trips() {
