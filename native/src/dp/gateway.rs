@@ -65,7 +65,10 @@ impl Gateway {
 /// `vsid` sent to a NAT's MAC. Translated, it becomes a frame for the
 /// uplink (to `gateway_mac`, the uplink's gateway); too big, an ICMP error
 /// encapsulated back to the sender. `now`: seconds of a monotonic clock.
-pub fn nat_outbound(snap: &Snapshot, table: &mut NatTable, vsid: Vsid, buf: &mut PacketBuf, now: u32, gateway_mac: Option<MacAddr>, counters: &Counters) -> Action {
+///
+/// `dir`: where it came from (NVGRE, or a VM of this host), for counting.
+#[allow(clippy::too_many_arguments)]
+pub fn nat_outbound(snap: &Snapshot, table: &mut NatTable, dir: Direction, vsid: Vsid, buf: &mut PacketBuf, now: u32, gateway_mac: Option<MacAddr>, counters: &Counters) -> Action {
     let gw = snap.hnv_gateway();
     let (Some(uplink), Some(subnet)) = (&gw.uplink, snap.subnet(vsid)) else {
         return Action::Drop(DropReason::NoRoute);
@@ -83,7 +86,9 @@ pub fn nat_outbound(snap: &Snapshot, table: &mut NatTable, vsid: Vsid, buf: &mut
     let internal = IpAddr::V4(gw.nats.entries()[usize::from(n)].internal_address);
     let inside = |dst: Ipv4Addr| snap.route(rd, IpAddr::V4(dst)).is_some_and(|r| r.next_hop != Some(internal));
     let mtu = if uplink.mtu == 0 { DEFAULT_MTU } else { uplink.mtu };
-    buf.offload = Default::default();
+    if !complete(buf) {
+        return Action::Drop(DropReason::MtuExceeded);
+    }
     match table.outbound(&gw.nats, rd, vsid, &mut buf.frame_mut()[ETH..], mtu, now, inside, counters) {
         NatVerdict::Uplink { .. } => {
             let Some(next) = gateway_mac else { return Action::Drop(DropReason::UplinkUnresolved) };
@@ -95,7 +100,7 @@ pub fn nat_outbound(snap: &Snapshot, table: &mut NatTable, vsid: Vsid, buf: &mut
             Action::Uplink
         }
         NatVerdict::Reject { len, reason } => {
-            counters.count_drop(Direction::FromUnderlay, reason);
+            counters.count_drop(dir, reason);
             counters.inc(Counter::IcmpErrors, 1);
             to_tenant(snap, gw, n, vsid, buf, len)
         }
@@ -125,15 +130,8 @@ pub fn on_uplink_frame(snap: &Snapshot, table: &mut NatTable, buf: &mut PacketBu
             if !gw.owns(to) {
                 return Action::Drop(DropReason::UnknownDestination);
             }
-            // A virtual link may hand over a checksum left to finish; the
-            // NAT patches it, the tenant gets it whole. Large segments are
-            // not taken (the NAT would refuse them as too big).
-            let off = std::mem::take(&mut buf.offload);
-            if off.gso != super::offload::Gso::None {
+            if !complete(buf) {
                 return Action::Drop(DropReason::MtuExceeded);
-            }
-            if let Some((start, at)) = off.csum {
-                super::offload::complete_checksum(buf.frame_mut(), usize::from(start), usize::from(at));
             }
             // The largest IP packet a tenant gets once encapsulated.
             let pa_mtu = snap.provider_addresses.iter().map(|p| if p.mtu == 0 { DEFAULT_MTU } else { p.mtu }).min().unwrap_or(DEFAULT_MTU);
@@ -209,6 +207,21 @@ pub fn gateway_arp_request(snap: &Snapshot, buf: &mut PacketBuf) -> bool {
     };
     buf.reset();
     emit_arp(buf, MacAddr::BROADCAST, uplink.mac, &request);
+    true
+}
+
+/// Make the frame whole for the NAT, which patches checksums and sends what
+/// it translates without offload: a checksum a VM or a virtual link left to
+/// finish is finished. False for a large segment (offload), which the NAT
+/// does not cut.
+fn complete(buf: &mut PacketBuf) -> bool {
+    let off = std::mem::take(&mut buf.offload);
+    if off.gso != super::offload::Gso::None {
+        return false;
+    }
+    if let Some((start, at)) = off.csum {
+        super::offload::complete_checksum(buf.frame_mut(), usize::from(start), usize::from(at));
+    }
     true
 }
 

@@ -65,7 +65,7 @@ impl Gw {
     /// A tenant's packet through the underlay path and the NAT.
     fn outbound(&mut self, buf: &mut PacketBuf) -> Action {
         match on_underlay_packet(&self.snap, 0, buf) {
-            Action::Nat { vsid } => nat_outbound(&self.snap, &mut self.table, vsid, buf, 10, self.router, &self.counters),
+            Action::Nat { vsid } => nat_outbound(&self.snap, &mut self.table, Direction::FromUnderlay, vsid, buf, 10, self.router, &self.counters),
             other => other,
         }
     }
@@ -156,4 +156,44 @@ fn arp_for_an_uplink_address_is_answered_with_the_uplinks_mac() {
     assert_eq!(buf.frame(), &arp_reply(mac(UPLINK_MAC), NAT_EXTERNAL, asker, "131.107.10.50")[..]);
     let mut other = PacketBuf::from_frame(&arp_request(asker, "131.107.10.50", "131.107.10.51", MacAddr::BROADCAST));
     assert_eq!(gw.inbound(&mut other), Action::Consumed, "another host's address is not ours to answer");
+}
+
+#[test]
+fn a_vm_of_the_gateway_host_goes_out_through_the_nat_and_its_replies_come_back_to_its_port() {
+    let mut policy = gateway_policy();
+    // Here the NAT's record names this host's PA, as on the gateway host.
+    policy.lookup_records.push(record(6001, (NAT_INTERNAL, CONTOSO_NAT_MAC), HOST1_PA));
+    let mut gw = Gw { snap: Snapshot::build(&policy), ..Gw::new() };
+    let frame = ethernet(mac(CONTOSO1.1), mac(HOST1_GW_MAC), EtherType::Ipv4, &ip_tcp(CONTOSO1.0, SERVER, 40000, 80, TcpFlags::SYN));
+    let mut buf = PacketBuf::from_frame(&frame);
+    let Action::Nat { vsid } = on_vm_frame(&gw.snap, PORT_CONTOSO1, &mut buf) else { panic!("not for the NAT") };
+    assert_eq!(vsid, 6000);
+    assert_eq!(nat_outbound(&gw.snap, &mut gw.table, Direction::FromVm, vsid, &mut buf, 10, gw.router, &gw.counters), Action::Uplink);
+    let (src, sport, ..) = tcp_ends(buf.frame(), 14);
+    assert_eq!(src, NAT_EXTERNAL);
+    let mut reply = from_uplink(SERVER, NAT_EXTERNAL, 80, sport);
+    assert_eq!(gw.inbound(&mut reply), Action::Deliver { port: PORT_CONTOSO1, vsid: 6000, via: Via::Routed });
+    let eth = EthernetFrame::new_checked(reply.frame()).unwrap();
+    assert_eq!((eth.dst_addr(), eth.src_addr()), (mac(CONTOSO1.1), mac(CONTOSO_NAT_MAC)));
+    assert_eq!(tcp_ends(reply.frame(), 14), (SERVER.to_string(), 80, CONTOSO1.0.to_string(), 40000));
+}
+
+#[test]
+fn a_checksum_left_to_finish_is_finished_before_translation_and_a_large_segment_is_refused() {
+    let mut gw = Gw::new();
+    let mut buf = from_tenant(CONTOSO3, 6001, CONTOSO_NAT_MAC, SERVER, 40000, 80);
+    let Action::Nat { vsid } = on_underlay_packet(&gw.snap, 0, &mut buf) else { panic!("not for the NAT") };
+    // As a VM's offload would leave it: the TCP checksum field holds the pseudo-header sum only.
+    let mut frame = buf.frame().to_vec();
+    let off = tso(&mut frame, 1400);
+    let mut partial = PacketBuf::from_frame(&frame);
+    partial.offload = offload::Offload { gso: offload::Gso::None, gso_size: 0, ..off };
+    assert_eq!(nat_outbound(&gw.snap, &mut gw.table, Direction::FromUnderlay, vsid, &mut partial, 10, gw.router, &gw.counters), Action::Uplink);
+    tcp_ends(partial.frame(), 14); // checks both checksums
+    let mut large = PacketBuf::from_frame(&frame);
+    large.offload = off;
+    assert_eq!(
+        nat_outbound(&gw.snap, &mut gw.table, Direction::FromUnderlay, vsid, &mut large, 10, gw.router, &gw.counters),
+        Action::Drop(DropReason::MtuExceeded)
+    );
 }

@@ -248,6 +248,7 @@ impl Worker {
         let snap = self.state.snapshot.clone();
         self.actions.clear();
         dp::on_vm_frames(&snap, port, &mut self.bufs[..n], &mut self.actions);
+        self.to_nat(Direction::FromVm, n);
         self.carry_out(Direction::FromVm, n);
     }
 
@@ -271,7 +272,7 @@ impl Worker {
         let snap = self.state.snapshot.clone();
         self.actions.clear();
         dp::on_underlay_packets(&snap, &mut self.bufs[..n], &self.arrived[..n], &mut self.actions);
-        self.to_nat(n);
+        self.to_nat(Direction::FromUnderlay, n);
         self.carry_out(Direction::FromUnderlay, n);
     }
 
@@ -288,7 +289,7 @@ impl Worker {
         for ((b, &(src, dst)), &ifindex) in self.bufs[..n].iter_mut().zip(&self.addrs).zip(&self.arrived) {
             self.actions.push(dp::on_underlay_gre(&snap, src, dst, ifindex, b));
         }
-        self.to_nat(n);
+        self.to_nat(Direction::FromUnderlay, n);
         self.carry_out(Direction::FromUnderlay, n);
     }
 
@@ -310,14 +311,14 @@ impl Worker {
     }
 
     /// Carry out the batch's `Action::Nat`s with this worker's table.
-    fn to_nat(&mut self, n: usize) {
+    fn to_nat(&mut self, dir: Direction, n: usize) {
         if !self.actions.iter().any(|a| matches!(a, Action::Nat { .. })) {
             return;
         }
         let (now, router, snap) = (self.clock(), self.router(), self.state.snapshot.clone());
         for (a, b) in self.actions.iter_mut().zip(&mut self.bufs[..n]) {
             if let Action::Nat { vsid } = *a {
-                *a = gateway::nat_outbound(&snap, &mut self.nat, vsid, b, now, router, &self.ctx.counters);
+                *a = gateway::nat_outbound(&snap, &mut self.nat, dir, vsid, b, now, router, &self.ctx.counters);
             }
         }
     }
