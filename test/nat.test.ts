@@ -9,7 +9,7 @@
 
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, metricDelta, nsExec, ping, run, scrapeMetrics, tcpReceiver, tcpSend, type Scrape } from '../lab/netns.js';
+import { Lab, metricDelta, metricSum, nsExec, ping, run, scrapeMetrics, tcpReceiver, tcpSend, type Scrape } from '../lab/netns.js';
 import { captureDuring } from '../lab/pcap.js';
 import { buildTopology, configureVms, PROVIDER_ADDRESSES, ROUTING_DOMAINS, startDaemons, VMS, vm, writeVariantConfigs, type Daemon, type HostName } from '../lab/topology.js';
 import { packageRoot } from '../src/native.js';
@@ -102,6 +102,10 @@ describe('the HNV gateway', () => {
     expect(metricDelta(before, after, 'nvgre_nat_mappings_created_total')).toBe(4);
     expect(metricDelta(before, after, 'nvgre_nat_translated_packets_total', 'direction="outbound"')).toBeGreaterThan(10);
     expect(metricDelta(before, after, 'nvgre_nat_translated_packets_total', 'direction="inbound"')).toBeGreaterThan(10);
+    const mappings = (nat: string, protocol: string) => metricSum(after, 'nvgre_nat_mappings', `nat="${nat}"`, `protocol="${protocol}"`);
+    expect([mappings('Contoso', 'tcp'), mappings('Fabrikam', 'tcp')]).toEqual([2, 2]);
+    const status = await apiRequest(gwSocket())('GET', '/v1/status');
+    expect((status.body as { uplink?: unknown }).uplink).toMatchObject({ interface: 'eth2', nats: 2, up: true, error: null });
     // ping crosses too (ICMP echo by its identifier)
     expect((await ping(lab.ns('contoso3'), SERVER, { count: 2 })).received).toBe(2);
     expect((await ping(lab.ns('fabrikam3'), SERVER, { count: 2 })).received).toBe(2);

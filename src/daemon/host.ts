@@ -160,6 +160,12 @@ export class HostDataplane {
     });
   }
 
+  /** The uplink's device: up, or down and why (its interface is absent, say). */
+  uplinkState(): { ifindex: number | null; up: boolean; error: string | null } {
+    const s = this.started && this.running.uplink ? this.core.uplinkState() : undefined;
+    return { ifindex: s?.ifindex || null, up: s?.up ?? false, error: s?.error ?? null };
+  }
+
   /** The adapter a port id belongs to. */
   portName(id: number): string | undefined {
     for (const p of this.ports.values()) if (p.id === id) return p.name;
