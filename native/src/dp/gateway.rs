@@ -12,6 +12,7 @@
 use super::nat::{NatIndex, NatTable, NatVerdict, Nats};
 use super::policy::{Policy, Uplink};
 use super::tables::{Reach, Snapshot};
+use super::offload::{self, Gso};
 use super::{encapsulate, malformed, Action, Counter, Counters, Direction, DropReason, PacketBuf, Via, Vsid};
 use crate::wire::{ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr, MacAddr};
 use std::net::{IpAddr, Ipv4Addr};
@@ -86,14 +87,16 @@ pub fn nat_outbound(snap: &Snapshot, table: &mut NatTable, dir: Direction, vsid:
     let internal = IpAddr::V4(gw.nats.entries()[usize::from(n)].internal_address);
     let inside = |dst: Ipv4Addr| snap.route(rd, IpAddr::V4(dst)).is_some_and(|r| r.next_hop != Some(internal));
     let mtu = if uplink.mtu == 0 { DEFAULT_MTU } else { uplink.mtu };
-    if !complete(buf) {
-        return Action::Drop(DropReason::MtuExceeded);
-    }
+    let mtu = match prepare(buf, mtu) {
+        Ok(mtu) => mtu,
+        Err(reason) => return Action::Drop(reason),
+    };
     match table.outbound(&gw.nats, rd, vsid, &mut buf.frame_mut()[ETH..], mtu, now, inside, counters) {
         NatVerdict::Uplink { .. } => {
             let Some(next) = gateway_mac else { return Action::Drop(DropReason::UplinkUnresolved) };
             let len = ip_len(buf);
             buf.truncate(ETH + len);
+            translated(buf);
             let mut eth = EthernetFrame::new_unchecked(buf.frame_mut());
             eth.set_dst_addr(next);
             eth.set_src_addr(uplink.mac);
@@ -102,6 +105,7 @@ pub fn nat_outbound(snap: &Snapshot, table: &mut NatTable, dir: Direction, vsid:
         NatVerdict::Reject { len, reason } => {
             counters.count_drop(dir, reason);
             counters.inc(Counter::IcmpErrors, 1);
+            buf.offload = Default::default();
             to_tenant(snap, gw, n, vsid, buf, len)
         }
         NatVerdict::Tenant { .. } => Action::Drop(DropReason::InternalError),
@@ -130,19 +134,23 @@ pub fn on_uplink_frame(snap: &Snapshot, table: &mut NatTable, buf: &mut PacketBu
             if !gw.owns(to) {
                 return Action::Drop(DropReason::UnknownDestination);
             }
-            if !complete(buf) {
-                return Action::Drop(DropReason::MtuExceeded);
-            }
             // The largest IP packet a tenant gets once encapsulated.
             let pa_mtu = snap.provider_addresses.iter().map(|p| if p.mtu == 0 { DEFAULT_MTU } else { p.mtu }).min().unwrap_or(DEFAULT_MTU);
-            match table.inbound(&gw.nats, &mut buf.frame_mut()[ETH..], pa_mtu.saturating_sub(NVGRE_V4_OVERHEAD), now, counters) {
+            let mtu = match prepare(buf, pa_mtu.saturating_sub(NVGRE_V4_OVERHEAD)) {
+                Ok(mtu) => mtu,
+                Err(reason) => return Action::Drop(reason),
+            };
+            match table.inbound(&gw.nats, &mut buf.frame_mut()[ETH..], mtu, now, counters) {
                 NatVerdict::Tenant { nat, vsid } => {
                     let len = ip_len(buf);
+                    buf.truncate(ETH + len);
+                    translated(buf);
                     to_tenant(snap, gw, nat, vsid, buf, len)
                 }
                 NatVerdict::Reject { len, reason } => {
                     counters.count_drop(Direction::FromUplink, reason);
                     counters.inc(Counter::IcmpErrors, 1);
+                    buf.offload = Default::default();
                     buf.truncate(ETH + len);
                     let mut eth = EthernetFrame::new_unchecked(buf.frame_mut());
                     eth.set_dst_addr(src);
@@ -210,19 +218,38 @@ pub fn gateway_arp_request(snap: &Snapshot, buf: &mut PacketBuf) -> bool {
     true
 }
 
-/// Make the frame whole for the NAT, which patches checksums and sends what
-/// it translates without offload: a checksum a VM or a virtual link left to
-/// finish is finished. False for a large segment (offload), which the NAT
-/// does not cut.
-fn complete(buf: &mut PacketBuf) -> bool {
-    let off = std::mem::take(&mut buf.offload);
-    if off.gso != super::offload::Gso::None {
-        return false;
+/// Ready the frame for the NAT, which patches checksums: a checksum a VM or
+/// a virtual link left to finish is finished (the frame then has no
+/// offload). A large TCP segment (a VM's, or merged on receive) keeps its
+/// offload, to be cut once translated: the NAT then checks the size of its
+/// segments against `mtu`, not its own. Returns the MTU the NAT checks the
+/// packet against.
+fn prepare(buf: &mut PacketBuf, mtu: u16) -> Result<u16, DropReason> {
+    let off = buf.offload.validated(buf.frame()).ok_or(DropReason::Malformed)?;
+    match off.gso {
+        Gso::None => {
+            buf.offload = Default::default();
+            if let Some((start, at)) = off.csum {
+                offload::complete_checksum(buf.frame_mut(), usize::from(start), usize::from(at));
+            }
+            Ok(mtu)
+        }
+        Gso::Tcp4 => {
+            buf.offload = off;
+            let segment = usize::from(off.hdr_len) - ETH + usize::from(off.gso_size);
+            // Segments that fit pass; else the whole is too big, and the sender hears the MTU.
+            Ok(if segment <= usize::from(mtu) { u16::MAX } else { mtu })
+        }
+        _ => Err(DropReason::UnsupportedProtocol),
     }
-    if let Some((start, at)) = off.csum {
-        super::offload::complete_checksum(buf.frame_mut(), usize::from(start), usize::from(at));
+}
+
+/// After translation: a large segment's checksum back in the partial form
+/// its segmentation expects (the NAT patched it as a whole one).
+fn translated(buf: &mut PacketBuf) {
+    if buf.offload.gso != Gso::None {
+        offload::set_partial_checksum(buf.frame_mut());
     }
-    true
 }
 
 /// The IPv4 total length of the packet after the buffer's Ethernet header
@@ -244,7 +271,6 @@ fn to_tenant(snap: &Snapshot, gw: &Gateway, n: NatIndex, vsid: Vsid, buf: &mut P
     };
     let nat_mac = gw.inside[usize::from(n)].1;
     buf.truncate(ETH + len);
-    buf.offload = Default::default();
     let mut eth = EthernetFrame::new_unchecked(buf.frame_mut());
     eth.set_dst_addr(rec.mac);
     eth.set_src_addr(nat_mac);

@@ -179,21 +179,53 @@ fn a_vm_of_the_gateway_host_goes_out_through_the_nat_and_its_replies_come_back_t
 }
 
 #[test]
-fn a_checksum_left_to_finish_is_finished_before_translation_and_a_large_segment_is_refused() {
+fn a_checksum_left_to_finish_is_finished_and_a_large_segment_leaves_translated_whole_to_be_cut() {
     let mut gw = Gw::new();
-    let mut buf = from_tenant(CONTOSO3, 6001, CONTOSO_NAT_MAC, SERVER, 40000, 80);
-    let Action::Nat { vsid } = on_underlay_packet(&gw.snap, 0, &mut buf) else { panic!("not for the NAT") };
-    // As a VM's offload would leave it: the TCP checksum field holds the pseudo-header sum only.
-    let mut frame = buf.frame().to_vec();
-    let off = tso(&mut frame, 1400);
-    let mut partial = PacketBuf::from_frame(&frame);
-    partial.offload = offload::Offload { gso: offload::Gso::None, gso_size: 0, ..off };
-    assert_eq!(nat_outbound(&gw.snap, &mut gw.table, Direction::FromUnderlay, vsid, &mut partial, 10, gw.router, &gw.counters), Action::Uplink);
-    tcp_ends(partial.frame(), 14); // checks both checksums
-    let mut large = PacketBuf::from_frame(&frame);
-    large.offload = off;
-    assert_eq!(
-        nat_outbound(&gw.snap, &mut gw.table, Direction::FromUnderlay, vsid, &mut large, 10, gw.router, &gw.counters),
-        Action::Drop(DropReason::MtuExceeded)
-    );
+    // As a VM's offload (or GRO) leaves it: the checksum field holds the
+    // pseudo-header sum only; a large one cut at 1000 bytes.
+    let frame = |payload: usize| ethernet(mac(CONTOSO3.1), mac(CONTOSO_NAT_MAC), EtherType::Ipv4, &ip_tcp_payload(CONTOSO3.0, SERVER, 40000, 80, payload));
+    let (mut small, mut big) = (frame(300), frame(3000));
+    let small_off = tso(&mut small, 1000);
+    let off = tso(&mut big, 1000);
+    let nat = |gw: &mut Gw, frame: &[u8], off: offload::Offload| {
+        let mut buf = PacketBuf::from_frame(frame);
+        buf.offload = off;
+        let a = nat_outbound(&gw.snap, &mut gw.table, Direction::FromUnderlay, 6000, &mut buf, 10, gw.router, &gw.counters);
+        (a, buf)
+    };
+    // Checksum to finish, no segmentation: finished, then translated.
+    let (a, whole) = nat(&mut gw, &small, offload::Offload { gso: offload::Gso::None, gso_size: 0, ..small_off });
+    assert_eq!(a, Action::Uplink);
+    assert_eq!(whole.offload, offload::Offload::default());
+    tcp_ends(whole.frame(), 14); // checks both checksums
+    // Large: translated whole, its offload kept, its segments right.
+    let (a, large) = nat(&mut gw, &big, off);
+    assert_eq!(a, Action::Uplink);
+    assert_eq!(large.offload.gso, offload::Gso::Tcp4);
+    let n = offload::segment_count(large.len(), &large.offload);
+    assert_eq!(n, 3);
+    let mut segs: Vec<PacketBuf> = (0..n).map(|_| PacketBuf::new(2048)).collect();
+    assert!(offload::segment(large.frame(), 0, &large.offload, 0, &mut segs));
+    for seg in &segs {
+        let (src, sport, dst, _) = tcp_ends(seg.frame(), 14);
+        assert_eq!((src.as_str(), dst.as_str()), (NAT_EXTERNAL, SERVER));
+        assert_eq!(sport, tcp_ends(whole.frame(), 14).1, "one mapping for the flow");
+    }
+    // Segments larger than the uplink takes: the sender hears the MTU.
+    let (a, _) = nat(&mut gw, &big, offload::Offload { gso_size: 1500, ..off });
+    assert!(matches!(a, Action::Encap { .. }), "an ICMP error back to the VM: {a:?}");
+}
+
+/// A TCP segment with `payload` bytes as an IPv4 packet, checksum complete.
+fn ip_tcp_payload(src: &str, dst: &str, sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20 + payload];
+    let mut t = TcpPacket::new_unchecked(&mut tcp[..]);
+    t.set_src_port(sport);
+    t.set_dst_port(dport);
+    t.set_seq_number(1000);
+    t.set_header_len(20);
+    t.set_flags(TcpFlags::ACK);
+    t.set_window_len(512);
+    t.fill_checksum_v4(&v4(src), &v4(dst));
+    ipv4(src, dst, IpProtocol::Tcp, 64, 0, &tcp)
 }
