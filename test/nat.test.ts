@@ -139,6 +139,13 @@ describe('the HNV gateway', () => {
     }
   });
 
+  it('refuses to start with several packet workers (the hand-off of NAT flows between workers is not built)', async () => {
+    const gw = daemons.find((d) => d.host === 'gwhost')!;
+    const r = await nsExec(lab.ns('gwhost'), [process.execPath, join(packageRoot(), 'dist/src/daemon/main.js'), '--config', gw.configFile, '--workers', '2'], { timeoutMs: 30_000 });
+    expect(r.code).toBe(2);
+    expect(r.stdout + r.stderr).toMatch(/uplink: .*--workers 1/);
+  });
+
   it('drops unsolicited inbound, counts it, and never delivers it to a VM', async () => {
     const before = await metrics();
     const file = join(out, 'unsolicited.pcap');
