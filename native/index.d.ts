@@ -194,3 +194,17 @@ export function portStates(): Array<{ id: number; ifindex: number; mtu?: number;
 
 /** A number that changes whenever the kernel's links, addresses or routes (of the daemon's namespace) did. */
 export function kernelChanges(): number;
+
+/** Adopt interface `name` as the HNV gateway's uplink (null: none). Refused with several workers. */
+export function setUplink(name: string | null): void;
+
+/** The uplink's device, or undefined without one. */
+export function uplinkState(): { ifindex: number; up: boolean; error?: string } | undefined;
+
+/**
+ * Every live NAT mapping of every worker, 9 values each: NAT index (in the
+ * policy's `nat` list), VSID, protocol (0 tcp, 1 udp, 2 icmp), inside
+ * address (IPv4 as a number), inside port (ICMP: echo identifier), external
+ * address, external port, seconds left, TCP established (1) or not.
+ */
+export function natMappings(): BigUint64Array;

@@ -4,6 +4,7 @@
 // persists it. Who may do what, and which connection gives way when there
 // are too many, is connections.ts.
 
+import { natMappings } from './nat.js';
 import { chmodSync, existsSync, lstatSync, mkdirSync, realpathSync, rmSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -145,6 +146,10 @@ async function route(ctx: ApiContext, req: IncomingMessage): Promise<Reply> {
     case 'status':
       if (method !== 'GET') throw methodNotAllowed(method, url.pathname, 'GET');
       return { status: 200, body: daemonStatus(ctx) };
+    case 'nat':
+      if (method !== 'GET') throw methodNotAllowed(method, url.pathname, 'GET');
+      if (rest.length) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no such path ${url.pathname} (the NAT mappings are GET /v1/nat)`);
+      return { status: 200, body: natMappings(ctx.core, store.policy, url.searchParams) };
     case 'next-hop': {
       if (method !== 'GET') throw methodNotAllowed(method, url.pathname, 'GET');
       return { status: 200, body: resolveNextHop(ctx.core, store.policy, url.searchParams) };

@@ -47,5 +47,7 @@ export function statusOf(src: StatusSource) {
       };
     }),
     last_reload: { successful: r.successful, timestamp: r.timestamp.toISOString(), error: r.error },
+    // The HNV gateway's uplink (only on a gateway host).
+    ...(p.uplink ? { uplink: { interface: p.uplink.interface, nats: (p.nat ?? []).length, ...src.host.uplinkState() } } : {}),
   };
 }

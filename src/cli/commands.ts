@@ -649,6 +649,43 @@ const ADAPTER: ObjectDef = {
   },
 };
 
+// ---------------------------------------------------------------- nat
+
+const NAT_FILTER_KW: Keywords = { name: str('name', 'NAME'), protocol: str('protocol', '{ tcp | udp | icmp }') };
+
+const NAT: ObjectDef = {
+  about: "the HNV gateway's NAT mappings (like conntrack -L)",
+  notes: ['Each line: NAT, protocol, inside endpoint (VSID, address:port; ICMP: echo identifier), external', 'endpoint, seconds before it expires, and for TCP whether the connection is established.'],
+  commands: {
+    show: {
+      args: '[ name NAME ] [ protocol { tcp | udp | icmp } ]',
+      about: 'list the live mappings',
+      run: async (ctx, words, hint) => {
+        const p = parse(words, { keywords: NAT_FILTER_KW }, hint);
+        const res = await ctx.client.call('GET', listPath('nat', filters(p, NAT_FILTER_KW)));
+        if (ctx.json) return printJson(ctx, res);
+        const list = (res.json as { mappings?: unknown } | undefined)?.mappings;
+        if (!Array.isArray(list)) throw unexpected('GET /v1/nat', res);
+        writeLines(
+          ctx,
+          list.map((m: Record<string, unknown>) =>
+            [
+              `nat ${m.nat}`,
+              `${m.protocol}`,
+              `vsid ${m.vsid}`,
+              `src ${m.internal_address}:${m.internal_port}`,
+              `external ${m.external_address}:${m.external_port}`,
+              `expires ${m.expires_in}s`,
+              ...(m.established === undefined ? [] : [m.established ? 'established' : 'transitory']),
+            ].join(' '),
+          ),
+        );
+      },
+    },
+  },
+  defaultCommand: 'show',
+};
+
 // ---------------------------------------------------------------- status, reload, config
 
 const STATUS: ObjectDef = {
@@ -957,6 +994,7 @@ export const OBJECTS: Readonly<Record<string, ObjectDef>> = {
   log: LOG,
   monitor: MONITOR,
   fleet: FLEET,
+  nat: NAT,
 };
 
 /** Command words that are not prefixes of the command's name. */

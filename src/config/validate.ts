@@ -47,6 +47,12 @@ import {
   type LearningSection,
   type LookupRecord,
   type MetricsSection,
+  DEFAULT_NAT_PORT_END,
+  DEFAULT_NAT_PORT_START,
+  NAT_PROTOCOLS,
+  type Nat,
+  type NatStaticMapping,
+  type UplinkSection,
   type Policy,
   type PolicyStoreSection,
   DEFAULT_POLICY_STORE_PREFIX,
@@ -55,12 +61,14 @@ import {
   type VmAdapter,
 } from '../model/policy.js';
 import { collectInvariantErrors } from './invariants.js';
+import { natProblems } from './nat.js';
 import {
   absolutePathProblem,
   interfaceNameProblem,
   isUnspecified,
   labelProblem,
   netnsNameProblem,
+  inSubnet,
   parseHostPort,
   parseIp,
   parseMac,
@@ -96,6 +104,9 @@ export const TOP_LEVEL_KEYS = [
   'api',
   'metrics',
   'policy_store',
+  'uplink',
+  'nat',
+  'nat_sync',
 ] as const;
 const HOST_KEYS = ['name'] as const;
 const PA_KEYS = ['address', 'prefix_length', 'interface', 'vlan_id', 'mac'] as const;
@@ -109,6 +120,9 @@ const API_KEYS = ['socket'] as const;
 const METRICS_KEYS = ['listen', 'per_vsid', 'per_vsid_max'] as const;
 const POLICY_STORE_KEYS = ['etcd'] as const;
 const ETCD_KEYS = ['endpoints', 'prefix'] as const;
+const UPLINK_KEYS = ['interface', 'addresses', 'gateway'] as const;
+const NAT_KEYS = ['name', 'routing_domain', 'vsid', 'internal_address', 'mac', 'external_address', 'port_start', 'port_end', 'static_mappings'] as const;
+const STATIC_MAPPING_KEYS = ['protocol', 'external_port', 'internal_address', 'internal_port'] as const;
 
 /** HNV PowerShell parameter names and other likely spellings → our key. */
 const KEY_ALIASES: Readonly<Record<string, string>> = {
@@ -719,6 +733,114 @@ function policyStoreSection(x: unknown, path: string, errs: Errs): PolicyStoreSe
   return errs.length > n0 ? undefined : { etcd: { endpoints, prefix: prefix! } };
 }
 
+/** An IPv4 unicast address (the NAT translates IPv4 only). */
+function ipv4Value(v: unknown, parent: string, key: string, errs: Errs): IpAddr | undefined {
+  const a = ipValue(v, parent, key, errs, 'unicast');
+  if (a && a.family !== 4) {
+    push(errs, 'NVGRE_ERR_FAMILY', at(parent, key), a.text, 'is IPv6; the HNV gateway and its NAT are IPv4 only');
+    return undefined;
+  }
+  return a;
+}
+
+function portValue(v: unknown, parent: string, key: string, errs: Errs): number | undefined {
+  return intInRange(v, parent, key, errs, 1, 65535, 'a port');
+}
+
+function uplinkSection(x: unknown, path: string, errs: Errs): UplinkSection | undefined {
+  const n0 = errs.length;
+  const o = mapping(x, path, UPLINK_KEYS, errs, 'uplink');
+  if (!o) return undefined;
+  const iv = required(o, 'interface', path, errs, 'the external interface');
+  const iface = iv === undefined ? undefined : checked(iv, path, 'interface', errs, interfaceNameProblem);
+  const addresses: string[] = [];
+  const av = required(o, 'addresses', path, errs, 'the addresses nvgred owns on the external network');
+  if (av !== undefined) {
+    const ap = joinKey(path, 'addresses');
+    if (!Array.isArray(av) || av.length === 0) push(errs, 'NVGRE_ERR_TYPE', ap, av, 'expected a non-empty list of address/prefix_length (e.g. 131.107.10.12/24)');
+    else av.forEach((a, i) => {
+      const p = joinIndex(ap, i);
+      const s = str(a, p, '', errs);
+      if (s === undefined) return;
+      const slash = s.indexOf('/');
+      const len = slash < 0 ? NaN : Number(s.slice(slash + 1));
+      if (slash < 0 || !/^[0-9]{1,2}$/.test(s.slice(slash + 1)) || len < 1 || len > 32) {
+        push(errs, 'NVGRE_ERR_PREFIX', p, s, 'is not address/prefix_length with a length in 1..32 (e.g. 131.107.10.12/24)');
+        return;
+      }
+      const addr = ipv4Value(s.slice(0, slash), p, '', errs);
+      if (addr === undefined) return;
+      const text = `${addr.text}/${len}`;
+      if (addresses.some((b) => b.split('/')[0] === addr.text)) push(errs, 'NVGRE_ERR_DUPLICATE', p, s, 'is listed twice');
+      else addresses.push(text);
+    });
+  }
+  const gv = required(o, 'gateway', path, errs, 'the next hop for external destinations');
+  const gateway = gv === undefined ? undefined : ipv4Value(gv, path, 'gateway', errs);
+  if (gateway && addresses.length && !addresses.some((a) => inSubnet(a.split('/')[0]!, Number(a.split('/')[1]), gateway.text))) {
+    push(errs, 'NVGRE_ERR_ADDRESS', at(path, 'gateway'), gateway.text, `is in the subnet of none of uplink.addresses (${addresses.join(', ')}): nvgred could not reach it`);
+  }
+  if (gateway && addresses.some((a) => a.split('/')[0] === gateway.text)) {
+    push(errs, 'NVGRE_ERR_ADDRESS', at(path, 'gateway'), gateway.text, 'is one of uplink.addresses; the gateway is another host');
+  }
+  if (errs.length > n0) return undefined;
+  return { interface: iface!, addresses, gateway: gateway!.text };
+}
+
+function staticMapping(x: unknown, path: string, errs: Errs): NatStaticMapping | undefined {
+  const n0 = errs.length;
+  const o = mapping(x, path, STATIC_MAPPING_KEYS, errs, 'a static mapping');
+  if (!o) return undefined;
+  const pv = required(o, 'protocol', path, errs, 'tcp or udp');
+  const protocol = pv === undefined ? undefined : enumValue(pv, path, 'protocol', errs, NAT_PROTOCOLS);
+  const ev = required(o, 'external_port', path, errs, 'the port of external_address');
+  const external_port = ev === undefined ? undefined : portValue(ev, path, 'external_port', errs);
+  const av = required(o, 'internal_address', path, errs, 'the inside address (a CA of the routing domain)');
+  const internal_address = av === undefined ? undefined : ipv4Value(av, path, 'internal_address', errs);
+  const iv = required(o, 'internal_port', path, errs, 'the port of internal_address');
+  const internal_port = iv === undefined ? undefined : portValue(iv, path, 'internal_port', errs);
+  if (errs.length > n0) return undefined;
+  return { protocol: protocol!, external_port: external_port!, internal_address: internal_address!.text, internal_port: internal_port! };
+}
+
+function natEntry(x: unknown, path: string, errs: Errs): Nat | undefined {
+  const n0 = errs.length;
+  const o = mapping(x, path, NAT_KEYS, errs, 'a NAT');
+  if (!o) return undefined;
+  const nv = required(o, 'name', path, errs, 'the NAT name');
+  const name = nv === undefined ? undefined : checked(nv, path, 'name', errs, (s) => labelProblem(s, HOST_NAME_MAX));
+  const rv = required(o, 'routing_domain', path, errs, 'the routing domain GUID');
+  const routing_domain = rv === undefined ? undefined : routingDomainValue(rv, path, 'routing_domain', errs);
+  const vv = required(o, 'vsid', path, errs, "the VSID of the NAT's inside address");
+  const vsid = vv === undefined ? undefined : vsidValue(vv, path, 'vsid', errs);
+  const iv = required(o, 'internal_address', path, errs, 'the inside address tenants route to');
+  const internal_address = iv === undefined ? undefined : ipv4Value(iv, path, 'internal_address', errs);
+  const mv = required(o, 'mac', path, errs, "the NAT's MAC");
+  const mac = mv === undefined ? undefined : macValue(mv, path, 'mac', errs);
+  const ev = required(o, 'external_address', path, errs, 'one of uplink.addresses');
+  const external_address = ev === undefined ? undefined : ipv4Value(ev, path, 'external_address', errs);
+  const sv = optional(o, 'port_start');
+  const port_start = sv === undefined ? DEFAULT_NAT_PORT_START : portValue(sv, path, 'port_start', errs);
+  const endv = optional(o, 'port_end');
+  const port_end = endv === undefined ? DEFAULT_NAT_PORT_END : portValue(endv, path, 'port_end', errs);
+  if (port_start !== undefined && port_end !== undefined && port_start > port_end) {
+    push(errs, 'NVGRE_ERR_VALUE', at(path, 'port_end'), port_end, `is below port_start ${port_start}: not a range of ports`);
+  }
+  const static_mappings = list(optional(o, 'static_mappings'), joinKey(path, 'static_mappings'), errs, staticMapping);
+  if (errs.length > n0) return undefined;
+  return {
+    name: name!,
+    routing_domain: routing_domain!,
+    vsid: vsid!,
+    internal_address: internal_address!.text,
+    mac: mac!,
+    external_address: external_address!.text,
+    port_start: port_start!,
+    port_end: port_end!,
+    static_mappings: static_mappings as NatStaticMapping[],
+  };
+}
+
 function stateDir(x: unknown, path: string, errs: Errs): string | undefined {
   return checked(x, path, '', errs, (s) => absolutePathProblem(s));
 }
@@ -735,6 +857,8 @@ export const validateApi = validator('api', apiSection);
 export const validateMetrics = validator('metrics', metricsSection);
 export const validateStateDir = validator('state_dir', stateDir);
 export const validatePolicyStore = validator('policy_store', policyStoreSection);
+export const validateUplink = validator('uplink', uplinkSection);
+export const validateNat = validator('NAT', natEntry);
 
 // ------------------------------------------------------------------ the whole document
 
@@ -832,12 +956,31 @@ export function checkPolicy(doc: unknown): { policy?: Policy; errors: FieldError
       if (a?.ok) alsoLocal.add(a.value.text);
     }
   }
+  const upv = optional(root, 'uplink');
+  const uplink = upv === undefined ? undefined : uplinkSection(upv, 'uplink', errs);
+  const natv = optional(root, 'nat');
+  const nat = list(natv, 'nat', errs, natEntry);
+  if (optional(root, 'nat_sync') !== undefined) {
+    // A key accepted must act: mirroring to a standby is not built yet.
+    push(errs, 'NVGRE_ERR_VALUE', 'nat_sync', own(root, 'nat_sync'), 'is not supported yet: connection mirroring to a standby gateway is not implemented; remove nat_sync (a lone gateway needs none)');
+  }
   const invariantErrors = collectInvariantErrors(
     { provider_addresses, provider_routes, customer_routes, lookup_records, vm_adapters },
     { alsoBound, alsoLocal, partialRoutes },
   );
   for (const e of invariantErrors) errs.push(e);
+  if (errs.length === 0 && (uplink || nat.length)) {
+    for (const e of natProblems({
+      uplink,
+      nat: nat as Nat[],
+      customer_routes: customer_routes as CustomerRoute[],
+      provider_addresses: provider_addresses as ProviderAddress[],
+      lookup_records: lookup_records as LookupRecord[],
+      vm_adapters: vm_adapters as VmAdapter[],
+    })) errs.push(e);
+  }
   if (errs.length > 0) return { errors: sortFieldErrors(errs) };
+  const gateway = { ...(uplink ? { uplink } : {}), ...(nat.length ? { nat: nat as Nat[] } : {}) };
 
   const policy: Policy = {
     host: host!,
@@ -854,9 +997,9 @@ export function checkPolicy(doc: unknown): { policy?: Policy; errors: FieldError
   if (state_dir !== undefined) {
     // keep the config file's key order
     const { api: a, metrics: m, ...rest } = policy;
-    return { policy: { ...rest, state_dir, api: a, metrics: m, ...(policy_store ? { policy_store } : {}) }, errors: [] };
+    return { policy: { ...rest, state_dir, api: a, metrics: m, ...(policy_store ? { policy_store } : {}), ...gateway }, errors: [] };
   }
-  return { policy: policy_store ? { ...policy, policy_store } : policy, errors: [] };
+  return { policy: { ...policy, ...(policy_store ? { policy_store } : {}), ...gateway }, errors: [] };
 }
 
 /**

@@ -21,7 +21,7 @@ import {
   type VmAdapter,
 } from '../model/policy.js';
 import type { PolicyChange } from '../model/change.js';
-import { defaultGatewayMac, encodeDelta, encodePolicy, type UnderlayInterface } from '../model/snapshot.js';
+import { defaultGatewayMac, encodeDelta, encodePolicy, type UnderlayInterface, type UplinkInterface } from '../model/snapshot.js';
 import { inSubnet } from '../config/net.js';
 import { nvgreError } from '../errors.js';
 
@@ -160,6 +160,12 @@ export class HostDataplane {
     });
   }
 
+  /** The uplink's device: up, or down and why (its interface is absent, say). */
+  uplinkState(): { ifindex: number | null; up: boolean; error: string | null } {
+    const s = this.started && this.running.uplink ? this.core.uplinkState() : undefined;
+    return { ifindex: s?.ifindex || null, up: s?.up ?? false, error: s?.error ?? null };
+  }
+
   /** The adapter a port id belongs to. */
   portName(id: number): string | undefined {
     for (const p of this.ports.values()) if (p.id === id) return p.name;
@@ -252,7 +258,15 @@ export class HostDataplane {
         nextPorts.set(a.name, port);
       }
 
-      // 3. One snapshot, swapped in whole.
+      // 3. The HNV gateway's uplink (adopted like an attached adapter), then
+      //    one snapshot, swapped in whole.
+      const uplinkWas = prev.uplink?.interface ?? null;
+      const uplinkNow = next.uplink?.interface ?? null;
+      if (uplinkNow !== uplinkWas) {
+        native(() => core.setUplink(uplinkNow));
+        undo.push(() => core.setUplink(uplinkWas));
+        this.log.info({ interface: uplinkNow ?? undefined, was: uplinkWas ?? undefined }, uplinkNow ? 'uplink adopted' : 'uplink let go');
+      }
       this.publish(next, nextPorts);
 
       // 4. What the new policy no longer names.
@@ -279,6 +293,8 @@ export class HostDataplane {
   private applyDelta(next: Policy, changes: readonly PolicyChange[]): boolean {
     const prev = this.running;
     if (!this.started || next.encapsulation.flow_id !== prev.encapsulation.flow_id || defaultGatewayMac(next) !== defaultGatewayMac(prev)) return false;
+    // The gateway (uplink, NATs) goes in the whole policy only.
+    if (JSON.stringify([next.uplink, next.nat]) !== JSON.stringify([prev.uplink, prev.nat])) return false;
     if (underlayKey(next) !== this.underlaySeen) return false;
     const delta = encodeDelta(next, changes);
     if (!delta) return false;
@@ -356,7 +372,7 @@ export class HostDataplane {
 
   /** Hand the packet core the snapshot of `policy` with these ports. */
   private publish(policy: Policy, ports: ReadonlyMap<string, Port>): void {
-    native(() => this.core.setPolicy(encodePolicy(policy, new Map([...ports].map(([n, p]) => [n, p.id])), (pa) => underlayInterface(paDevice(pa)))));
+    native(() => this.core.setPolicy(encodePolicy(policy, new Map([...ports].map(([n, p]) => [n, p.id])), (pa) => underlayInterface(paDevice(pa)), uplinkInterface)));
     this.underlaySeen = underlayKey(policy);
   }
 
@@ -422,9 +438,21 @@ export class HostDataplane {
   }
 }
 
-/** The underlay interfaces' index and MTU, as a snapshot encodes them. */
+/** The underlay interfaces' (and the uplink's) index and MTU (and MAC), as a snapshot encodes them. */
 function underlayKey(p: Policy): string {
-  return p.provider_addresses.map((pa) => underlayInterface(paDevice(pa))).map((u) => `${u.ifindex}/${u.mtu}`).join(',');
+  const uplink = p.uplink ? uplinkInterface(p.uplink.interface) : undefined;
+  return [...p.provider_addresses.map((pa) => underlayInterface(paDevice(pa))), ...(uplink ? [uplink] : [])].map((u) => `${u.ifindex}/${u.mtu}/${'mac' in u ? u.mac : ''}`).join(',');
+}
+
+/** The uplink's interface as the core needs it: ifindex 0 and a zero MAC while it is absent. */
+function uplinkInterface(ifname: string): UplinkInterface {
+  let mac = '00:00:00:00:00:00';
+  try {
+    mac = readFileSync(`/sys/class/net/${ifname}/address`, 'utf8').trim();
+  } catch {
+    // absent: the snapshot is made again when it appears (reconcile)
+  }
+  return { ...underlayInterface(ifname), mac };
 }
 
 /** The policy's provider routes with the device each goes on. */

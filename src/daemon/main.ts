@@ -193,6 +193,11 @@ async function main(): Promise<number> {
     log.fatal({ config: cl.config, path: 'customer_routes[0]', value: first }, 'customer_routes: a host whose policy is in policy_store has none in its file (they are the fleet\'s, in etcd)');
     return EXIT_CONFIG;
   }
+  if (file.uplink && cl.workers > 1) {
+    // Both directions of a NAT mapping must meet in the worker that owns it; the hand-off between workers is not built.
+    log.fatal({ config: cl.config, path: 'uplink', value: file.uplink, workers: cl.workers }, 'uplink: the HNV gateway runs with a single packet worker for now; start it with --workers 1');
+    return EXIT_CONFIG;
+  }
   const stateDir = file.state_dir ?? process.env.STATE_DIRECTORY;
   const state = stateDir ? new StateFile(stateDir) : undefined;
   const start = initialPolicy(cl.config, config, state, log, logs.component('learning'));

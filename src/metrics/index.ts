@@ -69,7 +69,17 @@ const TOTALS: Record<string, { name: string; help: string }> = {
     help: 'Batches of packets whose handling panicked (a bug in nvgred): each batch was dropped (reason internal_error) and the worker went on.',
   },
   vm_adapter_errors: { name: 'nvgre_vm_adapter_errors_total', help: "VM adapters whose device failed under the daemon (e.g. its TAP was deleted): each is then down until re-created by a reload." },
+  nat_mappings_created: { name: 'nvgre_nat_mappings_created_total', help: 'NAT mappings made for a tenant endpoint starting a flow to the outside (the HNV gateway).' },
+  nat_mappings_expired: { name: 'nvgre_nat_mappings_expired_total', help: 'NAT mappings removed after their idle timeout.' },
+  nat_mappings_refused: { name: 'nvgre_nat_mappings_refused_total', help: 'NAT mappings refused: the NAT or the gateway holds its limit, or the port range is used up (see nvgre_dropped_packets_total reasons nat_*).' },
+  nat_mappings_removed: { name: 'nvgre_nat_mappings_removed_total', help: 'NAT mappings removed because their NAT changed or went.' },
+  uplink_rx_packets: { name: 'nvgre_uplink_rx_packets_total', help: "Frames read from the HNV gateway's uplink." },
+  uplink_tx_packets: { name: 'nvgre_uplink_tx_packets_total', help: "Frames sent out of the HNV gateway's uplink (translated packets, ARP)." },
 };
+
+/** The NAT's live mappings per NAT and protocol (from natMappings(): 9 values each, the NAT index first, the protocol third). */
+export const NAT_MAPPING_FIELDS = 9;
+export const NAT_PROTOCOL_NAMES = ['tcp', 'udp', 'icmp'] as const;
 
 export class Metrics {
   readonly registry = new Registry();
@@ -119,9 +129,39 @@ export class Metrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const direction of ['from_vm', 'from_underlay']) {
+        for (const direction of ['from_vm', 'from_underlay', 'from_uplink']) {
           for (const reason of reasons) this.inc({ direction, reason }, value(`drop:${direction}:${reason}`));
         }
+      },
+    });
+
+    new Counter({
+      name: 'nvgre_nat_translated_packets_total',
+      help: 'Packets the HNV gateway translated: outbound (tenant to the uplink) and inbound (uplink to a tenant).',
+      labelNames: ['direction'],
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc({ direction: 'outbound' }, value('nat_outbound_packets'));
+        this.inc({ direction: 'inbound' }, value('nat_inbound_packets'));
+      },
+    });
+    new Gauge({
+      name: 'nvgre_nat_mappings',
+      help: 'Live NAT mappings, by NAT (the name of its nat entry) and protocol.',
+      labelNames: ['nat', 'protocol'],
+      registers: [r],
+      collect() {
+        this.reset();
+        const nats = src.policy().nat ?? [];
+        if (!nats.length) return;
+        const counts = nats.map(() => [0, 0, 0]);
+        const m = src.core.natMappings();
+        for (let i = 0; i + NAT_MAPPING_FIELDS <= m.length; i += NAT_MAPPING_FIELDS) {
+          const c = counts[Number(m[i])];
+          if (c) c[Number(m[i + 2])]! += 1;
+        }
+        nats.forEach((n, k) => NAT_PROTOCOL_NAMES.forEach((protocol, p) => this.set({ nat: n.name, protocol }, counts[k]![p]!)));
       },
     });
 

@@ -8,6 +8,7 @@
 // resulting document would.
 
 import { collectInvariantErrors, sortFieldErrors } from '../config/index.js';
+import { natProblems } from '../config/nat.js';
 import { ZERO_MAC, defaultGatewayOf, familyOf } from '../config/net.js';
 import type { FieldError } from '../errors.js';
 import type { PolicyChange } from './change.js';
@@ -355,7 +356,11 @@ export class KeyedPolicy {
       vm_adapters: this.sections.vm_adapters.records() as Policy['vm_adapters'],
     };
     const errs = collectInvariantErrors(sub);
-    if (!errs.length) return errs;
+    if (!errs.length) {
+      // A gateway's NATs are checked against every record (they are few; gateway hosts only).
+      const { uplink, nat } = this.rest;
+      return uplink || nat ? natProblems({ ...sub, lookup_records: look.records() as LookupRecord[], uplink, nat: nat ?? [] }) : errs;
+    }
     const places = look.positions(slots);
     return sortFieldErrors(collectInvariantErrors(sub, { lookupPosition: (i) => places[i]! }));
   }

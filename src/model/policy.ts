@@ -10,8 +10,8 @@
 // - Routing domains: lowercase GUID in braces
 //   (`{12345678-1000-2000-3000-123456780001}`).
 // Optional fields without a default (`vm_name`, `netns`, `mtu`, `mode`,
-// `socket`, `socket_mode`, `host.name`, `state_dir`, `policy_store`) are absent, not
-// undefined-valued, when not given.
+// `socket`, `socket_mode`, `host.name`, `state_dir`, `policy_store`, `uplink`,
+// `nat`) are absent, not undefined-valued, when not given.
 
 export const VSID_MIN = 4096;
 export const VSID_MAX = 16777214;
@@ -163,6 +163,42 @@ export interface PolicyStoreSection {
 
 export const DEFAULT_POLICY_STORE_PREFIX = '/nvgred';
 
+/** The HNV gateway's external network (hnv-gateway.md): plain IPv4, no encapsulation. */
+export interface UplinkSection {
+  interface: string;
+  /** `address/prefix_length`: addresses nvgred owns there (answers ARP for, sends from); not assigned to the kernel. */
+  addresses: string[];
+  /** The next hop of every external destination. */
+  gateway: string;
+}
+
+export const NAT_PROTOCOLS = ['tcp', 'udp'] as const;
+export type NatProtocol = (typeof NAT_PROTOCOLS)[number];
+export const DEFAULT_NAT_PORT_START = 1024;
+export const DEFAULT_NAT_PORT_END = 65535;
+
+/** Add-NetNatStaticMapping */
+export interface NatStaticMapping {
+  protocol: NatProtocol;
+  external_port: number;
+  internal_address: string;
+  internal_port: number;
+}
+
+/** New-NetNat: the NAT of one routing domain. */
+export interface Nat {
+  name: string;
+  routing_domain: string;
+  /** The subnet the NAT's inside address lives in. */
+  vsid: number;
+  internal_address: string;
+  mac: string;
+  external_address: string;
+  port_start: number;
+  port_end: number;
+  static_mappings: NatStaticMapping[];
+}
+
 export interface Policy {
   host: HostSection;
   provider_addresses: ProviderAddress[];
@@ -177,6 +213,10 @@ export interface Policy {
   metrics: MetricsSection;
   /** Absent: this host's policy is its file's alone. */
   policy_store?: PolicyStoreSection;
+  /** Absent: not a gateway host. */
+  uplink?: UplinkSection;
+  /** Absent when empty. */
+  nat?: Nat[];
 }
 
 /** The policy of an empty config file. */

@@ -14,16 +14,23 @@ import {
   type LookupRule,
   type LookupType,
   type Policy,
+  type NatProtocol,
   type ProviderAddress,
 } from './policy.js';
+import { insideRecords } from '../config/nat.js';
 
 const MAGIC = 'NVGP';
-const VERSION = 4;
+const VERSION = 5;
 const HEADER_LEN = 32;
 const PA_LEN = 28;
 const ROUTE_LEN = 48;
 const RECORD_LEN = 48;
 const PORT_LEN = 16;
+const GATEWAY_LEN = 32;
+const UPLINK_ADDRESS_LEN = 8;
+const NAT_LEN = 32;
+const STATIC_LEN = 16;
+const NAT_PROTOCOL: Record<NatProtocol, number> = { tcp: 0, udp: 1 };
 const DELTA_MAGIC = 'NVGD';
 const DELTA_VERSION = 1;
 const DELTA_HEADER_LEN = 16;
@@ -80,16 +87,37 @@ export interface UnderlayInterface {
   ifindex: number;
 }
 
-/** `ports`: the core's id of each VM adapter that has a device; `underlay`: the interface a PA lives on (its VLAN's, on a VLAN). */
-export function encodePolicy(policy: Policy, ports: PortIds, underlay: (pa: ProviderAddress) => UnderlayInterface): Buffer {
+/** What the core needs of the uplink's interface: `UnderlayInterface` and its MAC (the source of what nvgred sends there; zeros if it is absent). */
+export interface UplinkInterface extends UnderlayInterface {
+  mac: string;
+}
+
+/**
+ * `ports`: the core's id of each VM adapter that has a device; `underlay`:
+ * the interface a PA lives on (its VLAN's, on a VLAN); `uplink`: the uplink's
+ * interface, by name.
+ */
+export function encodePolicy(
+  policy: Policy,
+  ports: PortIds,
+  underlay: (pa: ProviderAddress) => UnderlayInterface,
+  uplink: (ifname: string) => UplinkInterface = () => ({ mtu: 0, ifindex: 0, mac: '00:00:00:00:00:00' }),
+): Buffer {
   const rd = routingDomainIndex(policy);
   const adapters = policy.vm_adapters.filter((a) => ports.has(a.name));
+  const nats = policy.nat ?? [];
+  const statics = nats.reduce((n, x) => n + x.static_mappings.length, 0);
+  const addresses = policy.uplink?.addresses ?? [];
   const buf = Buffer.alloc(
     HEADER_LEN +
       policy.provider_addresses.length * PA_LEN +
       policy.customer_routes.length * ROUTE_LEN +
       policy.lookup_records.length * RECORD_LEN +
-      adapters.length * PORT_LEN,
+      adapters.length * PORT_LEN +
+      GATEWAY_LEN +
+      addresses.length * UPLINK_ADDRESS_LEN +
+      nats.length * NAT_LEN +
+      statics * STATIC_LEN,
   );
   buf.write(MAGIC, 0, 'latin1');
   buf.writeUInt32LE(VERSION, 4);
@@ -123,6 +151,48 @@ export function encodePolicy(policy: Policy, ports: PortIds, underlay: (pa: Prov
     buf.writeUInt32LE(a.vsid, off + 4);
     putMac(buf, off + 8, a.mac);
     off += PORT_LEN;
+  }
+  // The HNV gateway: its uplink, then each NAT, then their static mappings.
+  if (policy.uplink) {
+    const u = uplink(policy.uplink.interface);
+    buf.writeUInt32LE(u.ifindex, off);
+    buf.writeUInt16LE(Math.min(u.mtu, 0xffff), off + 4);
+    buf[off + 6] = 1;
+    putMac(buf, off + 8, u.mac);
+    putIp(buf, off + 16, policy.uplink.gateway);
+  }
+  buf.writeUInt32LE(addresses.length, off + 20);
+  buf.writeUInt32LE(nats.length, off + 24);
+  buf.writeUInt32LE(statics, off + 28);
+  off += GATEWAY_LEN;
+  for (const a of addresses) {
+    const [addr, len] = splitPrefix(a);
+    putIp(buf, off, addr);
+    buf[off + 4] = len;
+    off += UPLINK_ADDRESS_LEN;
+  }
+  for (const n of nats) {
+    buf.writeUInt32LE(rd.get(n.routing_domain)!, off);
+    buf.writeUInt32LE(n.vsid, off + 4);
+    putIp(buf, off + 8, n.internal_address);
+    putIp(buf, off + 12, n.external_address);
+    putMac(buf, off + 16, n.mac);
+    buf.writeUInt16LE(n.port_start, off + 22);
+    buf.writeUInt16LE(n.port_end, off + 24);
+    buf.writeUInt16LE(n.static_mappings.length, off + 26);
+    off += NAT_LEN;
+  }
+  for (const n of nats) {
+    for (const m of n.static_mappings) {
+      // Validated: exactly one record of the routing domain holds the inside address.
+      const vsid = insideRecords(policy, n.routing_domain, m.internal_address)[0]!.vsid;
+      buf[off] = NAT_PROTOCOL[m.protocol];
+      buf.writeUInt16LE(m.external_port, off + 2);
+      buf.writeUInt32LE(vsid, off + 4);
+      putIp(buf, off + 8, m.internal_address);
+      buf.writeUInt16LE(m.internal_port, off + 12);
+      off += STATIC_LEN;
+    }
   }
   return buf;
 }

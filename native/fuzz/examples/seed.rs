@@ -308,8 +308,10 @@ fn policy_seeds(c: &mut Corpus) {
         customer_routes: vec![],
         lookup_records: vec![],
         ports: vec![],
+        uplink: None,
+        nats: vec![],
     };
-    for (name, p) in [("host1", host1()), ("dual-stack", host1_dual_stack()), ("reference", reference::policy()), ("empty", empty)] {
+    for (name, p) in [("host1", host1()), ("dual-stack", host1_dual_stack()), ("reference", reference::policy()), ("empty", empty), ("gateway", gateway_policy())] {
         c.put("policy_decode", &format!("test-{name}"), &p.encode());
     }
     // Deltas of the reference policy: a new VM, a VM moved, a VM gone, the routes again.

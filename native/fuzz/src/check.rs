@@ -198,6 +198,11 @@ pub fn vm_action(snap: &Snapshot, port: PortId, before: &[u8], off: Offload, aft
             assert_eq!(frame, &before[..frame.len()], "a probing ARP request is the request");
             assert_eq!(frame.len(), ETH + 28, "a probe carries the ARP request, not its padding");
         }
+        Action::Nat { vsid } => {
+            assert_eq!(vsid, own_vsid, "for the NAT, keyed by its sender's VSID");
+            assert!(!snap.hnv_gateway().nats.entries().is_empty(), "for a NAT on a host without one");
+        }
+        Action::Uplink | Action::Consumed => panic!("a frame from a VM decided for the HNV gateway's uplink: {action:?}"),
         Action::Reject { port: to, vsid, reason } => {
             reply_to_sender(to, vsid);
             assert_eq!(reason, DropReason::MtuExceeded);

@@ -44,6 +44,9 @@ exports! {
     "drainPanics" => drain_panics,
     "deadWorkers" => dead_workers,
     "portStates" => port_states,
+    "setUplink" => set_uplink,
+    "uplinkState" => uplink_state,
+    "natMappings" => nat_mappings,
     "kernelChanges" => kernel_changes,
     "addAddress" => add_address,
     "delAddress" => del_address,
@@ -255,6 +258,30 @@ fn port_states(_: &Args) -> JsResult<JsValue> {
         });
         Ok(JsValue::Array(ports.collect()))
     })
+}
+
+/// `setUplink(name | null)`: adopt interface `name` as the HNV gateway's uplink, or have none.
+fn set_uplink(args: &Args) -> JsResult<JsValue> {
+    let name = args.opt_string(0)?;
+    with_dataplane(|dp| dp.set_uplink(name.as_deref()).map(|_| JsValue::Undefined).map_err(io_error("NVGRE_ERR_NATIVE_UPLINK")))
+}
+
+/// `uplinkState()`: the uplink's device (`{ ifindex, up, error? }`), or undefined without one.
+fn uplink_state(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| {
+        Ok(dp.uplink_state().map_or(JsValue::Undefined, |p| {
+            let mut fields = vec![("ifindex", JsValue::U32(p.ifindex)), ("up", JsValue::Bool(p.up))];
+            if let Some(e) = p.why_down {
+                fields.push(("error", JsValue::Str(e)));
+            }
+            JsValue::Object(fields)
+        }))
+    })
+}
+
+/// `natMappings()`: every live NAT mapping, 9 values each in one BigUint64Array (see `io::NAT_MAPPING_FIELDS`).
+fn nat_mappings(_: &Args) -> JsResult<JsValue> {
+    with_dataplane(|dp| Ok(JsValue::U64Array(dp.nat_mappings())))
 }
 
 /// `kernelChanges()`: a number that changes whenever the kernel's links, addresses or routes did (modulo 2^32).

@@ -53,6 +53,8 @@ counters! {
     NatMappingsRefused => "nat_mappings_refused",
     NatMappingsRemoved => "nat_mappings_removed",
     NatMirrorApplied => "nat_mirror_applied",
+    UplinkRxPackets => "uplink_rx_packets",
+    UplinkTxPackets => "uplink_tx_packets",
 }
 
 /// Per-VSID slots: encap packets, encap bytes, decap packets, decap bytes.
@@ -187,6 +189,10 @@ impl Counters {
                 }
             }
             Action::Drop(reason) => self.count_drop(dir, reason),
+            Action::Uplink => self.inc(Counter::UplinkTxPackets, 1),
+            // Carried out (and counted) by the worker before: never here.
+            Action::Nat { .. } => self.count_drop(dir, DropReason::InternalError),
+            Action::Consumed => {}
         }
     }
 

@@ -8,15 +8,18 @@ pub enum Direction {
     FromVm = 0,
     /// A packet received on the underlay.
     FromUnderlay = 1,
+    /// A frame read from the HNV gateway's uplink.
+    FromUplink = 2,
 }
 
 impl Direction {
-    pub const ALL: [Direction; 2] = [Direction::FromVm, Direction::FromUnderlay];
+    pub const ALL: [Direction; 3] = [Direction::FromVm, Direction::FromUnderlay, Direction::FromUplink];
 
     pub fn name(self) -> &'static str {
         match self {
             Direction::FromVm => "from_vm",
             Direction::FromUnderlay => "from_underlay",
+            Direction::FromUplink => "from_uplink",
         }
     }
 }
@@ -118,4 +121,6 @@ drop_reasons! {
     /// NAT: sent to the NAT for a destination that a customer route of its routing domain
     /// covers: that traffic is routed by the tenant hosts, never translated.
     NatInsideDestination => "nat_inside_destination",
+    /// NAT: translated for the uplink, but its gateway has not answered ARP (yet).
+    UplinkUnresolved => "uplink_unresolved",
 }

@@ -9,6 +9,7 @@ mod counters;
 mod delta;
 mod drop;
 mod encap;
+pub mod gateway;
 mod icmp;
 mod index;
 pub mod learn;
@@ -27,6 +28,8 @@ mod tests_v6;
 mod tests_bounds;
 #[cfg(test)]
 mod tests_delta;
+#[cfg(test)]
+mod tests_gateway;
 mod underlay;
 mod vm;
 
@@ -36,7 +39,7 @@ pub use learn::Learned;
 pub use drop::{Direction, DropReason};
 pub use delta::{Refused, MERGE_AT};
 pub use policy::{
-    CustomerRoute, DecodeError, FlowIdMode, LookupRecord, Policy, PolicyDelta, Port, PortId, ProviderAddress, RecordChange,
+    CustomerRoute, DecodeError, FlowIdMode, GatewayNat, LookupRecord, Uplink, Policy, PolicyDelta, Port, PortId, ProviderAddress, RecordChange,
     RecordType, RoutingDomain, Rule, Vsid,
 };
 pub use encap::{encapsulate, flow_id, outer_header_len, FLOW_MIX};
@@ -123,5 +126,13 @@ pub enum Action {
     Reject { port: PortId, vsid: Vsid, reason: DropReason },
     /// The buffer now holds outer IP + GRE + the frame: send it to `pa`.
     Encap { pa: IpAddr, vsid: Vsid, routed: bool },
+    /// The buffer holds the frame a tenant of `vsid` sent to a NAT's MAC:
+    /// for [`gateway::nat_outbound`], with the worker's NAT table.
+    Nat { vsid: Vsid },
+    /// The buffer holds an Ethernet frame for the HNV gateway's uplink.
+    Uplink,
+    /// Nothing to send and nothing wrong: the uplink's traffic that is not
+    /// ours, or ARP the host learned from.
+    Consumed,
     Drop(DropReason),
 }

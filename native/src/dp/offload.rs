@@ -193,6 +193,17 @@ fn pseudo_header(frame: &[u8], l: &Layout, tcp_len: u32) -> u16 {
     }
 }
 
+/// Put the TCP checksum of a large segment (`frame`, Ethernet onwards) in
+/// partial form again after its addresses or ports changed (a NAT): the
+/// pseudo-header sum of its addresses and whole length, as segmentation
+/// expects it. False if it is not a TCP segment.
+pub fn set_partial_checksum(frame: &mut [u8]) -> bool {
+    let Some(l) = layout(frame) else { return false };
+    let pseudo = pseudo_header(frame, &l, (frame.len() - l.tcp) as u32);
+    frame[l.tcp + TCP_CHECKSUM..l.tcp + TCP_CHECKSUM + 2].copy_from_slice(&pseudo.to_be_bytes());
+    true
+}
+
 /// Set the IP length of `frame` (now `frame.len()` bytes) and its IPv4 ID.
 fn set_ip_len(frame: &mut [u8], l: &Layout, id: Option<u16>) {
     let len = frame.len() - ETH;

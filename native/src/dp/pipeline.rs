@@ -43,6 +43,8 @@ pub trait Effects {
     fn port_takes(&self, port: PortId, gso: Gso) -> bool;
     /// The batch's writes to ports are done.
     fn flush_ports(&mut self);
+    /// Send a frame out of the HNV gateway's uplink now.
+    fn to_uplink(&mut self, buf: &PacketBuf) -> Result<(), DropReason>;
     /// Send encapsulated packets, in this order; `done(k, sent)` once for each.
     fn to_underlay(&mut self, pkts: &[Outgoing], done: &mut dyn FnMut(usize, bool));
     /// Whether a large TCP segment may leave whole for the kernel to cut.
@@ -200,6 +202,13 @@ impl Pipeline {
                     self.probe(snap, dir, counters, fx, bufs, i, vsid);
                 }
                 Action::Encap { pa, .. } => self.encap(snap, dir, counters, fx, bufs, i, action, pa),
+                Action::Uplink => match fx.to_uplink(&bufs[i]) {
+                    Ok(()) => counters.account(snap, dir, &action, bufs[i].len()),
+                    Err(reason) => drop(counters, dir, fx, i, reason),
+                },
+                // The worker carries out the NAT before: one left is a bug.
+                Action::Nat { .. } => drop(counters, dir, fx, i, DropReason::InternalError),
+                Action::Consumed => {}
                 Action::Drop(reason) => drop(counters, dir, fx, i, reason),
             }
         }

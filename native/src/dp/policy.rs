@@ -6,7 +6,7 @@
 //! policy change, whatever the number of records.
 //!
 //! Encoding (little endian). Header, 32 bytes:
-//! `magic "NVGP"`, `version u32 = 4`, `flow_id u8` (0 hash, 1 zero), 1 byte pad,
+//! `magic "NVGP"`, `version u32 = 5`, `flow_id u8` (0 hash, 1 zero), 1 byte pad,
 //! `default_gateway_mac [6]`, then the counts `u32` of provider addresses,
 //! customer routes, lookup records and ports. Then the sections, in that order,
 //! of fixed-size entries. An IP address is `family u8` (4 or 6) elsewhere in
@@ -21,6 +21,17 @@
 //!   customer_address 16, provider_address 16, mac 6, pad 2
 //! - port (16): id u32, vsid u32, mac 6, pad 2
 //!
+//! Then the HNV gateway (hnv-gateway.md), IPv4 only, addresses in 4 bytes in
+//! network order: a header (32): uplink ifindex u32, uplink mtu u16, uplink
+//! present u8, pad 1, uplink mac 6, pad 2, gateway 4, then the counts `u32`
+//! of uplink addresses, NATs and static mappings; the uplink addresses (8):
+//! address 4, prefix_len u8, pad 3; the NATs (32): routing_domain u32, vsid
+//! u32, internal_address 4, external_address 4, mac 6, port_start u16,
+//! port_end u16, static mappings u16 (theirs follow those of the NATs
+//! before), pad 4; the static mappings (16): protocol u8 (0 tcp, 1 udp), pad
+//! 1, external_port u16, vsid u32, internal_address 4, internal_port u16,
+//! pad 2. A change to any of it goes as a whole policy, never a delta.
+//!
 //! A delta ([`PolicyDelta`]) changes the running policy's lookup records and
 //! customer routes. Header, 16 bytes: `magic "NVGD"`, `version u32 = 1`,
 //! `routes u32` (how many customer routes follow: the whole new list; `u32::MAX`:
@@ -29,6 +40,7 @@
 //! 2 delete), pad 3, the record (48), and for a replace the record it
 //! replaces (48; zeros otherwise). Entries are encoded as in a policy.
 
+use super::nat::{Nat, Proto, StaticMapping, Timeouts, DEFAULT_MAX_MAPPINGS};
 use crate::wire::MacAddr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -102,6 +114,29 @@ pub struct Port {
     pub mac: MacAddr,
 }
 
+/// The HNV gateway's external network (config.md `uplink`): plain IPv4.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    /// Its interface (0: not there now).
+    pub ifindex: u32,
+    pub mtu: u16,
+    /// The interface's MAC: the source of what is sent there.
+    pub mac: MacAddr,
+    /// The next hop of every external destination.
+    pub gateway: Ipv4Addr,
+    /// The addresses nvgred owns there, with their prefix lengths.
+    pub addresses: Vec<(Ipv4Addr, u8)>,
+}
+
+/// A NAT (config.md `nat`): what the translation needs ([`Nat`]), and where
+/// its inside address lives (tenants send to that MAC in that VSID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayNat {
+    pub nat: Nat,
+    pub vsid: Vsid,
+    pub mac: MacAddr,
+}
+
 /// A host's whole policy, as validated by the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -112,6 +147,9 @@ pub struct Policy {
     pub customer_routes: Vec<CustomerRoute>,
     pub lookup_records: Vec<LookupRecord>,
     pub ports: Vec<Port>,
+    /// Present on an HNV gateway host.
+    pub uplink: Option<Uplink>,
+    pub nats: Vec<GatewayNat>,
 }
 
 /// Why a policy buffer was refused (the control plane wrote it wrongly).
@@ -126,8 +164,12 @@ const CHANGE_LEN: usize = 4 + 2 * RECORD_LEN;
 const ROUTES_UNCHANGED: u32 = u32::MAX;
 /// Routing domains are numbered from 0; the MAC index packs the number in 16 bits.
 pub const MAX_ROUTING_DOMAIN: RoutingDomain = 0xfffe;
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 const HEADER_LEN: usize = 32;
+const GATEWAY_LEN: usize = 32;
+const UPLINK_ADDRESS_LEN: usize = 8;
+const NAT_LEN: usize = 32;
+const STATIC_LEN: usize = 16;
 const PA_LEN: usize = 28;
 const ROUTE_LEN: usize = 48;
 const RECORD_LEN: usize = 48;
@@ -151,8 +193,14 @@ impl<'a> Cursor<'a> {
     fn u32(&mut self) -> u32 {
         u32::from_le_bytes(self.take(4).try_into().unwrap())
     }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.take(2).try_into().unwrap())
+    }
     fn mac(&mut self) -> MacAddr {
         MacAddr::from_bytes(self.take(6))
+    }
+    fn v4(&mut self) -> Ipv4Addr {
+        Ipv4Addr::from(<[u8; 4]>::try_from(self.take(4)).unwrap())
     }
     fn ip(&mut self, family: u8) -> Result<IpAddr, DecodeError> {
         let raw: [u8; 16] = self.take(16).try_into().unwrap();
@@ -230,6 +278,110 @@ impl Cursor<'_> {
     }
 }
 
+impl Cursor<'_> {
+    /// The gateway section (its length checked before).
+    fn gateway(&mut self) -> Result<(Option<Uplink>, Vec<GatewayNat>), DecodeError> {
+        let ifindex = self.u32();
+        let mtu = self.u16();
+        let present = self.u8() != 0;
+        self.take(1);
+        let mac = self.mac();
+        self.take(2);
+        let gateway = self.v4();
+        let (addresses, nats, statics) = (self.u32() as usize, self.u32() as usize, self.u32() as usize);
+        let mut uplink = Uplink { ifindex, mtu, mac, gateway, addresses: Vec::with_capacity(addresses) };
+        for _ in 0..addresses {
+            let a = self.v4();
+            let len = prefix_ok(IpAddr::V4(a), self.u8())?;
+            self.take(3);
+            uplink.addresses.push((a, len));
+        }
+        let mut out = Vec::with_capacity(nats);
+        let mut wanted = 0;
+        for i in 0..nats {
+            let routing_domain = self.u32();
+            let vsid = vsid_ok(self.u32())?;
+            let internal_address = self.v4();
+            let external_address = self.v4();
+            let mac = self.mac();
+            let (port_start, port_end, count) = (self.u16(), self.u16(), self.u16());
+            self.take(4);
+            wanted += usize::from(count);
+            let nat = Nat {
+                // The control plane keeps the names; the core's messages say which entry.
+                name: format!("nat[{i}]"),
+                routing_domain,
+                internal_address,
+                external_address,
+                port_start,
+                port_end,
+                static_mappings: Vec::with_capacity(usize::from(count)),
+                max_mappings: DEFAULT_MAX_MAPPINGS,
+                timeouts: Timeouts::default(),
+            };
+            out.push((GatewayNat { nat, vsid, mac }, count));
+        }
+        if wanted != statics {
+            return Err(DecodeError(format!("{statics} static mappings, the NATs say {wanted}")));
+        }
+        for (g, count) in out.iter_mut() {
+            for _ in 0..*count {
+                let proto = match self.u8() {
+                    0 => Proto::Tcp,
+                    1 => Proto::Udp,
+                    p => return Err(DecodeError(format!("static mapping protocol {p}"))),
+                };
+                self.take(1);
+                let external_port = self.u16();
+                let vsid = vsid_ok(self.u32())?;
+                let internal_address = self.v4();
+                let internal_port = self.u16();
+                self.take(2);
+                g.nat.static_mappings.push(StaticMapping { proto, external_port, vsid, internal_address, internal_port });
+            }
+        }
+        Ok((present.then_some(uplink), out.into_iter().map(|(g, _)| g).collect()))
+    }
+}
+
+fn put_gateway(out: &mut Vec<u8>, uplink: Option<&Uplink>, nats: &[GatewayNat]) {
+    let none = Uplink { ifindex: 0, mtu: 0, mac: MacAddr([0; 6]), gateway: Ipv4Addr::UNSPECIFIED, addresses: Vec::new() };
+    let u = uplink.unwrap_or(&none);
+    out.extend_from_slice(&u.ifindex.to_le_bytes());
+    out.extend_from_slice(&u.mtu.to_le_bytes());
+    out.extend_from_slice(&[uplink.is_some() as u8, 0]);
+    out.extend_from_slice(u.mac.as_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&u.gateway.octets());
+    let statics: usize = nats.iter().map(|g| g.nat.static_mappings.len()).sum();
+    for n in [u.addresses.len(), nats.len(), statics] {
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    for (a, len) in &u.addresses {
+        out.extend_from_slice(&a.octets());
+        out.extend_from_slice(&[*len, 0, 0, 0]);
+    }
+    for g in nats {
+        out.extend_from_slice(&g.nat.routing_domain.to_le_bytes());
+        out.extend_from_slice(&g.vsid.to_le_bytes());
+        out.extend_from_slice(&g.nat.internal_address.octets());
+        out.extend_from_slice(&g.nat.external_address.octets());
+        out.extend_from_slice(g.mac.as_bytes());
+        for v in [g.nat.port_start, g.nat.port_end, g.nat.static_mappings.len() as u16] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&[0; 4]);
+    }
+    for s in nats.iter().flat_map(|g| &g.nat.static_mappings) {
+        out.extend_from_slice(&[if s.proto == Proto::Udp { 1 } else { 0 }, 0]);
+        out.extend_from_slice(&s.external_port.to_le_bytes());
+        out.extend_from_slice(&s.vsid.to_le_bytes());
+        out.extend_from_slice(&s.internal_address.octets());
+        out.extend_from_slice(&s.internal_port.to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+    }
+}
+
 fn put_route(out: &mut Vec<u8>, r: &CustomerRoute) {
     out.extend_from_slice(&r.routing_domain.to_le_bytes());
     out.extend_from_slice(&r.vsid.to_le_bytes());
@@ -294,11 +446,14 @@ impl Policy {
         c.u8();
         let default_gateway_mac = c.mac();
         let counts = [c.u32() as usize, c.u32() as usize, c.u32() as usize, c.u32() as usize];
-        let expected = HEADER_LEN
+        let records = HEADER_LEN
             + counts[0] * PA_LEN
             + counts[1] * ROUTE_LEN
             + counts[2] * RECORD_LEN
             + counts[3] * PORT_LEN;
+        let gateway = buf.get(records..records + GATEWAY_LEN).ok_or_else(|| DecodeError(format!("policy buffer is {} bytes, counts say at least {}", buf.len(), records + GATEWAY_LEN)))?;
+        let gw_count = |at: usize| u32::from_le_bytes(gateway[at..at + 4].try_into().unwrap()) as usize;
+        let expected = records + GATEWAY_LEN + gw_count(20) * UPLINK_ADDRESS_LEN + gw_count(24) * NAT_LEN + gw_count(28) * STATIC_LEN;
         if buf.len() != expected {
             return Err(DecodeError(format!("policy buffer is {} bytes, counts say {expected}", buf.len())));
         }
@@ -325,7 +480,8 @@ impl Policy {
             c.take(2);
             ports.push(Port { id, vsid, mac });
         }
-        Ok(Policy { flow_id, default_gateway_mac, provider_addresses, customer_routes, lookup_records, ports })
+        let (uplink, nats) = c.gateway()?;
+        Ok(Policy { flow_id, default_gateway_mac, provider_addresses, customer_routes, lookup_records, ports, uplink, nats })
     }
 
     /// The inverse of [`decode`](Self::decode), for tests and benchmarks that
@@ -374,6 +530,7 @@ impl Policy {
             out.extend_from_slice(p.mac.as_bytes());
             out.extend_from_slice(&[0, 0]);
         }
+        put_gateway(&mut out, self.uplink.as_ref(), &self.nats);
         out
     }
 }

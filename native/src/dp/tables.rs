@@ -272,6 +272,8 @@ pub struct Snapshot {
     pub(super) l2only_refs: Arc<FxMap<(Vsid, TunnelId), u32>>,
     /// What deltas changed since the tables were built; none after a full build.
     pub(super) overlay: Option<Box<Overlay>>,
+    /// The HNV gateway: made by a full build only (a delta keeps it).
+    pub(super) gateway: Arc<super::gateway::Gateway>,
 }
 
 impl Snapshot {
@@ -287,6 +289,7 @@ impl Snapshot {
             local_pas: policy.provider_addresses.iter().map(|p| p.address).collect(),
             has_vlans: policy.provider_addresses.iter().any(|p| p.vlan_id != 0),
             provider_addresses: policy.provider_addresses.clone(),
+            gateway: Arc::new(super::gateway::Gateway::build(policy)),
             ..Default::default()
         };
         let (subnets, routes, gateways) = index_routes(&policy.customer_routes, policy.default_gateway_mac);
@@ -354,6 +357,11 @@ impl Snapshot {
             port_by_mac.insert((p.vsid, p.mac), p.id);
         }
         s
+    }
+
+    /// The HNV gateway's uplink and NATs (the same `Arc` until a full build).
+    pub fn hnv_gateway(&self) -> &Arc<super::gateway::Gateway> {
+        &self.gateway
     }
 
     /// Give every VSID its per-VSID counter slot, while slots last.

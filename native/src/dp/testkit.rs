@@ -79,6 +79,8 @@ pub fn host1() -> Policy {
             Port { id: PORT_CONTOSO2, vsid: 6000, mac: mac(CONTOSO2.1) },
             Port { id: PORT_FABRIKAM1, vsid: 7000, mac: mac(FABRIKAM1.1) },
         ],
+        uplink: None,
+        nats: vec![],
     }
 }
 
@@ -281,6 +283,8 @@ pub struct Recorder {
     pub to_ports: Vec<(PortId, Vec<u8>, super::offload::Offload)>,
     /// Packets sent on the underlay: (PA, packet, out of which interface whole).
     pub to_underlay: Vec<(IpAddr, Vec<u8>, Option<u32>)>,
+    /// Frames sent out of the gateway's uplink.
+    pub to_uplink: Vec<Vec<u8>>,
     pub drops: Vec<(usize, super::DropReason)>,
     pub learned: Vec<super::Learned>,
     /// Answer `kernel_segments()` with this.
@@ -296,6 +300,11 @@ pub struct Recorder {
 impl super::Effects for Recorder {
     fn to_port(&mut self, port: PortId, buf: &super::PacketBuf) -> std::result::Result<(), super::DropReason> {
         self.to_ports.push((port, buf.frame().to_vec(), buf.offload));
+        Ok(())
+    }
+
+    fn to_uplink(&mut self, buf: &super::PacketBuf) -> std::result::Result<(), super::DropReason> {
+        self.to_uplink.push(buf.frame().to_vec());
         Ok(())
     }
 
@@ -408,3 +417,36 @@ pub fn ip_unreachable(src: &str, invoking: &[u8]) -> Vec<u8> {
     i.fill_checksum();
     ipv4(src, &inv.src_addr().to_string(), IpProtocol::Icmp, 64, 0, &icmp)
 }
+
+/// The uplink's MAC and the NATs' inside MACs of [`gateway_policy`].
+pub const UPLINK_MAC: &str = "02:00:00:00:09:09";
+pub const CONTOSO_NAT_MAC: &str = "60:01:60:01:03:01";
+pub const FABRIKAM_NAT_MAC: &str = "70:01:70:01:03:01";
+
+/// The spec's gateway host: host 1's policy (its tenants' VMs 10.0.1.103
+/// live behind host 2, Contoso's and Fabrikam's: overlapping CAs), with an
+/// uplink and a NAT per routing domain on one external address; Contoso's
+/// opens TCP :443 to its 10.0.1.103.
+pub fn gateway_policy() -> Policy {
+    let mut p = host1();
+    // The NAT's inside address is this host's own: no record names another PA for it.
+    p.lookup_records.retain(|r| r.mac != mac(MTGW.1));
+    p.customer_routes.push(CustomerRoute { routing_domain: FABRIKAM, vsid: 7001, prefix: ip("10.0.2.0"), prefix_len: 24, next_hop: None, metric: 0 });
+    p.customer_routes.push(CustomerRoute { routing_domain: FABRIKAM, vsid: 7001, prefix: ip("0.0.0.0"), prefix_len: 0, next_hop: Some(ip(NAT_INTERNAL)), metric: 0 });
+    let mut nats = gateway_nats();
+    nats[0].static_mappings[0].internal_address = v4(CONTOSO3.0);
+    p.uplink = Some(super::policy::Uplink {
+        ifindex: 9,
+        mtu: 1500,
+        mac: mac(UPLINK_MAC),
+        gateway: v4("131.107.10.1"),
+        addresses: vec![(v4(NAT_EXTERNAL), 24)],
+    });
+    p.nats = nats
+        .into_iter()
+        .zip([(6001, CONTOSO_NAT_MAC), (7001, FABRIKAM_NAT_MAC)])
+        .map(|(nat, (vsid, m))| super::policy::GatewayNat { nat, vsid, mac: mac(m) })
+        .collect();
+    p
+}
+

@@ -48,6 +48,8 @@ fn base_policy() -> Policy {
         ],
         lookup_records: vec![],
         ports: vec![Port { id: 1, vsid: 100, mac: mac("00:11:00:00:00:01") }],
+        uplink: None,
+        nats: vec![],
     }
 }
 

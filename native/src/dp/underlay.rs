@@ -58,7 +58,7 @@ fn nvgre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, ifindex: u32, bu
     };
     // The FlowID is the sender's business (RFC 7637 §3.1): ignored here.
     let vsid = nvgre.vsid;
-    let Some(subnet) = snap.subnet(vsid).filter(|s| !s.ports.is_empty()) else {
+    let Some(subnet) = snap.subnet(vsid).filter(|s| !s.ports.is_empty() || snap.hnv_gateway().serves(vsid)) else {
         return Action::Drop(DropReason::UnknownVsid);
     };
     let inner = packet.payload();
@@ -78,6 +78,20 @@ fn nvgre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, ifindex: u32, bu
     };
     let inner_len = inner.len();
     let inner_at = gre.start + nvgre.buffer_len();
+    // Longer than the wire carries, or with its checksum left to finish.
+    let wire_frame = match tunnel.mtu {
+        0 => usize::MAX,
+        mtu => (mtu as usize).saturating_sub(outer_header_len(outer_src)),
+    };
+    if snap.hnv_gateway().nat_at(vsid, eth.dst_addr()).is_some() {
+        // For the NAT, keyed by the sender's VSID (its replies go back there).
+        let from = src.vsid;
+        buf.narrow(inner_at, inner_len);
+        if let Some(o) = offload::received(buf.frame_mut(), wire_frame) {
+            buf.offload = o;
+        }
+        return Action::Nat { vsid: from };
+    }
     let Some(port) = snap.port_by_mac(vsid, eth.dst_addr()) else {
         // Flow 4: another host asks the VMs of this VSID for an address it
         // has no record of. Only ARP requests; other broadcasts stay home.
@@ -90,11 +104,6 @@ fn nvgre(snap: &Snapshot, outer_src: IpAddr, outer_dst: IpAddr, ifindex: u32, bu
 
     let routed = src.vsid != vsid;
     buf.narrow(inner_at, inner_len);
-    // Longer than the wire carries, or with its checksum left to finish.
-    let wire_frame = match tunnel.mtu {
-        0 => usize::MAX,
-        mtu => (mtu as usize).saturating_sub(outer_header_len(outer_src)),
-    };
     if let Some(o) = offload::received(buf.frame_mut(), wire_frame) {
         buf.offload = o;
     }

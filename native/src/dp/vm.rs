@@ -158,6 +158,10 @@ fn route(snap: &Snapshot, from: &Ingress, buf: &mut PacketBuf) -> Action {
         }
     }
     eth.set_dst_addr(rec.mac);
+    if rec.location == Location::Local && snap.hnv_gateway().nat_at(rec.vsid, rec.mac).is_some() {
+        // To this gateway host's NAT, keyed by the sender's VSID.
+        return Action::Nat { vsid: from.info.vsid };
+    }
     if rec.location == Location::Local {
         // Delivered here: the frame comes from the destination VSID's gateway.
         // Sent to another host, the VM's own MAC stays, so that host can check

@@ -50,6 +50,10 @@ use underlay::Underlay;
 pub struct State {
     pub snapshot: Arc<Snapshot>,
     pub ports: FxMap<PortId, Arc<dyn Device>>,
+    /// The HNV gateway's uplink: its interface adopted like a VM adapter of
+    /// mode attach (read and written through packet sockets, the kernel
+    /// kept quiet on it), but what it carries is the external network's.
+    pub uplink: Option<Arc<dyn Device>>,
 }
 
 /// A port's device as it is now.
@@ -86,6 +90,12 @@ struct Shared {
     panics: events::EventQueue<PanicEvent>,
     /// Advanced on every change of the kernel's links, addresses and routes (see `netlink::Monitor`).
     kernel_changes: AtomicU64,
+    /// The MAC of the uplink's gateway, as ARP found it (0: not known yet).
+    uplink_router: AtomicU64,
+    /// A listing of the NAT mappings asked for (its number) and each
+    /// worker's answer, with the number it answered.
+    nat_listing: AtomicU64,
+    nat_answers: Mutex<Vec<(u64, Vec<u64>)>>,
 }
 
 struct Worker {
@@ -124,6 +134,12 @@ pub struct Options {
     pub poll: Duration,
 }
 
+/// Values per mapping in [`Dataplane::nat_mappings`].
+pub const NAT_MAPPING_FIELDS: usize = 9;
+
+/// The uplink's packet fanout group (ports' groups are their ids, far below).
+const UPLINK_FANOUT_GROUP: u16 = 0xfffe;
+
 /// How long a publisher waits for the workers to let go of the old state.
 const GRACE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -159,13 +175,16 @@ impl Dataplane {
     pub fn start(opts: &Options) -> io::Result<Dataplane> {
         let Options { workers, vsid_capacity, kernel_segmentation, poll } = *opts;
         let shared = Arc::new(Shared {
-            state: Mutex::new(Arc::new(State { snapshot: Arc::new(Snapshot::default()), ports: FxMap::default() })),
+            state: Mutex::new(Arc::new(State { snapshot: Arc::new(Snapshot::default()), ports: FxMap::default(), uplink: None })),
             generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             drops: events::EventQueue::default(),
             learned: events::EventQueue::default(),
             panics: events::EventQueue::default(),
             kernel_changes: AtomicU64::new(0),
+            uplink_router: AtomicU64::new(0),
+            nat_listing: AtomicU64::new(0),
+            nat_answers: Mutex::new(vec![(0, Vec::new()); workers.max(1)]),
         });
         panics::install_hook();
         let monitor = Self::watch_kernel(&shared)?;
@@ -273,7 +292,7 @@ impl Dataplane {
         let _ = self.update(|cur| {
             // A merge of the old tables is of no use any more (its thread ends on its own).
             self.merging.lock().unwrap().take();
-            Ok((State { snapshot, ports: cur.ports.clone() }, ()))
+            Ok((State { snapshot, ports: cur.ports.clone(), uplink: cur.uplink.clone() }, ()))
         });
     }
 
@@ -308,7 +327,7 @@ impl Dataplane {
                 }
                 None => {}
             }
-            Ok((State { snapshot: Arc::new(next), ports: cur.ports.clone() }, ()))
+            Ok((State { snapshot: Arc::new(next), ports: cur.ports.clone(), uplink: cur.uplink.clone() }, ()))
         });
         refused.into_inner().map_or(Ok(()), Err)
     }
@@ -331,7 +350,7 @@ impl Dataplane {
             let ifindex = dev.ifindex();
             let mut ports = cur.ports.clone();
             ports.insert(id, dev);
-            Ok((State { snapshot: cur.snapshot.clone(), ports }, ifindex))
+            Ok((State { snapshot: cur.snapshot.clone(), ports, uplink: cur.uplink.clone() }, ifindex))
         })
     }
 
@@ -344,7 +363,7 @@ impl Dataplane {
                 return Err(io::Error::new(io::ErrorKind::NotFound, format!("port {id} does not exist")));
             };
             add_device_drops(dev.as_ref(), &mut self.retired.lock().unwrap_or_else(|p| p.into_inner()));
-            Ok((State { snapshot: cur.snapshot.clone(), ports }, ()))
+            Ok((State { snapshot: cur.snapshot.clone(), ports, uplink: cur.uplink.clone() }, ()))
         })
     }
 
@@ -357,6 +376,54 @@ impl Dataplane {
     /// Remove a VLAN interface no provider address uses any more.
     pub fn remove_vlan(&self, name: &str) -> io::Result<()> {
         self.vlans.remove(name)
+    }
+
+    /// Adopt interface `name` as the HNV gateway's uplink (None: no uplink);
+    /// the one there before, if another, is let go. Its gateway's MAC is
+    /// found again.
+    pub fn set_uplink(&self, name: Option<&str>) -> io::Result<()> {
+        if self.workers.len() > 1 && name.is_some() {
+            // Both directions of a NAT flow must meet in one worker: the
+            // hand-off between workers is not built.
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "an uplink (the HNV gateway's NAT) needs a single worker (--workers 1)"));
+        }
+        self.update(|cur| {
+            if cur.uplink.as_ref().map(|d| d.name()) == name {
+                return Ok((State { snapshot: cur.snapshot.clone(), ports: cur.ports.clone(), uplink: cur.uplink.clone() }, ()));
+            }
+            let uplink = name.map(|name| {
+                let reg = Registration::new(worker::TOKEN_UPLINK, self.workers.iter().map(|w| w.epoll.clone()).collect());
+                Arc::new(Attached::new(&AttachSpec { name, mtu: None, group: UPLINK_FANOUT_GROUP }, reg, self.steering.clone())) as Arc<dyn Device>
+            });
+            self.shared.uplink_router.store(0, Ordering::Release);
+            Ok((State { snapshot: cur.snapshot.clone(), ports: cur.ports.clone(), uplink }, ()))
+        })
+    }
+
+    /// Every live NAT mapping of every worker, [`NAT_MAPPING_FIELDS`] values
+    /// each: NAT index, VSID, protocol (0 tcp, 1 udp, 2 icmp), inside
+    /// address, inside port (ICMP: identifier), external address, external
+    /// port, seconds left, TCP established (1) or not. The workers answer
+    /// between batches; one that does not within a second is left out.
+    pub fn nat_mappings(&self) -> Vec<u64> {
+        let asked = self.shared.nat_listing.fetch_add(1, Ordering::AcqRel) + 1;
+        self.wake_all();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            {
+                let answers = self.shared.nat_answers.lock().unwrap_or_else(|p| p.into_inner());
+                if answers.iter().all(|(n, _)| *n >= asked) || Instant::now() >= deadline {
+                    return answers.iter().filter(|(n, _)| *n >= asked).flat_map(|(_, v)| v.iter().copied()).collect();
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// The uplink's device as it is now (None without one).
+    pub fn uplink_state(&self) -> Option<PortState> {
+        let state = self.shared.state.lock().unwrap().clone();
+        state.uplink.as_ref().map(|d| PortState { id: 0, ifindex: d.ifindex(), mtu: d.mtu(), up: d.is_up(), why_down: d.why_down() })
     }
 
     /// Each port's device as it is now.
@@ -467,7 +534,7 @@ impl Dataplane {
                 if !links.is_empty() {
                     let state = shared.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     for l in links.drain(..) {
-                        for dev in state.ports.values() {
+                        for dev in state.ports.values().chain(state.uplink.as_ref()) {
                             dev.link_changed(&l);
                         }
                     }

@@ -12,6 +12,13 @@
 //!    VM ports, encapsulated packets in `sendmmsg` batches; a drop may also
 //!    become a rate-limited event for the log (io::events).
 //!
+//! The HNV gateway's uplink is one more descriptor: its frames are decided
+//! by `dp::gateway::on_uplink_frame` with the worker's NAT table; what the
+//! underlay brings for a NAT (`Action::Nat`) goes through
+//! `dp::gateway::nat_outbound` before step 3. The table is reconciled with
+//! every new gateway the control plane publishes, and its timers run on a
+//! clock of whole seconds since the worker started.
+//!
 //! A batch whose handling panics (a bug, met by some packet) is dropped and
 //! counted, and the worker goes on; a port whose device fails (deleted under
 //! us) is marked down and no longer waited on.
@@ -21,8 +28,11 @@ use super::panics;
 use super::sys::{epoll_event, EventFd, Epoll};
 use super::underlay::Underlay;
 use super::{Device, Shared, State};
+use crate::dp::gateway::{self, Gateway};
+use crate::dp::nat::NatTable;
 use crate::dp::offload::Gso;
 use crate::dp::{self, Action, Batch, Counter, Counters, Direction, DropReason, Effects, Learned, Outgoing, PacketBuf, Pipeline, PortId};
+use crate::wire::MacAddr;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +51,10 @@ const PANIC_PACE: Pace = DROP_PACE;
 pub const TOKEN_UNDERLAY_V4: u64 = 1 << 32;
 pub const TOKEN_UNDERLAY_V6: u64 = 3 << 32;
 pub const TOKEN_WAKE: u64 = 2 << 32;
+pub const TOKEN_UPLINK: u64 = 4 << 32;
+/// How often the uplink's gateway is asked for its MAC while it is not known, and again once it is.
+const ARP_RETRY: Duration = Duration::from_secs(1);
+const ARP_REFRESH: Duration = Duration::from_secs(60);
 
 pub struct Context {
     /// This worker's number: its queue of each port.
@@ -84,6 +98,15 @@ struct Worker {
     panics: Limiter<String>,
     /// The time of this wake-up: one clock read per batch, not per packet.
     now: Instant,
+    /// The NAT mappings this worker owns, and the gateway they were reconciled with.
+    nat: NatTable,
+    nat_of: Arc<Gateway>,
+    /// The NAT's clock starts here.
+    started: Instant,
+    /// When the uplink's gateway was last asked for its MAC.
+    arp_sent: Option<Instant>,
+    /// The last listing of the NAT mappings this worker answered.
+    listed: u64,
 }
 
 /// Records why the thread ended if it ends without being asked to (a
@@ -123,6 +146,11 @@ impl Context {
             learning: Limiter::new(LEARN_PACE),
             panics: Limiter::new(PANIC_PACE),
             now: Instant::now(),
+            nat: NatTable::new(self.index, 1, 0),
+            nat_of: Arc::default(),
+            started: Instant::now(),
+            arp_sent: None,
+            listed: 0,
             ctx: self,
         };
         w.run();
@@ -149,9 +177,12 @@ impl Worker {
                 spin_until = self.now + self.ctx.poll;
             }
             assert!(!self.die, "failpoint: the worker dies");
+            self.gateway_timers();
+            self.list_mappings();
             for ev in ready {
                 match { ev.data } {
                     TOKEN_WAKE => self.ctx.wake.clear(),
+                    TOKEN_UPLINK => self.guarded(Direction::FromUplink, Self::from_uplink),
                     TOKEN_UNDERLAY_V4 => self.guarded(Direction::FromUnderlay, Self::from_underlay_v4),
                     TOKEN_UNDERLAY_V6 => self.guarded(Direction::FromUnderlay, Self::from_underlay_v6),
                     port => self.guarded(Direction::FromVm, |w| w.from_vm(port as PortId)),
@@ -184,6 +215,13 @@ impl Worker {
         }
         self.generation = generation;
         self.state = self.ctx.shared.state.lock().unwrap().clone();
+        let gateway = self.state.snapshot.hnv_gateway();
+        if !Arc::ptr_eq(gateway, &self.nat_of) {
+            // Mappings of NATs gone or changed go; the rest stay.
+            let now = self.clock();
+            self.nat.reconcile(&self.nat_of.nats, &gateway.nats, now, &self.ctx.counters);
+            self.nat_of = gateway.clone();
+        }
         // The old state (and any port only it held) is released: say so.
         self.ctx.seen.store(generation, Ordering::Release);
     }
@@ -210,6 +248,7 @@ impl Worker {
         let snap = self.state.snapshot.clone();
         self.actions.clear();
         dp::on_vm_frames(&snap, port, &mut self.bufs[..n], &mut self.actions);
+        self.to_nat(Direction::FromVm, n);
         self.carry_out(Direction::FromVm, n);
     }
 
@@ -233,6 +272,7 @@ impl Worker {
         let snap = self.state.snapshot.clone();
         self.actions.clear();
         dp::on_underlay_packets(&snap, &mut self.bufs[..n], &self.arrived[..n], &mut self.actions);
+        self.to_nat(Direction::FromUnderlay, n);
         self.carry_out(Direction::FromUnderlay, n);
     }
 
@@ -249,7 +289,112 @@ impl Worker {
         for ((b, &(src, dst)), &ifindex) in self.bufs[..n].iter_mut().zip(&self.addrs).zip(&self.arrived) {
             self.actions.push(dp::on_underlay_gre(&snap, src, dst, ifindex, b));
         }
+        self.to_nat(Direction::FromUnderlay, n);
         self.carry_out(Direction::FromUnderlay, n);
+    }
+
+    /// Seconds since the worker started: the NAT's clock.
+    fn clock(&self) -> u32 {
+        self.now.saturating_duration_since(self.started).as_secs() as u32
+    }
+
+    /// The uplink's gateway's MAC, as any worker learned it.
+    fn router(&self) -> Option<MacAddr> {
+        let v = self.ctx.shared.uplink_router.load(Ordering::Acquire);
+        (v != 0).then(|| MacAddr::from_bytes(&v.to_be_bytes()[2..]))
+    }
+
+    fn set_router(&self, mac: MacAddr) {
+        let mut b = [0u8; 8];
+        b[2..].copy_from_slice(mac.as_bytes());
+        self.ctx.shared.uplink_router.store(u64::from_be_bytes(b), Ordering::Release);
+    }
+
+    /// Carry out the batch's `Action::Nat`s with this worker's table.
+    fn to_nat(&mut self, dir: Direction, n: usize) {
+        if !self.actions.iter().any(|a| matches!(a, Action::Nat { .. })) {
+            return;
+        }
+        let (now, router, snap) = (self.clock(), self.router(), self.state.snapshot.clone());
+        for (a, b) in self.actions.iter_mut().zip(&mut self.bufs[..n]) {
+            if let Action::Nat { vsid } = *a {
+                *a = gateway::nat_outbound(&snap, &mut self.nat, dir, vsid, b, now, router, &self.ctx.counters);
+            }
+        }
+    }
+
+    /// A batch from the uplink: ARP answered or learned from, the NAT's replies translated back to their tenants.
+    fn from_uplink(&mut self) {
+        let Some(dev) = self.state.uplink.clone() else { return };
+        let n = match dev.recv(self.ctx.index, &mut self.bufs) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = dev.failed(self.ctx.index, e);
+                0
+            }
+        };
+        self.in_flight = n;
+        self.ctx.counters.inc(Counter::UplinkRxPackets, n as u64);
+        self.sources.clear();
+        self.sources.resize(n, None);
+        self.outer_src.clear();
+        let (now, snap) = (self.clock(), self.state.snapshot.clone());
+        let mut router = self.router();
+        let known = router;
+        self.actions.clear();
+        for b in &mut self.bufs[..n] {
+            self.actions.push(gateway::on_uplink_frame(&snap, &mut self.nat, b, now, &mut router, &self.ctx.counters));
+        }
+        if let Some(mac) = router.filter(|&m| Some(m) != known) {
+            self.set_router(mac);
+        }
+        self.carry_out(Direction::FromUplink, n);
+    }
+
+    /// Answer a listing of the NAT mappings asked for since the last one.
+    fn list_mappings(&mut self) {
+        let asked = self.ctx.shared.nat_listing.load(Ordering::Acquire);
+        if asked == self.listed {
+            return;
+        }
+        self.listed = asked;
+        let now = self.clock();
+        let mut out = Vec::with_capacity(self.nat.len() * super::NAT_MAPPING_FIELDS);
+        for m in self.nat.mappings(now) {
+            let k = m.inside;
+            out.extend_from_slice(&[
+                u64::from(m.nat),
+                u64::from(k.vsid),
+                k.proto as u64,
+                u64::from(u32::from(k.addr)),
+                u64::from(k.port),
+                u64::from(u32::from(m.external)),
+                u64::from(m.external_port),
+                u64::from(m.expires_in),
+                u64::from(m.tcp_established),
+            ]);
+        }
+        self.ctx.shared.nat_answers.lock().unwrap_or_else(|p| p.into_inner())[self.ctx.index] = (asked, out);
+    }
+
+    /// Once a wake-up: expire idle mappings; ask the uplink's gateway for
+    /// its MAC while it is not known (and now and then once it is).
+    fn gateway_timers(&mut self) {
+        if self.nat_of.nats.entries().is_empty() && self.state.uplink.is_none() {
+            return;
+        }
+        let now = self.clock();
+        self.nat.tick(now, &self.ctx.counters);
+        let Some(dev) = self.state.uplink.clone() else { return };
+        let every = if self.router().is_some() { ARP_REFRESH } else { ARP_RETRY };
+        if self.ctx.index != 0 || !dev.is_up() || self.arp_sent.is_some_and(|t| self.now < t + every) {
+            return;
+        }
+        self.arp_sent = Some(self.now);
+        let b = &mut self.bufs[0];
+        if gateway::gateway_arp_request(&self.state.snapshot, b) && dev.send(self.ctx.index, b).is_ok() {
+            self.ctx.counters.inc(Counter::UplinkTxPackets, 1);
+        }
     }
 
     /// Steps 3 to 5 of the pipeline for the batch's `n` packets.
@@ -282,6 +427,14 @@ impl Effects for WorkerIo<'_> {
         }
         if !self.written.contains(&port) {
             self.written.push(port);
+        }
+        dev.send(self.ctx.index, buf)
+    }
+
+    fn to_uplink(&mut self, buf: &PacketBuf) -> Result<(), DropReason> {
+        let dev = self.state.uplink.as_ref().ok_or(DropReason::AdapterDown)?;
+        if !dev.is_up() {
+            return Err(DropReason::AdapterDown);
         }
         dev.send(self.ctx.index, buf)
     }
