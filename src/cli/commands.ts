@@ -12,6 +12,7 @@ import { errorLines, type ApiClient, type ApiResponse } from './client.js';
 import { CliError, EXIT, EXIT_CODE_TABLE, exitCodeForErrorCode, usageError } from './exit.js';
 import { writeFileAtomic } from './files.js';
 import { countNoun, formatApplyResult, formatNextHop, formatStatus, RECORD_FORMATTERS, type Section } from './format.js';
+import { CUSTOMER_ROUTES, LOOKUP_RECORDS, PROVIDER_ADDRESSES, PROVIDER_ROUTES, VM_ADAPTERS, type RecordSpec } from '../model/records.js';
 import { monitor, MONITOR_EVENTS } from './monitor.js';
 
 export interface OutStream {
@@ -137,6 +138,35 @@ const str = (field: string, meta: string): KeywordSpec & { meta: string } => ({ 
 const int = (field: string, meta: string): KeywordSpec & { meta: string } => ({ field, kind: 'int', meta });
 type Keywords = Readonly<Record<string, KeywordSpec & { meta: string }>>;
 
+/** The keywords of a record type's fields `names` (default: all but its positional word), from its table. */
+function recordKeywords(spec: RecordSpec, names: readonly string[] = spec.fields.map((f) => f.name).filter((n) => n !== spec.cli.positional)): Keywords {
+  const out: Record<string, KeywordSpec & { meta: string }> = {};
+  for (const n of names) {
+    const f = spec.fields.find((x) => x.name === n)!;
+    if (f.cli) out[f.cli[0]] = { field: n, kind: f.kind.is === 'int' ? 'int' : 'string', meta: f.cli[1] };
+  }
+  return out;
+}
+
+/** The keywords of the fields that identify a record (but its positional word), in the table's order. */
+const keyKeywords = (spec: RecordSpec): Keywords => recordKeywords(spec, spec.fields.map((f) => f.name).filter((n) => n !== spec.cli.positional && spec.key.includes(n)));
+
+/** The keywords of `show` and `flush`, in the order of their query. */
+const filterKeywords = (spec: RecordSpec): Keywords => recordKeywords(spec, spec.cli.filters);
+
+/** `META := { a | b }` of the enum fields whose placeholder names the values rather than listing them. */
+function enumWhere(spec: RecordSpec): string[] {
+  return spec.fields.flatMap((f) =>
+    f.kind.is === 'enum' && f.cli && f.cli[1] !== f.kind.values.join('|') ? [`${f.cli[1]} := { ${f.kind.values.join(' | ')} }`] : [],
+  );
+}
+
+/** The `nvgrectl OBJECT positional-keyword` of a record type, if its positional word has one. */
+const positionalKeyword = (spec: RecordSpec): { positionalKeyword?: string } => {
+  const cli = spec.fields.find((f) => f.name === spec.cli.positional)?.cli;
+  return cli ? { positionalKeyword: cli[0] } : {};
+};
+
 function parse(words: readonly string[], spec: GrammarSpec, hint: string): ParsedArgs {
   const p = parseKeywords(words, spec, hint);
   if (p.help) throw new HelpRequest();
@@ -201,26 +231,14 @@ function splitAddrLen(s: string, requireLen: boolean, hint: string): [string, nu
 
 // ---------------------------------------------------------------- lookup records
 
-const LOOKUP_KW: Keywords = {
-  vsid: int('vsid', 'N'),
-  mac: str('mac', 'MAC'),
-  pa: str('provider_address', 'PA'),
-  rule: str('rule', 'RULE'),
-  type: str('type', 'TYPE'),
-  vm: str('vm_name', 'NAME'),
-};
-const LOOKUP_FILTER_KW: Keywords = {
-  vsid: int('vsid', 'N'),
-  ca: str('customer_address', 'CA'),
-  mac: str('mac', 'MAC'),
-  pa: str('provider_address', 'PA'),
-  type: str('type', 'TYPE'),
-};
-const LOOKUP_RES = 'lookup-records';
+const LOOKUP_KW = recordKeywords(LOOKUP_RECORDS);
+const LOOKUP_FILTER_KW = filterKeywords(LOOKUP_RECORDS);
+const LOOKUP_RES = LOOKUP_RECORDS.path;
+const LOOKUP_POSITIONAL = { positional: 'CA', ...positionalKeyword(LOOKUP_RECORDS) };
 
 function lookupSet(method: 'POST' | 'PUT'): Command['run'] {
   return async (ctx, words, hint) => {
-    const p = parse(words, { positional: 'CA', positionalKeyword: 'ca', keywords: LOOKUP_KW }, hint);
+    const p = parse(words, { ...LOOKUP_POSITIONAL, keywords: LOOKUP_KW }, hint);
     const ca = needPositional(p, 'CA', hint);
     needKeywords(p, LOOKUP_KW, ['vsid', 'mac', 'pa'], hint);
     const record = { customer_address: ca, ...fields(p, LOOKUP_KW) };
@@ -235,7 +253,7 @@ function lookupSet(method: 'POST' | 'PUT'): Command['run'] {
 const LOOKUP: ObjectDef = {
   about: 'lookup records: CA -> MAC, PA (New/Get/Set/Remove-NetVirtualizationLookupRecord)',
   defaultCommand: 'show',
-  where: ['RULE := { encap | none }', 'TYPE := { static | dynamic | l2only | gateway_wildcard }'],
+  where: enumWhere(LOOKUP_RECORDS),
   notes: [
     'A record is identified by vsid and CA; records with CA 0.0.0.0 or :: (L2Only) also by',
     'their MAC: for those, "mac MAC" is part of the key (in change, del and replace).',
@@ -255,7 +273,7 @@ const LOOKUP: ObjectDef = {
       args: 'CA vsid N [ mac MAC ] [ pa PA ] [ rule RULE ] [ type TYPE ] [ vm NAME ]',
       about: 'change fields of an existing record (mac is a new value, or the key when CA is 0.0.0.0/::)',
       run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'CA', positionalKeyword: 'ca', keywords: LOOKUP_KW }, hint);
+        const p = parse(words, { ...LOOKUP_POSITIONAL, keywords: LOOKUP_KW }, hint);
         const ca = needPositional(p, 'CA', hint);
         needKeywords(p, LOOKUP_KW, ['vsid'], hint);
         const macIsKey = isUnspecifiedAddress(ca) && p.values.has('mac');
@@ -270,8 +288,8 @@ const LOOKUP: ObjectDef = {
       args: 'CA vsid N [ mac MAC ]',
       about: 'delete a record',
       run: async (ctx, words, hint) => {
-        const kws: Keywords = { vsid: LOOKUP_KW.vsid!, mac: LOOKUP_KW.mac! };
-        const p = parse(words, { positional: 'CA', positionalKeyword: 'ca', keywords: kws }, hint);
+        const kws = keyKeywords(LOOKUP_RECORDS);
+        const p = parse(words, { ...LOOKUP_POSITIONAL, keywords: kws }, hint);
         const ca = needPositional(p, 'CA', hint);
         needKeywords(p, kws, ['vsid'], hint);
         const key: (string | number)[] = [p.values.get('vsid')!, ca];
@@ -300,15 +318,10 @@ const LOOKUP: ObjectDef = {
 
 // ---------------------------------------------------------------- customer routes
 
-const ROUTE_KW: Keywords = {
-  rdid: str('routing_domain', 'GUID'),
-  vsid: int('vsid', 'N'),
-  via: str('next_hop', 'NEXTHOP'),
-  metric: int('metric', 'M'),
-};
-const ROUTE_KEY_KW: Keywords = { rdid: ROUTE_KW.rdid!, vsid: ROUTE_KW.vsid! };
-const ROUTE_FILTER_KW: Keywords = { rdid: ROUTE_KW.rdid!, vsid: ROUTE_KW.vsid! };
-const ROUTE_RES = 'customer-routes';
+const ROUTE_KW = recordKeywords(CUSTOMER_ROUTES);
+const ROUTE_KEY_KW = keyKeywords(CUSTOMER_ROUTES);
+const ROUTE_FILTER_KW = filterKeywords(CUSTOMER_ROUTES);
+const ROUTE_RES = CUSTOMER_ROUTES.path;
 
 function routeSet(method: 'POST' | 'PUT'): Command['run'] {
   return async (ctx, words, hint) => {
@@ -403,12 +416,9 @@ const ROUTE: ObjectDef = {
 
 // ---------------------------------------------------------------- provider addresses
 
-const PA_KW: Keywords = {
-  dev: str('interface', 'IFNAME'),
-  vlan: int('vlan_id', 'N'),
-};
-const PA_FILTER_KW: Keywords = { dev: PA_KW.dev! };
-const PA_RES = 'provider-addresses';
+const PA_KW = recordKeywords(PROVIDER_ADDRESSES);
+const PA_FILTER_KW = filterKeywords(PROVIDER_ADDRESSES);
+const PA_RES = PROVIDER_ADDRESSES.path;
 
 function paSet(method: 'POST' | 'PUT'): Command['run'] {
   return async (ctx, words, hint) => {
@@ -477,14 +487,10 @@ const PA: ObjectDef = {
 
 // ---------------------------------------------------------------- provider routes
 
-const PROUTE_KW: Keywords = {
-  via: str('next_hop', 'NEXTHOP'),
-  dev: str('interface', 'IFNAME'),
-  metric: int('metric', 'M'),
-};
-const PROUTE_KEY_KW: Keywords = { via: PROUTE_KW.via!, dev: PROUTE_KW.dev! };
-const PROUTE_FILTER_KW: Keywords = { dev: PROUTE_KW.dev! };
-const PROUTE_RES = 'provider-routes';
+const PROUTE_KW = recordKeywords(PROVIDER_ROUTES);
+const PROUTE_KEY_KW = keyKeywords(PROVIDER_ROUTES);
+const PROUTE_FILTER_KW = filterKeywords(PROVIDER_ROUTES);
+const PROUTE_RES = PROVIDER_ROUTES.path;
 
 function prouteKey(p: ParsedArgs, prefix: string): (string | number)[] {
   return [prefix, p.values.get('dev')!, p.values.get('via') ?? onLink(prefix)];
@@ -567,22 +573,14 @@ const PROUTE: ObjectDef = {
 
 // ---------------------------------------------------------------- VM adapters
 
-const ADAPTER_KW: Keywords = {
-  mode: str('mode', 'tap|attach|vhost_user'),
-  vm: str('vm_name', 'NAME'),
-  mac: str('mac', 'MAC'),
-  vsid: int('vsid', 'N'),
-  netns: str('netns', 'NS'),
-  mtu: int('mtu', 'N'),
-  socket: str('socket', 'PATH'),
-  socket_mode: str('socket_mode', 'client|server'),
-};
-const ADAPTER_FILTER_KW: Keywords = { vsid: ADAPTER_KW.vsid! };
-const ADAPTER_RES = 'vm-adapters';
+const ADAPTER_KW = recordKeywords(VM_ADAPTERS);
+const ADAPTER_FILTER_KW = filterKeywords(VM_ADAPTERS);
+const ADAPTER_RES = VM_ADAPTERS.path;
+const ADAPTER_POSITIONAL = { positional: 'NAME', ...positionalKeyword(VM_ADAPTERS) };
 
 function adapterSet(method: 'POST' | 'PUT'): Command['run'] {
   return async (ctx, words, hint) => {
-    const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: ADAPTER_KW }, hint);
+    const p = parse(words, { ...ADAPTER_POSITIONAL, keywords: ADAPTER_KW }, hint);
     const name = needPositional(p, 'NAME', hint);
     needKeywords(p, ADAPTER_KW, ['mac', 'vsid'], hint);
     const record = { name, ...fields(p, ADAPTER_KW) };
@@ -615,7 +613,7 @@ const ADAPTER: ObjectDef = {
       args: 'NAME [ vsid N ] [ mac MAC ] [ mode M ] [ socket PATH ] [ socket_mode M ] [ netns NS ] [ mtu N ] [ vm NAME ]',
       about: 'change an existing adapter',
       run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: ADAPTER_KW }, hint);
+        const p = parse(words, { ...ADAPTER_POSITIONAL, keywords: ADAPTER_KW }, hint);
         const name = needPositional(p, 'NAME', hint);
         const body = fields(p, ADAPTER_KW);
         nothingToChange(body, hint);
@@ -626,7 +624,7 @@ const ADAPTER: ObjectDef = {
       args: 'NAME',
       about: 'delete an adapter (a TAP nvgred created goes away; an adopted interface stays)',
       run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: {} }, hint);
+        const p = parse(words, { ...ADAPTER_POSITIONAL, keywords: {} }, hint);
         return mutate(ctx, 'DELETE', itemPath(ADAPTER_RES, [needPositional(p, 'NAME', hint)]));
       },
     },

@@ -3,6 +3,8 @@
 // and next-hop resolution. Every function tolerates missing fields: the
 // daemon may be newer or older than this client.
 
+import { RECORD_SPECS, type Section } from '../model/records.js';
+
 type Rec = Record<string, unknown>;
 
 function has(r: Rec, k: string): boolean {
@@ -49,7 +51,7 @@ export function formatVmAdapter(r: Rec): string {
   return `${s(r.name)} mac ${s(r.mac)} vsid ${s(r.vsid)}` + opt(r, 'netns', 'netns') + opt(r, 'mtu', 'mtu') + opt(r, 'vm_name', 'vm');
 }
 
-export type Section = 'lookup_records' | 'customer_routes' | 'provider_addresses' | 'provider_routes' | 'vm_adapters';
+export type { Section };
 
 export const RECORD_FORMATTERS: Readonly<Record<Section, (r: Rec) => string>> = {
   lookup_records: formatLookupRecord,
@@ -60,13 +62,7 @@ export const RECORD_FORMATTERS: Readonly<Record<Section, (r: Rec) => string>> = 
 };
 
 /** Human names of the sections: [singular, plural]. */
-export const SECTION_NOUNS: Readonly<Record<Section, readonly [string, string]>> = {
-  lookup_records: ['lookup record', 'lookup records'],
-  customer_routes: ['customer route', 'customer routes'],
-  provider_addresses: ['provider address', 'provider addresses'],
-  provider_routes: ['provider route', 'provider routes'],
-  vm_adapters: ['VM adapter', 'VM adapters'],
-};
+const SECTION_NOUNS = Object.fromEntries(RECORD_SPECS.map((s) => [s.section, [s.noun, s.plural] as const])) as Readonly<Record<Section, readonly [string, string]>>;
 
 export function countNoun(n: number, section: Section): string {
   const [one, many] = SECTION_NOUNS[section];

@@ -59,8 +59,8 @@ export interface FieldSpec {
   readonly default?: string | number;
   /** A key of the contract that would not act: checked, then refused with this reason. Never in a record. */
   readonly refused?: string;
-  /** A further rule on the checked value, given the fields checked before it: why it is refused, if it is. */
-  readonly check?: (value: never, r: Readonly<Record<string, unknown>>) => string | undefined;
+  /** A further rule on the checked address, given the fields checked before it: why it is refused, if it is. */
+  readonly check?: (value: IpAddr, get: Get) => string | undefined;
   /** The nvgrectl keyword and its value's placeholder. */
   readonly cli?: readonly [keyword: string, meta: string];
 }
@@ -79,6 +79,8 @@ export type Column =
   /** The routing domain's number (routingDomainIndex), not its GUID. */
   | { routingDomain: number };
 
+/** A field of the record being checked, as checked so far (addresses and prefixes parsed; undefined: absent or refused). */
+export type Get = (field: string) => unknown;
 /** Reports a problem of one field of the record being checked. */
 export type Report = (field: string, value: unknown, code: ErrorCode, reason: string) => void;
 
@@ -95,8 +97,8 @@ export interface RecordSpec<F extends readonly FieldSpec[] = readonly FieldSpec[
   readonly fields: F;
   /** The order fields are checked in, when not `fields`' (a field that others depend on first). */
   readonly checkOrder?: readonly F[number]['name'][];
-  /** Cross-field rules of the record itself, run after its fields: `r` holds the fields that passed, `given` the raw values. */
-  readonly rules?: (r: Readonly<Record<string, unknown>>, given: (field: string) => unknown, report: Report) => void;
+  /** Cross-field rules of the record itself, run after its fields: `get` its checked fields, `given` the raw values. */
+  readonly rules?: (get: Get, given: (field: string) => unknown, report: Report) => void;
   /** The fields that identify a record, in API path order; the last `optionalKeys` may be left out of a path. */
   readonly key: readonly F[number]['name'][];
   readonly optionalKeys?: number;
@@ -120,10 +122,12 @@ const nextHop = {
   cli: ['via', 'NEXTHOP'],
 } as const;
 const vmName = { name: 'vm_name', kind: { is: 'text', rule: 'vm_name' }, cli: ['vm', 'NAME'] } as const;
+/** A field as key text ('' when absent: a partial key). */
+const text = (r: Readonly<Record<string, unknown>>, name: string): string => (r[name] === undefined ? '' : String(r[name]));
 const keyOf =
   (...names: string[]) =>
   (r: Readonly<Record<string, unknown>>) =>
-    names.map((n) => String(r[n])).join('/');
+    names.map((n) => text(r, n)).join('/');
 
 export const PROVIDER_ADDRESSES = {
   section: 'provider_addresses',
@@ -227,7 +231,7 @@ export const LOOKUP_RECORDS = {
   plural: 'lookup records',
   path: 'lookup-records',
   fields: [
-    { name: 'customer_address', kind: { is: 'ip', accept: 'any' }, required: 'the CA', check: (ca: IpAddr, r) => caProblem(ca, r.type), cli: ['ca', 'CA'] },
+    { name: 'customer_address', kind: { is: 'ip', accept: 'any' }, required: 'the CA', check: (ca, get) => caProblem(ca, get('type')), cli: ['ca', 'CA'] },
     vsid,
     { name: 'mac', kind: { is: 'mac', zeroWhen: ['type', 'gateway_wildcard'] }, required: "the VM's MAC", cli: ['mac', 'MAC'] },
     { name: 'provider_address', kind: { is: 'ip', accept: 'unicast' }, required: 'the PA of the host where the VM lives', cli: ['pa', 'PA'] },
@@ -241,8 +245,8 @@ export const LOOKUP_RECORDS = {
   optionalKeys: 1,
   // (vsid, CA) is unique, but every L2Only record has CA 0.0.0.0: its MAC tells them apart.
   identity: (r) => {
-    const k = [String(r.vsid), String(r.customer_address)];
-    return k[1] === '0.0.0.0' || k[1] === '::' ? [...k, String(r.mac)] : k;
+    const k = [text(r, 'vsid'), text(r, 'customer_address')];
+    return k[1] === '0.0.0.0' || k[1] === '::' ? [...k, text(r, 'mac')] : k;
   },
   // Known wrinkle: an L2Only record's key has no address family (its CA,
   // 0.0.0.0 or ::, is not in it).
@@ -273,7 +277,7 @@ export const VM_ADAPTERS = {
   plural: 'VM adapters',
   path: 'vm-adapters',
   fields: [
-    { name: 'name', kind: { is: 'text', rule: 'ifname' }, required: 'the interface name' },
+    { name: 'name', kind: { is: 'text', rule: 'ifname' }, required: 'the interface name', cli: ['name', 'NAME'] },
     { name: 'mode', kind: { is: 'enum', values: ADAPTER_MODES }, cli: ['mode', ADAPTER_MODES.join('|')] },
     vmName,
     { name: 'mac', kind: { is: 'mac' }, required: "the VM adapter's MAC", cli: ['mac', 'MAC'] },
@@ -284,15 +288,15 @@ export const VM_ADAPTERS = {
     { name: 'socket_mode', kind: { is: 'enum', values: SOCKET_MODES }, cli: ['socket_mode', SOCKET_MODES.join('|')] },
   ],
   // What each mode takes: a key that would not act is refused.
-  rules: (r, given, report) => {
-    const m = (r.mode as string | undefined) ?? DEFAULT_ADAPTER_MODE;
+  rules: (get, given, report) => {
+    const m = (get('mode') as string | undefined) ?? DEFAULT_ADAPTER_MODE;
     const notFor = (key: string, v: unknown, why: string) => {
       if (v !== undefined) report(key, v, 'NVGRE_ERR_VALUE', `is not taken by mode ${m}: ${why}`);
     };
-    if (m === 'attach') notFor('netns', r.netns, "an attached interface is adopted in the daemon's own namespace");
+    if (m === 'attach') notFor('netns', get('netns'), "an attached interface is adopted in the daemon's own namespace");
     if (m === 'vhost_user') {
-      notFor('netns', r.netns, 'a vhost-user device has no interface');
-      notFor('mtu', r.mtu, "a vhost-user guest's MTU is its own");
+      notFor('netns', get('netns'), 'a vhost-user device has no interface');
+      notFor('mtu', get('mtu'), "a vhost-user guest's MTU is its own");
       if (given('socket') === undefined) report('socket', undefined, 'NVGRE_ERR_REQUIRED', "is missing; a vhost_user adapter needs its vhost-user socket's path");
     } else {
       notFor('socket', given('socket'), 'only a vhost_user adapter has a socket');
