@@ -5,25 +5,16 @@
 
 import { parseIp, type Family } from '../config/net.js';
 import type { PolicyChange } from './change.js';
-import {
-  isOnLink,
-  splitPrefix,
-  type CustomerRoute,
-  type FlowIdMode,
-  type LookupRecord,
-  type LookupRule,
-  type LookupType,
-  type Policy,
-  type ProviderAddress,
-} from './policy.js';
+import { isOnLink, splitPrefix, type FlowIdMode, type Policy, type ProviderAddress } from './policy.js';
+import { CUSTOMER_ROUTES, LOOKUP_RECORDS, PROVIDER_ADDRESSES, VM_ADAPTERS, type AnyRecord, type Column, type RecordSpec } from './records.js';
 
 const MAGIC = 'NVGP';
 const VERSION = 4;
 const HEADER_LEN = 32;
-const PA_LEN = 28;
-const ROUTE_LEN = 48;
-const RECORD_LEN = 48;
-const PORT_LEN = 16;
+const PA_LEN = PROVIDER_ADDRESSES.snapshot.entry;
+const ROUTE_LEN = CUSTOMER_ROUTES.snapshot.entry;
+const RECORD_LEN = LOOKUP_RECORDS.snapshot.entry;
+const PORT_LEN = VM_ADAPTERS.snapshot.entry;
 const DELTA_MAGIC = 'NVGD';
 const DELTA_VERSION = 1;
 const DELTA_HEADER_LEN = 16;
@@ -32,8 +23,48 @@ const ROUTES_UNCHANGED = 0xffffffff;
 const OP = { put: 0, replace: 1, delete: 2 } as const;
 
 const FLOW_ID: Record<FlowIdMode, number> = { hash: 0, zero: 1 };
-const RULE: Record<LookupRule, number> = { encap: 0, none: 1 };
-const TYPE: Record<LookupType, number> = { static: 0, dynamic: 1, l2only: 2, gateway_wildcard: 3 };
+
+/** Writes one record's fields into its entry at `off`, as its table's snapshot columns say. */
+type EntryWriter = (buf: Buffer, off: number, r: AnyRecord, rd?: ReadonlyMap<string, number>) => void;
+type Put = (buf: Buffer, off: number, v: unknown, rd?: ReadonlyMap<string, number>) => void;
+
+/** How one field is written (decided once per column, not per record). */
+function columnWriter(c: Column, values: readonly string[]): Put {
+  if ('u8' in c) return (buf, off, v) => void (buf[off + c.u8] = v as number);
+  if ('u16' in c) return (buf, off, v) => void buf.writeUInt16LE(v as number, off + c.u16);
+  if ('u32' in c) return (buf, off, v) => void buf.writeUInt32LE(v as number, off + c.u32);
+  if ('mac' in c) return (buf, off, v) => putMac(buf, off + c.mac, v as string);
+  if ('enumAt' in c) return (buf, off, v) => void (buf[off + c.enumAt] = values.indexOf(v as string));
+  if ('routingDomain' in c) return (buf, off, v, rd) => void buf.writeUInt32LE(rd!.get(v as string)!, off + c.routingDomain);
+  if ('prefix' in c) {
+    return (buf, off, v) => {
+      const [address, len] = splitPrefix(v as string);
+      buf[off + c.family] = putIp(buf, off + c.prefix, address);
+      buf[off + c.length] = len;
+    };
+  }
+  return (buf, off, v) => {
+    const family = putIp(buf, off + c.ip, v as string);
+    if (c.family !== undefined) buf[off + c.family] = family;
+    if (c.onLink !== undefined) buf[off + c.onLink] = isOnLink(v as string) ? 1 : 0;
+  };
+}
+
+function entryWriter(spec: RecordSpec): EntryWriter {
+  const columns = spec.snapshot.columns as Readonly<Record<string, Column | string>>;
+  const cols = spec.fields.flatMap((f) => {
+    const c = columns[f.name]!;
+    return typeof c === 'string' ? [] : [{ name: f.name, put: columnWriter(c, f.kind.is === 'enum' ? f.kind.values : []) }];
+  });
+  return (buf, off, r, rd) => {
+    for (const { name, put } of cols) put(buf, off, (r as unknown as Record<string, unknown>)[name], rd);
+  };
+}
+
+const putPa = entryWriter(PROVIDER_ADDRESSES);
+const putRoute = entryWriter(CUSTOMER_ROUTES);
+const putRecord = entryWriter(LOOKUP_RECORDS);
+const putPort = entryWriter(VM_ADAPTERS);
 
 /** A VM adapter's numeric id in the core, by adapter name. */
 export type PortIds = ReadonlyMap<string, number>;
@@ -102,12 +133,10 @@ export function encodePolicy(policy: Policy, ports: PortIds, underlay: (pa: Prov
 
   let off = HEADER_LEN;
   for (const pa of policy.provider_addresses) {
-    buf[off] = putIp(buf, off + 4, pa.address);
-    buf[off + 1] = pa.prefix_length;
+    putPa(buf, off, pa);
     const { mtu, ifindex } = underlay(pa);
     buf.writeUInt16LE(Math.min(mtu, 0xffff), off + 2);
     buf.writeUInt32LE(ifindex, off + 20);
-    buf.writeUInt16LE(pa.vlan_id, off + 24);
     off += PA_LEN;
   }
   for (const r of policy.customer_routes) {
@@ -120,31 +149,10 @@ export function encodePolicy(policy: Policy, ports: PortIds, underlay: (pa: Prov
   }
   for (const a of adapters) {
     buf.writeUInt32LE(ports.get(a.name)!, off);
-    buf.writeUInt32LE(a.vsid, off + 4);
-    putMac(buf, off + 8, a.mac);
+    putPort(buf, off, a);
     off += PORT_LEN;
   }
   return buf;
-}
-
-function putRoute(buf: Buffer, off: number, r: CustomerRoute, rd: ReadonlyMap<string, number>): void {
-  const [prefix, len] = splitPrefix(r.destination_prefix);
-  buf.writeUInt32LE(rd.get(r.routing_domain)!, off);
-  buf.writeUInt32LE(r.vsid, off + 4);
-  buf[off + 8] = putIp(buf, off + 16, prefix);
-  buf[off + 9] = len;
-  buf[off + 10] = isOnLink(r.next_hop) ? 1 : 0;
-  buf.writeUInt32LE(r.metric, off + 12);
-  putIp(buf, off + 32, r.next_hop);
-}
-
-function putRecord(buf: Buffer, off: number, r: LookupRecord): void {
-  buf.writeUInt32LE(r.vsid, off);
-  buf[off + 4] = putIp(buf, off + 8, r.customer_address);
-  buf[off + 5] = putIp(buf, off + 24, r.provider_address);
-  buf[off + 6] = RULE[r.rule];
-  buf[off + 7] = TYPE[r.type];
-  putMac(buf, off + 40, r.mac);
 }
 
 /** The sections a delta carries; a change to any other needs the whole policy. */
@@ -176,8 +184,8 @@ export function encodeDelta(next: Policy, changes: readonly PolicyChange[]): Buf
   for (const c of records) {
     const previous = c.op === 'put' ? c.previous : undefined;
     buf[off] = c.op === 'delete' ? OP.delete : previous ? OP.replace : OP.put;
-    putRecord(buf, off + 4, c.record as LookupRecord);
-    if (previous) putRecord(buf, off + 4 + RECORD_LEN, previous as LookupRecord);
+    putRecord(buf, off + 4, c.record);
+    if (previous) putRecord(buf, off + 4 + RECORD_LEN, previous);
     off += CHANGE_LEN;
   }
   return buf;
