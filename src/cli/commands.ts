@@ -151,8 +151,31 @@ function recordKeywords(spec: RecordSpec, names: readonly string[] = spec.fields
 /** The keywords of the fields that identify a record (but its positional word), in the table's order. */
 const keyKeywords = (spec: RecordSpec): Keywords => recordKeywords(spec, spec.fields.map((f) => f.name).filter((n) => n !== spec.cli.positional && spec.key.includes(n)));
 
-/** The keywords of `show` and `flush`, in the order of their query. */
-const filterKeywords = (spec: RecordSpec): Keywords => recordKeywords(spec, spec.cli.filters);
+/**
+ * A record type's `flush` and `show`: its filter keywords (table order: the
+ * query's), in the usage line as `usage` (default: that order).
+ */
+function listCommands(spec: RecordSpec, flushAbout: string, showAbout: string, usage?: string): Record<'flush' | 'show', Command> {
+  const kws = recordKeywords(spec, spec.cli.filters);
+  const words = Object.entries(kws).map(([k, { meta }]) => `[ ${k} ${meta} ]`);
+  const showArgs = usage ?? words.join(' ');
+  const section = spec.section as Section;
+  return {
+    flush: {
+      args: `{ ${words.length === 1 ? showArgs.slice(2, -2) : showArgs} | all }`,
+      about: flushAbout,
+      run: async (ctx, w, hint) => {
+        const p = parse(w, { keywords: kws, flags: ['all'] }, hint);
+        return flush(ctx, spec.path, section, filters(p, kws), p.flags.has('all'), hint);
+      },
+    },
+    show: {
+      args: showArgs,
+      about: showAbout,
+      run: async (ctx, w, hint) => show(ctx, spec.path, section, filters(parse(w, { keywords: kws }, hint), kws)),
+    },
+  };
+}
 
 /** `META := { a | b }` of the enum fields whose placeholder names the values rather than listing them. */
 function enumWhere(spec: RecordSpec): string[] {
@@ -232,7 +255,6 @@ function splitAddrLen(s: string, requireLen: boolean, hint: string): [string, nu
 // ---------------------------------------------------------------- lookup records
 
 const LOOKUP_KW = recordKeywords(LOOKUP_RECORDS);
-const LOOKUP_FILTER_KW = filterKeywords(LOOKUP_RECORDS);
 const LOOKUP_RES = LOOKUP_RECORDS.path;
 const LOOKUP_POSITIONAL = { positional: 'CA', ...positionalKeyword(LOOKUP_RECORDS) };
 
@@ -297,22 +319,7 @@ const LOOKUP: ObjectDef = {
         return mutate(ctx, 'DELETE', itemPath(LOOKUP_RES, key));
       },
     },
-    flush: {
-      args: '{ [ vsid N ] [ ca CA ] [ mac MAC ] [ pa PA ] [ type TYPE ] | all }',
-      about: 'delete every record that matches the filters, or all',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: LOOKUP_FILTER_KW, flags: ['all'] }, hint);
-        return flush(ctx, LOOKUP_RES, 'lookup_records', filters(p, LOOKUP_FILTER_KW), p.flags.has('all'), hint);
-      },
-    },
-    show: {
-      args: '[ vsid N ] [ ca CA ] [ mac MAC ] [ pa PA ] [ type TYPE ]',
-      about: 'list records (Get-NetVirtualizationLookupRecord)',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: LOOKUP_FILTER_KW }, hint);
-        return show(ctx, LOOKUP_RES, 'lookup_records', filters(p, LOOKUP_FILTER_KW));
-      },
-    },
+    ...listCommands(LOOKUP_RECORDS, 'delete every record that matches the filters, or all', 'list records (Get-NetVirtualizationLookupRecord)'),
   },
 };
 
@@ -320,7 +327,6 @@ const LOOKUP: ObjectDef = {
 
 const ROUTE_KW = recordKeywords(CUSTOMER_ROUTES);
 const ROUTE_KEY_KW = keyKeywords(CUSTOMER_ROUTES);
-const ROUTE_FILTER_KW = filterKeywords(CUSTOMER_ROUTES);
 const ROUTE_RES = CUSTOMER_ROUTES.path;
 
 function routeSet(method: 'POST' | 'PUT'): Command['run'] {
@@ -381,22 +387,7 @@ const ROUTE: ObjectDef = {
         return mutate(ctx, 'DELETE', itemPath(ROUTE_RES, [p.values.get('rdid')!, p.values.get('vsid')!, prefix]));
       },
     },
-    flush: {
-      args: '{ [ vsid N ] [ rdid GUID ] | all }',
-      about: 'delete every route that matches the filters, or all',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: ROUTE_FILTER_KW, flags: ['all'] }, hint);
-        return flush(ctx, ROUTE_RES, 'customer_routes', filters(p, ROUTE_FILTER_KW), p.flags.has('all'), hint);
-      },
-    },
-    show: {
-      args: '[ vsid N ] [ rdid GUID ]',
-      about: 'list routes',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: ROUTE_FILTER_KW }, hint);
-        return show(ctx, ROUTE_RES, 'customer_routes', filters(p, ROUTE_FILTER_KW));
-      },
-    },
+    ...listCommands(CUSTOMER_ROUTES, 'delete every route that matches the filters, or all', 'list routes', '[ vsid N ] [ rdid GUID ]'),
     get: {
       args: 'CA vsid N',
       about: 'resolve the next hop of a packet from VSID N to CA',
@@ -417,7 +408,6 @@ const ROUTE: ObjectDef = {
 // ---------------------------------------------------------------- provider addresses
 
 const PA_KW = recordKeywords(PROVIDER_ADDRESSES);
-const PA_FILTER_KW = filterKeywords(PROVIDER_ADDRESSES);
 const PA_RES = PROVIDER_ADDRESSES.path;
 
 function paSet(method: 'POST' | 'PUT'): Command['run'] {
@@ -466,22 +456,7 @@ const PA: ObjectDef = {
         return mutate(ctx, 'DELETE', itemPath(PA_RES, [address]));
       },
     },
-    flush: {
-      args: '{ dev IFNAME | all }',
-      about: 'delete the provider addresses of an interface, or all',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: PA_FILTER_KW, flags: ['all'] }, hint);
-        return flush(ctx, PA_RES, 'provider_addresses', filters(p, PA_FILTER_KW), p.flags.has('all'), hint);
-      },
-    },
-    show: {
-      args: '[ dev IFNAME ]',
-      about: 'list provider addresses',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: PA_FILTER_KW }, hint);
-        return show(ctx, PA_RES, 'provider_addresses', filters(p, PA_FILTER_KW));
-      },
-    },
+    ...listCommands(PROVIDER_ADDRESSES, 'delete the provider addresses of an interface, or all', 'list provider addresses'),
   },
 };
 
@@ -489,7 +464,6 @@ const PA: ObjectDef = {
 
 const PROUTE_KW = recordKeywords(PROVIDER_ROUTES);
 const PROUTE_KEY_KW = keyKeywords(PROVIDER_ROUTES);
-const PROUTE_FILTER_KW = filterKeywords(PROVIDER_ROUTES);
 const PROUTE_RES = PROVIDER_ROUTES.path;
 
 function prouteKey(p: ParsedArgs, prefix: string): (string | number)[] {
@@ -552,29 +526,13 @@ const PROUTE: ObjectDef = {
         return mutate(ctx, 'DELETE', itemPath(PROUTE_RES, prouteKey(p, prefix)));
       },
     },
-    flush: {
-      args: '{ dev IFNAME | all }',
-      about: 'delete the provider routes of an interface, or all',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: PROUTE_FILTER_KW, flags: ['all'] }, hint);
-        return flush(ctx, PROUTE_RES, 'provider_routes', filters(p, PROUTE_FILTER_KW), p.flags.has('all'), hint);
-      },
-    },
-    show: {
-      args: '[ dev IFNAME ]',
-      about: 'list provider routes',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: PROUTE_FILTER_KW }, hint);
-        return show(ctx, PROUTE_RES, 'provider_routes', filters(p, PROUTE_FILTER_KW));
-      },
-    },
+    ...listCommands(PROVIDER_ROUTES, 'delete the provider routes of an interface, or all', 'list provider routes'),
   },
 };
 
 // ---------------------------------------------------------------- VM adapters
 
 const ADAPTER_KW = recordKeywords(VM_ADAPTERS);
-const ADAPTER_FILTER_KW = filterKeywords(VM_ADAPTERS);
 const ADAPTER_RES = VM_ADAPTERS.path;
 const ADAPTER_POSITIONAL = { positional: 'NAME', ...positionalKeyword(VM_ADAPTERS) };
 
@@ -628,22 +586,7 @@ const ADAPTER: ObjectDef = {
         return mutate(ctx, 'DELETE', itemPath(ADAPTER_RES, [needPositional(p, 'NAME', hint)]));
       },
     },
-    flush: {
-      args: '{ vsid N | all }',
-      about: 'delete the adapters of a VSID, or all',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: ADAPTER_FILTER_KW, flags: ['all'] }, hint);
-        return flush(ctx, ADAPTER_RES, 'vm_adapters', filters(p, ADAPTER_FILTER_KW), p.flags.has('all'), hint);
-      },
-    },
-    show: {
-      args: '[ vsid N ]',
-      about: 'list adapters',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: ADAPTER_FILTER_KW }, hint);
-        return show(ctx, ADAPTER_RES, 'vm_adapters', filters(p, ADAPTER_FILTER_KW));
-      },
-    },
+    ...listCommands(VM_ADAPTERS, 'delete the adapters of a VSID, or all', 'list adapters'),
   },
 };
 
