@@ -95,11 +95,11 @@ describe('record tables', () => {
           const v = r[f.name];
           const at = `${spec.section}[${i}].${f.name}`;
           seen.push(name);
-          if ('prefix' in c) {
+          if (c.as === 'prefix') {
             seen.push(`${name}_len`);
             expect(`${d[name]}/${d[`${name}_len`]}`, at).toBe(v);
-          } else if ('routingDomain' in c) expect(d[name], at).toBe(rd.get(v as string));
-          else if ('ip' in c && c.onLink !== undefined) expect(d[name], at).toBe(isOnLink(v as string) ? undefined : v);
+          } else if (c.as === 'routing_domain') expect(d[name], at).toBe(rd.get(v as string));
+          else if (c.as === 'ip' && c.onLink !== undefined) expect(d[name], at).toBe(isOnLink(v as string) ? undefined : v);
           else expect(d[name], at).toBe(v);
           compared++;
         }

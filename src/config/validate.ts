@@ -379,22 +379,6 @@ function checked(v: unknown, parent: string, key: string, errs: Errs, problem: (
   return s;
 }
 
-function familyMismatch(
-  errs: Errs,
-  path: string,
-  addr: IpAddr,
-  family: Family,
-  against: string,
-): void {
-  push(
-    errs,
-    'NVGRE_ERR_FAMILY',
-    path,
-    addr.text,
-    `is IPv${addr.family} but ${against} is IPv${family}; they must be the same family`,
-  );
-}
-
 // ------------------------------------------------------------------ validators
 
 /** A validator usable stand-alone (throws) or inside a larger document (collects). */
@@ -443,7 +427,10 @@ function fieldValue(f: FieldSpec, v: unknown, path: string, errs: Errs, get: (fi
     case 'ip': {
       const a = ipValue(v, path, f.name, errs, k.accept);
       const other = k.sameFamilyAs === undefined ? undefined : (get(k.sameFamilyAs) as IpPrefix | undefined);
-      if (a && other && a.family !== other.family) familyMismatch(errs, joinKey(path, f.name), a, other.family, `${k.sameFamilyAs} ${other.text}`);
+      if (a && other && a.family !== other.family) {
+        const why = `is IPv${a.family} but ${k.sameFamilyAs} ${other.text} is IPv${other.family}; they must be the same family`;
+        push(errs, 'NVGRE_ERR_FAMILY', at(path, f.name), a.text, why);
+      }
       return a;
     }
     case 'prefix':
@@ -641,6 +628,8 @@ const providerRoute = recordValidator<ProviderRoute>(PROVIDER_ROUTES);
 const customerRoute = recordValidator<CustomerRoute>(CUSTOMER_ROUTES);
 const lookupRecord = recordValidator<LookupRecord>(LOOKUP_RECORDS);
 const vmAdapter = recordValidator<VmAdapter>(VM_ADAPTERS);
+/** The validator of a record type's table. */
+export const validateRecord = <T extends AnyRecord>(spec: RecordSpec): RecordValidator<T> => validator(spec.noun, recordValidator<T>(spec));
 export const validateProviderAddress = validator(PROVIDER_ADDRESSES.noun, providerAddress);
 export const validateProviderRoute = validator(PROVIDER_ROUTES.noun, providerRoute);
 export const validateCustomerRoute = validator(CUSTOMER_ROUTES.noun, customerRoute);

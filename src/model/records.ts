@@ -65,19 +65,17 @@ export interface FieldSpec {
   readonly cli?: readonly [keyword: string, meta: string];
 }
 
-/** How a field sits in its snapshot entry (offsets in bytes; see native/src/dp/policy.rs). */
+/**
+ * Where a field sits in its snapshot entry (byte offsets; native/src/dp/policy.rs
+ * reads them): an integer, a MAC, an enum as its index in the field's values,
+ * a routing domain as its number (not its GUID), a 16-byte address with its
+ * family (4 or 6) and on-link flag in bytes of their own when given, a prefix's
+ * address, family and length.
+ */
 export type Column =
-  | { u8: number }
-  | { u16: number }
-  | { u32: number }
-  /** The enum's value as its index in the field's values. */
-  | { enumAt: number }
-  | { mac: number }
-  /** 16-byte address, and its family (4 or 6) in a byte of its own, when `family` is given. */
-  | { ip: number; family?: number; onLink?: number }
-  | { prefix: number; family: number; length: number }
-  /** The routing domain's number (routingDomainIndex), not its GUID. */
-  | { routingDomain: number };
+  | { as: 'u8' | 'u16' | 'u32' | 'mac' | 'enum' | 'routing_domain'; at: number }
+  | { as: 'ip'; at: number; family?: number; onLink?: number }
+  | { as: 'prefix'; at: number; family: number; length: number };
 
 /** A field of the record being checked, as checked so far (addresses and prefixes parsed; undefined: absent or refused). */
 export type Get = (field: string) => unknown;
@@ -151,10 +149,10 @@ export const PROVIDER_ADDRESSES = {
     // mtu u16 at 2 and ifindex u32 at 20 are its interface's (encodePolicy).
     entry: 28,
     columns: {
-      address: { ip: 4, family: 0 },
-      prefix_length: { u8: 1 },
+      address: { as: 'ip', at: 4, family: 0 },
+      prefix_length: { as: 'u8', at: 1 },
       interface: 'the core gets its MTU and ifindex instead',
-      vlan_id: { u16: 24 },
+      vlan_id: { as: 'u16', at: 24 },
       mac: 'refused',
     },
   },
@@ -204,11 +202,11 @@ export const CUSTOMER_ROUTES = {
   snapshot: {
     entry: 48,
     columns: {
-      routing_domain: { routingDomain: 0 },
-      vsid: { u32: 4 },
-      destination_prefix: { prefix: 16, family: 8, length: 9 },
-      next_hop: { ip: 32, onLink: 10 },
-      metric: { u32: 12 },
+      routing_domain: { as: 'routing_domain', at: 0 },
+      vsid: { as: 'u32', at: 4 },
+      destination_prefix: { as: 'prefix', at: 16, family: 8, length: 9 },
+      next_hop: { as: 'ip', at: 32, onLink: 10 },
+      metric: { as: 'u32', at: 12 },
     },
   },
 } as const satisfies RecordSpec;
@@ -259,12 +257,12 @@ export const LOOKUP_RECORDS = {
   snapshot: {
     entry: 48,
     columns: {
-      vsid: { u32: 0 },
-      customer_address: { ip: 8, family: 4 },
-      provider_address: { ip: 24, family: 5 },
-      rule: { enumAt: 6 },
-      type: { enumAt: 7 },
-      mac: { mac: 40 },
+      vsid: { as: 'u32', at: 0 },
+      customer_address: { as: 'ip', at: 8, family: 4 },
+      provider_address: { as: 'ip', at: 24, family: 5 },
+      rule: { as: 'enum', at: 6 },
+      type: { as: 'enum', at: 7 },
+      mac: { as: 'mac', at: 40 },
       vm_name: "the operator's, not the core's",
     },
   },
@@ -313,8 +311,8 @@ export const VM_ADAPTERS = {
       name: 'the core gets its port id instead',
       mode: 'the device backend',
       vm_name: "the operator's, not the core's",
-      mac: { mac: 8 },
-      vsid: { u32: 4 },
+      mac: { as: 'mac', at: 8 },
+      vsid: { as: 'u32', at: 4 },
       netns: 'the device backend',
       mtu: 'the device backend',
       socket: 'the device backend',

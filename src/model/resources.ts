@@ -3,62 +3,31 @@
 // as text is normalized, so `60-00-60-00-01-01` finds `60:00:60:00:01:01`.
 
 import { nvgreError, type FieldError } from '../errors.js';
-import {
-  parseIp,
-  parseMac,
-  parsePrefix,
-  parseRoutingDomain,
-  validateCustomerRoute,
-  validateLookupRecord,
-  validateProviderAddress,
-  validateProviderRoute,
-  validateVmAdapter,
-  type RecordValidator,
-} from '../config/index.js';
+import { parseIp, parseMac, parsePrefix, parseRoutingDomain, validateRecord, type RecordValidator } from '../config/index.js';
 import { RECORD_SPECS, type AnyRecord, type FieldKind, type RecordSpec, type Section } from './records.js';
 
 export type { AnyRecord, Section } from './records.js';
 
-export interface Resource {
+/** A record type's table (model/records.ts), with what is derived from it. */
+export interface Resource extends Omit<RecordSpec, 'section' | 'fields' | 'optionalKeys' | 'identity'> {
   section: Section;
-  /** Path under /v1/. */
-  path: string;
-  /** One record, in words (errors). */
-  noun: string;
-  /** One record's field path prefix in errors (`lookup_record.vsid`). */
-  singular: string;
-  /** Key fields, in path order. Trailing `optionalKeys` of them may be left out. */
-  key: readonly string[];
+  /** Trailing key fields a path may leave out. */
   optionalKeys: number;
   /** Every field a record of this type may have (filters use them). */
   fields: readonly string[];
   validate: RecordValidator<AnyRecord>;
   /** The key that identifies `r` among its kind (see lookup records). */
   identity(r: AnyRecord): string[];
-  /** Its table (model/records.ts). */
   spec: RecordSpec;
 }
 
-const VALIDATORS = {
-  provider_addresses: validateProviderAddress,
-  provider_routes: validateProviderRoute,
-  customer_routes: validateCustomerRoute,
-  lookup_records: validateLookupRecord,
-  vm_adapters: validateVmAdapter,
-} as const satisfies Record<Section, unknown>;
-
 export const RESOURCES: readonly Resource[] = RECORD_SPECS.map((spec: RecordSpec) => ({
+  ...spec,
   section: spec.section as Section,
-  singular: spec.singular,
-  path: spec.path,
-  noun: spec.noun,
-  key: spec.key,
   optionalKeys: spec.optionalKeys ?? 0,
   fields: spec.fields.filter((f) => f.refused === undefined).map((f) => f.name),
-  validate: VALIDATORS[spec.section as Section] as RecordValidator<AnyRecord>,
-  identity: spec.identity
-    ? (spec.identity as unknown as (r: AnyRecord) => string[])
-    : (r: AnyRecord) => spec.key.map((k) => field(r, k)),
+  validate: validateRecord(spec),
+  identity: (spec.identity as unknown as ((r: AnyRecord) => string[]) | undefined) ?? ((r: AnyRecord) => spec.key.map((k) => field(r, k))),
   spec,
 }));
 

@@ -24,40 +24,51 @@ const OP = { put: 0, replace: 1, delete: 2 } as const;
 
 const FLOW_ID: Record<FlowIdMode, number> = { hash: 0, zero: 1 };
 
-/** Writes one record's fields into its entry at `off`, as its table's snapshot columns say. */
 type EntryWriter = (buf: Buffer, off: number, r: AnyRecord, rd?: ReadonlyMap<string, number>) => void;
-type Put = (buf: Buffer, off: number, v: unknown, rd?: ReadonlyMap<string, number>) => void;
 
-/** How one field is written (decided once per column, not per record). */
-function columnWriter(c: Column, values: readonly string[]): Put {
-  if ('u8' in c) return (buf, off, v) => void (buf[off + c.u8] = v as number);
-  if ('u16' in c) return (buf, off, v) => void buf.writeUInt16LE(v as number, off + c.u16);
-  if ('u32' in c) return (buf, off, v) => void buf.writeUInt32LE(v as number, off + c.u32);
-  if ('mac' in c) return (buf, off, v) => putMac(buf, off + c.mac, v as string);
-  if ('enumAt' in c) return (buf, off, v) => void (buf[off + c.enumAt] = values.indexOf(v as string));
-  if ('routingDomain' in c) return (buf, off, v, rd) => void buf.writeUInt32LE(rd!.get(v as string)!, off + c.routingDomain);
-  if ('prefix' in c) {
-    return (buf, off, v) => {
-      const [address, len] = splitPrefix(v as string);
-      buf[off + c.family] = putIp(buf, off + c.prefix, address);
-      buf[off + c.length] = len;
-    };
-  }
-  return (buf, off, v) => {
-    const family = putIp(buf, off + c.ip, v as string);
-    if (c.family !== undefined) buf[off + c.family] = family;
-    if (c.onLink !== undefined) buf[off + c.onLink] = isOnLink(v as string) ? 1 : 0;
-  };
-}
-
+/** Writes one record's fields into its entry at `off`, as its table's snapshot columns say. */
 function entryWriter(spec: RecordSpec): EntryWriter {
   const columns = spec.snapshot.columns as Readonly<Record<string, Column | string>>;
   const cols = spec.fields.flatMap((f) => {
     const c = columns[f.name]!;
-    return typeof c === 'string' ? [] : [{ name: f.name, put: columnWriter(c, f.kind.is === 'enum' ? f.kind.values : []) }];
+    return typeof c === 'string' ? [] : [{ name: f.name, c, values: f.kind.is === 'enum' ? f.kind.values : [] }];
   });
   return (buf, off, r, rd) => {
-    for (const { name, put } of cols) put(buf, off, (r as unknown as Record<string, unknown>)[name], rd);
+    for (const { name, c, values } of cols) {
+      const v = (r as unknown as Record<string, string & number>)[name]!;
+      const at = off + c.at;
+      switch (c.as) {
+        case 'u8':
+          buf[at] = v;
+          break;
+        case 'u16':
+          buf.writeUInt16LE(v, at);
+          break;
+        case 'u32':
+          buf.writeUInt32LE(v, at);
+          break;
+        case 'mac':
+          putMac(buf, at, v);
+          break;
+        case 'enum':
+          buf[at] = values.indexOf(v);
+          break;
+        case 'routing_domain':
+          buf.writeUInt32LE(rd!.get(v)!, at);
+          break;
+        case 'ip': {
+          const family = putIp(buf, at, v);
+          if (c.family !== undefined) buf[off + c.family] = family;
+          if (c.onLink !== undefined) buf[off + c.onLink] = isOnLink(v) ? 1 : 0;
+          break;
+        }
+        case 'prefix': {
+          const [address, len] = splitPrefix(v);
+          buf[off + c.family] = putIp(buf, at, address);
+          buf[off + c.length] = len;
+        }
+      }
+    }
   };
 }
 
