@@ -886,11 +886,11 @@ const FLEET: ObjectDef = {
 };
 
 export const OBJECTS: Readonly<Record<string, ObjectDef>> = {
-  lookup: LOOKUP,
-  route: ROUTE,
-  pa: PA,
-  proute: PROUTE,
-  adapter: ADAPTER,
+  [LOOKUP_RECORDS.cli.object]: LOOKUP,
+  [CUSTOMER_ROUTES.cli.object]: ROUTE,
+  [PROVIDER_ADDRESSES.cli.object]: PA,
+  [PROVIDER_ROUTES.cli.object]: PROUTE,
+  [VM_ADAPTERS.cli.object]: ADAPTER,
   status: STATUS,
   reload: RELOAD,
   config: CONFIG,

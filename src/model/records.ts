@@ -308,15 +308,8 @@ export const VM_ADAPTERS = {
     // id u32 at 0: the core's number of the adapter's device; adapters without one are left out (encodePolicy).
     entry: 16,
     columns: {
-      name: 'the core gets its port id instead',
-      mode: 'the device backend',
-      vm_name: "the operator's, not the core's",
-      mac: { as: 'mac', at: 8 },
-      vsid: { as: 'u32', at: 4 },
-      netns: 'the device backend',
-      mtu: 'the device backend',
-      socket: 'the device backend',
-      socket_mode: 'the device backend',
+      name: 'the core gets its port id instead', vm_name: "the operator's, not the core's", mac: { as: 'mac', at: 8 }, vsid: { as: 'u32', at: 4 },
+      mode: 'the device backend', netns: 'the device backend', mtu: 'the device backend', socket: 'the device backend', socket_mode: 'the device backend',
     },
   },
 } as const satisfies RecordSpec;

@@ -37,36 +37,20 @@ function entryWriter(spec: RecordSpec): EntryWriter {
     for (const { name, c, values } of cols) {
       const v = (r as unknown as Record<string, string & number>)[name]!;
       const at = off + c.at;
-      switch (c.as) {
-        case 'u8':
-          buf[at] = v;
-          break;
-        case 'u16':
-          buf.writeUInt16LE(v, at);
-          break;
-        case 'u32':
-          buf.writeUInt32LE(v, at);
-          break;
-        case 'mac':
-          putMac(buf, at, v);
-          break;
-        case 'enum':
-          buf[at] = values.indexOf(v);
-          break;
-        case 'routing_domain':
-          buf.writeUInt32LE(rd!.get(v)!, at);
-          break;
-        case 'ip': {
-          const family = putIp(buf, at, v);
-          if (c.family !== undefined) buf[off + c.family] = family;
-          if (c.onLink !== undefined) buf[off + c.onLink] = isOnLink(v) ? 1 : 0;
-          break;
-        }
-        case 'prefix': {
-          const [address, len] = splitPrefix(v);
-          buf[off + c.family] = putIp(buf, at, address);
-          buf[off + c.length] = len;
-        }
+      if (c.as === 'u8') buf[at] = v;
+      else if (c.as === 'u16') buf.writeUInt16LE(v, at);
+      else if (c.as === 'u32') buf.writeUInt32LE(v, at);
+      else if (c.as === 'mac') putMac(buf, at, v);
+      else if (c.as === 'enum') buf[at] = values.indexOf(v);
+      else if (c.as === 'routing_domain') buf.writeUInt32LE(rd!.get(v)!, at);
+      else if (c.as === 'ip') {
+        const family = putIp(buf, at, v);
+        if (c.family !== undefined) buf[off + c.family] = family;
+        if (c.onLink !== undefined) buf[off + c.onLink] = isOnLink(v) ? 1 : 0;
+      } else if (c.as === 'prefix') {
+        const [address, len] = splitPrefix(v);
+        buf[off + c.family] = putIp(buf, at, address);
+        buf[off + c.length] = len;
       }
     }
   };
