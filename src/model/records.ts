@@ -14,18 +14,9 @@ import { isUnspecified, unicastProblem, type IpAddr } from '../config/net.js';
 import type { ErrorCode } from '../errors.js';
 import {
   ADAPTER_MODES,
-  DEFAULT_ADAPTER_MODE,
-  DEFAULT_METRIC,
-  DEFAULT_RECORD_TYPE,
-  DEFAULT_RULE,
-  DEFAULT_VLAN_ID,
   LOOKUP_RULES,
   LOOKUP_TYPES,
-  METRIC_MAX,
-  MTU_MAX,
-  MTU_MIN,
   SOCKET_MODES,
-  VLAN_ID_MAX,
   VSID_MAX,
   VSID_MIN,
   type CustomerRoute,
@@ -111,7 +102,7 @@ export interface RecordSpec<F extends readonly FieldSpec[] = readonly FieldSpec[
 }
 
 const vsid = { name: 'vsid', kind: { is: 'int', min: VSID_MIN, max: VSID_MAX, what: 'a VSID', code: 'NVGRE_ERR_VSID_RANGE' }, required: 'the virtual subnet ID', cli: ['vsid', 'N'] } as const;
-const metric = { name: 'metric', kind: { is: 'int', min: 0, max: METRIC_MAX, what: 'a metric' }, default: DEFAULT_METRIC, cli: ['metric', 'M'] } as const;
+const metric = { name: 'metric', kind: { is: 'int', min: 0, max: 4294967295, what: 'a metric' }, default: 0, cli: ['metric', 'M'] } as const;
 const underlayInterface = { name: 'interface', kind: { is: 'text', rule: 'ifname' }, required: 'the underlay interface', cli: ['dev', 'IFNAME'] } as const;
 const nextHop = {
   name: 'next_hop',
@@ -138,7 +129,7 @@ export const PROVIDER_ADDRESSES = {
     { name: 'prefix_length', kind: { is: 'prefix_length', of: 'address' }, required: 'the PA subnet prefix length' },
     underlayInterface,
     // 0: untagged; else the PA lives on that VLAN of `interface`.
-    { name: 'vlan_id', kind: { is: 'int', min: 0, max: VLAN_ID_MAX, what: 'a VLAN ID' }, default: DEFAULT_VLAN_ID, cli: ['vlan', 'N'] },
+    { name: 'vlan_id', kind: { is: 'int', min: 0, max: 4094, what: 'a VLAN ID' }, default: 0, cli: ['vlan', 'N'] },
     // A key of the contract that does not act is refused, not ignored.
     { name: 'mac', kind: { is: 'mac' }, refused: "a provider address's own MAC is not supported (NVGRE packets leave with the MAC of its interface)" },
   ],
@@ -233,8 +224,8 @@ export const LOOKUP_RECORDS = {
     vsid,
     { name: 'mac', kind: { is: 'mac', zeroWhen: ['type', 'gateway_wildcard'] }, required: "the VM's MAC", cli: ['mac', 'MAC'] },
     { name: 'provider_address', kind: { is: 'ip', accept: 'unicast' }, required: 'the PA of the host where the VM lives', cli: ['pa', 'PA'] },
-    { name: 'rule', kind: { is: 'enum', values: LOOKUP_RULES }, default: DEFAULT_RULE, cli: ['rule', 'RULE'] },
-    { name: 'type', kind: { is: 'enum', values: LOOKUP_TYPES }, default: DEFAULT_RECORD_TYPE, cli: ['type', 'TYPE'] },
+    { name: 'rule', kind: { is: 'enum', values: LOOKUP_RULES }, default: 'encap', cli: ['rule', 'RULE'] },
+    { name: 'type', kind: { is: 'enum', values: LOOKUP_TYPES }, default: 'static', cli: ['type', 'TYPE'] },
     vmName,
   ],
   // The type decides what the CA and the MAC may be.
@@ -276,18 +267,19 @@ export const VM_ADAPTERS = {
   path: 'vm-adapters',
   fields: [
     { name: 'name', kind: { is: 'text', rule: 'ifname' }, required: 'the interface name', cli: ['name', 'NAME'] },
+    // Absent: tap.
     { name: 'mode', kind: { is: 'enum', values: ADAPTER_MODES }, cli: ['mode', ADAPTER_MODES.join('|')] },
     vmName,
     { name: 'mac', kind: { is: 'mac' }, required: "the VM adapter's MAC", cli: ['mac', 'MAC'] },
     vsid,
     { name: 'netns', kind: { is: 'text', rule: 'netns' }, cli: ['netns', 'NS'] },
-    { name: 'mtu', kind: { is: 'int', min: MTU_MIN, max: MTU_MAX, what: 'an MTU' }, cli: ['mtu', 'N'] },
+    { name: 'mtu', kind: { is: 'int', min: 68, max: 65535, what: 'an MTU' }, cli: ['mtu', 'N'] },
     { name: 'socket', kind: { is: 'text', rule: 'socket_path' }, cli: ['socket', 'PATH'] },
     { name: 'socket_mode', kind: { is: 'enum', values: SOCKET_MODES }, cli: ['socket_mode', SOCKET_MODES.join('|')] },
   ],
   // What each mode takes: a key that would not act is refused.
   rules: (get, given, report) => {
-    const m = (get('mode') as string | undefined) ?? DEFAULT_ADAPTER_MODE;
+    const m = (get('mode') as string | undefined) ?? 'tap';
     const notFor = (key: string, v: unknown, why: string) => {
       if (v !== undefined) report(key, v, 'NVGRE_ERR_VALUE', `is not taken by mode ${m}: ${why}`);
     };
