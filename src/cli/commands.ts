@@ -230,6 +230,27 @@ function nothingToChange(body: Record<string, unknown>, hint: string): void {
   if (Object.keys(body).length === 0) throw usageError('nothing to change', hint);
 }
 
+/**
+ * `add` (POST) or `replace` (PUT at the record's key): the positional word,
+ * then `make` builds the record and its key from the words (refusing a bad
+ * positional word first), then the required keywords are checked.
+ */
+function setRecord(
+  spec: RecordSpec,
+  method: 'POST' | 'PUT',
+  grammar: { positional: string; positionalKeyword?: string },
+  kws: Keywords,
+  need: readonly string[],
+  make: (p: ParsedArgs, word: string, hint: string) => { record: Record<string, unknown>; key: readonly (string | number)[] },
+): Command['run'] {
+  return async (ctx, words, hint) => {
+    const p = parse(words, { ...grammar, keywords: kws }, hint);
+    const { record, key } = make(p, needPositional(p, grammar.positional, hint), hint);
+    needKeywords(p, kws, need, hint);
+    return method === 'POST' ? mutate(ctx, 'POST', `/v1/${spec.path}`, record) : mutate(ctx, 'PUT', itemPath(spec.path, key), record);
+  };
+}
+
 /** The on-link next hop of a prefix's family. */
 function onLink(prefixOrAddr: string): string {
   return prefixOrAddr.includes(':') ? '::' : '0.0.0.0';
@@ -258,19 +279,12 @@ const LOOKUP_KW = recordKeywords(LOOKUP_RECORDS);
 const LOOKUP_RES = LOOKUP_RECORDS.path;
 const LOOKUP_POSITIONAL = { positional: 'CA', ...positionalKeyword(LOOKUP_RECORDS) };
 
-function lookupSet(method: 'POST' | 'PUT'): Command['run'] {
-  return async (ctx, words, hint) => {
-    const p = parse(words, { ...LOOKUP_POSITIONAL, keywords: LOOKUP_KW }, hint);
-    const ca = needPositional(p, 'CA', hint);
-    needKeywords(p, LOOKUP_KW, ['vsid', 'mac', 'pa'], hint);
-    const record = { customer_address: ca, ...fields(p, LOOKUP_KW) };
-    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${LOOKUP_RES}`, record);
+const lookupSet = (method: 'POST' | 'PUT') =>
+  setRecord(LOOKUP_RECORDS, method, LOOKUP_POSITIONAL, LOOKUP_KW, ['vsid', 'mac', 'pa'], (p, ca) => ({
+    record: { customer_address: ca, ...fields(p, LOOKUP_KW) },
     // (vsid, CA) identifies a record, except for CA 0.0.0.0/:: (L2Only), where the MAC does too.
-    const key: (string | number)[] = [p.values.get('vsid')!, ca];
-    if (isUnspecifiedAddress(ca)) key.push(p.values.get('mac')!);
-    return mutate(ctx, 'PUT', itemPath(LOOKUP_RES, key), record);
-  };
-}
+    key: isUnspecifiedAddress(ca) ? [p.values.get('vsid')!, ca, p.values.get('mac')!] : [p.values.get('vsid')!, ca],
+  }));
 
 const LOOKUP: ObjectDef = {
   about: 'lookup records: CA -> MAC, PA (New/Get/Set/Remove-NetVirtualizationLookupRecord)',
@@ -329,22 +343,12 @@ const ROUTE_KW = recordKeywords(CUSTOMER_ROUTES);
 const ROUTE_KEY_KW = keyKeywords(CUSTOMER_ROUTES);
 const ROUTE_RES = CUSTOMER_ROUTES.path;
 
-function routeSet(method: 'POST' | 'PUT'): Command['run'] {
-  return async (ctx, words, hint) => {
-    const p = parse(words, { positional: 'PREFIX', keywords: ROUTE_KW }, hint);
-    const prefix = needPositional(p, 'PREFIX', hint);
-    needKeywords(p, ROUTE_KW, ['vsid', 'rdid'], hint);
-    const record = {
-      routing_domain: p.values.get('rdid')!,
-      vsid: p.values.get('vsid')!,
-      destination_prefix: prefix,
-      next_hop: p.values.get('via') ?? onLink(prefix),
-      ...fields(p, { metric: ROUTE_KW.metric! }),
-    };
-    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${ROUTE_RES}`, record);
-    return mutate(ctx, 'PUT', itemPath(ROUTE_RES, [record.routing_domain, record.vsid, prefix]), record);
-  };
-}
+const routeSet = (method: 'POST' | 'PUT') =>
+  setRecord(CUSTOMER_ROUTES, method, { positional: 'PREFIX' }, ROUTE_KW, ['vsid', 'rdid'], (p, prefix) => {
+    const [routing_domain, vsid] = [p.values.get('rdid')!, p.values.get('vsid')!];
+    const record = { routing_domain, vsid, destination_prefix: prefix, next_hop: p.values.get('via') ?? onLink(prefix), ...fields(p, { metric: ROUTE_KW.metric! }) };
+    return { record, key: [routing_domain, vsid, prefix] };
+  });
 
 const ROUTE: ObjectDef = {
   about: 'customer routes, per routing domain and VSID (…-NetVirtualizationCustomerRoute)',
@@ -410,16 +414,11 @@ const ROUTE: ObjectDef = {
 const PA_KW = recordKeywords(PROVIDER_ADDRESSES);
 const PA_RES = PROVIDER_ADDRESSES.path;
 
-function paSet(method: 'POST' | 'PUT'): Command['run'] {
-  return async (ctx, words, hint) => {
-    const p = parse(words, { positional: 'ADDR/LEN', keywords: PA_KW }, hint);
-    const [address, len] = splitAddrLen(needPositional(p, 'ADDR/LEN', hint), true, hint);
-    needKeywords(p, PA_KW, ['dev'], hint);
-    const record = { address, prefix_length: len!, ...fields(p, PA_KW) };
-    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${PA_RES}`, record);
-    return mutate(ctx, 'PUT', itemPath(PA_RES, [address]), record);
-  };
-}
+const paSet = (method: 'POST' | 'PUT') =>
+  setRecord(PROVIDER_ADDRESSES, method, { positional: 'ADDR/LEN' }, PA_KW, ['dev'], (p, word, hint) => {
+    const [address, len] = splitAddrLen(word, true, hint);
+    return { record: { address, prefix_length: len!, ...fields(p, PA_KW) }, key: [address] };
+  });
 
 const PA: ObjectDef = {
   about: 'provider addresses of this host (…-NetVirtualizationProviderAddress)',
@@ -470,21 +469,11 @@ function prouteKey(p: ParsedArgs, prefix: string): (string | number)[] {
   return [prefix, p.values.get('dev')!, p.values.get('via') ?? onLink(prefix)];
 }
 
-function prouteSet(method: 'POST' | 'PUT'): Command['run'] {
-  return async (ctx, words, hint) => {
-    const p = parse(words, { positional: 'PREFIX', keywords: PROUTE_KW }, hint);
-    const prefix = needPositional(p, 'PREFIX', hint);
-    needKeywords(p, PROUTE_KW, ['dev'], hint);
-    const record = {
-      destination_prefix: prefix,
-      next_hop: p.values.get('via') ?? onLink(prefix),
-      interface: p.values.get('dev')!,
-      ...fields(p, { metric: PROUTE_KW.metric! }),
-    };
-    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${PROUTE_RES}`, record);
-    return mutate(ctx, 'PUT', itemPath(PROUTE_RES, prouteKey(p, prefix)), record);
-  };
-}
+const prouteSet = (method: 'POST' | 'PUT') =>
+  setRecord(PROVIDER_ROUTES, method, { positional: 'PREFIX' }, PROUTE_KW, ['dev'], (p, prefix) => ({
+    record: { destination_prefix: prefix, next_hop: p.values.get('via') ?? onLink(prefix), interface: p.values.get('dev')!, ...fields(p, { metric: PROUTE_KW.metric! }) },
+    key: prouteKey(p, prefix),
+  }));
 
 const PROUTE: ObjectDef = {
   about: 'provider (underlay) routes (…-NetVirtualizationProviderRoute)',
@@ -536,16 +525,8 @@ const ADAPTER_KW = recordKeywords(VM_ADAPTERS);
 const ADAPTER_RES = VM_ADAPTERS.path;
 const ADAPTER_POSITIONAL = { positional: 'NAME', ...positionalKeyword(VM_ADAPTERS) };
 
-function adapterSet(method: 'POST' | 'PUT'): Command['run'] {
-  return async (ctx, words, hint) => {
-    const p = parse(words, { ...ADAPTER_POSITIONAL, keywords: ADAPTER_KW }, hint);
-    const name = needPositional(p, 'NAME', hint);
-    needKeywords(p, ADAPTER_KW, ['mac', 'vsid'], hint);
-    const record = { name, ...fields(p, ADAPTER_KW) };
-    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${ADAPTER_RES}`, record);
-    return mutate(ctx, 'PUT', itemPath(ADAPTER_RES, [name]), record);
-  };
-}
+const adapterSet = (method: 'POST' | 'PUT') =>
+  setRecord(VM_ADAPTERS, method, ADAPTER_POSITIONAL, ADAPTER_KW, ['mac', 'vsid'], (p, name) => ({ record: { name, ...fields(p, ADAPTER_KW) }, key: [name] }));
 
 const ADAPTER: ObjectDef = {
   about: "VM network adapters (Set-VMNetworkAdapter -VirtualSubnetId): a TAP nvgred creates, a VM's interface it adopts, or a vhost-user device it serves",
