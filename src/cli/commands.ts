@@ -11,8 +11,8 @@ import { captureAdapter, captureUnderlay, IN_NETNS_KEYWORD, type CaptureArgs } f
 import { errorLines, type ApiClient, type ApiResponse } from './client.js';
 import { CliError, EXIT, EXIT_CODE_TABLE, exitCodeForErrorCode, usageError } from './exit.js';
 import { writeFileAtomic } from './files.js';
-import { countNoun, formatApplyResult, formatNextHop, formatStatus, RECORD_FORMATTERS, type Section } from './format.js';
-import { CUSTOMER_ROUTES, LOOKUP_RECORDS, PROVIDER_ADDRESSES, PROVIDER_ROUTES, VM_ADAPTERS, type RecordSpec } from '../model/records.js';
+import { countNoun, formatApplyResult, formatNextHop, formatStatus, RECORD_FORMATTERS } from './format.js';
+import { CUSTOMER_ROUTES, LOOKUP_RECORDS, PROVIDER_ADDRESSES, PROVIDER_ROUTES, VM_ADAPTERS, type RecordSpec, type Section } from '../model/records.js';
 import { monitor, MONITOR_EVENTS } from './monitor.js';
 
 export interface OutStream {

@@ -51,8 +51,6 @@ export function formatVmAdapter(r: Rec): string {
   return `${s(r.name)} mac ${s(r.mac)} vsid ${s(r.vsid)}` + opt(r, 'netns', 'netns') + opt(r, 'mtu', 'mtu') + opt(r, 'vm_name', 'vm');
 }
 
-export type { Section };
-
 export const RECORD_FORMATTERS: Readonly<Record<Section, (r: Rec) => string>> = {
   lookup_records: formatLookupRecord,
   customer_routes: formatCustomerRoute,
@@ -61,12 +59,10 @@ export const RECORD_FORMATTERS: Readonly<Record<Section, (r: Rec) => string>> = 
   vm_adapters: formatVmAdapter,
 };
 
-/** Human names of the sections: [singular, plural]. */
-const SECTION_NOUNS = Object.fromEntries(RECORD_SPECS.map((s) => [s.section, [s.noun, s.plural] as const])) as Readonly<Record<Section, readonly [string, string]>>;
-
+/** `3 lookup records`, `1 VM adapter`. */
 export function countNoun(n: number, section: Section): string {
-  const [one, many] = SECTION_NOUNS[section];
-  return `${n} ${n === 1 ? one : many}`;
+  const spec = RECORD_SPECS.find((s) => s.section === section)!;
+  return `${n} ${n === 1 ? spec.noun : spec.plural}`;
 }
 
 /**

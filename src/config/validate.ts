@@ -417,7 +417,7 @@ const TEXT_RULES: Readonly<Record<Extract<FieldKind, { is: 'text' }>['rule'], (s
   ifname: interfaceNameProblem,
   vm_name: (s) => labelProblem(s, VM_NAME_MAX),
   netns: netnsNameProblem,
-  socket_path: (s) => unixSocketPathProblem(s),
+  socket_path: unixSocketPathProblem,
 };
 
 /** A field's value checked as its kind says, in the form later fields' rules read (addresses and prefixes parsed). */
@@ -463,17 +463,10 @@ function recordValidator<T extends AnyRecord>(spec: RecordSpec): (x: unknown, pa
   // Every field's facts in one shape, read by position (a million records are checked at a time).
   const steps = (spec.checkOrder ?? keys).map((name) => {
     const f = spec.fields[keys.indexOf(name)]!;
-    return {
-      f,
-      at: keys.indexOf(name),
-      required: f.required,
-      def: f.default,
-      refused: f.refused,
-      check: f.check as ((v: unknown, get: (field: string) => unknown) => string | undefined) | undefined,
-      rich: f.kind.is === 'ip' || f.kind.is === 'prefix',
-    };
+    return { f, at: keys.indexOf(name), required: f.required, def: f.default, refused: f.refused, check: f.check };
   });
-  const rich = keys.map((_, i) => steps.find((s) => s.at === i)!.rich);
+  // Addresses and prefixes are checked as parsed values; the record holds their normal text.
+  const rich = spec.fields.map((f) => f.kind.is === 'ip' || f.kind.is === 'prefix');
   const what = `a ${spec.noun}`;
   // The checked fields of the record being validated (validation is synchronous: one at a time).
   let vals: unknown[] = [];
@@ -495,7 +488,7 @@ function recordValidator<T extends AnyRecord>(spec: RecordSpec): (x: unknown, pa
         push(errs, 'NVGRE_ERR_VALUE', at(path, s.f.name), v, `is refused: ${s.refused}`);
         continue;
       }
-      const problem = s.check?.(value, get);
+      const problem = s.check?.(value as IpAddr, get);
       if (problem) push(errs, 'NVGRE_ERR_ADDRESS', at(path, s.f.name), (value as IpAddr).text, problem);
       else vals[s.at] = value;
     }
@@ -623,18 +616,13 @@ function stateDir(x: unknown, path: string, errs: Errs): string | undefined {
 }
 
 export const validateHost = validator('host', hostSection);
-const providerAddress = recordValidator<ProviderAddress>(PROVIDER_ADDRESSES);
-const providerRoute = recordValidator<ProviderRoute>(PROVIDER_ROUTES);
-const customerRoute = recordValidator<CustomerRoute>(CUSTOMER_ROUTES);
-const lookupRecord = recordValidator<LookupRecord>(LOOKUP_RECORDS);
-const vmAdapter = recordValidator<VmAdapter>(VM_ADAPTERS);
 /** The validator of a record type's table. */
 export const validateRecord = <T extends AnyRecord>(spec: RecordSpec): RecordValidator<T> => validator(spec.noun, recordValidator<T>(spec));
-export const validateProviderAddress = validator(PROVIDER_ADDRESSES.noun, providerAddress);
-export const validateProviderRoute = validator(PROVIDER_ROUTES.noun, providerRoute);
-export const validateCustomerRoute = validator(CUSTOMER_ROUTES.noun, customerRoute);
-export const validateLookupRecord = validator(LOOKUP_RECORDS.noun, lookupRecord);
-export const validateVmAdapter = validator(VM_ADAPTERS.noun, vmAdapter);
+export const validateProviderAddress = validateRecord<ProviderAddress>(PROVIDER_ADDRESSES);
+export const validateProviderRoute = validateRecord<ProviderRoute>(PROVIDER_ROUTES);
+export const validateCustomerRoute = validateRecord<CustomerRoute>(CUSTOMER_ROUTES);
+export const validateLookupRecord = validateRecord<LookupRecord>(LOOKUP_RECORDS);
+export const validateVmAdapter = validateRecord<VmAdapter>(VM_ADAPTERS);
 export const validateEncapsulation = validator('encapsulation', encapsulationSection);
 export const validateLearning = validator('learning', learningSection);
 export const validateApi = validator('api', apiSection);
@@ -688,12 +676,12 @@ export function checkPolicy(doc: unknown): { policy?: Policy; errors: FieldError
   if (!root) return { errors: errs };
 
   const host = hostSection(optional(root, 'host'), 'host', errs);
-  const provider_addresses = list(optional(root, 'provider_addresses'), 'provider_addresses', errs, providerAddress);
-  const provider_routes = list(optional(root, 'provider_routes'), 'provider_routes', errs, providerRoute);
+  const provider_addresses = list(optional(root, 'provider_addresses'), 'provider_addresses', errs, validateProviderAddress);
+  const provider_routes = list(optional(root, 'provider_routes'), 'provider_routes', errs, validateProviderRoute);
   const rawRoutes = optional(root, 'customer_routes');
-  const customer_routes = list(rawRoutes, 'customer_routes', errs, customerRoute);
-  const lookup_records = list(optional(root, 'lookup_records'), 'lookup_records', errs, lookupRecord);
-  const vm_adapters = list(optional(root, 'vm_adapters'), 'vm_adapters', errs, vmAdapter);
+  const customer_routes = list(rawRoutes, 'customer_routes', errs, validateCustomerRoute);
+  const lookup_records = list(optional(root, 'lookup_records'), 'lookup_records', errs, validateLookupRecord);
+  const vm_adapters = list(optional(root, 'vm_adapters'), 'vm_adapters', errs, validateVmAdapter);
   const encapsulation = encapsulationSection(optional(root, 'encapsulation'), 'encapsulation', errs);
   const learning = learningSection(optional(root, 'learning'), 'learning', errs);
   const sdv = optional(root, 'state_dir');

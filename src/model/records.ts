@@ -104,19 +104,11 @@ export interface RecordSpec<F extends readonly FieldSpec[] = readonly FieldSpec[
 const vsid = { name: 'vsid', kind: { is: 'int', min: VSID_MIN, max: VSID_MAX, what: 'a VSID', code: 'NVGRE_ERR_VSID_RANGE' }, required: 'the virtual subnet ID', cli: ['vsid', 'N'] } as const;
 const metric = { name: 'metric', kind: { is: 'int', min: 0, max: 4294967295, what: 'a metric' }, default: 0, cli: ['metric', 'M'] } as const;
 const underlayInterface = { name: 'interface', kind: { is: 'text', rule: 'ifname' }, required: 'the underlay interface', cli: ['dev', 'IFNAME'] } as const;
-const nextHop = {
-  name: 'next_hop',
-  kind: { is: 'ip', accept: 'next_hop', sameFamilyAs: 'destination_prefix' },
-  required: 'the next hop, 0.0.0.0 or :: for on-link',
-  cli: ['via', 'NEXTHOP'],
-} as const;
+const nextHop = { name: 'next_hop', kind: { is: 'ip', accept: 'next_hop', sameFamilyAs: 'destination_prefix' }, required: 'the next hop, 0.0.0.0 or :: for on-link', cli: ['via', 'NEXTHOP'] } as const;
 const vmName = { name: 'vm_name', kind: { is: 'text', rule: 'vm_name' }, cli: ['vm', 'NAME'] } as const;
 /** A field as key text ('' when absent: a partial key). */
 const text = (r: Readonly<Record<string, unknown>>, name: string): string => (r[name] === undefined ? '' : String(r[name]));
-const keyOf =
-  (...names: string[]) =>
-  (r: Readonly<Record<string, unknown>>) =>
-    names.map((n) => text(r, n)).join('/');
+const keyOf = (...names: string[]) => (r: Readonly<Record<string, unknown>>) => names.map((n) => text(r, n)).join('/');
 
 export const PROVIDER_ADDRESSES = {
   section: 'provider_addresses',

@@ -1,6 +1,7 @@
-// The five record types of a policy as resources: their API path, their key
-// (what identifies one record), and how a key segment or filter value given
-// as text is normalized, so `60-00-60-00-01-01` finds `60:00:60:00:01:01`.
+// The five record types of a policy as resources, from their tables
+// (records.ts): their API path, their key (what identifies one record), and
+// how a key segment or filter value given as text is normalized, so
+// `60-00-60-00-01-01` finds `60:00:60:00:01:01`.
 
 import { nvgreError, type FieldError } from '../errors.js';
 import { parseIp, parseMac, parsePrefix, parseRoutingDomain, validateRecord, type RecordValidator } from '../config/index.js';
