@@ -231,23 +231,25 @@ function nothingToChange(body: Record<string, unknown>, hint: string): void {
 }
 
 /**
- * `add` (POST) or `replace` (PUT at the record's key): the positional word,
- * then `make` builds the record and its key from the words (refusing a bad
- * positional word first), then the required keywords are checked.
+ * A command on one record: the positional word, then `make` builds the key
+ * and the body from the words (refusing a bad positional word first), then
+ * the required keywords are checked (and a change must change something).
+ * POST goes to the collection, the others to the record's key.
  */
-function setRecord(
+function recordCommand(
   spec: RecordSpec,
-  method: 'POST' | 'PUT',
+  method: 'POST' | 'PUT' | 'PATCH' | 'DELETE',
   grammar: { positional: string; positionalKeyword?: string },
   kws: Keywords,
   need: readonly string[],
-  make: (p: ParsedArgs, word: string, hint: string) => { record: Record<string, unknown>; key: readonly (string | number)[] },
+  make: (p: ParsedArgs, word: string, hint: string) => { key: readonly (string | number)[]; body?: Record<string, unknown> },
 ): Command['run'] {
   return async (ctx, words, hint) => {
     const p = parse(words, { ...grammar, keywords: kws }, hint);
-    const { record, key } = make(p, needPositional(p, grammar.positional, hint), hint);
+    const { key, body } = make(p, needPositional(p, grammar.positional, hint), hint);
     needKeywords(p, kws, need, hint);
-    return method === 'POST' ? mutate(ctx, 'POST', `/v1/${spec.path}`, record) : mutate(ctx, 'PUT', itemPath(spec.path, key), record);
+    if (method === 'PATCH') nothingToChange(body!, hint);
+    return mutate(ctx, method, method === 'POST' ? `/v1/${spec.path}` : itemPath(spec.path, key), body);
   };
 }
 
@@ -276,12 +278,11 @@ function splitAddrLen(s: string, requireLen: boolean, hint: string): [string, nu
 // ---------------------------------------------------------------- lookup records
 
 const LOOKUP_KW = recordKeywords(LOOKUP_RECORDS);
-const LOOKUP_RES = LOOKUP_RECORDS.path;
 const LOOKUP_POSITIONAL = { positional: 'CA', ...positionalKeyword(LOOKUP_RECORDS) };
 
 const lookupSet = (method: 'POST' | 'PUT') =>
-  setRecord(LOOKUP_RECORDS, method, LOOKUP_POSITIONAL, LOOKUP_KW, ['vsid', 'mac', 'pa'], (p, ca) => ({
-    record: { customer_address: ca, ...fields(p, LOOKUP_KW) },
+  recordCommand(LOOKUP_RECORDS, method, LOOKUP_POSITIONAL, LOOKUP_KW, ['vsid', 'mac', 'pa'], (p, ca) => ({
+    body: { customer_address: ca, ...fields(p, LOOKUP_KW) },
     // (vsid, CA) identifies a record, except for CA 0.0.0.0/:: (L2Only), where the MAC does too.
     key: isUnspecifiedAddress(ca) ? [p.values.get('vsid')!, ca, p.values.get('mac')!] : [p.values.get('vsid')!, ca],
   }));
@@ -308,30 +309,18 @@ const LOOKUP: ObjectDef = {
     change: {
       args: 'CA vsid N [ mac MAC ] [ pa PA ] [ rule RULE ] [ type TYPE ] [ vm NAME ]',
       about: 'change fields of an existing record (mac is a new value, or the key when CA is 0.0.0.0/::)',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { ...LOOKUP_POSITIONAL, keywords: LOOKUP_KW }, hint);
-        const ca = needPositional(p, 'CA', hint);
-        needKeywords(p, LOOKUP_KW, ['vsid'], hint);
+      run: recordCommand(LOOKUP_RECORDS, 'PATCH', LOOKUP_POSITIONAL, LOOKUP_KW, ['vsid'], (p, ca) => {
         const macIsKey = isUnspecifiedAddress(ca) && p.values.has('mac');
-        const key: (string | number)[] = [p.values.get('vsid')!, ca];
-        if (macIsKey) key.push(p.values.get('mac')!);
-        const body = fields(p, LOOKUP_KW, macIsKey ? ['vsid', 'mac'] : ['vsid']);
-        nothingToChange(body, hint);
-        return mutate(ctx, 'PATCH', itemPath(LOOKUP_RES, key), body);
-      },
+        const key = [p.values.get('vsid')!, ca, ...(macIsKey ? [p.values.get('mac')!] : [])];
+        return { key, body: fields(p, LOOKUP_KW, macIsKey ? ['vsid', 'mac'] : ['vsid']) };
+      }),
     },
     del: {
       args: 'CA vsid N [ mac MAC ]',
       about: 'delete a record',
-      run: async (ctx, words, hint) => {
-        const kws = keyKeywords(LOOKUP_RECORDS);
-        const p = parse(words, { ...LOOKUP_POSITIONAL, keywords: kws }, hint);
-        const ca = needPositional(p, 'CA', hint);
-        needKeywords(p, kws, ['vsid'], hint);
-        const key: (string | number)[] = [p.values.get('vsid')!, ca];
-        if (p.values.has('mac')) key.push(p.values.get('mac')!);
-        return mutate(ctx, 'DELETE', itemPath(LOOKUP_RES, key));
-      },
+      run: recordCommand(LOOKUP_RECORDS, 'DELETE', LOOKUP_POSITIONAL, keyKeywords(LOOKUP_RECORDS), ['vsid'], (p, ca) => ({
+        key: [p.values.get('vsid')!, ca, ...(p.values.has('mac') ? [p.values.get('mac')!] : [])],
+      })),
     },
     ...listCommands(LOOKUP_RECORDS, 'delete every record that matches the filters, or all', 'list records (Get-NetVirtualizationLookupRecord)'),
   },
@@ -341,13 +330,12 @@ const LOOKUP: ObjectDef = {
 
 const ROUTE_KW = recordKeywords(CUSTOMER_ROUTES);
 const ROUTE_KEY_KW = keyKeywords(CUSTOMER_ROUTES);
-const ROUTE_RES = CUSTOMER_ROUTES.path;
 
 const routeSet = (method: 'POST' | 'PUT') =>
-  setRecord(CUSTOMER_ROUTES, method, { positional: 'PREFIX' }, ROUTE_KW, ['vsid', 'rdid'], (p, prefix) => {
+  recordCommand(CUSTOMER_ROUTES, method, { positional: 'PREFIX' }, ROUTE_KW, ['vsid', 'rdid'], (p, prefix) => {
     const [routing_domain, vsid] = [p.values.get('rdid')!, p.values.get('vsid')!];
     const record = { routing_domain, vsid, destination_prefix: prefix, next_hop: p.values.get('via') ?? onLink(prefix), ...fields(p, { metric: ROUTE_KW.metric! }) };
-    return { record, key: [routing_domain, vsid, prefix] };
+    return { body: record, key: [routing_domain, vsid, prefix] };
   });
 
 const ROUTE: ObjectDef = {
@@ -372,24 +360,12 @@ const ROUTE: ObjectDef = {
     change: {
       args: 'PREFIX vsid N rdid GUID [ via NEXTHOP ] [ metric M ]',
       about: 'change the next hop or metric of an existing route',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'PREFIX', keywords: ROUTE_KW }, hint);
-        const prefix = needPositional(p, 'PREFIX', hint);
-        needKeywords(p, ROUTE_KW, ['vsid', 'rdid'], hint);
-        const body = fields(p, ROUTE_KW, ['rdid', 'vsid']);
-        nothingToChange(body, hint);
-        return mutate(ctx, 'PATCH', itemPath(ROUTE_RES, [p.values.get('rdid')!, p.values.get('vsid')!, prefix]), body);
-      },
+      run: recordCommand(CUSTOMER_ROUTES, 'PATCH', { positional: 'PREFIX' }, ROUTE_KW, ['vsid', 'rdid'], (p, prefix) => ({ key: [p.values.get('rdid')!, p.values.get('vsid')!, prefix], body: fields(p, ROUTE_KW, ['rdid', 'vsid']) })),
     },
     del: {
       args: 'PREFIX vsid N rdid GUID',
       about: 'delete a route',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'PREFIX', keywords: ROUTE_KEY_KW }, hint);
-        const prefix = needPositional(p, 'PREFIX', hint);
-        needKeywords(p, ROUTE_KEY_KW, ['vsid', 'rdid'], hint);
-        return mutate(ctx, 'DELETE', itemPath(ROUTE_RES, [p.values.get('rdid')!, p.values.get('vsid')!, prefix]));
-      },
+      run: recordCommand(CUSTOMER_ROUTES, 'DELETE', { positional: 'PREFIX' }, ROUTE_KEY_KW, ['vsid', 'rdid'], (p, prefix) => ({ key: [p.values.get('rdid')!, p.values.get('vsid')!, prefix] })),
     },
     ...listCommands(CUSTOMER_ROUTES, 'delete every route that matches the filters, or all', 'list routes', '[ vsid N ] [ rdid GUID ]'),
     get: {
@@ -412,12 +388,11 @@ const ROUTE: ObjectDef = {
 // ---------------------------------------------------------------- provider addresses
 
 const PA_KW = recordKeywords(PROVIDER_ADDRESSES);
-const PA_RES = PROVIDER_ADDRESSES.path;
 
 const paSet = (method: 'POST' | 'PUT') =>
-  setRecord(PROVIDER_ADDRESSES, method, { positional: 'ADDR/LEN' }, PA_KW, ['dev'], (p, word, hint) => {
+  recordCommand(PROVIDER_ADDRESSES, method, { positional: 'ADDR/LEN' }, PA_KW, ['dev'], (p, word, hint) => {
     const [address, len] = splitAddrLen(word, true, hint);
-    return { record: { address, prefix_length: len!, ...fields(p, PA_KW) }, key: [address] };
+    return { body: { address, prefix_length: len!, ...fields(p, PA_KW) }, key: [address] };
   });
 
 const PA: ObjectDef = {
@@ -438,22 +413,15 @@ const PA: ObjectDef = {
     change: {
       args: 'ADDR[/LEN] [ dev IFNAME ] [ vlan N ]',
       about: 'change an existing provider address (a /LEN changes its prefix length)',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'ADDR', keywords: PA_KW }, hint);
-        const [address, len] = splitAddrLen(needPositional(p, 'ADDR', hint), false, hint);
-        const body = { ...(len === undefined ? {} : { prefix_length: len }), ...fields(p, PA_KW) };
-        nothingToChange(body, hint);
-        return mutate(ctx, 'PATCH', itemPath(PA_RES, [address]), body);
-      },
+      run: recordCommand(PROVIDER_ADDRESSES, 'PATCH', { positional: 'ADDR' }, PA_KW, [], (p, word, hint) => {
+        const [address, len] = splitAddrLen(word, false, hint);
+        return { key: [address], body: { ...(len === undefined ? {} : { prefix_length: len }), ...fields(p, PA_KW) } };
+      }),
     },
     del: {
       args: 'ADDR',
       about: 'delete a provider address',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'ADDR', keywords: {} }, hint);
-        const [address] = splitAddrLen(needPositional(p, 'ADDR', hint), false, hint);
-        return mutate(ctx, 'DELETE', itemPath(PA_RES, [address]));
-      },
+      run: recordCommand(PROVIDER_ADDRESSES, 'DELETE', { positional: 'ADDR' }, {}, [], (_p, word, hint) => ({ key: [splitAddrLen(word, false, hint)[0]] })),
     },
     ...listCommands(PROVIDER_ADDRESSES, 'delete the provider addresses of an interface, or all', 'list provider addresses'),
   },
@@ -463,15 +431,14 @@ const PA: ObjectDef = {
 
 const PROUTE_KW = recordKeywords(PROVIDER_ROUTES);
 const PROUTE_KEY_KW = keyKeywords(PROVIDER_ROUTES);
-const PROUTE_RES = PROVIDER_ROUTES.path;
 
 function prouteKey(p: ParsedArgs, prefix: string): (string | number)[] {
   return [prefix, p.values.get('dev')!, p.values.get('via') ?? onLink(prefix)];
 }
 
 const prouteSet = (method: 'POST' | 'PUT') =>
-  setRecord(PROVIDER_ROUTES, method, { positional: 'PREFIX' }, PROUTE_KW, ['dev'], (p, prefix) => ({
-    record: { destination_prefix: prefix, next_hop: p.values.get('via') ?? onLink(prefix), interface: p.values.get('dev')!, ...fields(p, { metric: PROUTE_KW.metric! }) },
+  recordCommand(PROVIDER_ROUTES, method, { positional: 'PREFIX' }, PROUTE_KW, ['dev'], (p, prefix) => ({
+    body: { destination_prefix: prefix, next_hop: p.values.get('via') ?? onLink(prefix), interface: p.values.get('dev')!, ...fields(p, { metric: PROUTE_KW.metric! }) },
     key: prouteKey(p, prefix),
   }));
 
@@ -496,24 +463,12 @@ const PROUTE: ObjectDef = {
     change: {
       args: 'PREFIX [ via NEXTHOP ] dev IFNAME metric M',
       about: 'change the metric of an existing provider route',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'PREFIX', keywords: PROUTE_KW }, hint);
-        const prefix = needPositional(p, 'PREFIX', hint);
-        needKeywords(p, PROUTE_KW, ['dev'], hint);
-        const body = fields(p, PROUTE_KW, ['via', 'dev']);
-        nothingToChange(body, hint);
-        return mutate(ctx, 'PATCH', itemPath(PROUTE_RES, prouteKey(p, prefix)), body);
-      },
+      run: recordCommand(PROVIDER_ROUTES, 'PATCH', { positional: 'PREFIX' }, PROUTE_KW, ['dev'], (p, prefix) => ({ key: prouteKey(p, prefix), body: fields(p, PROUTE_KW, ['via', 'dev']) })),
     },
     del: {
       args: 'PREFIX dev IFNAME [ via NEXTHOP ]',
       about: 'delete a provider route',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'PREFIX', keywords: PROUTE_KEY_KW }, hint);
-        const prefix = needPositional(p, 'PREFIX', hint);
-        needKeywords(p, PROUTE_KEY_KW, ['dev'], hint);
-        return mutate(ctx, 'DELETE', itemPath(PROUTE_RES, prouteKey(p, prefix)));
-      },
+      run: recordCommand(PROVIDER_ROUTES, 'DELETE', { positional: 'PREFIX' }, PROUTE_KEY_KW, ['dev'], (p, prefix) => ({ key: prouteKey(p, prefix) })),
     },
     ...listCommands(PROVIDER_ROUTES, 'delete the provider routes of an interface, or all', 'list provider routes'),
   },
@@ -522,11 +477,10 @@ const PROUTE: ObjectDef = {
 // ---------------------------------------------------------------- VM adapters
 
 const ADAPTER_KW = recordKeywords(VM_ADAPTERS);
-const ADAPTER_RES = VM_ADAPTERS.path;
 const ADAPTER_POSITIONAL = { positional: 'NAME', ...positionalKeyword(VM_ADAPTERS) };
 
 const adapterSet = (method: 'POST' | 'PUT') =>
-  setRecord(VM_ADAPTERS, method, ADAPTER_POSITIONAL, ADAPTER_KW, ['mac', 'vsid'], (p, name) => ({ record: { name, ...fields(p, ADAPTER_KW) }, key: [name] }));
+  recordCommand(VM_ADAPTERS, method, ADAPTER_POSITIONAL, ADAPTER_KW, ['mac', 'vsid'], (p, name) => ({ body: { name, ...fields(p, ADAPTER_KW) }, key: [name] }));
 
 const ADAPTER: ObjectDef = {
   about: "VM network adapters (Set-VMNetworkAdapter -VirtualSubnetId): a TAP nvgred creates, a VM's interface it adopts, or a vhost-user device it serves",
@@ -551,21 +505,12 @@ const ADAPTER: ObjectDef = {
     change: {
       args: 'NAME [ vsid N ] [ mac MAC ] [ mode M ] [ socket PATH ] [ socket_mode M ] [ netns NS ] [ mtu N ] [ vm NAME ]',
       about: 'change an existing adapter',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { ...ADAPTER_POSITIONAL, keywords: ADAPTER_KW }, hint);
-        const name = needPositional(p, 'NAME', hint);
-        const body = fields(p, ADAPTER_KW);
-        nothingToChange(body, hint);
-        return mutate(ctx, 'PATCH', itemPath(ADAPTER_RES, [name]), body);
-      },
+      run: recordCommand(VM_ADAPTERS, 'PATCH', ADAPTER_POSITIONAL, ADAPTER_KW, [], (p, name) => ({ key: [name], body: fields(p, ADAPTER_KW) })),
     },
     del: {
       args: 'NAME',
       about: 'delete an adapter (a TAP nvgred created goes away; an adopted interface stays)',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { ...ADAPTER_POSITIONAL, keywords: {} }, hint);
-        return mutate(ctx, 'DELETE', itemPath(ADAPTER_RES, [needPositional(p, 'NAME', hint)]));
-      },
+      run: recordCommand(VM_ADAPTERS, 'DELETE', ADAPTER_POSITIONAL, {}, [], (_p, name) => ({ key: [name] })),
     },
     ...listCommands(VM_ADAPTERS, 'delete the adapters of a VSID, or all', 'list adapters'),
   },
