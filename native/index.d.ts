@@ -31,6 +31,17 @@ export function stop(): void;
  * are decided against the old snapshot or the new one, never a mix.
  */
 export function setPolicy(encoded: Buffer): void;
+/** The policy snapshot as the core decodes it (names as in native/src/dp/policy.rs); for tests. */
+export function inspectPolicy(encoded: Buffer): InspectedPolicy;
+export interface InspectedPolicy {
+  flow_id: 'hash' | 'zero';
+  default_gateway_mac: string;
+  provider_addresses: Array<{ address: string; prefix_len: number; mtu: number; ifindex: number; vlan_id: number }>;
+  /** `next_hop` absent: on-link. */
+  customer_routes: Array<{ routing_domain: number; vsid: number; prefix: string; prefix_len: number; next_hop?: string; metric: number }>;
+  lookup_records: Array<{ vsid: number; customer_address: string; mac: string; provider_address: string; rule: string; kind: string }>;
+  ports: Array<{ id: number; vsid: number; mac: string }>;
+}
 
 /**
  * Apply a delta (lookup record changes, the customer routes if they

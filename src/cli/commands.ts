@@ -11,7 +11,8 @@ import { captureAdapter, captureUnderlay, IN_NETNS_KEYWORD, type CaptureArgs } f
 import { errorLines, type ApiClient, type ApiResponse } from './client.js';
 import { CliError, EXIT, EXIT_CODE_TABLE, exitCodeForErrorCode, usageError } from './exit.js';
 import { writeFileAtomic } from './files.js';
-import { countNoun, formatApplyResult, formatNextHop, formatStatus, RECORD_FORMATTERS, type Section } from './format.js';
+import { countNoun, formatApplyResult, formatNextHop, formatStatus, RECORD_FORMATTERS } from './format.js';
+import { CUSTOMER_ROUTES, LOOKUP_RECORDS, PROVIDER_ADDRESSES, PROVIDER_ROUTES, VM_ADAPTERS, type RecordSpec, type Section } from '../model/records.js';
 import { monitor, MONITOR_EVENTS } from './monitor.js';
 
 export interface OutStream {
@@ -137,6 +138,58 @@ const str = (field: string, meta: string): KeywordSpec & { meta: string } => ({ 
 const int = (field: string, meta: string): KeywordSpec & { meta: string } => ({ field, kind: 'int', meta });
 type Keywords = Readonly<Record<string, KeywordSpec & { meta: string }>>;
 
+/** The keywords of a record type's fields `names` (default: all but its positional word), from its table. */
+function recordKeywords(spec: RecordSpec, names: readonly string[] = spec.fields.map((f) => f.name).filter((n) => n !== spec.cli.positional)): Keywords {
+  const out: Record<string, KeywordSpec & { meta: string }> = {};
+  for (const n of names) {
+    const f = spec.fields.find((x) => x.name === n)!;
+    if (f.cli) out[f.cli[0]] = { field: n, kind: f.kind.is === 'int' ? 'int' : 'string', meta: f.cli[1] };
+  }
+  return out;
+}
+
+/** The keywords of the fields that identify a record (but its positional word), in the table's order. */
+const keyKeywords = (spec: RecordSpec): Keywords => recordKeywords(spec, spec.fields.map((f) => f.name).filter((n) => n !== spec.cli.positional && spec.key.includes(n)));
+
+/**
+ * A record type's `flush` and `show`: its filter keywords (table order: the
+ * query's), in the usage line as `usage` (default: that order).
+ */
+function listCommands(spec: RecordSpec, flushAbout: string, showAbout: string, usage?: string): Record<'flush' | 'show', Command> {
+  const kws = recordKeywords(spec, spec.cli.filters);
+  const words = Object.entries(kws).map(([k, { meta }]) => `[ ${k} ${meta} ]`);
+  const showArgs = usage ?? words.join(' ');
+  const section = spec.section as Section;
+  return {
+    flush: {
+      args: `{ ${words.length === 1 ? showArgs.slice(2, -2) : showArgs} | all }`,
+      about: flushAbout,
+      run: async (ctx, w, hint) => {
+        const p = parse(w, { keywords: kws, flags: ['all'] }, hint);
+        return flush(ctx, spec.path, section, filters(p, kws), p.flags.has('all'), hint);
+      },
+    },
+    show: {
+      args: showArgs,
+      about: showAbout,
+      run: async (ctx, w, hint) => show(ctx, spec.path, section, filters(parse(w, { keywords: kws }, hint), kws)),
+    },
+  };
+}
+
+/** `META := { a | b }` of the enum fields whose placeholder names the values rather than listing them. */
+function enumWhere(spec: RecordSpec): string[] {
+  return spec.fields.flatMap((f) =>
+    f.kind.is === 'enum' && f.cli && f.cli[1] !== f.kind.values.join('|') ? [`${f.cli[1]} := { ${f.kind.values.join(' | ')} }`] : [],
+  );
+}
+
+/** The `nvgrectl OBJECT positional-keyword` of a record type, if its positional word has one. */
+const positionalKeyword = (spec: RecordSpec): { positionalKeyword?: string } => {
+  const cli = spec.fields.find((f) => f.name === spec.cli.positional)?.cli;
+  return cli ? { positionalKeyword: cli[0] } : {};
+};
+
 function parse(words: readonly string[], spec: GrammarSpec, hint: string): ParsedArgs {
   const p = parseKeywords(words, spec, hint);
   if (p.help) throw new HelpRequest();
@@ -177,6 +230,29 @@ function nothingToChange(body: Record<string, unknown>, hint: string): void {
   if (Object.keys(body).length === 0) throw usageError('nothing to change', hint);
 }
 
+/**
+ * A command on one record: the positional word, then `make` builds the key
+ * and the body from the words (refusing a bad positional word first), then
+ * the required keywords are checked (and a change must change something).
+ * POST goes to the collection, the others to the record's key.
+ */
+function recordCommand(
+  spec: RecordSpec,
+  method: 'POST' | 'PUT' | 'PATCH' | 'DELETE',
+  grammar: { positional: string; positionalKeyword?: string },
+  kws: Keywords,
+  need: readonly string[],
+  make: (p: ParsedArgs, word: string, hint: string) => { key: readonly (string | number)[]; body?: Record<string, unknown> },
+): Command['run'] {
+  return async (ctx, words, hint) => {
+    const p = parse(words, { ...grammar, keywords: kws }, hint);
+    const { key, body } = make(p, needPositional(p, grammar.positional, hint), hint);
+    needKeywords(p, kws, need, hint);
+    if (method === 'PATCH') nothingToChange(body!, hint);
+    return mutate(ctx, method, method === 'POST' ? `/v1/${spec.path}` : itemPath(spec.path, key), body);
+  };
+}
+
 /** The on-link next hop of a prefix's family. */
 function onLink(prefixOrAddr: string): string {
   return prefixOrAddr.includes(':') ? '::' : '0.0.0.0';
@@ -201,41 +277,20 @@ function splitAddrLen(s: string, requireLen: boolean, hint: string): [string, nu
 
 // ---------------------------------------------------------------- lookup records
 
-const LOOKUP_KW: Keywords = {
-  vsid: int('vsid', 'N'),
-  mac: str('mac', 'MAC'),
-  pa: str('provider_address', 'PA'),
-  rule: str('rule', 'RULE'),
-  type: str('type', 'TYPE'),
-  vm: str('vm_name', 'NAME'),
-};
-const LOOKUP_FILTER_KW: Keywords = {
-  vsid: int('vsid', 'N'),
-  ca: str('customer_address', 'CA'),
-  mac: str('mac', 'MAC'),
-  pa: str('provider_address', 'PA'),
-  type: str('type', 'TYPE'),
-};
-const LOOKUP_RES = 'lookup-records';
+const LOOKUP_KW = recordKeywords(LOOKUP_RECORDS);
+const LOOKUP_POSITIONAL = { positional: 'CA', ...positionalKeyword(LOOKUP_RECORDS) };
 
-function lookupSet(method: 'POST' | 'PUT'): Command['run'] {
-  return async (ctx, words, hint) => {
-    const p = parse(words, { positional: 'CA', positionalKeyword: 'ca', keywords: LOOKUP_KW }, hint);
-    const ca = needPositional(p, 'CA', hint);
-    needKeywords(p, LOOKUP_KW, ['vsid', 'mac', 'pa'], hint);
-    const record = { customer_address: ca, ...fields(p, LOOKUP_KW) };
-    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${LOOKUP_RES}`, record);
+const lookupSet = (method: 'POST' | 'PUT') =>
+  recordCommand(LOOKUP_RECORDS, method, LOOKUP_POSITIONAL, LOOKUP_KW, ['vsid', 'mac', 'pa'], (p, ca) => ({
+    body: { customer_address: ca, ...fields(p, LOOKUP_KW) },
     // (vsid, CA) identifies a record, except for CA 0.0.0.0/:: (L2Only), where the MAC does too.
-    const key: (string | number)[] = [p.values.get('vsid')!, ca];
-    if (isUnspecifiedAddress(ca)) key.push(p.values.get('mac')!);
-    return mutate(ctx, 'PUT', itemPath(LOOKUP_RES, key), record);
-  };
-}
+    key: isUnspecifiedAddress(ca) ? [p.values.get('vsid')!, ca, p.values.get('mac')!] : [p.values.get('vsid')!, ca],
+  }));
 
 const LOOKUP: ObjectDef = {
   about: 'lookup records: CA -> MAC, PA (New/Get/Set/Remove-NetVirtualizationLookupRecord)',
   defaultCommand: 'show',
-  where: ['RULE := { encap | none }', 'TYPE := { static | dynamic | l2only | gateway_wildcard }'],
+  where: enumWhere(LOOKUP_RECORDS),
   notes: [
     'A record is identified by vsid and CA; records with CA 0.0.0.0 or :: (L2Only) also by',
     'their MAC: for those, "mac MAC" is part of the key (in change, del and replace).',
@@ -254,78 +309,34 @@ const LOOKUP: ObjectDef = {
     change: {
       args: 'CA vsid N [ mac MAC ] [ pa PA ] [ rule RULE ] [ type TYPE ] [ vm NAME ]',
       about: 'change fields of an existing record (mac is a new value, or the key when CA is 0.0.0.0/::)',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'CA', positionalKeyword: 'ca', keywords: LOOKUP_KW }, hint);
-        const ca = needPositional(p, 'CA', hint);
-        needKeywords(p, LOOKUP_KW, ['vsid'], hint);
+      run: recordCommand(LOOKUP_RECORDS, 'PATCH', LOOKUP_POSITIONAL, LOOKUP_KW, ['vsid'], (p, ca) => {
         const macIsKey = isUnspecifiedAddress(ca) && p.values.has('mac');
-        const key: (string | number)[] = [p.values.get('vsid')!, ca];
-        if (macIsKey) key.push(p.values.get('mac')!);
-        const body = fields(p, LOOKUP_KW, macIsKey ? ['vsid', 'mac'] : ['vsid']);
-        nothingToChange(body, hint);
-        return mutate(ctx, 'PATCH', itemPath(LOOKUP_RES, key), body);
-      },
+        const key = [p.values.get('vsid')!, ca, ...(macIsKey ? [p.values.get('mac')!] : [])];
+        return { key, body: fields(p, LOOKUP_KW, macIsKey ? ['vsid', 'mac'] : ['vsid']) };
+      }),
     },
     del: {
       args: 'CA vsid N [ mac MAC ]',
       about: 'delete a record',
-      run: async (ctx, words, hint) => {
-        const kws: Keywords = { vsid: LOOKUP_KW.vsid!, mac: LOOKUP_KW.mac! };
-        const p = parse(words, { positional: 'CA', positionalKeyword: 'ca', keywords: kws }, hint);
-        const ca = needPositional(p, 'CA', hint);
-        needKeywords(p, kws, ['vsid'], hint);
-        const key: (string | number)[] = [p.values.get('vsid')!, ca];
-        if (p.values.has('mac')) key.push(p.values.get('mac')!);
-        return mutate(ctx, 'DELETE', itemPath(LOOKUP_RES, key));
-      },
+      run: recordCommand(LOOKUP_RECORDS, 'DELETE', LOOKUP_POSITIONAL, keyKeywords(LOOKUP_RECORDS), ['vsid'], (p, ca) => ({
+        key: [p.values.get('vsid')!, ca, ...(p.values.has('mac') ? [p.values.get('mac')!] : [])],
+      })),
     },
-    flush: {
-      args: '{ [ vsid N ] [ ca CA ] [ mac MAC ] [ pa PA ] [ type TYPE ] | all }',
-      about: 'delete every record that matches the filters, or all',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: LOOKUP_FILTER_KW, flags: ['all'] }, hint);
-        return flush(ctx, LOOKUP_RES, 'lookup_records', filters(p, LOOKUP_FILTER_KW), p.flags.has('all'), hint);
-      },
-    },
-    show: {
-      args: '[ vsid N ] [ ca CA ] [ mac MAC ] [ pa PA ] [ type TYPE ]',
-      about: 'list records (Get-NetVirtualizationLookupRecord)',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: LOOKUP_FILTER_KW }, hint);
-        return show(ctx, LOOKUP_RES, 'lookup_records', filters(p, LOOKUP_FILTER_KW));
-      },
-    },
+    ...listCommands(LOOKUP_RECORDS, 'delete every record that matches the filters, or all', 'list records (Get-NetVirtualizationLookupRecord)'),
   },
 };
 
 // ---------------------------------------------------------------- customer routes
 
-const ROUTE_KW: Keywords = {
-  rdid: str('routing_domain', 'GUID'),
-  vsid: int('vsid', 'N'),
-  via: str('next_hop', 'NEXTHOP'),
-  metric: int('metric', 'M'),
-};
-const ROUTE_KEY_KW: Keywords = { rdid: ROUTE_KW.rdid!, vsid: ROUTE_KW.vsid! };
-const ROUTE_FILTER_KW: Keywords = { rdid: ROUTE_KW.rdid!, vsid: ROUTE_KW.vsid! };
-const ROUTE_RES = 'customer-routes';
+const ROUTE_KW = recordKeywords(CUSTOMER_ROUTES);
+const ROUTE_KEY_KW = keyKeywords(CUSTOMER_ROUTES);
 
-function routeSet(method: 'POST' | 'PUT'): Command['run'] {
-  return async (ctx, words, hint) => {
-    const p = parse(words, { positional: 'PREFIX', keywords: ROUTE_KW }, hint);
-    const prefix = needPositional(p, 'PREFIX', hint);
-    needKeywords(p, ROUTE_KW, ['vsid', 'rdid'], hint);
-    const record = {
-      routing_domain: p.values.get('rdid')!,
-      vsid: p.values.get('vsid')!,
-      destination_prefix: prefix,
-      next_hop: p.values.get('via') ?? onLink(prefix),
-      ...fields(p, { metric: ROUTE_KW.metric! }),
-    };
-    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${ROUTE_RES}`, record);
-    return mutate(ctx, 'PUT', itemPath(ROUTE_RES, [record.routing_domain, record.vsid, prefix]), record);
-  };
-}
+const routeSet = (method: 'POST' | 'PUT') =>
+  recordCommand(CUSTOMER_ROUTES, method, { positional: 'PREFIX' }, ROUTE_KW, ['vsid', 'rdid'], (p, prefix) => {
+    const [routing_domain, vsid] = [p.values.get('rdid')!, p.values.get('vsid')!];
+    const record = { routing_domain, vsid, destination_prefix: prefix, next_hop: p.values.get('via') ?? onLink(prefix), ...fields(p, { metric: ROUTE_KW.metric! }) };
+    return { body: record, key: [routing_domain, vsid, prefix] };
+  });
 
 const ROUTE: ObjectDef = {
   about: 'customer routes, per routing domain and VSID (…-NetVirtualizationCustomerRoute)',
@@ -349,41 +360,14 @@ const ROUTE: ObjectDef = {
     change: {
       args: 'PREFIX vsid N rdid GUID [ via NEXTHOP ] [ metric M ]',
       about: 'change the next hop or metric of an existing route',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'PREFIX', keywords: ROUTE_KW }, hint);
-        const prefix = needPositional(p, 'PREFIX', hint);
-        needKeywords(p, ROUTE_KW, ['vsid', 'rdid'], hint);
-        const body = fields(p, ROUTE_KW, ['rdid', 'vsid']);
-        nothingToChange(body, hint);
-        return mutate(ctx, 'PATCH', itemPath(ROUTE_RES, [p.values.get('rdid')!, p.values.get('vsid')!, prefix]), body);
-      },
+      run: recordCommand(CUSTOMER_ROUTES, 'PATCH', { positional: 'PREFIX' }, ROUTE_KW, ['vsid', 'rdid'], (p, prefix) => ({ key: [p.values.get('rdid')!, p.values.get('vsid')!, prefix], body: fields(p, ROUTE_KW, ['rdid', 'vsid']) })),
     },
     del: {
       args: 'PREFIX vsid N rdid GUID',
       about: 'delete a route',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'PREFIX', keywords: ROUTE_KEY_KW }, hint);
-        const prefix = needPositional(p, 'PREFIX', hint);
-        needKeywords(p, ROUTE_KEY_KW, ['vsid', 'rdid'], hint);
-        return mutate(ctx, 'DELETE', itemPath(ROUTE_RES, [p.values.get('rdid')!, p.values.get('vsid')!, prefix]));
-      },
+      run: recordCommand(CUSTOMER_ROUTES, 'DELETE', { positional: 'PREFIX' }, ROUTE_KEY_KW, ['vsid', 'rdid'], (p, prefix) => ({ key: [p.values.get('rdid')!, p.values.get('vsid')!, prefix] })),
     },
-    flush: {
-      args: '{ [ vsid N ] [ rdid GUID ] | all }',
-      about: 'delete every route that matches the filters, or all',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: ROUTE_FILTER_KW, flags: ['all'] }, hint);
-        return flush(ctx, ROUTE_RES, 'customer_routes', filters(p, ROUTE_FILTER_KW), p.flags.has('all'), hint);
-      },
-    },
-    show: {
-      args: '[ vsid N ] [ rdid GUID ]',
-      about: 'list routes',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: ROUTE_FILTER_KW }, hint);
-        return show(ctx, ROUTE_RES, 'customer_routes', filters(p, ROUTE_FILTER_KW));
-      },
-    },
+    ...listCommands(CUSTOMER_ROUTES, 'delete every route that matches the filters, or all', 'list routes', '[ vsid N ] [ rdid GUID ]'),
     get: {
       args: 'CA vsid N',
       about: 'resolve the next hop of a packet from VSID N to CA',
@@ -403,23 +387,13 @@ const ROUTE: ObjectDef = {
 
 // ---------------------------------------------------------------- provider addresses
 
-const PA_KW: Keywords = {
-  dev: str('interface', 'IFNAME'),
-  vlan: int('vlan_id', 'N'),
-};
-const PA_FILTER_KW: Keywords = { dev: PA_KW.dev! };
-const PA_RES = 'provider-addresses';
+const PA_KW = recordKeywords(PROVIDER_ADDRESSES);
 
-function paSet(method: 'POST' | 'PUT'): Command['run'] {
-  return async (ctx, words, hint) => {
-    const p = parse(words, { positional: 'ADDR/LEN', keywords: PA_KW }, hint);
-    const [address, len] = splitAddrLen(needPositional(p, 'ADDR/LEN', hint), true, hint);
-    needKeywords(p, PA_KW, ['dev'], hint);
-    const record = { address, prefix_length: len!, ...fields(p, PA_KW) };
-    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${PA_RES}`, record);
-    return mutate(ctx, 'PUT', itemPath(PA_RES, [address]), record);
-  };
-}
+const paSet = (method: 'POST' | 'PUT') =>
+  recordCommand(PROVIDER_ADDRESSES, method, { positional: 'ADDR/LEN' }, PA_KW, ['dev'], (p, word, hint) => {
+    const [address, len] = splitAddrLen(word, true, hint);
+    return { body: { address, prefix_length: len!, ...fields(p, PA_KW) }, key: [address] };
+  });
 
 const PA: ObjectDef = {
   about: 'provider addresses of this host (…-NetVirtualizationProviderAddress)',
@@ -439,72 +413,34 @@ const PA: ObjectDef = {
     change: {
       args: 'ADDR[/LEN] [ dev IFNAME ] [ vlan N ]',
       about: 'change an existing provider address (a /LEN changes its prefix length)',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'ADDR', keywords: PA_KW }, hint);
-        const [address, len] = splitAddrLen(needPositional(p, 'ADDR', hint), false, hint);
-        const body = { ...(len === undefined ? {} : { prefix_length: len }), ...fields(p, PA_KW) };
-        nothingToChange(body, hint);
-        return mutate(ctx, 'PATCH', itemPath(PA_RES, [address]), body);
-      },
+      run: recordCommand(PROVIDER_ADDRESSES, 'PATCH', { positional: 'ADDR' }, PA_KW, [], (p, word, hint) => {
+        const [address, len] = splitAddrLen(word, false, hint);
+        return { key: [address], body: { ...(len === undefined ? {} : { prefix_length: len }), ...fields(p, PA_KW) } };
+      }),
     },
     del: {
       args: 'ADDR',
       about: 'delete a provider address',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'ADDR', keywords: {} }, hint);
-        const [address] = splitAddrLen(needPositional(p, 'ADDR', hint), false, hint);
-        return mutate(ctx, 'DELETE', itemPath(PA_RES, [address]));
-      },
+      run: recordCommand(PROVIDER_ADDRESSES, 'DELETE', { positional: 'ADDR' }, {}, [], (_p, word, hint) => ({ key: [splitAddrLen(word, false, hint)[0]] })),
     },
-    flush: {
-      args: '{ dev IFNAME | all }',
-      about: 'delete the provider addresses of an interface, or all',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: PA_FILTER_KW, flags: ['all'] }, hint);
-        return flush(ctx, PA_RES, 'provider_addresses', filters(p, PA_FILTER_KW), p.flags.has('all'), hint);
-      },
-    },
-    show: {
-      args: '[ dev IFNAME ]',
-      about: 'list provider addresses',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: PA_FILTER_KW }, hint);
-        return show(ctx, PA_RES, 'provider_addresses', filters(p, PA_FILTER_KW));
-      },
-    },
+    ...listCommands(PROVIDER_ADDRESSES, 'delete the provider addresses of an interface, or all', 'list provider addresses'),
   },
 };
 
 // ---------------------------------------------------------------- provider routes
 
-const PROUTE_KW: Keywords = {
-  via: str('next_hop', 'NEXTHOP'),
-  dev: str('interface', 'IFNAME'),
-  metric: int('metric', 'M'),
-};
-const PROUTE_KEY_KW: Keywords = { via: PROUTE_KW.via!, dev: PROUTE_KW.dev! };
-const PROUTE_FILTER_KW: Keywords = { dev: PROUTE_KW.dev! };
-const PROUTE_RES = 'provider-routes';
+const PROUTE_KW = recordKeywords(PROVIDER_ROUTES);
+const PROUTE_KEY_KW = keyKeywords(PROVIDER_ROUTES);
 
 function prouteKey(p: ParsedArgs, prefix: string): (string | number)[] {
   return [prefix, p.values.get('dev')!, p.values.get('via') ?? onLink(prefix)];
 }
 
-function prouteSet(method: 'POST' | 'PUT'): Command['run'] {
-  return async (ctx, words, hint) => {
-    const p = parse(words, { positional: 'PREFIX', keywords: PROUTE_KW }, hint);
-    const prefix = needPositional(p, 'PREFIX', hint);
-    needKeywords(p, PROUTE_KW, ['dev'], hint);
-    const record = {
-      destination_prefix: prefix,
-      next_hop: p.values.get('via') ?? onLink(prefix),
-      interface: p.values.get('dev')!,
-      ...fields(p, { metric: PROUTE_KW.metric! }),
-    };
-    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${PROUTE_RES}`, record);
-    return mutate(ctx, 'PUT', itemPath(PROUTE_RES, prouteKey(p, prefix)), record);
-  };
-}
+const prouteSet = (method: 'POST' | 'PUT') =>
+  recordCommand(PROVIDER_ROUTES, method, { positional: 'PREFIX' }, PROUTE_KW, ['dev'], (p, prefix) => ({
+    body: { destination_prefix: prefix, next_hop: p.values.get('via') ?? onLink(prefix), interface: p.values.get('dev')!, ...fields(p, { metric: PROUTE_KW.metric! }) },
+    key: prouteKey(p, prefix),
+  }));
 
 const PROUTE: ObjectDef = {
   about: 'provider (underlay) routes (…-NetVirtualizationProviderRoute)',
@@ -527,69 +463,24 @@ const PROUTE: ObjectDef = {
     change: {
       args: 'PREFIX [ via NEXTHOP ] dev IFNAME metric M',
       about: 'change the metric of an existing provider route',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'PREFIX', keywords: PROUTE_KW }, hint);
-        const prefix = needPositional(p, 'PREFIX', hint);
-        needKeywords(p, PROUTE_KW, ['dev'], hint);
-        const body = fields(p, PROUTE_KW, ['via', 'dev']);
-        nothingToChange(body, hint);
-        return mutate(ctx, 'PATCH', itemPath(PROUTE_RES, prouteKey(p, prefix)), body);
-      },
+      run: recordCommand(PROVIDER_ROUTES, 'PATCH', { positional: 'PREFIX' }, PROUTE_KW, ['dev'], (p, prefix) => ({ key: prouteKey(p, prefix), body: fields(p, PROUTE_KW, ['via', 'dev']) })),
     },
     del: {
       args: 'PREFIX dev IFNAME [ via NEXTHOP ]',
       about: 'delete a provider route',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'PREFIX', keywords: PROUTE_KEY_KW }, hint);
-        const prefix = needPositional(p, 'PREFIX', hint);
-        needKeywords(p, PROUTE_KEY_KW, ['dev'], hint);
-        return mutate(ctx, 'DELETE', itemPath(PROUTE_RES, prouteKey(p, prefix)));
-      },
+      run: recordCommand(PROVIDER_ROUTES, 'DELETE', { positional: 'PREFIX' }, PROUTE_KEY_KW, ['dev'], (p, prefix) => ({ key: prouteKey(p, prefix) })),
     },
-    flush: {
-      args: '{ dev IFNAME | all }',
-      about: 'delete the provider routes of an interface, or all',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: PROUTE_FILTER_KW, flags: ['all'] }, hint);
-        return flush(ctx, PROUTE_RES, 'provider_routes', filters(p, PROUTE_FILTER_KW), p.flags.has('all'), hint);
-      },
-    },
-    show: {
-      args: '[ dev IFNAME ]',
-      about: 'list provider routes',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: PROUTE_FILTER_KW }, hint);
-        return show(ctx, PROUTE_RES, 'provider_routes', filters(p, PROUTE_FILTER_KW));
-      },
-    },
+    ...listCommands(PROVIDER_ROUTES, 'delete the provider routes of an interface, or all', 'list provider routes'),
   },
 };
 
 // ---------------------------------------------------------------- VM adapters
 
-const ADAPTER_KW: Keywords = {
-  mode: str('mode', 'tap|attach|vhost_user'),
-  vm: str('vm_name', 'NAME'),
-  mac: str('mac', 'MAC'),
-  vsid: int('vsid', 'N'),
-  netns: str('netns', 'NS'),
-  mtu: int('mtu', 'N'),
-  socket: str('socket', 'PATH'),
-  socket_mode: str('socket_mode', 'client|server'),
-};
-const ADAPTER_FILTER_KW: Keywords = { vsid: ADAPTER_KW.vsid! };
-const ADAPTER_RES = 'vm-adapters';
+const ADAPTER_KW = recordKeywords(VM_ADAPTERS);
+const ADAPTER_POSITIONAL = { positional: 'NAME', ...positionalKeyword(VM_ADAPTERS) };
 
-function adapterSet(method: 'POST' | 'PUT'): Command['run'] {
-  return async (ctx, words, hint) => {
-    const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: ADAPTER_KW }, hint);
-    const name = needPositional(p, 'NAME', hint);
-    needKeywords(p, ADAPTER_KW, ['mac', 'vsid'], hint);
-    const record = { name, ...fields(p, ADAPTER_KW) };
-    if (method === 'POST') return mutate(ctx, 'POST', `/v1/${ADAPTER_RES}`, record);
-    return mutate(ctx, 'PUT', itemPath(ADAPTER_RES, [name]), record);
-  };
-}
+const adapterSet = (method: 'POST' | 'PUT') =>
+  recordCommand(VM_ADAPTERS, method, ADAPTER_POSITIONAL, ADAPTER_KW, ['mac', 'vsid'], (p, name) => ({ body: { name, ...fields(p, ADAPTER_KW) }, key: [name] }));
 
 const ADAPTER: ObjectDef = {
   about: "VM network adapters (Set-VMNetworkAdapter -VirtualSubnetId): a TAP nvgred creates, a VM's interface it adopts, or a vhost-user device it serves",
@@ -614,38 +505,14 @@ const ADAPTER: ObjectDef = {
     change: {
       args: 'NAME [ vsid N ] [ mac MAC ] [ mode M ] [ socket PATH ] [ socket_mode M ] [ netns NS ] [ mtu N ] [ vm NAME ]',
       about: 'change an existing adapter',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: ADAPTER_KW }, hint);
-        const name = needPositional(p, 'NAME', hint);
-        const body = fields(p, ADAPTER_KW);
-        nothingToChange(body, hint);
-        return mutate(ctx, 'PATCH', itemPath(ADAPTER_RES, [name]), body);
-      },
+      run: recordCommand(VM_ADAPTERS, 'PATCH', ADAPTER_POSITIONAL, ADAPTER_KW, [], (p, name) => ({ key: [name], body: fields(p, ADAPTER_KW) })),
     },
     del: {
       args: 'NAME',
       about: 'delete an adapter (a TAP nvgred created goes away; an adopted interface stays)',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { positional: 'NAME', positionalKeyword: 'name', keywords: {} }, hint);
-        return mutate(ctx, 'DELETE', itemPath(ADAPTER_RES, [needPositional(p, 'NAME', hint)]));
-      },
+      run: recordCommand(VM_ADAPTERS, 'DELETE', ADAPTER_POSITIONAL, {}, [], (_p, name) => ({ key: [name] })),
     },
-    flush: {
-      args: '{ vsid N | all }',
-      about: 'delete the adapters of a VSID, or all',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: ADAPTER_FILTER_KW, flags: ['all'] }, hint);
-        return flush(ctx, ADAPTER_RES, 'vm_adapters', filters(p, ADAPTER_FILTER_KW), p.flags.has('all'), hint);
-      },
-    },
-    show: {
-      args: '[ vsid N ]',
-      about: 'list adapters',
-      run: async (ctx, words, hint) => {
-        const p = parse(words, { keywords: ADAPTER_FILTER_KW }, hint);
-        return show(ctx, ADAPTER_RES, 'vm_adapters', filters(p, ADAPTER_FILTER_KW));
-      },
-    },
+    ...listCommands(VM_ADAPTERS, 'delete the adapters of a VSID, or all', 'list adapters'),
   },
 };
 
@@ -982,11 +849,11 @@ const FLEET: ObjectDef = {
 };
 
 export const OBJECTS: Readonly<Record<string, ObjectDef>> = {
-  lookup: LOOKUP,
-  route: ROUTE,
-  pa: PA,
-  proute: PROUTE,
-  adapter: ADAPTER,
+  [LOOKUP_RECORDS.cli.object]: LOOKUP,
+  [CUSTOMER_ROUTES.cli.object]: ROUTE,
+  [PROVIDER_ADDRESSES.cli.object]: PA,
+  [PROVIDER_ROUTES.cli.object]: PROUTE,
+  [VM_ADAPTERS.cli.object]: ADAPTER,
   status: STATUS,
   reload: RELOAD,
   config: CONFIG,

@@ -3,6 +3,8 @@
 // and next-hop resolution. Every function tolerates missing fields: the
 // daemon may be newer or older than this client.
 
+import { RECORD_SPECS, type Section } from '../model/records.js';
+
 type Rec = Record<string, unknown>;
 
 function has(r: Rec, k: string): boolean {
@@ -49,8 +51,6 @@ export function formatVmAdapter(r: Rec): string {
   return `${s(r.name)} mac ${s(r.mac)} vsid ${s(r.vsid)}` + opt(r, 'netns', 'netns') + opt(r, 'mtu', 'mtu') + opt(r, 'vm_name', 'vm');
 }
 
-export type Section = 'lookup_records' | 'customer_routes' | 'provider_addresses' | 'provider_routes' | 'vm_adapters';
-
 export const RECORD_FORMATTERS: Readonly<Record<Section, (r: Rec) => string>> = {
   lookup_records: formatLookupRecord,
   customer_routes: formatCustomerRoute,
@@ -59,18 +59,10 @@ export const RECORD_FORMATTERS: Readonly<Record<Section, (r: Rec) => string>> = 
   vm_adapters: formatVmAdapter,
 };
 
-/** Human names of the sections: [singular, plural]. */
-export const SECTION_NOUNS: Readonly<Record<Section, readonly [string, string]>> = {
-  lookup_records: ['lookup record', 'lookup records'],
-  customer_routes: ['customer route', 'customer routes'],
-  provider_addresses: ['provider address', 'provider addresses'],
-  provider_routes: ['provider route', 'provider routes'],
-  vm_adapters: ['VM adapter', 'VM adapters'],
-};
-
+/** `3 lookup records`, `1 VM adapter`. */
 export function countNoun(n: number, section: Section): string {
-  const [one, many] = SECTION_NOUNS[section];
-  return `${n} ${n === 1 ? one : many}`;
+  const spec = RECORD_SPECS.find((s) => s.section === section)!;
+  return `${n} ${n === 1 ? spec.noun : spec.plural}`;
 }
 
 /**

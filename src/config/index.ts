@@ -12,6 +12,7 @@ export {
   validateCustomerRoute,
   validateLookupRecord,
   validateVmAdapter,
+  validateRecord,
   validateEncapsulation,
   validateLearning,
   validateApi,

@@ -11,32 +11,19 @@ import { configError, fieldError, formatValue, type ErrorCode, type FieldError }
 import {
   DEFAULT_API_SOCKET,
   DEFAULT_FLOW_ID,
-  DEFAULT_METRIC,
   DEFAULT_METRICS_LISTEN,
   DEFAULT_PER_VSID,
   DEFAULT_PER_VSID_MAX,
   PER_VSID_MAX_LIMIT,
   defaultMetrics,
-  DEFAULT_RECORD_TYPE,
-  DEFAULT_RULE,
   DEFAULT_LEARNING_MAX_PER_VSID,
   DEFAULT_LEARNING_TTL_SECONDS,
   LEARNING_MAX_PER_VSID_LIMIT,
   LEARNING_TTL_SECONDS_MAX,
   LEARNING_TTL_SECONDS_MIN,
   defaultLearning,
-  DEFAULT_VLAN_ID,
   FLOW_ID_MODES,
-  ADAPTER_MODES,
-  DEFAULT_ADAPTER_MODE,
-  SOCKET_MODES,
   HOST_NAME_MAX,
-  LOOKUP_RULES,
-  LOOKUP_TYPES,
-  METRIC_MAX,
-  MTU_MAX,
-  MTU_MIN,
-  VLAN_ID_MAX,
   VSID_MAX,
   VSID_MIN,
   emptyPolicy,
@@ -60,6 +47,17 @@ import {
   type ProviderRoute,
   type VmAdapter,
 } from '../model/policy.js';
+import {
+  CUSTOMER_ROUTES,
+  LOOKUP_RECORDS,
+  PROVIDER_ADDRESSES,
+  PROVIDER_ROUTES,
+  VM_ADAPTERS,
+  type AnyRecord,
+  type FieldKind,
+  type FieldSpec,
+  type RecordSpec,
+} from '../model/records.js';
 import { collectInvariantErrors } from './invariants.js';
 import { natProblems } from './nat.js';
 import {
@@ -109,11 +107,6 @@ export const TOP_LEVEL_KEYS = [
   'nat_sync',
 ] as const;
 const HOST_KEYS = ['name'] as const;
-const PA_KEYS = ['address', 'prefix_length', 'interface', 'vlan_id', 'mac'] as const;
-const PROUTE_KEYS = ['destination_prefix', 'next_hop', 'interface', 'metric'] as const;
-const CROUTE_KEYS = ['routing_domain', 'vsid', 'destination_prefix', 'next_hop', 'metric'] as const;
-const LOOKUP_KEYS = ['customer_address', 'vsid', 'mac', 'provider_address', 'rule', 'type', 'vm_name'] as const;
-const ADAPTER_KEYS = ['name', 'mode', 'vm_name', 'mac', 'vsid', 'netns', 'mtu', 'socket', 'socket_mode'] as const;
 const ENCAP_KEYS = ['flow_id'] as const;
 const LEARNING_KEYS = ['max_per_vsid', 'ttl_seconds'] as const;
 const API_KEYS = ['socket'] as const;
@@ -310,10 +303,6 @@ function intInRange(
   return n;
 }
 
-function vsidValue(v: unknown, parent: string, key: string, errs: Errs): number | undefined {
-  return intInRange(v, parent, key, errs, VSID_MIN, VSID_MAX, 'a VSID', 'NVGRE_ERR_VSID_RANGE');
-}
-
 function enumValue<T extends string>(v: unknown, parent: string, key: string, errs: Errs, allowed: readonly T[]): T | undefined {
   const s = str(v, parent, key, errs);
   if (s === undefined) return undefined;
@@ -404,22 +393,6 @@ function checked(v: unknown, parent: string, key: string, errs: Errs, problem: (
   return s;
 }
 
-function familyMismatch(
-  errs: Errs,
-  path: string,
-  addr: IpAddr,
-  family: Family,
-  against: string,
-): void {
-  push(
-    errs,
-    'NVGRE_ERR_FAMILY',
-    path,
-    addr.text,
-    `is IPv${addr.family} but ${against} is IPv${family}; they must be the same family`,
-  );
-}
-
 // ------------------------------------------------------------------ validators
 
 /** A validator usable stand-alone (throws) or inside a larger document (collects). */
@@ -454,174 +427,93 @@ function hostSection(x: unknown, path: string, errs: Errs): HostSection | undefi
   return errs.length > n0 ? undefined : out;
 }
 
-function providerAddress(x: unknown, path: string, errs: Errs): ProviderAddress | undefined {
-  const n0 = errs.length;
-  const o = mapping(x, path, PA_KEYS, errs, 'a provider address');
-  if (!o) return undefined;
-  const av = required(o, 'address', path, errs, 'the provider address');
-  const address = av === undefined ? undefined : ipValue(av, path, 'address', errs, 'unicast');
-  let prefix_length: number | undefined;
-  const plv = required(o, 'prefix_length', path, errs, 'the PA subnet prefix length');
-  if (plv !== undefined) {
-    const fam: Family = address?.family ?? 6;
-    prefix_length = intInRange(plv, path, 'prefix_length', errs, 1, fam === 4 ? 32 : 128, `an IPv${fam} prefix length`, 'NVGRE_ERR_PREFIX');
-  }
-  const iv = required(o, 'interface', path, errs, 'the underlay interface');
-  const iface = iv === undefined ? undefined : checked(iv, path, 'interface', errs, interfaceNameProblem);
-  // 0: untagged; else the PA lives on that VLAN of `interface`. A key of the
-  // contract that does not act is refused, not ignored: NVGRE leaves with
-  // the interface's own MAC.
-  const vv = optional(o, 'vlan_id');
-  const vlan_id =
-    vv === undefined ? DEFAULT_VLAN_ID : intInRange(vv, path, 'vlan_id', errs, 0, VLAN_ID_MAX, 'a VLAN ID');
-  const mv = optional(o, 'mac');
-  const mac = mv === undefined ? undefined : macValue(mv, path, 'mac', errs);
-  if (mac !== undefined) {
-    push(errs, 'NVGRE_ERR_VALUE', at(path, 'mac'), mv, `is refused: a provider address's own MAC is not supported (NVGRE packets leave with the MAC of its interface)`);
-  }
-  if (errs.length > n0) return undefined;
-  return { address: address!.text, prefix_length: prefix_length!, interface: iface!, vlan_id: vlan_id! };
-}
+const TEXT_RULES: Readonly<Record<Extract<FieldKind, { is: 'text' }>['rule'], (s: string) => string | undefined>> = {
+  ifname: interfaceNameProblem,
+  vm_name: (s) => labelProblem(s, VM_NAME_MAX),
+  netns: netnsNameProblem,
+  socket_path: unixSocketPathProblem,
+};
 
-function providerRoute(x: unknown, path: string, errs: Errs): ProviderRoute | undefined {
-  const n0 = errs.length;
-  const o = mapping(x, path, PROUTE_KEYS, errs, 'a provider route');
-  if (!o) return undefined;
-  const dv = required(o, 'destination_prefix', path, errs, 'the destination PA prefix');
-  const dest = dv === undefined ? undefined : prefixValue(dv, path, 'destination_prefix', errs);
-  const nv = required(o, 'next_hop', path, errs, 'the next hop, 0.0.0.0 or :: for on-link');
-  const nh = nv === undefined ? undefined : ipValue(nv, path, 'next_hop', errs, 'next_hop');
-  if (dest && nh && nh.family !== dest.family) {
-    familyMismatch(errs, joinKey(path, 'next_hop'), nh, dest.family, `destination_prefix ${dest.text}`);
-  }
-  const iv = required(o, 'interface', path, errs, 'the underlay interface');
-  const iface = iv === undefined ? undefined : checked(iv, path, 'interface', errs, interfaceNameProblem);
-  const mv = optional(o, 'metric');
-  const metric = mv === undefined ? DEFAULT_METRIC : intInRange(mv, path, 'metric', errs, 0, METRIC_MAX, 'a metric');
-  if (errs.length > n0) return undefined;
-  return { destination_prefix: dest!.text, next_hop: nh!.text, interface: iface!, metric: metric! };
-}
-
-function customerRoute(x: unknown, path: string, errs: Errs): CustomerRoute | undefined {
-  const n0 = errs.length;
-  const o = mapping(x, path, CROUTE_KEYS, errs, 'a customer route');
-  if (!o) return undefined;
-  const rv = required(o, 'routing_domain', path, errs, 'the routing domain GUID');
-  const rd = rv === undefined ? undefined : routingDomainValue(rv, path, 'routing_domain', errs);
-  const vv = required(o, 'vsid', path, errs, 'the virtual subnet ID');
-  const vsid = vv === undefined ? undefined : vsidValue(vv, path, 'vsid', errs);
-  const dv = required(o, 'destination_prefix', path, errs, 'the customer prefix');
-  const dest = dv === undefined ? undefined : prefixValue(dv, path, 'destination_prefix', errs);
-  const nv = required(o, 'next_hop', path, errs, 'the next hop, 0.0.0.0 or :: for on-link');
-  const nh = nv === undefined ? undefined : ipValue(nv, path, 'next_hop', errs, 'next_hop');
-  if (dest && nh && nh.family !== dest.family) {
-    familyMismatch(errs, joinKey(path, 'next_hop'), nh, dest.family, `destination_prefix ${dest.text}`);
-  }
-  const mv = optional(o, 'metric');
-  const metric = mv === undefined ? DEFAULT_METRIC : intInRange(mv, path, 'metric', errs, 0, METRIC_MAX, 'a metric');
-  if (errs.length > n0) return undefined;
-  return { routing_domain: rd!, vsid: vsid!, destination_prefix: dest!.text, next_hop: nh!.text, metric: metric! };
-}
-
-function lookupRecord(x: unknown, path: string, errs: Errs): LookupRecord | undefined {
-  const n0 = errs.length;
-  const o = mapping(x, path, LOOKUP_KEYS, errs, 'a lookup record');
-  if (!o) return undefined;
-  const tv = optional(o, 'type');
-  const type = tv === undefined ? DEFAULT_RECORD_TYPE : enumValue(tv, path, 'type', errs, LOOKUP_TYPES);
-  const rv = optional(o, 'rule');
-  const rule = rv === undefined ? DEFAULT_RULE : enumValue(rv, path, 'rule', errs, LOOKUP_RULES);
-
-  let ca: IpAddr | undefined;
-  const cv = required(o, 'customer_address', path, errs, 'the CA');
-  if (cv !== undefined) {
-    ca = ipValue(cv, path, 'customer_address', errs, 'any');
-    if (ca && type !== undefined) {
-      if (type === 'l2only' || type === 'gateway_wildcard') {
-        if (!isUnspecified(ca)) {
-          const why = type === 'l2only' ? 'the IP is learned at run time' : 'it matches any CA';
-          push(errs, 'NVGRE_ERR_ADDRESS', joinKey(path, 'customer_address'), ca.text, `is not allowed in a ${type} record: its customer_address is 0.0.0.0 or :: (${why})`);
-          ca = undefined;
-        }
-      } else {
-        const problem = unicastProblem(ca);
-        if (problem) {
-          const extra = isUnspecified(ca) ? ` (only l2only and gateway_wildcard records have no CA)` : '';
-          push(errs, 'NVGRE_ERR_ADDRESS', joinKey(path, 'customer_address'), ca.text, problem + extra);
-          ca = undefined;
-        }
+/** A field's value checked as its kind says, in the form later fields' rules read (addresses and prefixes parsed). */
+function fieldValue(f: FieldSpec, v: unknown, path: string, errs: Errs, get: (field: string) => unknown): unknown {
+  const k = f.kind;
+  switch (k.is) {
+    case 'ip': {
+      const a = ipValue(v, path, f.name, errs, k.accept);
+      const other = k.sameFamilyAs === undefined ? undefined : (get(k.sameFamilyAs) as IpPrefix | undefined);
+      if (a && other && a.family !== other.family) {
+        const why = `is IPv${a.family} but ${k.sameFamilyAs} ${other.text} is IPv${other.family}; they must be the same family`;
+        push(errs, 'NVGRE_ERR_FAMILY', at(path, f.name), a.text, why);
       }
+      return a;
     }
+    case 'prefix':
+      return prefixValue(v, path, f.name, errs);
+    case 'mac':
+      return macValue(v, path, f.name, errs, k.zeroWhen !== undefined && get(k.zeroWhen[0]) === k.zeroWhen[1]);
+    case 'int':
+      return intInRange(v, path, f.name, errs, k.min, k.max, k.what, k.code);
+    case 'prefix_length': {
+      const fam: Family = (get(k.of) as IpAddr | undefined)?.family ?? 6;
+      return intInRange(v, path, f.name, errs, 1, fam === 4 ? 32 : 128, `an IPv${fam} prefix length`, 'NVGRE_ERR_PREFIX');
+    }
+    case 'enum':
+      return enumValue(v, path, f.name, errs, k.values);
+    case 'routing_domain':
+      return routingDomainValue(v, path, f.name, errs);
+    case 'text':
+      return checked(v, path, f.name, errs, TEXT_RULES[k.rule]);
   }
-  const vv = required(o, 'vsid', path, errs, 'the virtual subnet ID');
-  const vsid = vv === undefined ? undefined : vsidValue(vv, path, 'vsid', errs);
-  const mv = required(o, 'mac', path, errs, "the VM's MAC");
-  const mac = mv === undefined ? undefined : macValue(mv, path, 'mac', errs, type === 'gateway_wildcard');
-  const pv = required(o, 'provider_address', path, errs, 'the PA of the host where the VM lives');
-  const pa = pv === undefined ? undefined : ipValue(pv, path, 'provider_address', errs, 'unicast');
-  const nv = optional(o, 'vm_name');
-  const vm_name = nv === undefined ? undefined : checked(nv, path, 'vm_name', errs, (s) => labelProblem(s, VM_NAME_MAX));
-  if (errs.length > n0) return undefined;
-  const out: LookupRecord = {
-    customer_address: ca!.text,
-    vsid: vsid!,
-    mac: mac!,
-    provider_address: pa!.text,
-    rule: rule!,
-    type: type!,
-  };
-  if (vm_name !== undefined) out.vm_name = vm_name;
-  return out;
 }
 
-function vmAdapter(x: unknown, path: string, errs: Errs): VmAdapter | undefined {
-  const n0 = errs.length;
-  const o = mapping(x, path, ADAPTER_KEYS, errs, 'a VM adapter');
-  if (!o) return undefined;
-  const nv = required(o, 'name', path, errs, 'the interface name');
-  const name = nv === undefined ? undefined : checked(nv, path, 'name', errs, interfaceNameProblem);
-  const modev = optional(o, 'mode');
-  const mode = modev === undefined ? undefined : enumValue(modev, path, 'mode', errs, ADAPTER_MODES);
-  const vmv = optional(o, 'vm_name');
-  const vm_name = vmv === undefined ? undefined : checked(vmv, path, 'vm_name', errs, (s) => labelProblem(s, VM_NAME_MAX));
-  const mv = required(o, 'mac', path, errs, "the VM adapter's MAC");
-  const mac = mv === undefined ? undefined : macValue(mv, path, 'mac', errs);
-  const vv = required(o, 'vsid', path, errs, 'the virtual subnet ID');
-  const vsid = vv === undefined ? undefined : vsidValue(vv, path, 'vsid', errs);
-  const sv = optional(o, 'netns');
-  const netns = sv === undefined ? undefined : checked(sv, path, 'netns', errs, netnsNameProblem);
-  const tv = optional(o, 'mtu');
-  const mtu = tv === undefined ? undefined : intInRange(tv, path, 'mtu', errs, MTU_MIN, MTU_MAX, 'an MTU');
-  const sockv = optional(o, 'socket');
-  const socket = sockv === undefined ? undefined : checked(sockv, path, 'socket', errs, unixSocketPathProblem);
-  const smv = optional(o, 'socket_mode');
-  const socket_mode = smv === undefined ? undefined : enumValue(smv, path, 'socket_mode', errs, SOCKET_MODES);
-  // What each mode takes: a key that would not act is refused.
-  const m = mode ?? DEFAULT_ADAPTER_MODE;
-  const notFor = (key: string, v: unknown, why: string) => {
-    if (v !== undefined) push(errs, 'NVGRE_ERR_VALUE', at(path, key), v, `is not taken by mode ${m}: ${why}`);
-  };
-  if (m === 'attach') notFor('netns', netns, "an attached interface is adopted in the daemon's own namespace");
-  if (m === 'vhost_user') {
-    notFor('netns', netns, 'a vhost-user device has no interface');
-    notFor('mtu', mtu, "a vhost-user guest's MTU is its own");
-    if (sockv === undefined) push(errs, 'NVGRE_ERR_REQUIRED', at(path, 'socket'), undefined, "is missing; a vhost_user adapter needs its vhost-user socket's path");
-  } else {
-    notFor('socket', sockv, 'only a vhost_user adapter has a socket');
-    notFor('socket_mode', smv, 'only a vhost_user adapter has a socket');
-  }
-  if (errs.length > n0) return undefined;
-  // key order as in the config file; optional fields only when given
-  return {
-    name: name!,
-    ...(mode !== undefined ? { mode } : {}),
-    ...(vm_name !== undefined ? { vm_name } : {}),
-    mac: mac!,
-    vsid: vsid!,
-    ...(netns !== undefined ? { netns } : {}),
-    ...(mtu !== undefined ? { mtu } : {}),
-    ...(socket !== undefined ? { socket } : {}),
-    ...(socket_mode !== undefined ? { socket_mode } : {}),
+/**
+ * The validator of one record type, from its table (model/records.ts): its
+ * keys, then each field in check order (required, default, kind, refused,
+ * the field's own check), then the record's cross-field rules; the record
+ * has the table's key order, optional fields without a default only when given.
+ */
+function recordValidator<T extends AnyRecord>(spec: RecordSpec): (x: unknown, path: string, errs: Errs) => T | undefined {
+  const keys = spec.fields.map((f) => f.name);
+  // Every field's facts in one shape, read by position (a million records are checked at a time).
+  const steps = (spec.checkOrder ?? keys).map((name) => {
+    const f = spec.fields[keys.indexOf(name)]!;
+    return { f, at: keys.indexOf(name), required: f.required, def: f.default, refused: f.refused, check: f.check };
+  });
+  // Addresses and prefixes are checked as parsed values; the record holds their normal text.
+  const rich = spec.fields.map((f) => f.kind.is === 'ip' || f.kind.is === 'prefix');
+  const what = `a ${spec.noun}`;
+  // The checked fields of the record being validated (validation is synchronous: one at a time).
+  let vals: unknown[] = [];
+  const get = (field: string): unknown => vals[keys.indexOf(field)];
+  return (x, path, errs) => {
+    const n0 = errs.length;
+    const o = mapping(x, path, keys, errs, what);
+    if (!o) return undefined;
+    vals = new Array<unknown>(keys.length);
+    for (const s of steps) {
+      const v = s.required !== undefined ? required(o, s.f.name, path, errs, s.required) : optional(o, s.f.name);
+      if (v === undefined) {
+        vals[s.at] = s.def;
+        continue;
+      }
+      const value = fieldValue(s.f, v, path, errs, get);
+      if (value === undefined) continue;
+      if (s.refused !== undefined) {
+        push(errs, 'NVGRE_ERR_VALUE', at(path, s.f.name), v, `is refused: ${s.refused}`);
+        continue;
+      }
+      const problem = s.check?.(value as IpAddr, get);
+      if (problem) push(errs, 'NVGRE_ERR_ADDRESS', at(path, s.f.name), (value as IpAddr).text, problem);
+      else vals[s.at] = value;
+    }
+    spec.rules?.(get, (k) => optional(o, k), (k, v, code, reason) => push(errs, code, at(path, k), v, reason));
+    if (errs.length > n0) return undefined;
+    const out: Obj = {};
+    for (let i = 0; i < keys.length; i++) {
+      const v = vals[i];
+      if (v !== undefined) out[keys[i]!] = rich[i] ? (v as IpAddr | IpPrefix).text : v;
+    }
+    return out as unknown as T;
   };
 }
 
@@ -812,7 +704,7 @@ function natEntry(x: unknown, path: string, errs: Errs): Nat | undefined {
   const rv = required(o, 'routing_domain', path, errs, 'the routing domain GUID');
   const routing_domain = rv === undefined ? undefined : routingDomainValue(rv, path, 'routing_domain', errs);
   const vv = required(o, 'vsid', path, errs, "the VSID of the NAT's inside address");
-  const vsid = vv === undefined ? undefined : vsidValue(vv, path, 'vsid', errs);
+  const vsid = vv === undefined ? undefined : intInRange(vv, path, 'vsid', errs, VSID_MIN, VSID_MAX, 'a VSID', 'NVGRE_ERR_VSID_RANGE');
   const iv = required(o, 'internal_address', path, errs, 'the inside address tenants route to');
   const internal_address = iv === undefined ? undefined : ipv4Value(iv, path, 'internal_address', errs);
   const mv = required(o, 'mac', path, errs, "the NAT's MAC");
@@ -846,11 +738,13 @@ function stateDir(x: unknown, path: string, errs: Errs): string | undefined {
 }
 
 export const validateHost = validator('host', hostSection);
-export const validateProviderAddress = validator('provider address', providerAddress);
-export const validateProviderRoute = validator('provider route', providerRoute);
-export const validateCustomerRoute = validator('customer route', customerRoute);
-export const validateLookupRecord = validator('lookup record', lookupRecord);
-export const validateVmAdapter = validator('VM adapter', vmAdapter);
+/** The validator of a record type's table. */
+export const validateRecord = <T extends AnyRecord>(spec: RecordSpec): RecordValidator<T> => validator(spec.noun, recordValidator<T>(spec));
+export const validateProviderAddress = validateRecord<ProviderAddress>(PROVIDER_ADDRESSES);
+export const validateProviderRoute = validateRecord<ProviderRoute>(PROVIDER_ROUTES);
+export const validateCustomerRoute = validateRecord<CustomerRoute>(CUSTOMER_ROUTES);
+export const validateLookupRecord = validateRecord<LookupRecord>(LOOKUP_RECORDS);
+export const validateVmAdapter = validateRecord<VmAdapter>(VM_ADAPTERS);
 export const validateEncapsulation = validator('encapsulation', encapsulationSection);
 export const validateLearning = validator('learning', learningSection);
 export const validateApi = validator('api', apiSection);
@@ -906,12 +800,12 @@ export function checkPolicy(doc: unknown): { policy?: Policy; errors: FieldError
   if (!root) return { errors: errs };
 
   const host = hostSection(optional(root, 'host'), 'host', errs);
-  const provider_addresses = list(optional(root, 'provider_addresses'), 'provider_addresses', errs, providerAddress);
-  const provider_routes = list(optional(root, 'provider_routes'), 'provider_routes', errs, providerRoute);
+  const provider_addresses = list(optional(root, 'provider_addresses'), 'provider_addresses', errs, validateProviderAddress);
+  const provider_routes = list(optional(root, 'provider_routes'), 'provider_routes', errs, validateProviderRoute);
   const rawRoutes = optional(root, 'customer_routes');
-  const customer_routes = list(rawRoutes, 'customer_routes', errs, customerRoute);
-  const lookup_records = list(optional(root, 'lookup_records'), 'lookup_records', errs, lookupRecord);
-  const vm_adapters = list(optional(root, 'vm_adapters'), 'vm_adapters', errs, vmAdapter);
+  const customer_routes = list(rawRoutes, 'customer_routes', errs, validateCustomerRoute);
+  const lookup_records = list(optional(root, 'lookup_records'), 'lookup_records', errs, validateLookupRecord);
+  const vm_adapters = list(optional(root, 'vm_adapters'), 'vm_adapters', errs, validateVmAdapter);
   const encapsulation = encapsulationSection(optional(root, 'encapsulation'), 'encapsulation', errs);
   const learning = learningSection(optional(root, 'learning'), 'learning', errs);
   const sdv = optional(root, 'state_dir');

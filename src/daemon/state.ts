@@ -20,6 +20,7 @@ import { configError, nvgreError, type FieldError } from '../errors.js';
 import type { PolicyChange } from '../model/change.js';
 import { KeyedPolicy } from '../model/keyed.js';
 import type { Policy } from '../model/policy.js';
+import { RECORD_SPECS } from '../model/records.js';
 import type { OwnedKernelObjects } from './host.js';
 
 const FORMAT = 'nvgred-state/1';
@@ -325,7 +326,7 @@ function shapeProblem(doc: StateDocument): string | undefined {
 /** What is wrong with the shape of a journal line (its records are validated with the policy they make). */
 function entryProblem(e: JournalEntry): string | undefined {
   if (typeof e !== 'object' || e === null || !Array.isArray(e.changes)) return 'not { changes: [...] }';
-  const sections = new Set(['provider_addresses', 'provider_routes', 'customer_routes', 'lookup_records', 'vm_adapters']);
+  const sections = new Set<string>(RECORD_SPECS.map((r) => r.section));
   for (const c of e.changes) {
     if (typeof c !== 'object' || c === null || (c.op !== 'put' && c.op !== 'delete') || !sections.has(c.section) || typeof c.record !== 'object' || c.record === null) {
       return `a change is not { op: put|delete, section, record }: ${JSON.stringify(c).slice(0, 200)}`;

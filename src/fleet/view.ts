@@ -15,32 +15,13 @@ export function keyRoot(prefix: string): string {
 }
 
 /** Sections a host's own keys hold (hosts/<host>/<section>/...). */
-export const HOST_SECTIONS: readonly Section[] = ['provider_addresses', 'provider_routes', 'vm_adapters', 'lookup_records'];
+export const HOST_SECTIONS: readonly Section[] = RESOURCES.filter((r) => r.spec.etcd.host).map((r) => r.section);
 /** Sections of fleet-wide keys. */
-export const FLEET_SECTIONS: readonly Section[] = ['customer_routes', 'lookup_records'];
+export const FLEET_SECTIONS: readonly Section[] = RESOURCES.filter((r) => r.spec.etcd.fleet).map((r) => r.section);
 
 /** The key (below the root) of `record` in `section`: fleet-wide, or of host `host`. */
 export function recordKey(section: Section, record: AnyRecord, host?: string): string {
-  const r = record as unknown as Record<string, string | number>;
-  let tail: string;
-  switch (section) {
-    case 'customer_routes':
-      tail = `${r.vsid}/${r.destination_prefix}`;
-      break;
-    case 'lookup_records':
-      tail =
-        r.type === 'l2only' ? `${r.vsid}/l2only/${r.mac}` : r.type === 'gateway_wildcard' ? `${r.vsid}/gateway_wildcard/${r.customer_address}` : `${r.vsid}/${r.customer_address}`;
-      break;
-    case 'provider_addresses':
-      tail = String(r.address);
-      break;
-    case 'provider_routes':
-      tail = String(r.destination_prefix);
-      break;
-    case 'vm_adapters':
-      tail = String(r.name);
-      break;
-  }
+  const tail = resourceBySection(section).spec.etcd.key(record as unknown as Readonly<Record<string, unknown>>);
   return host === undefined ? `${section}/${tail}` : `hosts/${host}/${section}/${tail}`;
 }
 

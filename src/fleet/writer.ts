@@ -48,7 +48,7 @@ export class FleetWriter {
     if (origin === 'file') {
       throw nvgreError('NVGRE_ERR_CONFLICT', `${res.noun} ${res.identity(record).join(' ')} is in this host's config file: change it there (the store's policy cannot override it)`);
     }
-    if (res.section === 'customer_routes' || (res.section === 'lookup_records' && origin !== 'host')) return this.source.root + recordKey(res.section, record);
+    if (!res.spec.etcd.host || (res.spec.etcd.fleet && origin !== 'host')) return this.source.root + recordKey(res.section, record);
     return this.source.root + recordKey(res.section, record, this.source.host);
   }
 

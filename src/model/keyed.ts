@@ -219,7 +219,7 @@ export class KeyedPolicy {
 
   /** The static or dynamic record (or any other holding that identity) at (vsid, CA). */
   byCa(vsid: number, ca: string): LookupRecord | undefined {
-    return this.sections.lookup_records.get(`${vsid}\u0000${ca}`) as LookupRecord | undefined;
+    return this.get('lookup_records', [String(vsid), ca]) as LookupRecord | undefined;
   }
 
   private insert(section: Section, r: AnyRecord, at?: number): AnyRecord | undefined {

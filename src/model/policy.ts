@@ -41,15 +41,7 @@ export function defaultLearning(): LearningSection {
   return { max_per_vsid: DEFAULT_LEARNING_MAX_PER_VSID, ttl_seconds: DEFAULT_LEARNING_TTL_SECONDS };
 }
 export const DEFAULT_FLOW_ID: FlowIdMode = 'hash';
-export const DEFAULT_RULE: LookupRule = 'encap';
-export const DEFAULT_RECORD_TYPE: LookupType = 'static';
-export const DEFAULT_VLAN_ID = 0;
-export const DEFAULT_METRIC = 0;
 
-export const VLAN_ID_MAX = 4094;
-export const METRIC_MAX = 4294967295;
-export const MTU_MIN = 68;
-export const MTU_MAX = 65535;
 /** Linux IFNAMSIZ - 1. */
 export const IFNAME_MAX_BYTES = 15;
 export const HOST_NAME_MAX = 64;
@@ -61,7 +53,6 @@ export const FLOW_ID_MODES = ['hash', 'zero'] as const;
 export const ADAPTER_MODES = ['tap', 'attach', 'vhost_user'] as const;
 /** vhost-user: nvgred connects to QEMU's socket (and reconnects), or listens on it. */
 export const SOCKET_MODES = ['client', 'server'] as const;
-export const DEFAULT_ADAPTER_MODE: AdapterMode = 'tap';
 
 export type LookupRule = (typeof LOOKUP_RULES)[number];
 export type LookupType = (typeof LOOKUP_TYPES)[number];

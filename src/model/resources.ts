@@ -1,106 +1,36 @@
-// The five record types of a policy as resources: their API path, their key
-// (what identifies one record), and how a key segment or filter value given
-// as text is normalized, so `60-00-60-00-01-01` finds `60:00:60:00:01:01`.
+// The five record types of a policy as resources, from their tables
+// (records.ts): their API path, their key (what identifies one record), and
+// how a key segment or filter value given as text is normalized, so
+// `60-00-60-00-01-01` finds `60:00:60:00:01:01`.
 
 import { nvgreError, type FieldError } from '../errors.js';
-import {
-  parseIp,
-  parseMac,
-  parsePrefix,
-  parseRoutingDomain,
-  validateCustomerRoute,
-  validateLookupRecord,
-  validateProviderAddress,
-  validateProviderRoute,
-  validateVmAdapter,
-  type RecordValidator,
-} from '../config/index.js';
-import type { Policy } from './policy.js';
+import { parseIp, parseMac, parsePrefix, parseRoutingDomain, validateRecord, type RecordValidator } from '../config/index.js';
+import { RECORD_SPECS, type AnyRecord, type FieldKind, type RecordSpec, type Section } from './records.js';
 
-export type Section = 'provider_addresses' | 'provider_routes' | 'customer_routes' | 'lookup_records' | 'vm_adapters';
-export type AnyRecord = Policy[Section][number];
+export type { AnyRecord, Section } from './records.js';
 
-export interface Resource {
+/** A record type's table (model/records.ts), with what is derived from it. */
+export interface Resource extends Omit<RecordSpec, 'section' | 'fields' | 'optionalKeys' | 'identity'> {
   section: Section;
-  /** Path under /v1/. */
-  path: string;
-  /** One record, in words (errors). */
-  noun: string;
-  /** One record's field path prefix in errors (`lookup_record.vsid`). */
-  singular: string;
-  /** Key fields, in path order. Trailing `optionalKeys` of them may be left out. */
-  key: readonly string[];
+  /** Trailing key fields a path may leave out. */
   optionalKeys: number;
   /** Every field a record of this type may have (filters use them). */
   fields: readonly string[];
   validate: RecordValidator<AnyRecord>;
   /** The key that identifies `r` among its kind (see lookup records). */
   identity(r: AnyRecord): string[];
+  spec: RecordSpec;
 }
 
-const UNSPECIFIED = new Set(['0.0.0.0', '::']);
-
-export const RESOURCES: readonly Resource[] = [
-  {
-    section: 'provider_addresses',
-    singular: 'provider_address',
-    path: 'provider-addresses',
-    noun: 'provider address',
-    key: ['address'],
-    optionalKeys: 0,
-    fields: ['address', 'prefix_length', 'interface', 'vlan_id'],
-    validate: validateProviderAddress as RecordValidator<AnyRecord>,
-    identity: (r) => [field(r, 'address')],
-  },
-  {
-    section: 'provider_routes',
-    singular: 'provider_route',
-    path: 'provider-routes',
-    noun: 'provider route',
-    key: ['destination_prefix', 'interface', 'next_hop'],
-    optionalKeys: 0,
-    fields: ['destination_prefix', 'next_hop', 'interface', 'metric'],
-    validate: validateProviderRoute as RecordValidator<AnyRecord>,
-    identity: (r) => [field(r, 'destination_prefix'), field(r, 'interface'), field(r, 'next_hop')],
-  },
-  {
-    section: 'customer_routes',
-    singular: 'customer_route',
-    path: 'customer-routes',
-    noun: 'customer route',
-    key: ['routing_domain', 'vsid', 'destination_prefix'],
-    optionalKeys: 0,
-    fields: ['routing_domain', 'vsid', 'destination_prefix', 'next_hop', 'metric'],
-    validate: validateCustomerRoute as RecordValidator<AnyRecord>,
-    identity: (r) => [field(r, 'routing_domain'), field(r, 'vsid'), field(r, 'destination_prefix')],
-  },
-  {
-    section: 'lookup_records',
-    singular: 'lookup_record',
-    path: 'lookup-records',
-    noun: 'lookup record',
-    key: ['vsid', 'customer_address', 'mac'],
-    optionalKeys: 1,
-    fields: ['customer_address', 'vsid', 'mac', 'provider_address', 'rule', 'type', 'vm_name'],
-    validate: validateLookupRecord as RecordValidator<AnyRecord>,
-    // (vsid, CA) is unique, but every L2Only record has CA 0.0.0.0: its MAC tells them apart.
-    identity: (r) => {
-      const k = [field(r, 'vsid'), field(r, 'customer_address')];
-      return UNSPECIFIED.has(k[1]!) ? [...k, field(r, 'mac')] : k;
-    },
-  },
-  {
-    section: 'vm_adapters',
-    singular: 'vm_adapter',
-    path: 'vm-adapters',
-    noun: 'VM adapter',
-    key: ['name'],
-    optionalKeys: 0,
-    fields: ['name', 'mode', 'vm_name', 'mac', 'vsid', 'netns', 'mtu', 'socket', 'socket_mode'],
-    validate: validateVmAdapter as RecordValidator<AnyRecord>,
-    identity: (r) => [field(r, 'name')],
-  },
-];
+export const RESOURCES: readonly Resource[] = RECORD_SPECS.map((spec: RecordSpec) => ({
+  ...spec,
+  section: spec.section as Section,
+  optionalKeys: spec.optionalKeys ?? 0,
+  fields: spec.fields.filter((f) => f.refused === undefined).map((f) => f.name),
+  validate: validateRecord(spec),
+  identity: (spec.identity as unknown as ((r: AnyRecord) => string[]) | undefined) ?? ((r: AnyRecord) => spec.key.map((k) => field(r, k))),
+  spec,
+}));
 
 export function resourceByPath(path: string): Resource | undefined {
   return RESOURCES.find((r) => r.path === path);
@@ -115,8 +45,8 @@ export function field(r: AnyRecord, name: string): string {
   return v === undefined ? '' : String(v);
 }
 
-const INTEGER_FIELDS = new Set(['vsid', 'metric', 'vlan_id', 'mtu', 'prefix_length']);
-const IP_FIELDS = new Set(['address', 'customer_address', 'provider_address', 'next_hop']);
+/** Every field name's kind (a name means the same in every record type). */
+const KINDS = new Map<string, FieldKind>(RECORD_SPECS.flatMap((s) => s.fields.map((f) => [f.name, f.kind] as const)));
 
 /**
  * The normal form of `value` for `name`, as the validator would produce it,
@@ -128,25 +58,21 @@ export function normalizeField(name: string, value: string, where: string): stri
     const detail: FieldError = { code: 'NVGRE_ERR_VALUE', path: name, value, message: `${name}: ${JSON.stringify(value)} ${reason}` };
     throw nvgreError('NVGRE_ERR_BAD_REQUEST', `${where}: ${detail.message}`, { path: name, value, details: [detail] });
   };
-  if (INTEGER_FIELDS.has(name)) {
-    if (!/^\d+$/.test(value)) bad('is not a non-negative integer');
-    return String(Number(value));
-  }
-  if (IP_FIELDS.has(name)) {
-    const p = parseIp(value);
-    return p.ok ? p.value.text : bad(p.reason);
-  }
-  if (name === 'destination_prefix') {
-    const p = parsePrefix(value);
-    return p.ok ? p.value.text : bad(p.reason);
-  }
-  if (name === 'mac') {
-    const p = parseMac(value, true);
-    return p.ok ? p.value : bad(p.reason);
-  }
-  if (name === 'routing_domain') {
-    const p = parseRoutingDomain(value);
-    return p.ok ? p.value : bad(p.reason);
+  const parsed = (p: { ok: true; value: string | { text: string } } | { ok: false; reason: string }) =>
+    p.ok ? (typeof p.value === 'string' ? p.value : p.value.text) : bad(p.reason);
+  switch (KINDS.get(name)?.is) {
+    case 'int':
+    case 'prefix_length':
+      if (!/^\d+$/.test(value)) bad('is not a non-negative integer');
+      return String(Number(value));
+    case 'ip':
+      return parsed(parseIp(value));
+    case 'prefix':
+      return parsed(parsePrefix(value));
+    case 'mac':
+      return parsed(parseMac(value, true));
+    case 'routing_domain':
+      return parsed(parseRoutingDomain(value));
   }
   return value;
 }

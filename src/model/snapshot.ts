@@ -5,27 +5,17 @@
 
 import { parseIp, type Family } from '../config/net.js';
 import type { PolicyChange } from './change.js';
-import {
-  isOnLink,
-  splitPrefix,
-  type CustomerRoute,
-  type FlowIdMode,
-  type LookupRecord,
-  type LookupRule,
-  type LookupType,
-  type Policy,
-  type NatProtocol,
-  type ProviderAddress,
-} from './policy.js';
+import { isOnLink, splitPrefix, type FlowIdMode, type NatProtocol, type Policy, type ProviderAddress } from './policy.js';
+import { CUSTOMER_ROUTES, LOOKUP_RECORDS, PROVIDER_ADDRESSES, VM_ADAPTERS, type AnyRecord, type Column, type RecordSpec } from './records.js';
 import { insideRecords } from '../config/nat.js';
 
 const MAGIC = 'NVGP';
 const VERSION = 5;
 const HEADER_LEN = 32;
-const PA_LEN = 28;
-const ROUTE_LEN = 48;
-const RECORD_LEN = 48;
-const PORT_LEN = 16;
+const PA_LEN = PROVIDER_ADDRESSES.snapshot.entry;
+const ROUTE_LEN = CUSTOMER_ROUTES.snapshot.entry;
+const RECORD_LEN = LOOKUP_RECORDS.snapshot.entry;
+const PORT_LEN = VM_ADAPTERS.snapshot.entry;
 const GATEWAY_LEN = 32;
 const UPLINK_ADDRESS_LEN = 8;
 const NAT_LEN = 32;
@@ -39,8 +29,43 @@ const ROUTES_UNCHANGED = 0xffffffff;
 const OP = { put: 0, replace: 1, delete: 2 } as const;
 
 const FLOW_ID: Record<FlowIdMode, number> = { hash: 0, zero: 1 };
-const RULE: Record<LookupRule, number> = { encap: 0, none: 1 };
-const TYPE: Record<LookupType, number> = { static: 0, dynamic: 1, l2only: 2, gateway_wildcard: 3 };
+
+type EntryWriter = (buf: Buffer, off: number, r: AnyRecord, rd?: ReadonlyMap<string, number>) => void;
+
+/** Writes one record's fields into its entry at `off`, as its table's snapshot columns say. */
+function entryWriter(spec: RecordSpec): EntryWriter {
+  const columns = spec.snapshot.columns as Readonly<Record<string, Column | string>>;
+  const cols = spec.fields.flatMap((f) => {
+    const c = columns[f.name]!;
+    return typeof c === 'string' ? [] : [{ name: f.name, c, values: f.kind.is === 'enum' ? f.kind.values : [] }];
+  });
+  return (buf, off, r, rd) => {
+    for (const { name, c, values } of cols) {
+      const v = (r as unknown as Record<string, string & number>)[name]!;
+      const at = off + c.at;
+      if (c.as === 'u8') buf[at] = v;
+      else if (c.as === 'u16') buf.writeUInt16LE(v, at);
+      else if (c.as === 'u32') buf.writeUInt32LE(v, at);
+      else if (c.as === 'mac') putMac(buf, at, v);
+      else if (c.as === 'enum') buf[at] = values.indexOf(v);
+      else if (c.as === 'routing_domain') buf.writeUInt32LE(rd!.get(v)!, at);
+      else if (c.as === 'ip') {
+        const family = putIp(buf, at, v);
+        if (c.family !== undefined) buf[off + c.family] = family;
+        if (c.onLink !== undefined) buf[off + c.onLink] = isOnLink(v) ? 1 : 0;
+      } else if (c.as === 'prefix') {
+        const [address, len] = splitPrefix(v);
+        buf[off + c.family] = putIp(buf, at, address);
+        buf[off + c.length] = len;
+      }
+    }
+  };
+}
+
+const putPa = entryWriter(PROVIDER_ADDRESSES);
+const putRoute = entryWriter(CUSTOMER_ROUTES);
+const putRecord = entryWriter(LOOKUP_RECORDS);
+const putPort = entryWriter(VM_ADAPTERS);
 
 /** A VM adapter's numeric id in the core, by adapter name. */
 export type PortIds = ReadonlyMap<string, number>;
@@ -130,12 +155,10 @@ export function encodePolicy(
 
   let off = HEADER_LEN;
   for (const pa of policy.provider_addresses) {
-    buf[off] = putIp(buf, off + 4, pa.address);
-    buf[off + 1] = pa.prefix_length;
+    putPa(buf, off, pa);
     const { mtu, ifindex } = underlay(pa);
     buf.writeUInt16LE(Math.min(mtu, 0xffff), off + 2);
     buf.writeUInt32LE(ifindex, off + 20);
-    buf.writeUInt16LE(pa.vlan_id, off + 24);
     off += PA_LEN;
   }
   for (const r of policy.customer_routes) {
@@ -148,8 +171,7 @@ export function encodePolicy(
   }
   for (const a of adapters) {
     buf.writeUInt32LE(ports.get(a.name)!, off);
-    buf.writeUInt32LE(a.vsid, off + 4);
-    putMac(buf, off + 8, a.mac);
+    putPort(buf, off, a);
     off += PORT_LEN;
   }
   // The HNV gateway: its uplink, then each NAT, then their static mappings.
@@ -197,26 +219,6 @@ export function encodePolicy(
   return buf;
 }
 
-function putRoute(buf: Buffer, off: number, r: CustomerRoute, rd: ReadonlyMap<string, number>): void {
-  const [prefix, len] = splitPrefix(r.destination_prefix);
-  buf.writeUInt32LE(rd.get(r.routing_domain)!, off);
-  buf.writeUInt32LE(r.vsid, off + 4);
-  buf[off + 8] = putIp(buf, off + 16, prefix);
-  buf[off + 9] = len;
-  buf[off + 10] = isOnLink(r.next_hop) ? 1 : 0;
-  buf.writeUInt32LE(r.metric, off + 12);
-  putIp(buf, off + 32, r.next_hop);
-}
-
-function putRecord(buf: Buffer, off: number, r: LookupRecord): void {
-  buf.writeUInt32LE(r.vsid, off);
-  buf[off + 4] = putIp(buf, off + 8, r.customer_address);
-  buf[off + 5] = putIp(buf, off + 24, r.provider_address);
-  buf[off + 6] = RULE[r.rule];
-  buf[off + 7] = TYPE[r.type];
-  putMac(buf, off + 40, r.mac);
-}
-
 /** The sections a delta carries; a change to any other needs the whole policy. */
 const DELTA_SECTIONS = new Set(['lookup_records', 'customer_routes']);
 
@@ -246,8 +248,8 @@ export function encodeDelta(next: Policy, changes: readonly PolicyChange[]): Buf
   for (const c of records) {
     const previous = c.op === 'put' ? c.previous : undefined;
     buf[off] = c.op === 'delete' ? OP.delete : previous ? OP.replace : OP.put;
-    putRecord(buf, off + 4, c.record as LookupRecord);
-    if (previous) putRecord(buf, off + 4 + RECORD_LEN, previous as LookupRecord);
+    putRecord(buf, off + 4, c.record);
+    if (previous) putRecord(buf, off + 4 + RECORD_LEN, previous);
     off += CHANGE_LEN;
   }
   return buf;

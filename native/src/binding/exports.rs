@@ -5,7 +5,7 @@
 
 use super::napi::{napi_callback, napi_callback_info, napi_env, napi_value};
 use super::{export, Args, JsError, JsResult, JsValue};
-use crate::dp::{Counters, DropReason, NextHop, Policy, PolicyDelta, Reach};
+use crate::dp::{Counters, DropReason, FlowIdMode, NextHop, Policy, PolicyDelta, Reach, RecordType, Rule};
 use crate::io::{netlink, notify, AttachSpec, Dataplane, Options, PortSpec, SocketMode, Source, TapSpec, VhostUserSpec};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -32,6 +32,7 @@ exports! {
     "start" => start,
     "stop" => stop,
     "setPolicy" => set_policy,
+    "inspectPolicy" => inspect_policy,
     "applyDelta" => apply_delta,
     "addPort" => add_port,
     "removePort" => remove_port,
@@ -131,6 +132,68 @@ fn set_policy(args: &Args) -> JsResult<JsValue> {
         dp.set_policy(&policy);
         Ok(JsValue::Undefined)
     })
+}
+
+/// `inspectPolicy(buffer)`: the policy snapshot as the core decodes it, its
+/// fields named as in `dp::policy` (for the test that holds the encoder in
+/// `src/model/snapshot.ts` and the decoder together).
+fn inspect_policy(args: &Args) -> JsResult<JsValue> {
+    let p = Policy::decode(args.buffer(0)?).map_err(|e| JsError::new("NVGRE_ERR_NATIVE_POLICY", e.0))?;
+    let ip = |a: &IpAddr| JsValue::Str(a.to_string());
+    let text = |s: &str| JsValue::Str(s.to_string());
+    let pa = |a: &crate::dp::ProviderAddress| {
+        JsValue::Object(vec![
+            ("address", ip(&a.address)),
+            ("prefix_len", JsValue::U32(a.prefix_len.into())),
+            ("mtu", JsValue::U32(a.mtu.into())),
+            ("ifindex", JsValue::U32(a.ifindex)),
+            ("vlan_id", JsValue::U32(a.vlan_id.into())),
+        ])
+    };
+    let route = |r: &crate::dp::CustomerRoute| {
+        JsValue::Object(vec![
+            ("routing_domain", JsValue::U32(r.routing_domain)),
+            ("vsid", JsValue::U32(r.vsid)),
+            ("prefix", ip(&r.prefix)),
+            ("prefix_len", JsValue::U32(r.prefix_len.into())),
+            ("next_hop", r.next_hop.as_ref().map_or(JsValue::Undefined, ip)),
+            ("metric", JsValue::U32(r.metric)),
+        ])
+    };
+    let record = |r: &crate::dp::LookupRecord| {
+        let kind = match r.kind {
+            RecordType::Static => "static",
+            RecordType::Dynamic => "dynamic",
+            RecordType::L2Only => "l2only",
+            RecordType::GatewayWildcard => "gateway_wildcard",
+        };
+        JsValue::Object(vec![
+            ("vsid", JsValue::U32(r.vsid)),
+            ("customer_address", ip(&r.customer_address)),
+            ("mac", JsValue::Str(r.mac.to_string())),
+            ("provider_address", ip(&r.provider_address)),
+            ("rule", text(match r.rule {
+                Rule::Encap => "encap",
+                Rule::None => "none",
+            })),
+            ("kind", text(kind)),
+        ])
+    };
+    let port = |q: &crate::dp::Port| {
+        JsValue::Object(vec![("id", JsValue::U32(q.id)), ("vsid", JsValue::U32(q.vsid)), ("mac", JsValue::Str(q.mac.to_string()))])
+    };
+    let flow_id = match p.flow_id {
+        FlowIdMode::Hash => "hash",
+        FlowIdMode::Zero => "zero",
+    };
+    Ok(JsValue::Object(vec![
+        ("flow_id", text(flow_id)),
+        ("default_gateway_mac", JsValue::Str(p.default_gateway_mac.to_string())),
+        ("provider_addresses", JsValue::Array(p.provider_addresses.iter().map(pa).collect())),
+        ("customer_routes", JsValue::Array(p.customer_routes.iter().map(route).collect())),
+        ("lookup_records", JsValue::Array(p.lookup_records.iter().map(record).collect())),
+        ("ports", JsValue::Array(p.ports.iter().map(port).collect())),
+    ]))
 }
 
 /// `applyDelta(buffer)`: apply a policy delta (`NVGD`) to the running
