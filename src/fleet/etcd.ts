@@ -59,22 +59,41 @@ function target(endpoint: string, path: string): http.RequestOptions {
 /** Keys per range request when reading a prefix. */
 const RANGE_PAGE = 10_000;
 
+/** Bytes of a key (after the prefix read) taken as a number, to reckon where a page of keys ends. */
+const KEY_NUM_BYTES = 64;
+
+/** The bytes of `key` after `base` (its first KEY_NUM_BYTES, zero-padded) as a number: keys in order are numbers in order. */
+function keyNum(base: Buffer, key: Buffer): bigint {
+  let n = 0n;
+  for (let i = 0; i < KEY_NUM_BYTES; i++) n = (n << 8n) | BigInt(key[base.length + i] ?? 0);
+  return n;
+}
+
+/** The key `base` followed by the number `n` as KEY_NUM_BYTES bytes (past the last such key: the byte after base's range). */
+function numKey(base: Buffer, n: bigint): Buffer {
+  const tail = Buffer.alloc(KEY_NUM_BYTES);
+  for (let i = KEY_NUM_BYTES - 1; i >= 0; i--, n >>= 8n) tail[i] = Number(n & 255n);
+  return n > 0n ? rangeEnd(base) : Buffer.concat([base, tail]);
+}
+
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const unb64 = (s: string | undefined) => (s === undefined ? '' : Buffer.from(s, 'base64').toString());
 const num = (s: unknown) => (s === undefined ? 0 : Number(s));
 
-/** The end of a prefix's range (base64): the prefix with its last byte below 0xff incremented. */
-function rangeEndB64(prefix: string): string {
-  const b = Buffer.from(prefix);
+/** The end of a prefix's range: the prefix with its last byte below 0xff incremented. */
+function rangeEnd(b: Buffer): Buffer {
   for (let i = b.length - 1; i >= 0; i--) {
     if (b[i]! < 0xff) {
       const out = Buffer.from(b.subarray(0, i + 1));
       out[i]!++;
-      return out.toString('base64');
+      return out;
     }
   }
-  return Buffer.from([0]).toString('base64');
+  return Buffer.from([0]);
 }
+
+/** The end of a prefix's range, base64. */
+const rangeEndB64 = (prefix: string): string => rangeEnd(Buffer.from(prefix)).toString('base64');
 
 interface RawKv {
   key?: string;
@@ -95,6 +114,8 @@ const kvOf = (r: RawKv): KeyValue => ({
 export interface EtcdOptions {
   /** Per-request timeout, ms (not for watches). */
   timeoutMs?: number;
+  /** Keys per range request when reading a prefix (default RANGE_PAGE). */
+  pageKeys?: number;
 }
 
 export class Etcd {
@@ -102,6 +123,7 @@ export class Etcd {
   private current = 0;
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
   private readonly timeoutMs: number;
+  private readonly pageKeys: number;
 
   constructor(
     readonly endpoints: readonly string[],
@@ -109,6 +131,7 @@ export class Etcd {
   ) {
     if (!endpoints.length) throw new Error('no etcd endpoint');
     this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.pageKeys = opts.pageKeys ?? RANGE_PAGE;
   }
 
   close(): void {
@@ -169,22 +192,44 @@ export class Etcd {
 
   /**
    * Every key under `prefix`, at `revision` (0: the latest), with the
-   * revision read: in pages of `RANGE_PAGE` keys, all at the first page's
-   * revision (a million keys in one answer would be one huge JSON document).
+   * revision read: in pages of at most `pageKeys` keys, all at the first
+   * page's revision (a million keys in one answer would be one huge JSON
+   * document). Each page asks for a range of keys bounded where about a
+   * page of them should end (from the span the last page took): etcd 3.4
+   * walks every key from a range's start to its end for each request,
+   * limit or not, so pages up to the prefix's end would make a read of n
+   * keys cost n²/RANGE_PAGE.
    */
   async rangePrefix(prefix: string, revision = 0): Promise<{ revision: number; kvs: KeyValue[] }> {
-    const end = rangeEndB64(prefix);
+    const base = Buffer.from(prefix);
+    const end = rangeEnd(base);
     const kvs: KeyValue[] = [];
-    let from = b64(prefix);
+    let from: Buffer = base;
     let at = revision;
+    /** How far (as a key number) a page's range reaches; undefined: to the prefix's end. */
+    let stride: bigint | undefined;
     for (;;) {
-      const out = await this.call('/v3/kv/range', { key: from, range_end: end, limit: String(RANGE_PAGE), ...(at ? { revision: String(at) } : {}) });
+      let upTo: Buffer = end;
+      if (stride !== undefined) {
+        const guess = numKey(base, keyNum(base, from) + stride);
+        if (guess.compare(from) > 0 && guess.compare(end) < 0) upTo = guess;
+      }
+      const out = await this.call('/v3/kv/range', { key: from.toString('base64'), range_end: upTo.toString('base64'), limit: String(this.pageKeys), ...(at ? { revision: String(at) } : {}) });
       if (!at) at = num((out.header as { revision?: string })?.revision);
       const page = (out.kvs as RawKv[]) ?? [];
       for (const r of page) kvs.push(kvOf(r));
-      if (!out.more || !page.length) return { revision: at, kvs };
-      // The next page starts just after the last key: the key with a NUL byte appended.
-      from = Buffer.concat([Buffer.from(page[page.length - 1]!.key!, 'base64'), Buffer.from([0])]).toString('base64');
+      if (out.more && page.length) {
+        // A page's worth of keys took this span: the next page's range is as long.
+        const last = Buffer.from(page[page.length - 1]!.key!, 'base64');
+        stride = keyNum(base, last) - keyNum(base, Buffer.from(page[0]!.key!, 'base64')) + 1n;
+        // The next page starts just after the last key: the key with a NUL byte appended.
+        from = Buffer.concat([last, Buffer.from([0])]);
+        continue;
+      }
+      if (upTo === end) return { revision: at, kvs };
+      // The range held less than a page: the next one reaches further.
+      stride = stride! * BigInt(Math.min(16, Math.ceil((2 * this.pageKeys) / Math.max(1, page.length))));
+      from = upTo;
     }
   }
 
