@@ -284,15 +284,16 @@ export class PolicyStore {
    * operations, learning, expiry, a document's changes, and the fleet's
    * watcher (`cause` 'fleet').
    */
-  applyChanges(changes: readonly PolicyChange[], cause: Cause): Promise<ChangeResult> {
+  applyChanges(changes: readonly PolicyChange[], cause: Cause, o: { validated?: boolean } = {}): Promise<ChangeResult> {
     return this.exclusive(() => {
-      // Each record in its normal form, valid on its own (refused as the API refuses a body);
+      // Each record in its normal form, valid on its own (refused as the API refuses a body;
+      // `o.validated`: the caller's records are so already, the fleet's view parsed them);
       // a delete names a record held (or put earlier in the batch).
       const put = new Set<string>();
       const normal = changes.map((c): PolicyChange => {
         const res = RESOURCES.find((r) => r.section === c.section);
         if (!res) throw nvgreError('NVGRE_ERR_BAD_REQUEST', `a change names no section of records: ${JSON.stringify(c.section)}`);
-        const record = res.validate(c.record, res.singular);
+        const record = o.validated ? c.record : res.validate(c.record, res.singular);
         const id = `${res.section}\u0000${identityOf(res, record)}`;
         if (c.op === 'put') put.add(id);
         else if (!put.has(id) && !this.keyed.current(res.section, record)) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no ${res.noun} ${res.identity(record).join(' ')}`);

@@ -12,6 +12,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { readConfigFile } from '../config/index.js';
 import { isNvgreError } from '../errors.js';
 import type { PolicyChange } from '../model/change.js';
+import { sameRecord } from '../model/keyed.js';
 import type { Policy } from '../model/policy.js';
 import { RESOURCES, type AnyRecord, type Section } from '../model/resources.js';
 import type { Logger } from '../daemon/log.js';
@@ -56,7 +57,7 @@ export class FleetSource {
   readonly root: string;
   private view: FleetView;
   /** What this host runs, by record identity (rebuilt from the store's policy when something else changed it). */
-  private applied = new Map<string, { section: Section; record: AnyRecord; json: string }>();
+  private applied = new Map<string, { section: Section; record: AnyRecord }>();
   private appliedGeneration = -1;
   /** Identities whose desired record may differ from the applied one. */
   private dirty = new Set<string>();
@@ -251,9 +252,9 @@ export class FleetSource {
   /** The applied map from the store's policy, when something other than this watcher changed it (or `force`). */
   private refreshApplied(force = false): void {
     if (!force && this.appliedGeneration === this.o.store.generation) return;
-    const m = new Map<string, { section: Section; record: AnyRecord; json: string }>();
+    const m = new Map<string, { section: Section; record: AnyRecord }>();
     const p = this.o.store.policy;
-    for (const res of RESOURCES) for (const r of p[res.section] as AnyRecord[]) m.set(identityOf(res.section, r), { section: res.section, record: r, json: JSON.stringify(r) });
+    for (const res of RESOURCES) for (const r of p[res.section] as AnyRecord[]) m.set(identityOf(res.section, r), { section: res.section, record: r });
     this.applied = m;
     this.appliedGeneration = this.o.store.generation;
   }
@@ -267,15 +268,14 @@ export class FleetSource {
     }
     this.refreshApplied();
     const changes: PolicyChange[] = [];
-    const after = new Map<string, { section: Section; record: AnyRecord; json: string } | undefined>();
+    const after = new Map<string, { section: Section; record: AnyRecord } | undefined>();
     for (const id of this.dirty) {
       const d = this.view.desired(id);
       const cur = this.applied.get(id);
       if (d) {
-        const json = JSON.stringify(d.record);
-        if (cur?.json === json) continue;
+        if (cur && sameRecord(cur.record, d.record)) continue;
         changes.push(cur ? { op: 'put', section: d.section, record: d.record, previous: cur.record } : { op: 'put', section: d.section, record: d.record });
-        after.set(id, { ...d, json });
+        after.set(id, d);
       } else if (cur) {
         changes.push({ op: 'delete', section: cur.section, record: cur.record });
         after.set(id, undefined);
@@ -283,7 +283,7 @@ export class FleetSource {
     }
     if (changes.length) {
       try {
-        await this.o.store.applyChanges(changes, 'fleet');
+        await this.o.store.applyChanges(changes, 'fleet', { validated: true });
       } catch (err) {
         if (!isNvgreError(err)) throw err;
         await this.refuse(revision, err.message);
