@@ -290,10 +290,12 @@ export class PolicyStore {
       // `o.validated`: the caller's records are so already, the fleet's view parsed them);
       // a delete names a record held (or put earlier in the batch).
       const put = new Set<string>();
+      const deletes = changes.some((c) => c.op === 'delete');
       const normal = changes.map((c): PolicyChange => {
         const res = RESOURCES.find((r) => r.section === c.section);
         if (!res) throw nvgreError('NVGRE_ERR_BAD_REQUEST', `a change names no section of records: ${JSON.stringify(c.section)}`);
         const record = o.validated ? c.record : res.validate(c.record, res.singular);
+        if (!deletes) return o.validated ? c : ({ ...c, record } as PolicyChange);
         const id = `${res.section}\u0000${identityOf(res, record)}`;
         if (c.op === 'put') put.add(id);
         else if (!put.has(id) && !this.keyed.current(res.section, record)) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no ${res.noun} ${res.identity(record).join(' ')}`);

@@ -268,17 +268,18 @@ export class FleetSource {
     }
     this.refreshApplied();
     const changes: PolicyChange[] = [];
-    const after = new Map<string, { section: Section; record: AnyRecord } | undefined>();
+    /** Per change, its identity and what runs after it. */
+    const after: Array<[string, { section: Section; record: AnyRecord } | undefined]> = [];
     for (const id of this.dirty) {
       const d = this.view.desired(id);
       const cur = this.applied.get(id);
       if (d) {
         if (cur && sameRecord(cur.record, d.record)) continue;
         changes.push(cur ? { op: 'put', section: d.section, record: d.record, previous: cur.record } : { op: 'put', section: d.section, record: d.record });
-        after.set(id, d);
+        after.push([id, d]);
       } else if (cur) {
         changes.push({ op: 'delete', section: cur.section, record: cur.record });
-        after.set(id, undefined);
+        after.push([id, undefined]);
       }
     }
     if (changes.length) {

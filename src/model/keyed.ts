@@ -317,6 +317,11 @@ export class KeyedPolicy {
   check(applied: Applied): FieldError[] {
     if (!applied.changes.length) return [];
     const look = this.sections.lookup_records;
+    if (applied.changes.length >= look.size / 2) {
+      // Changes to much of the policy (a sync from empty): checking it whole costs less than finding what they touch.
+      const whole = Object.fromEntries(SECTIONS.map((s) => [s, this.sections[s].records()])) as unknown as Pick<Policy, Section>;
+      return sortFieldErrors(collectInvariantErrors(whole));
+    }
     const part = new Set<LookupRecord>();
     const todo: LookupRecord[] = [];
     const take = (r: LookupRecord | undefined) => {
