@@ -396,6 +396,11 @@ export class PolicyStore {
     return (this.policy[res.section] as AnyRecord[]).filter((r) => matchesKey(res, r, key));
   }
 
+  /** Whether a record has this key (a whole identity: found directly, whatever the policy's size). */
+  has(res: Resource, key: string[]): boolean {
+    return this.matching(res, key).length > 0;
+  }
+
   list(res: Resource, filter: Filter): AnyRecord[] {
     return (this.policy[res.section] as AnyRecord[]).filter((r) => matchesFilter(r, filter));
   }
