@@ -56,10 +56,9 @@ class KeyedSection {
   }
 
   /** Put `r` in place of the record of its identity (returned), else at `at` (a hole left by delete) or last. */
-  put(r: AnyRecord, at?: number): AnyRecord | undefined {
+  put(r: AnyRecord, at?: number, id = this.id(r)): AnyRecord | undefined {
     this.list = undefined;
     this.version = ++versions;
-    const id = this.id(r);
     const s = this.slotById.get(id);
     if (s !== undefined) {
       const old = this.slots[s];
@@ -238,8 +237,8 @@ export class KeyedPolicy {
     return this.sections.lookup_records.get(`${vsid}\u0000${ca}`) as LookupRecord | undefined;
   }
 
-  private insert(section: Section, r: AnyRecord, at?: number): AnyRecord | undefined {
-    const old = this.sections[section].put(r, at);
+  private insert(section: Section, r: AnyRecord, at?: number, id?: string): AnyRecord | undefined {
+    const old = this.sections[section].put(r, at, id);
     if (section === 'lookup_records') {
       if (old) this.unindex(old as LookupRecord);
       this.index(r as LookupRecord);
@@ -277,10 +276,11 @@ export class KeyedPolicy {
     for (const c of changes) {
       const sec = this.sections[c.section];
       if (c.op === 'put') {
-        const cur = sec.get(sec.id(c.record));
+        const id = sec.id(c.record);
+        const cur = sec.get(id);
         if (cur !== undefined && sameRecord(cur, c.record)) continue;
-        this.insert(c.section, c.record);
-        steps.push(cur !== undefined ? { section: c.section, put: cur } : { section: c.section, del: sec.id(c.record) });
+        this.insert(c.section, c.record, undefined, id);
+        steps.push(cur !== undefined ? { section: c.section, put: cur } : { section: c.section, del: id });
         done.push(cur !== undefined ? { op: 'put', section: c.section, record: c.record, previous: cur } : { op: 'put', section: c.section, record: c.record });
       } else {
         const gone = this.remove(c.section, sec.id(c.record));
