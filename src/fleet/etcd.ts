@@ -58,6 +58,8 @@ function target(endpoint: string, path: string): http.RequestOptions {
 
 /** Keys per range request when reading a prefix. */
 const RANGE_PAGE = 10_000;
+/** Range requests at a time when reading a prefix. */
+const RANGE_PARALLEL = 4;
 
 /** Bytes of a key (after the prefix read) taken as a number, to reckon where a page of keys ends. */
 const KEY_NUM_BYTES = 64;
@@ -79,6 +81,9 @@ function numKey(base: Buffer, n: bigint): Buffer {
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const unb64 = (s: string | undefined) => (s === undefined ? '' : Buffer.from(s, 'base64').toString());
 const num = (s: unknown) => (s === undefined ? 0 : Number(s));
+
+/** `guess` as the end of a range starting at `from` if it lies between them, else `end`. */
+const boundAfter = (from: Buffer, guess: Buffer, end: Buffer): Buffer => (guess.compare(from) > 0 && guess.compare(end) < 0 ? guess : end);
 
 /** The end of a prefix's range: the prefix with its last byte below 0xff incremented. */
 function rangeEnd(b: Buffer): Buffer {
@@ -194,26 +199,63 @@ export class Etcd {
    * Every key under `prefix`, at `revision` (0: the latest), with the
    * revision read: in pages of at most `pageKeys` keys, all at the first
    * page's revision (a million keys in one answer would be one huge JSON
-   * document). Each page asks for a range of keys bounded where about a
-   * page of them should end (from the span the last page took): etcd 3.4
-   * walks every key from a range's start to its end for each request,
-   * limit or not, so pages up to the prefix's end would make a read of n
-   * keys cost n²/RANGE_PAGE.
+   * document). After the first page, the rest of the prefix is cut into
+   * ranges of about a page each (from the span the last pages took), read
+   * RANGE_PARALLEL at a time: etcd serves them side by side while this
+   * process parses. Every request is bounded so: etcd 3.4 walks every key
+   * from a range's start to its end for each request, limit or not, so
+   * pages up to the prefix's end would make a read of n keys cost
+   * n²/pageKeys.
    */
   async rangePrefix(prefix: string, revision = 0): Promise<{ revision: number; kvs: KeyValue[] }> {
     const base = Buffer.from(prefix);
     const end = rangeEnd(base);
-    const kvs: KeyValue[] = [];
-    let from: Buffer = base;
-    let at = revision;
-    /** How far (as a key number) a page's range reaches; undefined: to the prefix's end. */
-    let stride: bigint | undefined;
-    for (;;) {
-      let upTo: Buffer = end;
-      if (stride !== undefined) {
-        const guess = numKey(base, keyNum(base, from) + stride);
-        if (guess.compare(from) > 0 && guess.compare(end) < 0) upTo = guess;
+    const first = await this.readRange(base, base, end, revision, undefined, true);
+    const at = first.revision;
+    const kvs = first.kvs;
+    let from = first.next;
+    let stride = first.stride;
+    while (from && stride !== undefined) {
+      const ranges: Array<[Buffer, Buffer]> = [];
+      for (let i = 0; i < RANGE_PARALLEL && from.compare(end) < 0; i++) {
+        const upTo = boundAfter(from, numKey(base, keyNum(base, from) + stride), end);
+        ranges.push([from, upTo]);
+        from = upTo;
       }
+      if (!ranges.length) break;
+      const parts = await Promise.all(ranges.map(([a, b]) => this.readRange(base, a, b, at, stride)));
+      let n = 0;
+      for (const p of parts) {
+        for (const kv of p.kvs) kvs.push(kv);
+        n += p.kvs.length;
+      }
+      // The next ranges hold about a page each if the keys go on as dense (within 1/4 to 16 times the last stride).
+      const want = stride * BigInt(this.pageKeys * ranges.length);
+      const next = want / BigInt(Math.max(1, n));
+      stride = next < stride / 4n ? stride / 4n : next > stride * 16n ? stride * 16n : next;
+      if (stride < 1n) stride = 1n;
+    }
+    return { revision: at, kvs };
+  }
+
+  /**
+   * The keys in [from, end) at `revision` (0: the latest), page by page,
+   * each page's range reaching `stride` (a key number) past its start once
+   * a page told how far a page's worth reaches. `firstPageOnly`: stop after
+   * one page, returning where the rest starts.
+   */
+  private async readRange(
+    base: Buffer,
+    from: Buffer,
+    end: Buffer,
+    revision: number,
+    stride: bigint | undefined,
+    firstPageOnly = false,
+  ): Promise<{ revision: number; kvs: KeyValue[]; stride: bigint | undefined; next?: Buffer }> {
+    const kvs: KeyValue[] = [];
+    let at = revision;
+    for (;;) {
+      const upTo = stride === undefined ? end : boundAfter(from, numKey(base, keyNum(base, from) + stride), end);
       const out = await this.call('/v3/kv/range', { key: from.toString('base64'), range_end: upTo.toString('base64'), limit: String(this.pageKeys), ...(at ? { revision: String(at) } : {}) });
       if (!at) at = num((out.header as { revision?: string })?.revision);
       const page = (out.kvs as RawKv[]) ?? [];
@@ -224,9 +266,10 @@ export class Etcd {
         stride = keyNum(base, last) - keyNum(base, Buffer.from(page[0]!.key!, 'base64')) + 1n;
         // The next page starts just after the last key: the key with a NUL byte appended.
         from = Buffer.concat([last, Buffer.from([0])]);
+        if (firstPageOnly) return { revision: at, kvs, stride, next: from };
         continue;
       }
-      if (upTo === end) return { revision: at, kvs };
+      if (upTo === end) return { revision: at, kvs, stride };
       // The range held less than a page: the next one reaches further.
       stride = stride! * BigInt(Math.min(16, Math.ceil((2 * this.pageKeys) / Math.max(1, page.length))));
       from = upTo;
