@@ -31,6 +31,8 @@ export interface HostStatus {
 /** The status key's lease (fleet.md): gone 10 s after its daemon. */
 export const STATUS_TTL_SECONDS = 10;
 const KEEPALIVE_MS = 3000;
+/** Renewals in a row without an answer after which the store is taken for silent. */
+const SILENT_AFTER = 2;
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 5000;
 
@@ -68,6 +70,8 @@ export class FleetSource {
   private loop: Promise<void> | undefined;
   private keepalive: NodeJS.Timeout | undefined;
   private lease = '0';
+  /** Renewals of the status lease in a row that got no answer. */
+  private unanswered = 0;
   /** The status key does not say what runs (its last write failed). */
   private statusStale = false;
   private statusWrites: Promise<void> = Promise.resolve();
@@ -354,8 +358,12 @@ export class FleetSource {
         this.lease = '0';
         await this.writeStatus();
       } else if (this.statusStale) await this.writeStatus();
+      this.unanswered = 0;
     } catch (err) {
-      // The watch may not notice a member that went silent: start over (resync) on another.
+      // One renewal unanswered is a busy store or host (a million records resynced cost far more than
+      // waiting); twice in a row, the watch may not notice a member that went silent: start over (resync) on another.
+      if (++this.unanswered < SILENT_AFTER) return;
+      this.unanswered = 0;
       this.log.warn({ err: (err as Error).message }, 'the policy store does not answer: resynchronizing');
       this.up = false;
       this.watch?.cancel();
