@@ -317,7 +317,7 @@ export class PolicyStore {
    */
   private commit(changes: readonly PolicyChange[], cause: Cause, o: CommitOptions = {}): PolicyChange[] {
     const prevKeyed = this.keyed;
-    const prevPolicy = prevKeyed.policy;
+    const prevPolicy = prevKeyed.lazyPolicy;
     const doc = o.document;
     const settingsChanged = doc !== undefined && settingsOf(doc) !== settingsOf(prevPolicy);
     let applied: Applied = this.keyed.apply(changes);
@@ -350,7 +350,8 @@ export class PolicyStore {
     if (!samePolicy) {
       try {
         // The packet core takes the changes as a delta; a rebuilt policy (a reordering document) goes whole.
-        this.host.apply(this.keyed.policy, rebuilt ? undefined : applied.changes);
+        // The lookup records listed only if the core needs the whole policy (a delta never reads them).
+        this.host.apply(this.keyed.lazyPolicy, rebuilt ? undefined : applied.changes);
       } catch (err) {
         undo();
         throw err;

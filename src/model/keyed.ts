@@ -189,15 +189,22 @@ export class KeyedPolicy {
     this.whole = p;
   }
 
-  /**
-   * The policy as a document (its lists made again after a change, only
-   * when asked for). Its lookup records, the one list that grows to
-   * millions, are listed when first read: a change the packet core takes as
-   * a delta never reads them, so it costs what it changes. They are the
-   * records as they were when the document was made; read only after a
-   * later change, they are gone (an error, not a silently newer list).
-   */
+  /** The policy as a document (its lists made again after a change, only when asked for). */
   get policy(): Policy {
+    const p = this.lazyPolicy;
+    void p.lookup_records; // listed now: the document stays whole whatever changes next
+    return p;
+  }
+
+  /**
+   * The policy as a document whose lookup records, the one list that grows
+   * to millions, are listed when first read: a change the packet core takes
+   * as a delta never reads them, so it costs what it changes. They are the
+   * records as they were when the document was made; read only after a
+   * later change, they are gone (an error, not a silently newer list). For
+   * the dataplane, which reads them only while they are the running ones.
+   */
+  get lazyPolicy(): Policy {
     if (!this.whole) {
       // In the document's key order (the API's JSON, a saved config).
       const p: Record<string, unknown> = {};
