@@ -10,7 +10,11 @@
 //   - the same for BENCH_MIGRATIONS migrations (default 10), one transaction each;
 //   - the daemons' RSS;
 //   - one record change through host 1's local API (written to etcd, answered
-//     once applied): the time to its answer.
+//     once applied): the time to its answer;
+//   - one host syncing from empty while the others run (host 1 stopped, its
+//     state_dir emptied, started again).
+// With each phase: the daemons' CPU time and the load average (a shared machine).
+// BENCH_OTHER_DAEMON runs the last host from another build (before/after in one run).
 // Namespaces and etcd are removed at the end, also on a signal.
 
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,7 +25,12 @@ import { EtcdCluster } from '../lab/etcd.js';
 import { Etcd, type TxnOp } from '../src/fleet/etcd.js';
 import { runMain } from './common.js';
 
-const PREFIX = 'nvfl-bench-';
+/** Namespaces' prefix (BENCH_PREFIX: one per engineer on a shared machine). */
+const PREFIX = process.env.BENCH_PREFIX ?? 'nvfl-bench-';
+/** Extra node options for the daemons (BENCH_DAEMON_NODE_ARGS, say `--cpu-prof --cpu-prof-dir=/tmp/x`). */
+const DAEMON_NODE_ARGS = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/** Another build's dist/src/daemon/main.js for the last host (BENCH_OTHER_DAEMON): before and after in one run. */
+const OTHER_DAEMON = process.env.BENCH_OTHER_DAEMON;
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
 const HOSTS = Number(process.env.BENCH_HOSTS ?? 4);
 const CHANGES = Number(process.env.BENCH_CHANGES ?? 50);
@@ -30,6 +39,13 @@ const RD = '{12345678-1000-2000-3000-123456780009}';
 const ROOT = '/bench/v1/';
 const J = JSON.stringify;
 
+/** CPU seconds (user + system) a process used so far. */
+const cpuSeconds = (pid: number) => {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
+const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 const hex = (n: number) => (n & 255).toString(16).padStart(2, '0');
 const ca = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
@@ -76,8 +92,9 @@ class Statuses {
       const t = performance.now();
       for (const e of b.events) {
         const m = /hosts\/([^/]+)\/status$/.exec(e.kv.key);
-        if (!m || e.type !== 'put') continue;
-        this.rev.set(m[1]!, (JSON.parse(e.kv.value) as { revision: number }).revision);
+        if (!m) continue;
+        if (e.type === 'put') this.rev.set(m[1]!, (JSON.parse(e.kv.value) as { revision: number }).revision);
+        else this.rev.delete(m[1]!); // its daemon stopped
       }
       this.waiters = this.waiters.filter((x) => ((this.rev.get(x.host) ?? 0) >= x.rev ? (x.resolve(t), false) : true));
     });
@@ -133,6 +150,10 @@ async function main(): Promise<number> {
 
     // The hosts: a namespace each with eth1 (a veth to a bridge-less peer in the same namespace).
     const daemons: Array<{ proc: LabProcess; socket: string }> = [];
+    const spawnDaemon = (h: number) =>
+      lab.spawn(`h${h}`, [process.execPath, '--max-old-space-size=8192', ...DAEMON_NODE_ARGS, h === HOSTS && OTHER_DAEMON ? OTHER_DAEMON : join(repoRoot(), 'dist/src/daemon/main.js'), '--config', join(out, `host${h}`, 'nvgred.yaml')], {
+        logFile: join(out, `host${h}`, `nvgred-${Date.now()}.log`),
+      });
     const statuses = new Statuses(etcd, fill + 1);
     t = performance.now();
     const synced: Array<Promise<number>> = [];
@@ -155,18 +176,23 @@ async function main(): Promise<number> {
           metrics: { listen: '127.0.0.1:9470' },
         }),
       );
-      const proc = await lab.spawn(`h${h}`, [process.execPath, '--max-old-space-size=8192', join(repoRoot(), 'dist/src/daemon/main.js'), '--config', config], { logFile: join(dir, 'nvgred.log') });
-      daemons.push({ proc, socket });
+      daemons.push({ proc: await spawnDaemon(h), socket });
       synced.push(statuses.reached(`host${h}`, fill));
     }
     const syncMs = (await Promise.all(synced)).map((x) => x - t);
     result.sync_from_empty_ms = syncMs;
-    console.log(`sync from empty (${HOSTS} daemons started together, to each status at revision ${fill}): ${syncMs.map((x) => (x / 1000).toFixed(1)).join(', ')} s`);
+    const cpu = () => daemons.map((d) => cpuSeconds(d.proc.pid));
+    const syncCpu = cpu();
+    result.sync_cpu_seconds = syncCpu;
+    result.sync_load = load();
+    console.log(`sync from empty (${HOSTS} daemons started together, to each status at revision ${fill}): ${syncMs.map((x) => (x / 1000).toFixed(1)).join(', ')} s; daemon CPU ${syncCpu.map((x) => x.toFixed(1)).join(', ')} s; load ${result.sync_load}`);
     result.rss_mib = daemons.map((d) => rssMiB(d.proc.pid));
     console.log(`daemon RSS: ${(result.rss_mib as number[]).map((x) => x.toFixed(0)).join(', ')} MiB`);
 
     // Record changes, one at a time: commit → applied on every host.
     const perHost: number[][] = Array.from({ length: HOSTS }, () => []);
+    let cpu0 = cpu();
+    const w0 = performance.now();
     for (let c = 0; c < CHANGES; c++) {
       const r = record(index(c * 7919 % RECORDS), 1 + ((c + 1) % HOSTS));
       const t0 = performance.now();
@@ -177,10 +203,16 @@ async function main(): Promise<number> {
     }
     const all = perHost.flat();
     result.change_ms = { all: [pct(all, 50), pct(all, 99)], per_host: perHost.map((xs) => [pct(xs, 50), pct(xs, 99)]) };
-    console.log(`one record change, commit → applied on every host: ${fmt(all)}`);
+    const perChangeCpu = (c0: number[], n: number) => cpu().map((x, h) => ((x - c0[h]!) / n) * 1000);
+    result.change_cpu_ms_per_host = perChangeCpu(cpu0, CHANGES);
+    result.change_wall_s = (performance.now() - w0) / 1000;
+    result.change_load = load();
+    if (OTHER_DAEMON) perHost.forEach((xs, h) => console.log(`  host${h + 1}${h + 1 === HOSTS ? ` (${OTHER_DAEMON})` : ''}: ${fmt(xs)}`));
+    console.log(`one record change, commit → applied on every host: ${fmt(all)}; daemon CPU per change ${(result.change_cpu_ms_per_host as number[]).map((x) => x.toFixed(1)).join(', ')} ms; ${(result.change_wall_s as number).toFixed(1)} s in all; load ${result.change_load}`);
 
     // Migrations: vm1..vmN moves to the next host with its record, one transaction each.
     const mig: number[] = [];
+    cpu0 = cpu();
     for (let m = 0; m < MIGRATIONS; m++) {
       const from = 1 + (m % HOSTS);
       const to = 1 + ((m + 1) % HOSTS);
@@ -201,7 +233,8 @@ async function main(): Promise<number> {
       for (const x of await Promise.all(daemons.map((_, h) => statuses.reached(`host${h + 1}`, revision)))) mig.push(x - (t0 + t1) / 2);
     }
     result.migration_ms = [pct(mig, 50), pct(mig, 99)];
-    console.log(`migration (one transaction), commit → applied on every host: ${fmt(mig)}`);
+    result.migration_cpu_ms_per_host = perChangeCpu(cpu0, 2 * MIGRATIONS);
+    console.log(`migration (one transaction), commit → applied on every host: ${fmt(mig)}; daemon CPU per transaction ${(result.migration_cpu_ms_per_host as number[]).map((x) => x.toFixed(1)).join(', ')} ms`);
 
     // One record change through host 1's local API: written to etcd, answered once host 1 applied it.
     const r = record(index(3), 2);
@@ -209,9 +242,21 @@ async function main(): Promise<number> {
     const status = await apiCall(daemons[0]!.socket, 'PUT', `/v1/lookup-records/6000/${r.customer_address}`, r);
     result.api_change_ms = performance.now() - t0;
     console.log(`one record change through host1's API (PUT, ${status}): ${(result.api_change_ms as number).toFixed(0)} ms to its answer`);
+    // One host syncing from empty while the others run: host 1 stopped, its state_dir emptied, started again.
+    await lab.stop(daemons[0]!.proc, { timeoutMs: 30_000 });
+    rmSync(join(out, 'host1', 'state'), { recursive: true, force: true });
+    const { revision: now } = await etcd.txn([], []);
+    const l0 = load();
+    const t2 = performance.now();
+    daemons[0]!.proc = await spawnDaemon(1);
+    result.resync_one_ms = (await statuses.reached('host1', now)) - t2;
+    result.resync_one_cpu_seconds = cpuSeconds(daemons[0]!.proc.pid);
+    console.log(`one host syncing from empty (the others running): ${((result.resync_one_ms as number) / 1000).toFixed(1)} s; its CPU ${(result.resync_one_cpu_seconds as number).toFixed(1)} s; load before ${l0}, after ${load()}`);
     result.rss_after_mib = daemons.map((d) => rssMiB(d.proc.pid));
-    console.log(`daemon RSS after: ${(result.rss_after_mib as number[]).map((x) => x.toFixed(0)).join(', ')} MiB`);
+    console.log(`daemon RSS after: ${(result.rss_after_mib as number[]).map((x) => x.toFixed(0)).join(', ')} MiB; load ${load()}`);
     statuses.cancel();
+    // Stopped by SIGTERM (a daemon run with --cpu-prof writes its profile on a clean exit).
+    for (const d of daemons) await lab.stop(d.proc, { timeoutMs: 30_000 });
     etcd.close();
     writeFileSync(join(repoRoot(), 'bench', 'out', `fleet-${String(result.date).replace(/[:.]/g, '-')}.json`), JSON.stringify(result, null, 2));
     return 0;

@@ -246,6 +246,27 @@ describe('the watcher', () => {
 });
 
 describe('the client', () => {
+  it('reads a prefix page by page: every key once, in order, at one revision, however the keys are spread', async () => {
+    const k = `/pages${process.pid}/`;
+    const keys = [
+      ...Array.from({ length: 300 }, (_, i) => `a/${String(i).padStart(4, '0')}`), // dense
+      'b', // alone, far from the rest
+      ...Array.from({ length: 120 }, (_, i) => `m/${'x'.repeat(70)}/${i}`), // alike in their first 64 bytes
+      ...Array.from({ length: 200 }, (_, i) => `z/${i}`),
+      '\u00ff\u00ff', // at the end of the byte range
+    ];
+    let written = 0;
+    for (let i = 0; i < keys.length; i += 128) written = (await etcd.txn([], keys.slice(i, i + 128).map((key) => ({ put: { key: k + key, value: key } })))).revision;
+    await etcd.put(`${k}a/0000`, 'later'); // after the revision read: not seen
+    const paged = new Etcd(cluster.endpoints, { pageKeys: 25 });
+    const { revision, kvs } = await paged.rangePrefix(k, written);
+    paged.close();
+    expect(revision).toBe(written);
+    const sorted = [...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    expect(kvs.map((kv) => kv.key.slice(k.length))).toEqual(sorted);
+    expect(kvs.every((kv) => kv.value === kv.key.slice(k.length))).toBe(true);
+  });
+
   it('a watch from a compacted revision ends in CompactedError', async () => {
     const k = `/c${process.pid}/`;
     const first = await etcd.put(`${k}a`, '1');

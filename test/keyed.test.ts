@@ -124,4 +124,27 @@ describe('keyed policy: incremental check = whole-document check', () => {
     ]);
     expect(RESOURCES.length).toBe(5);
   });
+
+  it("a document's lookup records are those of when it was made: whole (policy), or kept once read, an error if first read after a change, back after an undo (lazyPolicy)", () => {
+    const keyed = new KeyedPolicy(emptyPolicy());
+    const rec = (ca: string) => ({ customer_address: ca, vsid: 5001, mac: MACS[0]!, provider_address: '192.168.0.1', rule: 'encap', type: 'static' }) as AnyRecord;
+    const cas = (p: Policy) => p.lookup_records.map((r) => r.customer_address);
+    keyed.apply([{ op: 'put', section: 'lookup_records', record: rec('10.0.0.2') }]);
+    const read = keyed.lazyPolicy;
+    expect(cas(read)).toEqual(['10.0.0.2']);
+    keyed.apply([{ op: 'put', section: 'lookup_records', record: rec('10.0.0.3') }]);
+    const whole = keyed.policy;
+    keyed.apply([{ op: 'delete', section: 'lookup_records', record: rec('10.0.0.3') }]);
+    keyed.apply([{ op: 'put', section: 'lookup_records', record: rec('10.0.0.3') }]);
+    const unread = keyed.lazyPolicy;
+    const change = keyed.apply([{ op: 'put', section: 'lookup_records', record: rec('10.0.0.4') }]);
+    expect(cas(read)).toEqual(['10.0.0.2']);
+    expect(cas(whole)).toEqual(['10.0.0.2', '10.0.0.3']);
+    expect(() => unread.lookup_records).toThrow(/after the policy changed/);
+    expect(cas(keyed.policy)).toEqual(['10.0.0.2', '10.0.0.3', '10.0.0.4']);
+    change.undo();
+    expect(cas(unread)).toEqual(['10.0.0.2', '10.0.0.3']);
+    expect(JSON.parse(JSON.stringify(keyed.policy)).lookup_records).toHaveLength(2);
+    expect(structuredClone(keyed.policy).lookup_records).toHaveLength(2);
+  });
 });

@@ -284,15 +284,18 @@ export class PolicyStore {
    * operations, learning, expiry, a document's changes, and the fleet's
    * watcher (`cause` 'fleet').
    */
-  applyChanges(changes: readonly PolicyChange[], cause: Cause): Promise<ChangeResult> {
+  applyChanges(changes: readonly PolicyChange[], cause: Cause, o: { validated?: boolean } = {}): Promise<ChangeResult> {
     return this.exclusive(() => {
-      // Each record in its normal form, valid on its own (refused as the API refuses a body);
+      // Each record in its normal form, valid on its own (refused as the API refuses a body;
+      // `o.validated`: the caller's records are so already, the fleet's view parsed them);
       // a delete names a record held (or put earlier in the batch).
       const put = new Set<string>();
+      const deletes = changes.some((c) => c.op === 'delete');
       const normal = changes.map((c): PolicyChange => {
         const res = RESOURCES.find((r) => r.section === c.section);
         if (!res) throw nvgreError('NVGRE_ERR_BAD_REQUEST', `a change names no section of records: ${JSON.stringify(c.section)}`);
-        const record = res.validate(c.record, res.singular);
+        const record = o.validated ? c.record : res.validate(c.record, res.singular);
+        if (!deletes) return o.validated ? c : ({ ...c, record } as PolicyChange);
         const id = `${res.section}\u0000${identityOf(res, record)}`;
         if (c.op === 'put') put.add(id);
         else if (!put.has(id) && !this.keyed.current(res.section, record)) throw nvgreError('NVGRE_ERR_NOT_FOUND', `no ${res.noun} ${res.identity(record).join(' ')}`);
@@ -314,7 +317,7 @@ export class PolicyStore {
    */
   private commit(changes: readonly PolicyChange[], cause: Cause, o: CommitOptions = {}): PolicyChange[] {
     const prevKeyed = this.keyed;
-    const prevPolicy = prevKeyed.policy;
+    const prevPolicy = prevKeyed.lazyPolicy;
     const doc = o.document;
     const settingsChanged = doc !== undefined && settingsOf(doc) !== settingsOf(prevPolicy);
     let applied: Applied = this.keyed.apply(changes);
@@ -347,7 +350,8 @@ export class PolicyStore {
     if (!samePolicy) {
       try {
         // The packet core takes the changes as a delta; a rebuilt policy (a reordering document) goes whole.
-        this.host.apply(this.keyed.policy, rebuilt ? undefined : applied.changes);
+        // The lookup records listed only if the core needs the whole policy (a delta never reads them).
+        this.host.apply(this.keyed.lazyPolicy, rebuilt ? undefined : applied.changes);
       } catch (err) {
         undo();
         throw err;
@@ -391,6 +395,11 @@ export class PolicyStore {
       return r && matchesKey(res, r, key) ? [r] : [];
     }
     return (this.policy[res.section] as AnyRecord[]).filter((r) => matchesKey(res, r, key));
+  }
+
+  /** Whether a record has this key (a whole identity: found directly, whatever the policy's size). */
+  has(res: Resource, key: string[]): boolean {
+    return this.matching(res, key).length > 0;
   }
 
   list(res: Resource, filter: Filter): AnyRecord[] {

@@ -58,23 +58,47 @@ function target(endpoint: string, path: string): http.RequestOptions {
 
 /** Keys per range request when reading a prefix. */
 const RANGE_PAGE = 10_000;
+/** Range requests at a time when reading a prefix. */
+const RANGE_PARALLEL = 4;
+
+/** Bytes of a key (after the prefix read) taken as a number, to reckon where a page of keys ends. */
+const KEY_NUM_BYTES = 64;
+
+/** The bytes of `key` after `base` (its first KEY_NUM_BYTES, zero-padded) as a number: keys in order are numbers in order. */
+function keyNum(base: Buffer, key: Buffer): bigint {
+  let n = 0n;
+  for (let i = 0; i < KEY_NUM_BYTES; i++) n = (n << 8n) | BigInt(key[base.length + i] ?? 0);
+  return n;
+}
+
+/** The key `base` followed by the number `n` as KEY_NUM_BYTES bytes (past the last such key: the byte after base's range). */
+function numKey(base: Buffer, n: bigint): Buffer {
+  const tail = Buffer.alloc(KEY_NUM_BYTES);
+  for (let i = KEY_NUM_BYTES - 1; i >= 0; i--, n >>= 8n) tail[i] = Number(n & 255n);
+  return n > 0n ? rangeEnd(base) : Buffer.concat([base, tail]);
+}
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const unb64 = (s: string | undefined) => (s === undefined ? '' : Buffer.from(s, 'base64').toString());
 const num = (s: unknown) => (s === undefined ? 0 : Number(s));
 
-/** The end of a prefix's range (base64): the prefix with its last byte below 0xff incremented. */
-function rangeEndB64(prefix: string): string {
-  const b = Buffer.from(prefix);
+/** `guess` as the end of a range starting at `from` if it lies between them, else `end`. */
+const boundAfter = (from: Buffer, guess: Buffer, end: Buffer): Buffer => (guess.compare(from) > 0 && guess.compare(end) < 0 ? guess : end);
+
+/** The end of a prefix's range: the prefix with its last byte below 0xff incremented. */
+function rangeEnd(b: Buffer): Buffer {
   for (let i = b.length - 1; i >= 0; i--) {
     if (b[i]! < 0xff) {
       const out = Buffer.from(b.subarray(0, i + 1));
       out[i]!++;
-      return out.toString('base64');
+      return out;
     }
   }
-  return Buffer.from([0]).toString('base64');
+  return Buffer.from([0]);
 }
+
+/** The end of a prefix's range, base64. */
+const rangeEndB64 = (prefix: string): string => rangeEnd(Buffer.from(prefix)).toString('base64');
 
 interface RawKv {
   key?: string;
@@ -95,6 +119,8 @@ const kvOf = (r: RawKv): KeyValue => ({
 export interface EtcdOptions {
   /** Per-request timeout, ms (not for watches). */
   timeoutMs?: number;
+  /** Keys per range request when reading a prefix (default RANGE_PAGE). */
+  pageKeys?: number;
 }
 
 export class Etcd {
@@ -102,6 +128,7 @@ export class Etcd {
   private current = 0;
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
   private readonly timeoutMs: number;
+  private readonly pageKeys: number;
 
   constructor(
     readonly endpoints: readonly string[],
@@ -109,6 +136,7 @@ export class Etcd {
   ) {
     if (!endpoints.length) throw new Error('no etcd endpoint');
     this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.pageKeys = opts.pageKeys ?? RANGE_PAGE;
   }
 
   close(): void {
@@ -169,22 +197,82 @@ export class Etcd {
 
   /**
    * Every key under `prefix`, at `revision` (0: the latest), with the
-   * revision read: in pages of `RANGE_PAGE` keys, all at the first page's
-   * revision (a million keys in one answer would be one huge JSON document).
+   * revision read: in pages of at most `pageKeys` keys, all at the first
+   * page's revision (a million keys in one answer would be one huge JSON
+   * document). After the first page, the rest of the prefix is cut into
+   * ranges of about a page each (from the span the last pages took), read
+   * RANGE_PARALLEL at a time: etcd serves them side by side while this
+   * process parses. Every request is bounded so: etcd 3.4 walks every key
+   * from a range's start to its end for each request, limit or not, so
+   * pages up to the prefix's end would make a read of n keys cost
+   * n²/pageKeys.
    */
   async rangePrefix(prefix: string, revision = 0): Promise<{ revision: number; kvs: KeyValue[] }> {
-    const end = rangeEndB64(prefix);
+    const base = Buffer.from(prefix);
+    const end = rangeEnd(base);
+    const first = await this.readRange(base, base, end, revision, undefined, true);
+    const at = first.revision;
+    const kvs = first.kvs;
+    let from = first.next;
+    let stride = first.stride;
+    while (from && stride !== undefined) {
+      const ranges: Array<[Buffer, Buffer]> = [];
+      for (let i = 0; i < RANGE_PARALLEL && from.compare(end) < 0; i++) {
+        const upTo = boundAfter(from, numKey(base, keyNum(base, from) + stride), end);
+        ranges.push([from, upTo]);
+        from = upTo;
+      }
+      if (!ranges.length) break;
+      const parts = await Promise.all(ranges.map(([a, b]) => this.readRange(base, a, b, at, stride)));
+      let n = 0;
+      for (const p of parts) {
+        for (const kv of p.kvs) kvs.push(kv);
+        n += p.kvs.length;
+      }
+      // The next ranges hold about a page each if the keys go on as dense (within 1/4 to 16 times the last stride).
+      const want = stride * BigInt(this.pageKeys * ranges.length);
+      const next = want / BigInt(Math.max(1, n));
+      stride = next < stride / 4n ? stride / 4n : next > stride * 16n ? stride * 16n : next;
+      if (stride < 1n) stride = 1n;
+    }
+    return { revision: at, kvs };
+  }
+
+  /**
+   * The keys in [from, end) at `revision` (0: the latest), page by page,
+   * each page's range reaching `stride` (a key number) past its start once
+   * a page told how far a page's worth reaches. `firstPageOnly`: stop after
+   * one page, returning where the rest starts.
+   */
+  private async readRange(
+    base: Buffer,
+    from: Buffer,
+    end: Buffer,
+    revision: number,
+    stride: bigint | undefined,
+    firstPageOnly = false,
+  ): Promise<{ revision: number; kvs: KeyValue[]; stride: bigint | undefined; next?: Buffer }> {
     const kvs: KeyValue[] = [];
-    let from = b64(prefix);
     let at = revision;
     for (;;) {
-      const out = await this.call('/v3/kv/range', { key: from, range_end: end, limit: String(RANGE_PAGE), ...(at ? { revision: String(at) } : {}) });
+      const upTo = stride === undefined ? end : boundAfter(from, numKey(base, keyNum(base, from) + stride), end);
+      const out = await this.call('/v3/kv/range', { key: from.toString('base64'), range_end: upTo.toString('base64'), limit: String(this.pageKeys), ...(at ? { revision: String(at) } : {}) });
       if (!at) at = num((out.header as { revision?: string })?.revision);
       const page = (out.kvs as RawKv[]) ?? [];
       for (const r of page) kvs.push(kvOf(r));
-      if (!out.more || !page.length) return { revision: at, kvs };
-      // The next page starts just after the last key: the key with a NUL byte appended.
-      from = Buffer.concat([Buffer.from(page[page.length - 1]!.key!, 'base64'), Buffer.from([0])]).toString('base64');
+      if (out.more && page.length) {
+        // A page's worth of keys took this span: the next page's range is as long.
+        const last = Buffer.from(page[page.length - 1]!.key!, 'base64');
+        stride = keyNum(base, last) - keyNum(base, Buffer.from(page[0]!.key!, 'base64')) + 1n;
+        // The next page starts just after the last key: the key with a NUL byte appended.
+        from = Buffer.concat([last, Buffer.from([0])]);
+        if (firstPageOnly) return { revision: at, kvs, stride, next: from };
+        continue;
+      }
+      if (upTo === end) return { revision: at, kvs, stride };
+      // The range held less than a page: the next one reaches further.
+      stride = stride! * BigInt(Math.min(16, Math.ceil((2 * this.pageKeys) / Math.max(1, page.length))));
+      from = upTo;
     }
   }
 

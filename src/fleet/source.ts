@@ -12,6 +12,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { readConfigFile } from '../config/index.js';
 import { isNvgreError } from '../errors.js';
 import type { PolicyChange } from '../model/change.js';
+import { sameRecord } from '../model/keyed.js';
 import type { Policy } from '../model/policy.js';
 import { RESOURCES, type AnyRecord, type Section } from '../model/resources.js';
 import type { Logger } from '../daemon/log.js';
@@ -30,6 +31,8 @@ export interface HostStatus {
 /** The status key's lease (fleet.md): gone 10 s after its daemon. */
 export const STATUS_TTL_SECONDS = 10;
 const KEEPALIVE_MS = 3000;
+/** Renewals in a row without an answer after which the store is taken for silent. */
+const SILENT_AFTER = 2;
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 5000;
 
@@ -56,7 +59,7 @@ export class FleetSource {
   readonly root: string;
   private view: FleetView;
   /** What this host runs, by record identity (rebuilt from the store's policy when something else changed it). */
-  private applied = new Map<string, { section: Section; record: AnyRecord; json: string }>();
+  private applied = new Map<string, { section: Section; record: AnyRecord }>();
   private appliedGeneration = -1;
   /** Identities whose desired record may differ from the applied one. */
   private dirty = new Set<string>();
@@ -67,6 +70,8 @@ export class FleetSource {
   private loop: Promise<void> | undefined;
   private keepalive: NodeJS.Timeout | undefined;
   private lease = '0';
+  /** Renewals of the status lease in a row that got no answer. */
+  private unanswered = 0;
   /** The status key does not say what runs (its last write failed). */
   private statusStale = false;
   private statusWrites: Promise<void> = Promise.resolve();
@@ -251,9 +256,9 @@ export class FleetSource {
   /** The applied map from the store's policy, when something other than this watcher changed it (or `force`). */
   private refreshApplied(force = false): void {
     if (!force && this.appliedGeneration === this.o.store.generation) return;
-    const m = new Map<string, { section: Section; record: AnyRecord; json: string }>();
+    const m = new Map<string, { section: Section; record: AnyRecord }>();
     const p = this.o.store.policy;
-    for (const res of RESOURCES) for (const r of p[res.section] as AnyRecord[]) m.set(identityOf(res.section, r), { section: res.section, record: r, json: JSON.stringify(r) });
+    for (const res of RESOURCES) for (const r of p[res.section] as AnyRecord[]) m.set(identityOf(res.section, r), { section: res.section, record: r });
     this.applied = m;
     this.appliedGeneration = this.o.store.generation;
   }
@@ -267,23 +272,23 @@ export class FleetSource {
     }
     this.refreshApplied();
     const changes: PolicyChange[] = [];
-    const after = new Map<string, { section: Section; record: AnyRecord; json: string } | undefined>();
+    /** Per change, its identity and what runs after it. */
+    const after: Array<[string, { section: Section; record: AnyRecord } | undefined]> = [];
     for (const id of this.dirty) {
       const d = this.view.desired(id);
       const cur = this.applied.get(id);
       if (d) {
-        const json = JSON.stringify(d.record);
-        if (cur?.json === json) continue;
+        if (cur && sameRecord(cur.record, d.record)) continue;
         changes.push(cur ? { op: 'put', section: d.section, record: d.record, previous: cur.record } : { op: 'put', section: d.section, record: d.record });
-        after.set(id, { ...d, json });
+        after.push([id, d]);
       } else if (cur) {
         changes.push({ op: 'delete', section: cur.section, record: cur.record });
-        after.set(id, undefined);
+        after.push([id, undefined]);
       }
     }
     if (changes.length) {
       try {
-        await this.o.store.applyChanges(changes, 'fleet');
+        await this.o.store.applyChanges(changes, 'fleet', { validated: true });
       } catch (err) {
         if (!isNvgreError(err)) throw err;
         await this.refuse(revision, err.message);
@@ -353,8 +358,12 @@ export class FleetSource {
         this.lease = '0';
         await this.writeStatus();
       } else if (this.statusStale) await this.writeStatus();
+      this.unanswered = 0;
     } catch (err) {
-      // The watch may not notice a member that went silent: start over (resync) on another.
+      // One renewal unanswered is a busy store or host (a million records resynced cost far more than
+      // waiting); twice in a row, the watch may not notice a member that went silent: start over (resync) on another.
+      if (++this.unanswered < SILENT_AFTER) return;
+      this.unanswered = 0;
       this.log.warn({ err: (err as Error).message }, 'the policy store does not answer: resynchronizing');
       this.up = false;
       this.watch?.cancel();

@@ -82,7 +82,7 @@ export class FleetWriter {
     const rec = res.validate(body, res.singular);
     const key = this.keyOf(res, rec);
     const what = `${res.noun} ${res.identity(rec).join(' ')}`;
-    if (this.store.list(res, []).some((r) => matchesKey(res, r, res.identity(rec)))) throw nvgreError('NVGRE_ERR_EXISTS', `${what} exists (replace it, or change it)`);
+    if (this.store.has(res, res.identity(rec))) throw nvgreError('NVGRE_ERR_EXISTS', `${what} exists (replace it, or change it)`);
     this.check([{ op: 'put', section: res.section, record: rec }]);
     await this.commit([{ key, modRevision: 0 }], [{ put: { key, value: JSON.stringify(rec) } }], what, `${what} exists in the store (replace it, or change it)`);
     return rec;
@@ -91,7 +91,7 @@ export class FleetWriter {
   async replace(res: Resource, key: string[], body: unknown): Promise<{ record: AnyRecord; created: boolean }> {
     const rec = res.validate(body, res.singular);
     if (!matchesKey(res, rec, key)) throw nvgreError('NVGRE_ERR_BAD_REQUEST', `the body's key ${res.identity(rec).join(' ')} is not the path's ${key.join(' ')}`);
-    const created = !this.store.list(res, []).some((r) => matchesKey(res, r, res.identity(rec)));
+    const created = !this.store.has(res, res.identity(rec));
     return { record: await this.put(res, rec), created };
   }
 

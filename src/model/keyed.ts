@@ -20,12 +20,17 @@ const SECTIONS = RESOURCES.map((r) => r.section);
 /** A record's identity as one string (its resource's key fields). */
 export const identityOf = (res: Resource, r: AnyRecord): string => res.identity(r).join('\u0000');
 
+/** The last version given to a section's records. */
+let versions = 0;
+
 /** One section: records by identity, in order. Deleted records leave a hole until the section is compacted. */
 class KeyedSection {
   private slots: (AnyRecord | undefined)[] = [];
   private readonly slotById = new Map<string, number>();
   private holes = 0;
   private list: AnyRecord[] | undefined;
+  /** New with every change to the records, never used twice (an undo puts back the version it undoes). */
+  version = 0;
 
   constructor(readonly res: Resource) {}
 
@@ -52,9 +57,9 @@ class KeyedSection {
   }
 
   /** Put `r` in place of the record of its identity (returned), else at `at` (a hole left by delete) or last. */
-  put(r: AnyRecord, at?: number): AnyRecord | undefined {
+  put(r: AnyRecord, at?: number, id = this.id(r)): AnyRecord | undefined {
     this.list = undefined;
-    const id = this.id(r);
+    this.version = ++versions;
     const s = this.slotById.get(id);
     if (s !== undefined) {
       const old = this.slots[s];
@@ -76,6 +81,7 @@ class KeyedSection {
     const s = this.slotById.get(id);
     if (s === undefined) return undefined;
     this.list = undefined;
+    this.version = ++versions;
     const record = this.slots[s]!;
     this.slotById.delete(id);
     if (s === this.slots.length - 1) this.slots.pop();
@@ -186,10 +192,27 @@ export class KeyedPolicy {
 
   /** The policy as a document (its lists made again after a change, only when asked for). */
   get policy(): Policy {
+    const p = this.lazyPolicy;
+    void p.lookup_records; // listed now: the document stays whole whatever changes next
+    return p;
+  }
+
+  /**
+   * The policy as a document whose lookup records, the one list that grows
+   * to millions, are listed when first read: a change the packet core takes
+   * as a delta never reads them, so it costs what it changes. They are the
+   * records as they were when the document was made; read only after a
+   * later change, they are gone (an error, not a silently newer list). For
+   * the dataplane, which reads them only while they are the running ones.
+   */
+  get lazyPolicy(): Policy {
     if (!this.whole) {
       // In the document's key order (the API's JSON, a saved config).
       const p: Record<string, unknown> = {};
-      for (const k of this.keys) p[k] = SECTIONS.includes(k as Section) ? this.sections[k as Section].records() : (this.rest as unknown as Record<string, unknown>)[k];
+      for (const k of this.keys) {
+        if (k === 'lookup_records') Object.defineProperty(p, k, { enumerable: true, configurable: true, get: listedWhenRead(this.sections.lookup_records) });
+        else p[k] = SECTIONS.includes(k as Section) ? this.sections[k as Section].records() : (this.rest as unknown as Record<string, unknown>)[k];
+      }
       this.whole = p as unknown as Policy;
     }
     return this.whole;
@@ -222,8 +245,8 @@ export class KeyedPolicy {
     return this.get('lookup_records', [String(vsid), ca]) as LookupRecord | undefined;
   }
 
-  private insert(section: Section, r: AnyRecord, at?: number): AnyRecord | undefined {
-    const old = this.sections[section].put(r, at);
+  private insert(section: Section, r: AnyRecord, at?: number, id?: string): AnyRecord | undefined {
+    const old = this.sections[section].put(r, at, id);
     if (section === 'lookup_records') {
       if (old) this.unindex(old as LookupRecord);
       this.index(r as LookupRecord);
@@ -257,13 +280,15 @@ export class KeyedPolicy {
     const steps: UndoStep[] = [];
     const done: PolicyChange[] = [];
     const routesBefore = changes.some((c) => c.section === 'customer_routes') ? (this.sections.customer_routes.records() as CustomerRoute[]) : undefined;
+    const versionsBefore = SECTIONS.map((s) => this.sections[s].version);
     for (const c of changes) {
       const sec = this.sections[c.section];
       if (c.op === 'put') {
-        const cur = sec.get(sec.id(c.record));
+        const id = sec.id(c.record);
+        const cur = sec.get(id);
         if (cur !== undefined && sameRecord(cur, c.record)) continue;
-        this.insert(c.section, c.record);
-        steps.push(cur !== undefined ? { section: c.section, put: cur } : { section: c.section, del: sec.id(c.record) });
+        this.insert(c.section, c.record, undefined, id);
+        steps.push(cur !== undefined ? { section: c.section, put: cur } : { section: c.section, del: id });
         done.push(cur !== undefined ? { op: 'put', section: c.section, record: c.record, previous: cur } : { op: 'put', section: c.section, record: c.record });
       } else {
         const gone = this.remove(c.section, sec.id(c.record));
@@ -281,6 +306,8 @@ export class KeyedPolicy {
           if ('del' in s) this.remove(s.section, s.del);
           else this.insert(s.section, s.put, s.at);
         }
+        // The records are as they were: so are the documents made of them.
+        SECTIONS.forEach((s, i) => (this.sections[s].version = versionsBefore[i]!));
       },
     };
   }
@@ -298,6 +325,11 @@ export class KeyedPolicy {
   check(applied: Applied): FieldError[] {
     if (!applied.changes.length) return [];
     const look = this.sections.lookup_records;
+    if (applied.changes.length >= look.size / 2) {
+      // Changes to much of the policy (a sync from empty): checking it whole costs less than finding what they touch.
+      const whole = Object.fromEntries(SECTIONS.map((s) => [s, this.sections[s].records()])) as unknown as Pick<Policy, Section>;
+      return sortFieldErrors(collectInvariantErrors(whole));
+    }
     const part = new Set<LookupRecord>();
     const todo: LookupRecord[] = [];
     const take = (r: LookupRecord | undefined) => {
@@ -364,6 +396,17 @@ export class KeyedPolicy {
     const places = look.positions(slots);
     return sortFieldErrors(collectInvariantErrors(sub, { lookupPosition: (i) => places[i]! }));
   }
+}
+
+/** A document's getter of `sec`'s records: listed when first read, if the section is still as it was. */
+function listedWhenRead(sec: KeyedSection): () => AnyRecord[] {
+  const version = sec.version;
+  let list: AnyRecord[] | undefined;
+  return () => {
+    if (list) return list;
+    if (sec.version !== version) throw new Error(`a policy document read after the policy changed: its ${sec.res.section} are no longer held`);
+    return (list = sec.records());
+  };
 }
 
 /** A validated policy's keys in order: host, the record lists, the settings (the sections are there even if `p` has none). */

@@ -92,8 +92,12 @@ export function routingDomainIndex(policy: Policy): Map<string, number> {
   return new Map(ids.map((id, i) => [id, i]));
 }
 
+/** One hex digit's value (0-9, a-f, A-F). */
+const hexDigit = (c: number) => (c <= 57 ? c - 48 : (c | 32) - 87);
+
+/** A canonical MAC (six pairs of hex digits and colons, as validated) into 6 bytes: without a string per byte (a million records per snapshot). */
 function putMac(buf: Buffer, off: number, mac: string): void {
-  for (const [i, part] of mac.split(':').entries()) buf[off + i] = parseInt(part, 16);
+  for (let i = 0; i < 6; i++) buf[off + i] = (hexDigit(mac.charCodeAt(i * 3)) << 4) | hexDigit(mac.charCodeAt(i * 3 + 1));
 }
 
 /** Write a (validated, canonical) address into its 16-byte slot; returns its family. */
