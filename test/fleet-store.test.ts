@@ -167,6 +167,9 @@ describe('the watcher', () => {
     expect(cas(r.store.policy)).toEqual(['10.0.1.101', '10.0.1.103']);
     expect(r.host.applied.length - before).toBe(2);
     await until('the status', async () => (await r.status())?.revision === del);
+    // A status write that landed late (after a newer one) is put right at the next renewal.
+    await etcd.put(`${r.root}hosts/host1/status`, J({ ...(await r.status()), revision: 1 }));
+    await until('the status put right', async () => (await r.status())?.revision === del, 10_000);
     // Another host's keys change nothing here.
     const other = await etcd.put(`${r.root}hosts/host2/vm_adapters/contoso9`, J(adapter('contoso9', '60:00:60:00:01:09')));
     await until('seen', () => r.source.revision >= other);

@@ -143,8 +143,12 @@ export class Etcd {
     this.agent.destroy();
   }
 
-  /** POST `body` to `path` on one endpoint; the parsed JSON answer. */
-  private post(endpoint: string, path: string, body: unknown): Promise<Record<string, unknown>> {
+  /**
+   * POST `body` to `path` on one endpoint; the parsed JSON answer. A kept-alive
+   * socket that the member (or a proxy) closed while idle fails the request
+   * before it was sent: that one is sent again, once, on a new socket.
+   */
+  private post(endpoint: string, path: string, body: unknown, again = true): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
       const data = JSON.stringify(body);
       const req = http.request(
@@ -173,7 +177,10 @@ export class Etcd {
         },
       );
       req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
-      req.on('error', (e) => reject(e instanceof UnreachableError ? e : new UnreachableError(`${endpoint}: ${e.message}`)));
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        if (again && req.reusedSocket && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) resolve(this.post(endpoint, path, body, false));
+        else reject(e instanceof UnreachableError ? e : new UnreachableError(`${endpoint}: ${e.message}`));
+      });
       req.end(data);
     });
   }

@@ -350,14 +350,17 @@ export class FleetSource {
     }
   }
 
-  /** Keep the status lease alive; a lost lease is replaced and the status written again; a store that does not answer is resynced. */
+  /** Keep the status lease alive; a lost lease is replaced and a status key that does not say what runs written again; a store that does not answer is resynced. */
   private async renewStatus(): Promise<void> {
     if (this.stopped || !this.up) return;
     try {
       if (this.lease === '0' || !(await this.o.etcd.leaseKeepAlive(this.lease))) {
         this.lease = '0';
         await this.writeStatus();
-      } else if (this.statusStale) await this.writeStatus();
+      } else if (this.statusStale || this.view.statuses.get(this.o.host) !== JSON.stringify(this.status())) {
+        // The watch shows the key as the store holds it: a write that timed out but landed late, or one lost, is put right.
+        await this.writeStatus();
+      }
       this.unanswered = 0;
     } catch (err) {
       // One renewal unanswered is a busy store or host (a million records resynced cost far more than
